@@ -1,0 +1,26 @@
+"""The Respawn operator: reconciles PipelineRun resources into preemption-aware Job attempts.
+
+Layers (outer to inner): ``cli`` > ``handlers`` (kopf, thin) > ``reconcile`` (decides)
+> pure builders and classifiers (``job_builder``, ``classify``, ``budgets``, ``reports``)
+> ``spec`` (pydantic models). Only ``kube`` and ``handlers`` talk to the API server.
+"""
+
+GROUP = "respawn.dev"
+VERSION = "v1alpha1"
+KIND = "PipelineRun"
+PLURAL = "pipelineruns"
+SINGULAR = "pipelinerun"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+LABEL_RUN = "respawn.dev/run"
+"""Label on Jobs and pods: the PipelineRun's name (or a hash of it if too long for a label)."""
+LABEL_RUN_UID = "respawn.dev/run-uid"
+"""Label on Jobs and pods: the PipelineRun's uid, so a re-created run never adopts old children."""
+LABEL_ATTEMPT = "respawn.dev/attempt"
+"""Label on Jobs and pods: the attempt number (the fencing token)."""
+LABEL_ROLE = "respawn.dev/role"
+"""Label on Jobs: ``attempt`` or ``cleanup``."""
+ANNOTATION_PROGRESS = "respawn.dev/progress"
+"""Pod annotation the runtime patches with its live progress (JSON)."""
+ANNOTATION_RUN_NAME = "respawn.dev/run-name"
+"""Annotation on Jobs and pods: the full PipelineRun name (labels may hold a shortened form)."""

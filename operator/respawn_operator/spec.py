@@ -1,0 +1,308 @@
+"""Pydantic models of the PipelineRun resource: spec (what users write) and status (what we report).
+
+Field names are the contract of DESIGN.md; Python attributes are snake_case with the
+camelCase wire names as aliases. The CRD schema in ``crds/`` is generated from these
+models by :mod:`respawn_operator.crdgen`, so a rule written here is the rule
+``kubectl apply`` enforces. Rules a structural schema cannot express live in the
+``model_validator``s and in :func:`validate_spec`; the operator reports them as
+phase ``Failed`` with a message saying what to fix.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from pipeline_runtime.contracts import ResumePolicy, RetainPolicy
+
+PIPELINE_PATTERN = (
+    r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+    r"|[a-z0-9]([a-z0-9_.-]*[a-z0-9])?)$"
+)
+"""A registered pipeline name (``dataprep``) or ``package.module:Class``."""
+STEP_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""A step is a Python method name."""
+TENANT_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
+"""Tenants become a path segment of the checkpoint URI: no slashes, no dots at the ends."""
+CHECKPOINT_URI_PATTERN = r"^(gs|file|memory)://.+$"
+RESERVED_ENV_PREFIX = "RESPAWN_"
+
+_PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False
+    )
+
+
+class Backoff(_Model):
+    """Delay before the attempt that follows a failure (preemptions restart at once)."""
+
+    initial_seconds: int = Field(10, ge=0, description="Delay after the first failure.")
+    max_seconds: int = Field(600, ge=0, description="Upper bound of the doubling delay.")
+
+    @pydantic.model_validator(mode="after")
+    def _max_not_below_initial(self) -> Backoff:
+        if self.max_seconds < self.initial_seconds:
+            raise ValueError(
+                f"budgets.backoff.maxSeconds ({self.max_seconds}) must be >= "
+                f"initialSeconds ({self.initial_seconds})"
+            )
+        return self
+
+
+class Budgets(_Model):
+    """How many lost attempts the run may spend before it fails."""
+
+    max_preemptions: int = Field(
+        20, ge=0, description="Attempts lost to infrastructure (preemption, eviction, node loss)."
+    )
+    max_failures: int = Field(3, ge=0, description="Attempts lost to the pipeline's own errors.")
+    backoff: Backoff = Field(default_factory=Backoff)  # type: ignore[arg-type]
+
+
+class Checkpoint(_Model):
+    """Where and how the run's checkpoint is kept."""
+
+    uri: str | None = Field(
+        None,
+        pattern=CHECKPOINT_URI_PATTERN,
+        description="gs://bucket/prefix or file:///path; default from the operator's config.",
+    )
+    retain: RetainPolicy = Field(
+        RetainPolicy.ON_FAILURE, description="What stays in storage after the run ends."
+    )
+    resume: ResumePolicy = Field(
+        ResumePolicy.COMPATIBLE, description="What to do when the pipeline definition changed."
+    )
+
+
+class EnvVar(_Model):
+    """A Kubernetes EnvVar; ``valueFrom`` is passed through as written."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(None, json_schema_extra=_PRESERVE)
+
+
+class PodTemplateOverrides(_Model):
+    """Extra pod metadata and spec fields, merged over what the operator builds."""
+
+    metadata: dict[str, Any] | None = Field(
+        None, json_schema_extra=_PRESERVE, description="labels and annotations to add."
+    )
+    spec: dict[str, Any] | None = Field(
+        None,
+        json_schema_extra=_PRESERVE,
+        description="PodSpec fields (priorityClassName, volumes, ...); containers[0] is merged by name.",
+    )
+
+
+class PipelineRunSpec(_Model):
+    """What to run, where to keep its checkpoint, and how much loss to tolerate."""
+
+    pipeline: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=PIPELINE_PATTERN,
+        description='Registered pipeline name, or "package.module:Class".',
+    )
+    image: str | None = Field(
+        None, min_length=1, description="Image with the runtime and the pipeline; default from config."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        json_schema_extra=_PRESERVE,
+        description="Pipeline parameters, validated by the pipeline's pydantic Params.",
+    )
+    tenant: str | None = Field(
+        None, pattern=TENANT_PATTERN, description="Optional; part of the checkpoint path."
+    )
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint)  # type: ignore[arg-type]
+    budgets: Budgets = Field(default_factory=Budgets)  # type: ignore[arg-type]
+    on_demand_after_preemptions: int | None = Field(
+        None, ge=0, description="After this many preemptions, drop spot node selectors and tolerations."
+    )
+    suspend: bool = Field(False, description="true: stop after a checkpoint, keep state; false: resume.")
+    rerun_from: str | None = Field(
+        None,
+        pattern=STEP_PATTERN,
+        description="Discard this step and the later ones and run them again (once per change).",
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Wall-clock limit for the whole run, over all attempts."
+    )
+    termination_grace_period_seconds: int | None = Field(
+        None, ge=0, description="Time a stopped pod gets to commit its checkpoint (default 30)."
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="Added to the pipeline container.")
+    service_account_name: str | None = Field(None, min_length=1)
+    resources: dict[str, Any] | None = Field(
+        None, json_schema_extra=_PRESERVE, description="Container ResourceRequirements."
+    )
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = Field(
+        None, json_schema_extra={"items": {"type": "object", **_PRESERVE}}
+    )
+    affinity: dict[str, Any] | None = Field(None, json_schema_extra=_PRESERVE)
+    pod_template: PodTemplateOverrides | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _env_names(self) -> PipelineRunSpec:
+        seen: set[str] = set()
+        for var in self.env:
+            if var.name.startswith(RESERVED_ENV_PREFIX):
+                raise ValueError(
+                    f"env {var.name}: names starting with {RESERVED_ENV_PREFIX} are set by the "
+                    "operator; use the matching spec field instead"
+                )
+            if var.name in seen:
+                raise ValueError(f"env {var.name} is listed twice")
+            seen.add(var.name)
+        return self
+
+
+class Phase(str, enum.Enum):
+    """Where a run is in its life."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RETRYING = "Retrying"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class AttemptOutcome(str, enum.Enum):
+    """How one attempt ended (``Stopped``: the operator stopped it for suspend or rerun)."""
+
+    SUCCEEDED = "Succeeded"
+    PREEMPTED = "Preempted"
+    FAILED = "Failed"
+    SUPERSEDED = "Superseded"
+    STOPPED = "Stopped"
+
+
+class Condition(_Model):
+    """A Kubernetes-style condition."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    type: str
+    status: str = Field(pattern=r"^(True|False|Unknown)$")
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class CheckpointRef(_Model):
+    """The last checkpoint the runtime committed."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    step: str | None = None
+    seq: int | None = None
+    at: str | None = None
+    uri: str | None = None
+    attempt: int | None = None
+
+
+class AttemptRecord(_Model):
+    """One Job attempt of the run."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    attempt: int
+    job: str
+    pod: str | None = None
+    node: str | None = None
+    spot: bool | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    outcome: AttemptOutcome | None = None
+    reason: str | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    resumed_from: str | None = Field(None, description="Last committed step when this attempt started.")
+    rerun_from: str | None = None
+
+
+class RerunRecord(_Model):
+    """The last ``spec.rerunFrom`` request the operator acted on."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    step: str
+    generation: int
+    attempt: int
+
+
+class PipelineRunStatus(_Model):
+    """What the operator reports; ``kubectl get`` and Argo CD read it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    phase: Phase | None = None
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    run_id: str | None = Field(None, description="The run id the runtime keys the checkpoint by.")
+    attempt: int = Field(0, description="Current attempt number; the fencing token.")
+    preemptions: int = 0
+    failures: int = 0
+    current_step: str | None = None
+    completed_steps: int | None = None
+    total_steps: int | None = None
+    progress: str | None = Field(None, description='"completedSteps/totalSteps", for the Step column.')
+    last_checkpoint: CheckpointRef | None = None
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    next_attempt_time: str | None = Field(None, description="When the next attempt starts (backoff).")
+    rerun: RerunRecord | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+class SpecError(ValueError):
+    """The spec is invalid in a way the schema could not catch; the message says what to fix."""
+
+
+def parse_spec(raw: dict[str, Any]) -> PipelineRunSpec:
+    """Parse a spec dict, turning pydantic's error into one readable :class:`SpecError`."""
+    try:
+        return PipelineRunSpec.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "spec"
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"spec.{loc}: {msg}" if loc != "spec" else msg)
+        raise SpecError("; ".join(parts)) from None
+
+
+def parse_status(raw: dict[str, Any] | None) -> PipelineRunStatus:
+    """Parse a stored status leniently: unknown or broken parts are dropped, never fatal."""
+    raw = dict(raw or {})
+    try:
+        return PipelineRunStatus.model_validate(raw)
+    except pydantic.ValidationError:
+        # A status written by an older operator: keep the counters that still parse.
+        keep = {k: raw[k] for k in ("attempt", "preemptions", "failures", "runId") if k in raw}
+        try:
+            return PipelineRunStatus.model_validate(keep)
+        except pydantic.ValidationError:
+            return PipelineRunStatus()
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def is_dns_label(value: str) -> bool:
+    """True if ``value`` is a valid Kubernetes DNS-1123 label."""
+    return len(value) <= 63 and bool(_DNS_LABEL.match(value))
