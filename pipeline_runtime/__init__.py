@@ -1,0 +1,26 @@
+"""Preemption-safe pipelines: steps, fenced checkpoints, resume.
+
+Names are loaded lazily so that `pipeline-runtime` can install its SIGTERM
+handler before numpy and pydantic are imported (a pod may be stopped at any moment).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["IncompatibleCheckpoint", "InvalidInput", "Pipeline", "RunSummary", "StepContext",
+           "StepFailed", "Terminated", "step"]
+
+_WHERE = {
+    "Pipeline": "pipeline", "StepContext": "pipeline", "RunSummary": "pipeline",
+    "step": "pipeline", "InvalidInput": "errors", "IncompatibleCheckpoint": "errors",
+    "StepFailed": "errors", "Terminated": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(name)

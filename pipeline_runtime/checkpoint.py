@@ -1,0 +1,228 @@
+"""The checkpoint log of one run: append-only, fenced commit objects.
+
+Layout under the store (see docs/checkpoints.md):
+
+    <tenant>/<run_id>/commits/00000007.json     one object per commit, created once
+    <tenant>/<run_id>/artifacts/ab/ab12…        content-addressed values
+
+Every commit is created with a create-only write (GCS `if_generation_match=0`),
+so a commit is atomic and is a compare-and-set: a writer only ever writes slot
+`last_seen + 1`, and slots are never emptied while the run lives (cleanup turns
+old commits into small stubs instead of deleting them). A stale attempt's write
+therefore always lands on a taken slot, gets PreconditionFailed, re-reads the
+latest commit, sees a newer attempt (or the run's end) and exits 76.
+
+No object is ever rewritten at step rate: GCS allows about one write per second
+per object name, and each slot is written once (twice at cleanup).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import artifact_path
+from .storage.base import NotFound, PreconditionFailed, Store
+
+CHECKPOINT_VERSION = "2.0"
+"""Format of commit objects. "1.0" was the seed's single checkpoint.json."""
+READABLE_VERSIONS = ("2.0",)
+
+SEED_FIELDS = ("pipeline_name", "run_guid", "completed_steps", "context",
+               "steps_summary", "checkpoint_version")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+class Superseded(Exception):
+    """A newer attempt owns the run, or the run already finished (exit 76)."""
+
+
+class CorruptCheckpoint(Exception):
+    """A commit or artifact cannot be read back (truncated, foreign, damaged)."""
+
+
+def check_name(kind: str, value: str) -> str:
+    """Run ids and tenants become path segments: refuse anything that could escape."""
+    if not _NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{kind} {value!r} is not allowed: use letters, digits, '.', '_', '-' "
+            "(no '..', at most 253 characters, starting with a letter or digit)")
+    return value
+
+
+def now() -> str:
+    """UTC timestamp in the Kubernetes style."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def fingerprint(definition: dict[str, Any]) -> str:
+    """Stable hash of a pipeline definition (name, version, steps)."""
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _slot(seq: int) -> str:
+    return f"commits/{seq:08d}.json"
+
+
+@dataclass
+class Latest:
+    """The newest commit of a run, as found when listing the log."""
+
+    seq: int
+    body: dict[str, Any] | None
+    """None when the newest commit could not be parsed."""
+    error: str | None = None
+
+
+class RunLog:
+    """All reads and writes of one run's checkpoint folder."""
+
+    def __init__(self, store: Store, tenant: str, run_id: str) -> None:
+        self.store = store
+        self.tenant = check_name("tenant", tenant)
+        self.run_id = check_name("run id", run_id)
+        self.prefix = f"{tenant}/{run_id}/"
+
+    @property
+    def uri(self) -> str:
+        return f"{self.store.uri.rstrip('/')}/{self.prefix}"
+
+    def _p(self, rel: str) -> str:
+        return self.prefix + rel
+
+    # -- commits ---------------------------------------------------------------
+    def seqs(self) -> list[int]:
+        out = []
+        for path in self.store.list(self._p("commits/")):
+            name = path.rsplit("/", 1)[-1]
+            if name.endswith(".json") and name[:-5].isdigit():
+                out.append(int(name[:-5]))
+        return sorted(out)
+
+    def read(self, seq: int) -> dict[str, Any]:
+        raw = self.store.get(self._p(_slot(seq)))
+        return parse_commit(raw, where=f"{self.uri}{_slot(seq)}")
+
+    def latest(self) -> Latest | None:
+        seqs = self.seqs()
+        if not seqs:
+            return None
+        seq = seqs[-1]
+        try:
+            return Latest(seq, self.read(seq))
+        except CorruptCheckpoint as e:
+            return Latest(seq, None, str(e))
+        except NotFound:
+            return Latest(seq, None, f"commit {seq} vanished while reading")
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every readable commit in order; unreadable ones appear as {seq, error}."""
+        out = []
+        for seq in self.seqs():
+            try:
+                out.append(self.read(seq))
+            except (CorruptCheckpoint, NotFound) as e:
+                out.append({"seq": seq, "error": str(e)})
+        return out
+
+    def append(self, seq: int, body: dict[str, Any]) -> None:
+        """Create commit `seq`; raise Superseded if someone else holds the slot."""
+        body["seq"] = seq
+        data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        try:
+            self.store.put(self._p(_slot(seq)), data, if_absent=True)
+        except PreconditionFailed:
+            # A retried write of ours may have landed before the error: same bytes = ours.
+            try:
+                if self.store.get(self._p(_slot(seq))) == data:
+                    return
+            except NotFound:
+                pass
+            raise Superseded(self._superseded_message(body["attempt"])) from None
+
+    def _superseded_message(self, attempt: int) -> str:
+        latest = self.latest()
+        if latest is None or latest.body is None:
+            return f"attempt {attempt} lost the commit race"
+        other = latest.body
+        if other.get("kind") in ("final", "tombstone"):
+            return (f"the run already finished ({other.get('outcome')}, attempt "
+                    f"{other.get('attempt')}); attempt {attempt} stops")
+        return (f"attempt {other.get('attempt')} owns the run now; stale attempt "
+                f"{attempt} stops without committing")
+
+    # -- artifacts -------------------------------------------------------------
+    def put_artifact(self, path: str, data: bytes | memoryview) -> None:
+        self.store.put(self._p(path), data)
+
+    def get_artifact(self, path: str) -> bytes:
+        return self.store.get(self._p(path))
+
+    def artifact_shas(self) -> set[str]:
+        return {p.rsplit("/", 1)[-1] for p in self.store.list(self._p("artifacts/"))}
+
+    # -- cleanup ---------------------------------------------------------------
+    def retire(self, tombstone: dict[str, Any], last_seq: int) -> int:
+        """Leave only a tombstone: write it, drop artifacts, stub older commits.
+
+        The tombstone is written first, so a crash halfway leaves a finished run
+        with some garbage, never an open log. Returns the tombstone's seq.
+        """
+        seq = last_seq + 1
+        self.append(seq, tombstone)
+        for path in self.store.list(self._p("artifacts/")):
+            self.store.delete(path)
+        for old in self.seqs():
+            if old < seq:
+                # Overwrite, never delete: an empty slot could be filled by a stale writer.
+                stub = {"seq": old, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION,
+                        "tombstone": seq}
+                self.store.put(self._p(_slot(old)), json.dumps(stub).encode())
+        return seq
+
+    def purge(self) -> int:
+        """Remove everything of the run, tombstone included (the PipelineRun is gone)."""
+        paths = self.store.list(self.prefix)
+        for path in paths:
+            self.store.delete(path)
+        return len(paths)
+
+
+def parse_commit(raw: bytes, where: str) -> dict[str, Any]:
+    """Parse and sanity-check one commit object."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptCheckpoint(f"{where} is not valid JSON ({e}); truncated or overwritten") \
+            from None
+    if not isinstance(body, dict):
+        raise CorruptCheckpoint(f"{where} is not a commit object")
+    version = body.get("checkpoint_version")
+    if version not in READABLE_VERSIONS:
+        raise CorruptCheckpoint(
+            f"{where} has checkpoint_version {version!r}; this runtime reads "
+            f"{', '.join(READABLE_VERSIONS)}")
+    if body.get("kind") == "stub":
+        return body
+    missing = [f for f in ("seq", "attempt", "kind", *SEED_FIELDS) if f not in body]
+    if body.get("kind") == "tombstone":
+        missing = [f for f in missing if f not in ("context",)]
+    if missing:
+        raise CorruptCheckpoint(f"{where} lacks {', '.join(missing)}")
+    return body
+
+
+def new_nonce() -> str:
+    return uuid.uuid4().hex
+
+
+__all__ = ["CHECKPOINT_VERSION", "CorruptCheckpoint", "Latest", "RunLog", "Superseded",
+           "artifact_path", "check_name", "fingerprint", "now", "parse_commit"]

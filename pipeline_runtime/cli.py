@@ -1,0 +1,284 @@
+"""`pipeline-runtime`: run a pipeline, inspect or clean up a checkpoint.
+
+The SIGTERM handler is installed on the first line of `main`, before the slow
+imports (numpy, pydantic, the pipeline's own modules), so a pod stopped at any
+moment exits 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from . import contracts as c
+from .lifecycle import STOP
+
+
+def main(argv: list[str] | None = None) -> None:
+    STOP.install()
+    args = _parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+def _env_default(env: str, default: Any = None) -> Any:
+    return os.environ.get(env, default)
+
+
+def _bool_env(env: str, default: bool) -> bool:
+    value = os.environ.get(env)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pipeline-runtime", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline (every flag has a RESPAWN_* twin)")
+    run.add_argument("pipeline", nargs="?", default=_env_default(c.ENV_PIPELINE),
+                     help="registered name or module:Class [RESPAWN_PIPELINE]")
+    run.add_argument("--params", default=_env_default(c.ENV_PARAMS),
+                     help="JSON object, or @file holding one [RESPAWN_PARAMS]")
+    run.add_argument("--run-id", default=_env_default(c.ENV_RUN_ID), help="[RESPAWN_RUN_ID]")
+    run.add_argument("--checkpoint-uri", default=_env_default(
+        c.ENV_CHECKPOINT_URI, "file://" + os.path.abspath(".respawn/checkpoints")),
+        help="file:///path, gs://bucket/prefix, or 'none' [RESPAWN_CHECKPOINT_URI]")
+    run.add_argument("--resume", dest="resume", action="store_true",
+                     default=_bool_env(c.ENV_RESUME, True), help="[RESPAWN_RESUME] (default)")
+    run.add_argument("--no-resume", dest="resume", action="store_false")
+    run.add_argument("--resume-policy", default=_env_default(c.ENV_RESUME_POLICY, "Compatible"),
+                     choices=[p.value for p in c.ResumePolicy], help="[RESPAWN_RESUME_POLICY]")
+    run.add_argument("--attempt", type=int, default=_env_default(c.ENV_ATTEMPT),
+                     help="fencing token; default: one more than the last [RESPAWN_ATTEMPT]")
+    run.add_argument("--retain", default=_env_default(c.ENV_RETAIN, "OnFailure"),
+                     choices=[p.value for p in c.RetainPolicy], help="[RESPAWN_RETAIN]")
+    run.add_argument("--tenant", default=_env_default(c.ENV_TENANT), help="[RESPAWN_TENANT]")
+    run.add_argument("--rerun-from", default=_env_default(c.ENV_RERUN_FROM) or None,
+                     help="discard this step and later ones, run them again [RESPAWN_RERUN_FROM]")
+    run.add_argument("--term-deadline", type=float,
+                     default=float(_env_default(c.ENV_TERM_DEADLINE, "10")),
+                     help="seconds from SIGTERM to a forced exit 143 [RESPAWN_TERM_DEADLINE_SECONDS]")
+    run.set_defaults(func=cmd_run)
+
+    ins = sub.add_parser("inspect", help="print a run's checkpoint")
+    ins.add_argument("uri")
+    ins.add_argument("--run-id", required=True)
+    ins.add_argument("--tenant", default="default")
+    ins.add_argument("--json", action="store_true", help="one JSON object")
+    ins.set_defaults(func=cmd_inspect)
+
+    cl = sub.add_parser("cleanup", help="remove a run's checkpoint, leaving a tombstone")
+    cl.add_argument("uri")
+    cl.add_argument("--run-id", required=True)
+    cl.add_argument("--tenant", default="default")
+    cl.add_argument("--purge", action="store_true", help="remove the tombstone too")
+    cl.set_defaults(func=cmd_cleanup)
+
+    ls = sub.add_parser("pipelines", help="list registered pipelines")
+    ls.set_defaults(func=cmd_pipelines)
+    return p
+
+
+def _fail(code: int, reason: str, message: str, reporter: Any = None) -> int:
+    from .reporting import write_termination_log
+
+    record = (reporter.termination(code, reason, message) if reporter is not None else
+              {"exitCode": code, "reason": reason, "message": message})
+    write_termination_log(record)
+    print(f"pipeline-runtime: {reason}: {message}", file=sys.stderr)
+    return code
+
+
+def _load_params(raw: str | None) -> dict[str, Any]:
+    from .errors import InvalidInput
+
+    if not raw:
+        return {}
+    if raw.startswith("@"):
+        try:
+            with open(raw[1:]) as f:
+                raw = f.read()
+        except OSError as e:
+            raise InvalidInput(f"params: cannot read {raw[1:]}: {e.strerror}") from None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"params: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("params: must be a JSON object")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import InvalidInput, exit_code_for
+    from .reporting import Reporter
+
+    STOP.deadline_seconds = args.term_deadline
+    reporter = Reporter()
+
+    def on_deadline() -> None:
+        # The step never reached a safe point in time: the last commit stands.
+        _fail(c.ExitCode.TERMINATED, "Terminated",
+              f"SIGTERM deadline ({args.term_deadline:g}s) passed inside a step; "
+              "resuming from the last commit", reporter)
+        os._exit(c.ExitCode.TERMINATED)
+
+    STOP.on_deadline = on_deadline
+    try:
+        if not args.pipeline:
+            known = ", ".join(sorted(_registered())) or "none"
+            raise InvalidInput(f"pipeline: none given; registered pipelines: {known}")
+        from .registry import resolve
+
+        cls = resolve(args.pipeline)
+        uri = None if args.checkpoint_uri in ("", "none") else args.checkpoint_uri
+        try:
+            attempt = int(args.attempt) if args.attempt not in (None, "") else None
+        except ValueError:
+            raise InvalidInput(f"attempt: {args.attempt!r} is not a number") from None
+        pipeline = cls(_load_params(args.params), checkpoint_uri=uri, run_id=args.run_id,
+                       tenant_id=args.tenant, attempt=attempt,
+                       resume_policy=args.resume_policy, retain=args.retain, on_event=reporter)
+        summary = pipeline.run(resume_from_checkpoint=args.resume, rerun_from=args.rerun_from)
+        message = (f"{len(summary.executed)} steps run, {len(summary.skipped)} skipped "
+                   f"(resumed)" if summary.skipped else f"{len(summary.executed)} steps run")
+        from .reporting import write_termination_log
+
+        write_termination_log(reporter.termination(0, "Succeeded", message))
+        return 0
+    except BaseException as e:  # noqa: BLE001 - every ending maps to one exit code
+        if isinstance(e, (SystemExit, KeyboardInterrupt)):
+            raise
+        code, reason = exit_code_for(e)
+        message = str(e) or type(e).__name__
+        if reason == "StepFailed":
+            import traceback
+
+            traceback.print_exception(e.__cause__ or e, file=sys.stderr)
+        return _fail(code, reason, message, reporter)
+    finally:
+        reporter.close()
+
+
+def _registered() -> dict[str, str]:
+    from .registry import registered
+
+    return registered()
+
+
+def _open_log(args: argparse.Namespace) -> Any:
+    from .checkpoint import RunLog
+    from .storage import open_store
+
+    return RunLog(open_store(args.uri), args.tenant, args.run_id)
+
+
+def describe(node: Any) -> Any:
+    """A stored context node as JSON a person can read (arrays as dtype/shape/size)."""
+    if "json" in node:
+        return node["json"]
+    if "b64" in node:
+        return {"type": "bytes", "size": len(node["b64"]) * 3 // 4}
+    if "ref" in node:
+        return {k: v for k, v in node["ref"].items()}
+    if "list" in node:
+        return [describe(n) for n in node["list"]]
+    return {k: describe(n) for k, n in node["dict"].items()}
+
+
+def inspect_run(runlog: Any) -> dict[str, Any]:
+    """The `inspect --json` object: seed fields of the latest commit plus history."""
+    from .codec import referenced_artifacts
+
+    history = runlog.history()
+    if not history:
+        raise FileNotFoundError(f"no checkpoint at {runlog.uri}")
+    real = [h for h in history if "error" not in h and h.get("kind") != "stub"]
+    latest = real[-1] if real else history[-1]
+    refs = referenced_artifacts(latest.get("context", {}))
+    return {
+        "pipeline_name": latest.get("pipeline_name"), "run_guid": latest.get("run_guid"),
+        "completed_steps": latest.get("completed_steps"),
+        "context": describe(latest["context"]) if latest.get("context") else {},
+        "steps_summary": latest.get("steps_summary"),
+        "checkpoint_version": latest.get("checkpoint_version"),
+        "attempt": latest.get("attempt"), "seq": latest.get("seq"), "kind": latest.get("kind"),
+        "outcome": latest.get("outcome"), "uri": runlog.uri,
+        "progress": ({"step": latest["progress"]["step"],
+                      "state": describe(latest["progress"]["state"])}
+                     if latest.get("progress") else None),
+        "artifacts": {"count": len(refs), "bytes": sum(refs.values())},
+        "history": [{"seq": h.get("seq"), "attempt": h.get("attempt"), "kind": h.get("kind"),
+                     "step": h.get("step"), "at": h.get("at"),
+                     "completed": len(h.get("completed_steps") or []),
+                     **({"error": h["error"]} if "error" in h else {}),
+                     **({"resumed_from": h["resumed_from"]} if h.get("resumed_from") else {})}
+                    for h in history],
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    try:
+        info = inspect_run(_open_log(args))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"pipeline-runtime inspect: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{info['pipeline_name']} run {info['run_guid']} at {info['uri']}")
+    print(f"  latest: commit #{info['seq']} ({info['kind']}) by attempt {info['attempt']}"
+          + (f", outcome {info['outcome']}" if info["outcome"] else ""))
+    print(f"  completed: {', '.join(info['completed_steps'] or []) or '-'}")
+    if info["progress"]:
+        print(f"  in-step progress saved for {info['progress']['step']}")
+    print(f"  artifacts: {info['artifacts']['count']} ({info['artifacts']['bytes'] / 1e6:.1f} MB)")
+    for key, value in (info["context"] or {}).items():
+        print(f"    ctx[{key!r}] = {json.dumps(value, default=str)[:100]}")
+    print("  history:")
+    for h in info["history"]:
+        print(f"    #{h['seq']:<5} attempt {h['attempt']!s:<3} {h['kind']!s:<9} "
+              f"{h['step'] or '':<20} {h['at'] or ''} {h.get('error', '')}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from .checkpoint import new_nonce, now
+
+    runlog = _open_log(args)
+    if args.purge:
+        n = runlog.purge()
+        print(f"removed {n} objects under {runlog.uri}")
+        return 0
+    latest = runlog.latest()
+    if latest is None:
+        print(f"nothing at {runlog.uri}")
+        return 0
+    body = dict(latest.body or {})
+    if body.get("kind") == "tombstone":
+        print(f"{runlog.uri} is already retired")
+        return 0
+    body.update(kind="tombstone", nonce=new_nonce(), at=now(), checkpoint_version="2.0",
+                outcome=body.get("outcome") or "Deleted")
+    body.setdefault("attempt", 0)
+    body.pop("context", None)
+    body.pop("progress", None)
+    for key in ("pipeline_name", "run_guid", "completed_steps", "steps_summary"):
+        body.setdefault(key, None)
+    seq = runlog.retire(body, latest.seq)
+    print(f"retired {runlog.uri}: tombstone at commit #{seq}")
+    return 0
+
+
+def cmd_pipelines(args: argparse.Namespace) -> int:
+    for name, target in sorted(_registered().items()):
+        print(f"{name}\t{target}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Background committer: uploads and commits overlap with the next step's compute.
+
+Commits are processed strictly in order by one thread; the artifacts of one
+commit upload in parallel. The first error (Superseded, storage down) stops the
+worker; the step thread sees it at its next safe point.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from .checkpoint import RunLog
+from .codec import Encoder
+
+
+class CommitWorker:
+    """Turns (body, context snapshot, progress snapshot) into commits, in order."""
+
+    def __init__(self, runlog: RunLog, encoder: Encoder, *,
+                 on_commit: Callable[[int, dict[str, Any], int], None],
+                 pool: Executor | None = None) -> None:
+        self.runlog = runlog
+        self.encoder = encoder
+        self.pool = pool
+        self.on_commit = on_commit
+        self.seq = 0
+        self.error: BaseException | None = None
+        self._context_json: Any = {"dict": {}}
+        self._queue: queue.Queue[tuple[dict[str, Any], Any, Any] | None] = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def claim(self, seq: int, body: dict[str, Any], context_plan: Any, progress_plan: Any) -> None:
+        """Write the attempt's claim synchronously at `seq`; raises Superseded if taken."""
+        self.seq = seq - 1
+        self._commit(body, context_plan, progress_plan)
+        self._thread = threading.Thread(target=self._loop, name="respawn-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, body: dict[str, Any], context_plan: Any, progress_plan: Any) -> None:
+        """Queue a commit; `context_plan=None` reuses the last committed context."""
+        with self._idle:
+            self._pending += 1
+        self._queue.put((body, context_plan, progress_plan))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued commit is done (or failed); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout)
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                if self.error is None:
+                    self._commit(*item)
+            except BaseException as e:  # noqa: BLE001 - handed to the step thread
+                self.error = e
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+    def _commit(self, body: dict[str, Any], context_plan: Any, progress_plan: Any) -> None:
+        uploaded = 0
+        if context_plan is not None:
+            context_json, n = self.encoder.resolve(context_plan, self.pool)
+            uploaded += n
+        else:
+            context_json = self._context_json
+        body["context"] = context_json
+        if progress_plan is not None:
+            state_json, n = self.encoder.resolve(progress_plan["state"], self.pool)
+            uploaded += n
+            body["progress"] = {"step": progress_plan["step"], "state": state_json}
+        self.runlog.append(self.seq + 1, body)
+        self.seq += 1
+        if context_plan is not None:
+            self._context_json = context_json
+            self.encoder.forget_except({"list": [context_json, body.get("progress") and
+                                                 body["progress"]["state"] or {}]})
+        self.on_commit(self.seq, body, uploaded)

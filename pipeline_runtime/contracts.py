@@ -1,0 +1,68 @@
+"""Contracts shared by the runtime and the operator: exit codes and environment names.
+
+The operator imports this module (never the other way round); changing a value
+here changes the wire contract between a pod and the operator, see DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes of `pipeline-runtime run`, and what the operator does."""
+
+    SUCCEEDED = 0
+    """All steps done."""
+    STEP_FAILED = 1
+    """A step raised: retry, counts a failure."""
+    INVALID_INPUT = 64
+    """Invalid params or configuration: the run fails at once."""
+    INCOMPATIBLE_CHECKPOINT = 65
+    """The checkpoint does not match this definition under `resume: Strict`: fails at once."""
+    TRANSIENT_INFRA = 75
+    """Storage unreachable or similar: retry, counts as an infrastructure loss."""
+    SUPERSEDED = 76
+    """A newer attempt owns the run (or it already finished): no action for this attempt."""
+    TERMINATED = 143
+    """Stopped by SIGTERM after committing a checkpoint: retry, counts a preemption."""
+
+
+class ResumePolicy(str, enum.Enum):
+    """What to do when the stored checkpoint was written by a different definition."""
+
+    STRICT = "Strict"
+    """Refuse (exit 65) unless pipeline name, version and step list are identical."""
+    COMPATIBLE = "Compatible"
+    """Keep the completed steps that still exist, in the same order, as a prefix; else start over."""
+    RESTART = "Restart"
+    """Ignore any stored checkpoint and start from the first step."""
+
+
+class RetainPolicy(str, enum.Enum):
+    """What stays in checkpoint storage after the run ends."""
+
+    ALWAYS = "Always"
+    """Keep every commit and artifact."""
+    ON_FAILURE = "OnFailure"
+    """Keep everything when the run failed; on success keep only the tombstone."""
+    NEVER = "Never"
+    """Keep only the tombstone, whatever the outcome."""
+
+
+# Environment twins of the CLI flags. The operator sets these on the pipeline container.
+ENV_PIPELINE = "RESPAWN_PIPELINE"
+ENV_PARAMS = "RESPAWN_PARAMS"
+ENV_RUN_ID = "RESPAWN_RUN_ID"
+ENV_CHECKPOINT_URI = "RESPAWN_CHECKPOINT_URI"
+ENV_RESUME = "RESPAWN_RESUME"
+ENV_RESUME_POLICY = "RESPAWN_RESUME_POLICY"
+ENV_ATTEMPT = "RESPAWN_ATTEMPT"
+ENV_RETAIN = "RESPAWN_RETAIN"
+ENV_TENANT = "RESPAWN_TENANT"
+ENV_RERUN_FROM = "RESPAWN_RERUN_FROM"
+ENV_TERMINATION_LOG = "RESPAWN_TERMINATION_LOG"
+ENV_TERM_DEADLINE = "RESPAWN_TERM_DEADLINE_SECONDS"
+ENV_PROGRESS_FILE = "RESPAWN_PROGRESS_FILE"
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"

@@ -1,0 +1,526 @@
+"""Pipeline base class, the @step decorator, and the run loop with checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pydantic
+
+from .checkpoint import (CHECKPOINT_VERSION, CorruptCheckpoint, Latest, RunLog, Superseded,
+                         check_name, fingerprint, new_nonce, now)
+from .codec import CorruptArtifact, Encoder, UnsupportedValue, decode, snapshot
+from .commit_worker import CommitWorker
+from .contracts import ResumePolicy, RetainPolicy
+from .errors import (IncompatibleCheckpoint, InvalidInput, StepFailed, StopRequested,
+                     Terminated)
+from .lifecycle import STOP
+from .storage.base import NotFound, Store, TransientStoreError
+
+log = logging.getLogger("pipeline_runtime")
+
+PROGRESS_INTERVAL_ENV = "RESPAWN_PROGRESS_INTERVAL_SECONDS"
+"""How often `save_progress` also commits, so a SIGKILL loses bounded work (default 30)."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What @step records on a method."""
+
+    name: str
+    version: str
+    fn: Callable[[Any, StepContext], Any]
+
+
+def step(fn: Callable[..., Any] | None = None, *, version: str = "1",
+         name: str | None = None) -> Any:
+    """Mark a method as a pipeline step; steps run in definition order.
+
+    Bump `version` when a step's output changes meaning: under `resume:
+    Compatible`, completed steps are kept only up to the first changed one.
+    """
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        f.__respawn_step__ = StepInfo(name or f.__name__, version, f)  # type: ignore[attr-defined]
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class StepContext(MutableMapping[str, Any]):
+    """The mapping steps read and write; it survives restarts.
+
+    Values: JSON, numpy arrays, bytes, and lists/dicts of them. Arrays are made
+    read-only once committed: copy one before changing it in place.
+    """
+
+    def __init__(self, data: dict[str, Any], params: Any, run_id: str, attempt: int,
+                 tenant: str, scratch_dir: Path, on_progress: Callable[[dict[str, Any]], None]
+                 ) -> None:
+        self._data = data
+        self.params = params
+        self.run_id = run_id
+        self.attempt = attempt
+        self.tenant = tenant
+        self.scratch_dir = scratch_dir
+        self.step_name: str | None = None
+        self.progress: dict[str, Any] | None = None
+        """Intra-step state this step saved in an earlier attempt, or None."""
+        self._on_progress = on_progress
+
+    def save_progress(self, state: dict[str, Any]) -> None:
+        """Record intra-step progress at a safe point.
+
+        Committed periodically and on SIGTERM; after SIGTERM this call does not
+        return (the runtime commits `state` and stops the step).
+        """
+        if not isinstance(state, dict):
+            raise TypeError("save_progress takes a dict")
+        self._on_progress(state)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"context keys are str, got {type(key).__name__}")
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"StepContext({sorted(self._data)})"
+
+
+@dataclass
+class RunSummary:
+    """What `Pipeline.run()` returns."""
+
+    pipeline: str
+    run_id: str
+    attempt: int
+    steps: dict[str, dict[str, Any]]
+    """Per step: status (completed | skipped), duration_s, attempt, bytes_written."""
+    executed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    resumed_from: dict[str, Any] | None = None
+    checkpoint_uri: str | None = None
+
+
+class Pipeline:
+    """Base class: subclass it, add a pydantic `Params` and @step methods."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+
+    class Params(pydantic.BaseModel):
+        """Override with the pipeline's own parameters."""
+
+        model_config = pydantic.ConfigDict(extra="forbid")
+
+    def __init__(self, params: Any = None, *, checkpoint_uri: str | None = None,
+                 run_id: str | None = None, tenant_id: str | None = None,
+                 attempt: int | None = None, store: Store | None = None,
+                 resume_policy: ResumePolicy | str = ResumePolicy.COMPATIBLE,
+                 retain: RetainPolicy | str = RetainPolicy.ON_FAILURE,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.raw_params = params
+        self.checkpoint_uri = checkpoint_uri
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.tenant = tenant_id or "default"
+        self.attempt = attempt
+        self._store = store
+        self.resume_policy = ResumePolicy(resume_policy)
+        self.retain = RetainPolicy(retain)
+        self.on_event = on_event or (lambda event, fields: None)
+        self.progress_interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, "30"))
+
+    # -- definition ------------------------------------------------------------
+    @classmethod
+    def pipeline_name(cls) -> str:
+        return cls.name or cls.__name__
+
+    @classmethod
+    def steps(cls) -> list[StepInfo]:
+        """Steps in definition order; a subclass overriding a step keeps its place."""
+        order: dict[str, StepInfo] = {}
+        for klass in reversed(cls.__mro__):
+            for attr in vars(klass).values():
+                info = getattr(attr, "__respawn_step__", None)
+                if isinstance(info, StepInfo):
+                    order[info.name] = info
+        return list(order.values())
+
+    @classmethod
+    def definition(cls) -> dict[str, Any]:
+        return {"pipeline": cls.pipeline_name(), "version": cls.version,
+                "steps": [[s.name, s.version] for s in cls.steps()]}
+
+    def validate_params(self, extra: dict[str, Any]) -> pydantic.BaseModel:
+        raw = self.raw_params
+        if isinstance(raw, pydantic.BaseModel):
+            raw = raw.model_dump()
+        merged = {**(raw or {}), **extra}
+        try:
+            return self.Params.model_validate(merged)
+        except pydantic.ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
+                for err in e.errors())
+            raise InvalidInput(f"invalid params for pipeline {self.pipeline_name()!r}: "
+                               f"{problems}") from None
+
+    # -- running ---------------------------------------------------------------
+    def run(self, resume_from_checkpoint: bool = True, rerun_from: str | None = None,
+            **params: Any) -> RunSummary:
+        """Run the remaining steps; commit after each; return the summary."""
+        steps = self.steps()
+        if not steps:
+            raise InvalidInput(f"pipeline {self.pipeline_name()!r} has no @step methods")
+        names = [s.name for s in steps]
+        if rerun_from is not None and rerun_from not in names:
+            raise InvalidInput(f"rerunFrom: unknown step {rerun_from!r}; steps are "
+                               f"{', '.join(names)}")
+        validated = self.validate_params(params)
+        try:
+            check_name("run id", self.run_id)
+            check_name("tenant", self.tenant)
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
+        scratch = Path(tempfile.mkdtemp(prefix=f"respawn-{self.run_id}-"))
+        try:
+            return _Run(self, steps, validated, scratch).execute(resume_from_checkpoint,
+                                                                  rerun_from)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def open_store(self) -> Store | None:
+        if self._store is not None:
+            return self._store
+        if self.checkpoint_uri is None:
+            return None
+        from .storage import open_store
+
+        try:
+            return open_store(self.checkpoint_uri)
+        except ValueError as e:
+            raise InvalidInput(f"checkpoint uri: {e}") from None
+
+
+def params_hash(params: pydantic.BaseModel) -> str:
+    text = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class _Base:
+    """The state a new attempt starts from."""
+
+    completed: list[str]
+    context: dict[str, Any]
+    progress: dict[str, Any] | None
+    summary: dict[str, dict[str, Any]]
+    resumed_from: dict[str, Any] | None
+
+
+class _Run:
+    """One execution of `Pipeline.run`: claim, run steps, commit, finish."""
+
+    def __init__(self, pipeline: Pipeline, steps: list[StepInfo], params: pydantic.BaseModel,
+                 scratch: Path) -> None:
+        self.p = pipeline
+        self.steps = steps
+        self.names = [s.name for s in steps]
+        self.params = params
+        self.scratch = scratch
+        self.definition = pipeline.definition()
+        self.fp = fingerprint(self.definition)
+        self.phash = params_hash(params)
+        self.worker: CommitWorker | None = None
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="respawn-io")
+        self.summary: dict[str, dict[str, Any]] = {}
+        self.completed: list[str] = []
+        self.current: str | None = None
+        self._last_progress_commit = time.monotonic()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.p.on_event(event, {"pipeline": self.p.pipeline_name(), "run_id": self.p.run_id,
+                                **fields})
+
+    # -- commit bodies -----------------------------------------------------------
+    def body(self, kind: str, attempt: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "checkpoint_version": CHECKPOINT_VERSION, "kind": kind, "attempt": attempt,
+            "at": now(), "nonce": new_nonce(), "pipeline_name": self.p.pipeline_name(),
+            "run_guid": self.p.run_id, "tenant": self.p.tenant, "definition": self.definition,
+            "fingerprint": self.fp, "params_hash": self.phash,
+            "completed_steps": list(self.completed), "step": self.current,
+            "steps_summary": json.loads(json.dumps(self.summary)), "outcome": None,
+            "progress": None, **extra,
+        }
+
+    # -- claim -------------------------------------------------------------------
+    def claim(self, runlog: RunLog, resume: bool, rerun_from: str | None) -> tuple[int, _Base]:
+        """Fence older attempts off with a claim commit; return (attempt, base state)."""
+        for _ in range(50):
+            latest = runlog.latest()
+            attempt = self.p.attempt
+            if attempt is None:  # local use: one more than whoever wrote last
+                attempt = (latest.body or {}).get("attempt", 0) + 1 if latest else 1
+            if latest is not None and latest.body is not None:
+                other = latest.body
+                finished = other.get("kind") in ("final", "tombstone")
+                if other["attempt"] > attempt or (finished and other["attempt"] >= attempt):
+                    raise Superseded(
+                        f"attempt {attempt} is stale: the checkpoint at {runlog.uri} was "
+                        f"{'finished' if finished else 'claimed'} by attempt {other['attempt']}")
+            base = self.base_state(runlog, latest, resume, rerun_from)
+            context_plan = snapshot(base.context, "context") if base.context else {"dict": {}}
+            self.completed = list(base.completed)
+            self.summary = dict(base.summary)
+            self.attempt = attempt
+            self.worker = self._start_worker(runlog)
+            body = self.body("claim", attempt, resumed_from=base.resumed_from)
+            progress_plan = None
+            if base.progress is not None:
+                progress_plan = {"step": base.progress["step"],
+                                 "state": snapshot(base.progress["state"], "progress")}
+            seq = latest.seq if latest else 0
+            try:
+                self.worker.claim(seq + 1, body, context_plan, progress_plan)
+            except Superseded:
+                self.worker.close()
+                continue  # somebody wrote meanwhile: look again
+            return attempt, base
+        raise TransientStoreError(f"could not claim {runlog.uri}: the commit log keeps moving")
+
+    def _start_worker(self, runlog: RunLog) -> CommitWorker:
+        return CommitWorker(runlog, self.encoder, on_commit=self._committed, pool=self.pool)
+
+    def _committed(self, seq: int, body: dict[str, Any], uploaded: int) -> None:
+        step_name = body.get("step")
+        if body["kind"] == "step" and step_name in self.summary:
+            self.summary[step_name]["bytes_written"] = uploaded
+        self.emit("commit", seq=seq, kind=body["kind"], step=step_name,
+                  completed=len(body["completed_steps"]), total=len(self.names),
+                  attempt=body["attempt"], bytes_written=uploaded, at=body["at"])
+
+    def base_state(self, runlog: RunLog, latest: Latest | None, resume: bool,
+                   rerun_from: str | None) -> _Base:
+        fresh = _Base([], {}, None, {}, None)
+        policy = self.p.resume_policy
+        if latest is None or not resume or policy is ResumePolicy.RESTART:
+            return fresh
+        where = runlog.uri
+        if latest.body is None:
+            raise IncompatibleCheckpoint(
+                f"checkpoint at {where} is unreadable: {latest.error}. Use resume policy "
+                "Restart to start over (history is kept), or inspect it with "
+                "`pipeline-runtime inspect`")
+        body = latest.body
+        if body.get("kind") == "tombstone":
+            return fresh  # finished and cleaned up; a newer attempt starts over
+        if body["pipeline_name"] != self.p.pipeline_name() or body["run_guid"] != self.p.run_id:
+            raise IncompatibleCheckpoint(
+                f"checkpoint at {where} belongs to pipeline {body['pipeline_name']!r} run "
+                f"{body['run_guid']!r}, not {self.p.pipeline_name()!r} run {self.p.run_id!r}")
+        keep = list(body["completed_steps"])
+        if body.get("fingerprint") != self.fp or body.get("params_hash") != self.phash:
+            what = "params" if body.get("fingerprint") == self.fp else "pipeline definition"
+            if policy is ResumePolicy.STRICT:
+                raise IncompatibleCheckpoint(
+                    f"checkpoint at {where} was written with a different {what} "
+                    f"(stored steps {[s for s, _ in body.get('definition', {}).get('steps', [])]},"
+                    f" version {body.get('definition', {}).get('version')!r}); resume policy "
+                    "Strict refuses it. Use Compatible or Restart, or a new run id")
+            if body.get("params_hash") != self.phash:
+                self.emit("restart", reason="params changed since the checkpoint")
+                return fresh
+            keep = _common_prefix(body.get("definition", {}).get("steps", []),
+                                  self.definition["steps"], keep)
+        if rerun_from is not None:
+            keep = keep[: self.names.index(rerun_from)] if rerun_from in keep else keep
+        if keep != body["completed_steps"]:
+            found = _commit_at(runlog, keep)
+            if found is None:
+                self.emit("restart", reason=f"no commit holds the state after {keep}")
+                return fresh
+            body = found
+        try:
+            context = decode(body["context"], runlog.get_artifact, self.encoder, self.pool)
+            progress = None
+            nxt = self.names[len(keep)] if len(keep) < len(self.names) else None
+            stored = body.get("progress")
+            if stored and stored.get("step") == nxt and keep == body["completed_steps"]:
+                progress = {"step": nxt, "state": decode(stored["state"], runlog.get_artifact,
+                                                         self.encoder, self.pool)}
+        except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError) as e:
+            raise IncompatibleCheckpoint(
+                f"checkpoint at {where} (commit {body.get('seq')}) is damaged: {e}. Use resume "
+                "policy Restart to start over") from None
+        summary = {k: v for k, v in body.get("steps_summary", {}).items() if k in keep}
+        return _Base(keep, context or {}, progress, summary,
+                     {"seq": body["seq"], "step": keep[-1] if keep else None,
+                      "attempt": body["attempt"]})
+
+    # -- main loop -----------------------------------------------------------------
+    def execute(self, resume: bool, rerun_from: str | None) -> RunSummary:
+        store = self.p.open_store()
+        runlog = RunLog(store, self.p.tenant, self.p.run_id) if store is not None else None
+        if STOP.requested:
+            raise Terminated("SIGTERM before the first step; nothing to commit")
+        base = _Base([], {}, None, {}, None)
+        attempt = self.p.attempt or 1
+        if runlog is not None:
+            self.encoder = Encoder(runlog.put_artifact, runlog.artifact_shas())
+            try:
+                attempt, base = self.claim(runlog, resume, rerun_from)
+            except CorruptCheckpoint as e:
+                raise IncompatibleCheckpoint(str(e)) from None
+        self.attempt = attempt
+        self.completed = list(base.completed)
+        self.summary = dict(base.summary)
+        ctx = StepContext(dict(base.context), self.params, self.p.run_id, attempt, self.p.tenant,
+                          self.scratch, self._on_progress)
+        result = RunSummary(self.p.pipeline_name(), self.p.run_id, attempt, self.summary,
+                            resumed_from=base.resumed_from,
+                            checkpoint_uri=runlog.uri if runlog else None)
+        self.emit("start", attempt=attempt, total=len(self.names), completed=len(self.completed),
+                  resumed_from=base.resumed_from)
+        try:
+            for info in self.steps:
+                if info.name in self.completed:
+                    result.skipped.append(info.name)
+                    continue
+                self._check_between_steps()
+                self.run_step(info, ctx, base)
+                result.executed.append(info.name)
+            self.current = None
+            if self.worker is not None:
+                self.worker.submit(self.body("final", attempt, outcome="Succeeded"), None, None)
+                self.worker.flush()
+                self.worker.raise_if_failed()
+                self._retire(runlog, "Succeeded")
+        finally:
+            if self.worker is not None:
+                self.worker.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.emit("succeeded", attempt=attempt, total=len(self.names))
+        return result
+
+    def _check_between_steps(self) -> None:
+        if self.worker is not None:
+            self.worker.raise_if_failed()
+        if STOP.requested:
+            self._stop("between steps")
+
+    def _stop(self, where: str) -> None:
+        if self.worker is not None:
+            self.worker.flush(timeout=STOP.remaining())
+            self.worker.raise_if_failed()
+        raise Terminated(f"SIGTERM: stopped {where} after committing "
+                         f"{len(self.completed)}/{len(self.names)} steps")
+
+    def run_step(self, info: StepInfo, ctx: StepContext, base: _Base) -> None:
+        self.current = info.name
+        ctx.step_name = info.name
+        ctx.progress = base.progress["state"] if (
+            base.progress and base.progress["step"] == info.name) else None
+        self.emit("step_start", step=info.name, index=len(self.completed) + 1,
+                  total=len(self.names), attempt=self.attempt, resumed=ctx.progress is not None)
+        started = time.monotonic()
+        snapshot_before = dict(ctx._data)
+        try:
+            info.fn(self.p, ctx)
+        except StopRequested:
+            ctx._data = snapshot_before
+            self._stop(f"inside step {info.name!r}")
+        except (InvalidInput, Terminated):
+            raise
+        except Superseded:
+            raise
+        except Exception as e:
+            if self.worker is not None:
+                self.worker.raise_if_failed()  # a storage/fencing error surfaced inside the step
+            ctx._data = snapshot_before
+            self.summary[info.name] = {"status": "failed", "attempt": self.attempt,
+                                       "duration_s": round(time.monotonic() - started, 3),
+                                       "error": f"{type(e).__name__}: {e}"[:500]}
+            if self.worker is not None:
+                self.worker.submit(self.body("failed", self.attempt), None, None)
+                self.worker.flush(timeout=30)
+            raise StepFailed(info.name, e) from e
+        duration = time.monotonic() - started
+        self.completed.append(info.name)
+        self.summary[info.name] = {"status": "completed", "attempt": self.attempt,
+                                   "duration_s": round(duration, 3), "bytes_written": 0,
+                                   "finished_at": now()}
+        self.emit("step_done", step=info.name, index=len(self.completed), total=len(self.names),
+                  duration_s=round(duration, 3))
+        base.progress = None
+        if self.worker is not None:
+            try:
+                plan = snapshot(ctx._data, "ctx")
+            except UnsupportedValue as e:
+                raise StepFailed(info.name, e) from e
+            self.worker.submit(self.body("step", self.attempt), plan, None)
+            self._last_progress_commit = time.monotonic()
+
+    def _on_progress(self, state: dict[str, Any]) -> None:
+        due = time.monotonic() - self._last_progress_commit >= self.p.progress_interval
+        if self.worker is not None and (STOP.requested or due):
+            self.worker.raise_if_failed()
+            plan = {"step": self.current, "state": snapshot(state, "progress")}
+            self.worker.submit(self.body("progress", self.attempt), None, plan)
+            self._last_progress_commit = time.monotonic()
+        if STOP.requested:
+            raise StopRequested()
+
+    def _retire(self, runlog: RunLog | None, outcome: str) -> None:
+        retain = self.p.retain
+        if runlog is None or self.worker is None or retain is RetainPolicy.ALWAYS:
+            return
+        if retain is RetainPolicy.ON_FAILURE and outcome != "Succeeded":
+            return
+        tomb = self.body("tombstone", self.attempt, outcome=outcome)
+        tomb.pop("context", None)
+        seq = runlog.retire(tomb, self.worker.seq)
+        self.emit("retired", seq=seq, retain=retain.value)
+
+
+def _common_prefix(old: list[list[str]], new: list[list[str]], completed: list[str]) -> list[str]:
+    keep = []
+    for (o, n, done) in zip(old, new, completed):
+        if o != n or o[0] != done:
+            break
+        keep.append(done)
+    return keep
+
+
+def _commit_at(runlog: RunLog, completed: list[str]) -> dict[str, Any] | None:
+    """The newest commit whose completed steps are exactly `completed`."""
+    for seq in reversed(runlog.seqs()):
+        try:
+            body = runlog.read(seq)
+        except (CorruptCheckpoint, NotFound):
+            continue
+        if body.get("kind") in ("step", "claim") and body["completed_steps"] == completed:
+            return body
+    return None

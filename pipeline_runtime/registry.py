@@ -1,0 +1,37 @@
+"""Find a pipeline class by `module:Class` or by its registered name."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from .errors import InvalidInput
+from .pipeline import Pipeline
+
+GROUP = "respawn.pipelines"
+
+
+def registered() -> dict[str, str]:
+    """Registered pipeline names and their `module:Class` targets."""
+    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+
+
+def resolve(spec: str) -> type[Pipeline]:
+    """`module:Class` or a name from the `respawn.pipelines` entry-point group."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise InvalidInput(f"pipeline: cannot import module {module_name!r}: {e}") from None
+        cls = getattr(module, attr, None)
+    else:
+        found = [ep for ep in entry_points(group=GROUP) if ep.name == spec]
+        if not found:
+            known = ", ".join(sorted(registered())) or "none"
+            raise InvalidInput(f"pipeline: unknown pipeline {spec!r}; registered pipelines: "
+                               f"{known} (or give module:Class)")
+        cls = found[0].load()
+    if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
+        raise InvalidInput(f"pipeline: {spec!r} is not a pipeline_runtime.Pipeline subclass")
+    return cls

@@ -1,0 +1,174 @@
+"""Where a run's events go: the terminal, JSON logs, the pod's progress annotation,
+and the one-line termination message the operator reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import threading
+import urllib.request
+from typing import Any
+
+from .contracts import DEFAULT_TERMINATION_LOG, ENV_TERMINATION_LOG
+
+PROGRESS_ANNOTATION = "respawn.dev/progress"
+_SA = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class Reporter:
+    """Receives pipeline events; keeps the latest progress for the termination message."""
+
+    def __init__(self, *, tty: bool | None = None) -> None:
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.state: dict[str, Any] = {"attempt": None, "currentStep": None,
+                                      "completedSteps": 0, "totalSteps": None,
+                                      "lastCheckpoint": None}
+        self.pod = PodAnnotator.from_env()
+        self._console: Any = None
+        if self.tty:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        s = self.state
+        if "attempt" in fields:
+            s["attempt"] = fields["attempt"]
+        if "total" in fields:
+            s["totalSteps"] = fields["total"]
+        if event == "start":
+            s["completedSteps"] = fields["completed"]
+        elif event == "step_start":
+            s["currentStep"] = fields["step"]
+        elif event == "commit":
+            s["completedSteps"] = fields["completed"]
+            s["lastCheckpoint"] = {"step": fields["step"], "seq": fields["seq"],
+                                   "at": fields["at"], "kind": fields["kind"]}
+        elif event == "succeeded":
+            s["currentStep"] = None
+        self._print(event, fields)
+        if self.pod is not None and event in ("start", "step_start", "commit", "succeeded"):
+            self.pod.publish({**s, "at": fields.get("at")})
+
+    def _print(self, event: str, fields: dict[str, Any]) -> None:
+        if self._console is None:
+            print(json.dumps({"event": event, **fields}, default=str), file=sys.stderr, flush=True)
+            return
+        c = self._console
+        if event == "start":
+            note = f" (resuming after {fields['completed']} done)" if fields["completed"] else ""
+            c.print(f"[bold]{fields['pipeline']}[/] run {fields['run_id']} attempt "
+                    f"{fields['attempt']}{note}")
+        elif event == "step_start":
+            c.print(f"  [{fields['index']}/{fields['total']}] {fields['step']} …"
+                    + (" (continuing saved progress)" if fields.get("resumed") else ""))
+        elif event == "step_done":
+            c.print(f"  [green]✓[/] {fields['step']} {fields['duration_s']:.2f}s")
+        elif event == "commit" and fields["kind"] == "step":
+            mb = fields["bytes_written"] / 1e6
+            c.print(f"    checkpoint #{fields['seq']} ({mb:.1f} MB uploaded)", style="dim")
+        elif event in ("succeeded", "restart", "retired"):
+            c.print(f"[bold]{event}[/] " + ", ".join(f"{k}={v}" for k, v in fields.items()
+                                                    if k not in ("pipeline", "run_id")))
+
+    def termination(self, code: int, reason: str, message: str) -> dict[str, Any]:
+        """The one-line JSON reason for /dev/termination-log."""
+        s = self.state
+        return {"exitCode": code, "reason": reason, "message": message[:2000],
+                "attempt": s["attempt"], "step": s["currentStep"],
+                "completedSteps": s["completedSteps"], "totalSteps": s["totalSteps"],
+                "lastCheckpoint": s["lastCheckpoint"]}
+
+    def close(self) -> None:
+        if self.pod is not None:
+            self.pod.close()
+
+
+def write_termination_log(record: dict[str, Any]) -> None:
+    """Best effort: the path exists in pods; locally only when asked for."""
+    path = os.environ.get(ENV_TERMINATION_LOG)
+    if not path:
+        if not os.path.exists(DEFAULT_TERMINATION_LOG):
+            return
+        path = DEFAULT_TERMINATION_LOG
+    try:
+        with open(path, "w") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+    except OSError:
+        pass
+
+
+class PodAnnotator:
+    """Publishes progress on the pod's own annotation; needs only `pods: get, patch`.
+
+    Latest value wins; a background thread sends it, so a slow or absent API
+    server never slows a step. Failures are ignored: progress is a convenience,
+    the checkpoint and the termination message are the contract.
+    """
+
+    def __init__(self, api: str, namespace: str, name: str, token: str | None,
+                 context: ssl.SSLContext | None) -> None:
+        self.url = f"{api.rstrip('/')}/api/v1/namespaces/{namespace}/pods/{name}"
+        self.token = token
+        self.ssl = context
+        self._latest: dict[str, Any] | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="respawn-progress", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_env(cls) -> PodAnnotator | None:
+        name = os.environ.get("RESPAWN_POD_NAME")
+        namespace = os.environ.get("RESPAWN_POD_NAMESPACE")
+        if not (name and namespace):
+            return None
+        api = os.environ.get("RESPAWN_KUBE_API")
+        token = None
+        context = None
+        if not api:
+            host = os.environ.get("KUBERNETES_SERVICE_HOST")
+            if not host:
+                return None
+            api = f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
+            try:
+                with open(f"{_SA}/token") as f:
+                    token = f.read().strip()
+                context = ssl.create_default_context(cafile=f"{_SA}/ca.crt")
+            except OSError:
+                return None
+        return cls(api, namespace, name, token, context)
+
+    def publish(self, progress: dict[str, Any]) -> None:
+        with self._cond:
+            self._latest = dict(progress)
+            self._cond.notify()
+
+    def close(self, timeout: float = 2.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._latest is not None or self._closed)
+                item, self._latest = self._latest, None
+                if item is None:
+                    return
+            self._send(item)
+
+    def _send(self, progress: dict[str, Any]) -> None:
+        body = json.dumps({"metadata": {"annotations": {
+            PROGRESS_ANNOTATION: json.dumps(progress, separators=(",", ":"), default=str)}}})
+        req = urllib.request.Request(self.url, data=body.encode(), method="PATCH",
+                                     headers={"Content-Type": "application/merge-patch+json"})
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            urllib.request.urlopen(req, timeout=5, context=self.ssl).close()
+        except Exception:  # noqa: BLE001 - best effort by design
+            pass

@@ -1,0 +1,50 @@
+"""Checkpoint stores, looked up by URI scheme through the `respawn.stores` entry points.
+
+The runtime core imports only `base`; a backend module is imported when a URI of
+its scheme is opened, so `file://` users never load google-cloud-storage.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from urllib.parse import urlparse
+
+from .base import NotFound, PreconditionFailed, Store, StoreError, TransientStoreError
+
+__all__ = [
+    "NotFound",
+    "PreconditionFailed",
+    "Store",
+    "StoreError",
+    "TransientStoreError",
+    "open_store",
+    "schemes",
+]
+
+
+def schemes() -> dict[str, str]:
+    """Registered schemes and the backend class each one loads."""
+    return {ep.name: ep.value for ep in entry_points(group="respawn.stores")}
+
+
+def open_store(uri: str) -> Store:
+    """Open the store behind `uri` (`file:///path`, `gs://bucket/prefix`, `memory://name`).
+
+    A plain path (no scheme) is taken as a local folder.
+    """
+    scheme = urlparse(uri).scheme or "file"
+    if scheme == "file" and "://" not in uri:
+        uri = "file://" + _abspath(uri)
+    found = [ep for ep in entry_points(group="respawn.stores") if ep.name == scheme]
+    if not found:
+        known = ", ".join(f"{s}://" for s in sorted(schemes())) or "none"
+        raise ValueError(f"unsupported storage URI {uri!r}: known schemes are {known}")
+    backend = found[0].load()
+    store: Store = backend(uri)
+    return store
+
+
+def _abspath(path: str) -> str:
+    import os
+
+    return os.path.abspath(path)

@@ -1,0 +1,65 @@
+"""The one small interface every checkpoint store implements.
+
+Paths are relative, '/'-separated, and never start with '/' or contain '..'.
+Every backend gives the same guarantees:
+
+* `put` is atomic: a reader sees the old bytes or the new bytes, never a mix.
+* `put(..., if_absent=True)` is a compare-and-set on existence: of several
+  writers racing for one path exactly one wins, the others get PreconditionFailed.
+* Errors that may go away on retry are raised as TransientStoreError.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+class StoreError(Exception):
+    """Base class of all store errors."""
+
+
+class NotFound(StoreError):
+    """The path does not exist."""
+
+
+class PreconditionFailed(StoreError):
+    """A create-only write found the path already there (GCS answers 412)."""
+
+
+class TransientStoreError(StoreError):
+    """Storage is unreachable or throttling; the operation may succeed later."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Minimal blob store: the runtime core only ever talks to this."""
+
+    uri: str
+
+    def put(self, path: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
+        """Write `data` at `path` atomically; with `if_absent`, only if nothing is there."""
+
+    def get(self, path: str) -> bytes:
+        """Read the whole object; NotFound if missing."""
+
+    def exists(self, path: str) -> bool:
+        """True when an object is at `path`."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Relative paths of all objects under `prefix`, sorted."""
+
+    def delete(self, path: str) -> None:
+        """Remove the object; a missing one is not an error."""
+
+
+def check_path(path: str, *, prefix: bool = False) -> str:
+    """Refuse absolute paths and traversal: a store never leaves its root.
+
+    With `prefix`, a trailing '/' (a folder-like prefix) is allowed.
+    """
+    body = path[:-1] if prefix and path.endswith("/") else path
+    if not body or body.startswith("/") or "\\" in body:
+        raise ValueError(f"invalid store path {path!r}")
+    if any(part in ("", ".", "..") for part in body.split("/")):
+        raise ValueError(f"invalid store path {path!r}")
+    return path

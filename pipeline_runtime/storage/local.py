@@ -1,0 +1,98 @@
+"""`file://` store: a local (or mounted) folder, no cloud needed.
+
+Atomicity comes from writing a temporary file in the target folder and then
+renaming it (replace) or hard-linking it (create-only: link(2) fails when the
+name exists, so of two racing creators on one host exactly one wins).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .base import NotFound, PreconditionFailed, TransientStoreError, check_path
+
+
+class FileStore:
+    """Objects are files under a root folder; `fsync` makes commits survive a host crash."""
+
+    def __init__(self, uri: str, *, fsync: bool = True) -> None:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"not a file:// URI: {uri!r} (use file:///absolute/path)")
+        self.uri = uri
+        self.root = Path(unquote(parsed.path))
+        self.fsync = fsync
+
+    def _path(self, path: str) -> Path:
+        return self.root / check_path(path)
+
+    def put(self, path: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
+        target = self._path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    if self.fsync:
+                        f.flush()
+                        os.fsync(f.fileno())
+                if if_absent:
+                    try:
+                        os.link(tmp, target)
+                    except FileExistsError:
+                        raise PreconditionFailed(path) from None
+                else:
+                    os.replace(tmp, target)
+                    tmp = ""
+            finally:
+                if tmp:
+                    os.unlink(tmp)
+        except OSError as e:
+            raise _os_error(e, path) from e
+
+    def get(self, path: str) -> bytes:
+        try:
+            return self._path(path).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(path) from None
+        except OSError as e:
+            raise _os_error(e, path) from e
+
+    def exists(self, path: str) -> bool:
+        return self._path(path).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        # Walk only the deepest folder the prefix names, not the whole store.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base else self.root
+        if not start.is_dir():
+            return []
+        found = []
+        for dirpath, _dirs, files in os.walk(start):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if rel.startswith(prefix):
+                    found.append(rel)
+        return sorted(found)
+
+    def delete(self, path: str) -> None:
+        try:
+            self._path(path).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _os_error(e: OSError, path: str) -> Exception:
+    # A full or read-only disk will not heal by retrying in this pod, but the next
+    # attempt may land elsewhere: report it as transient infrastructure.
+    if e.errno in (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT):
+        return TransientStoreError(f"{path}: {e.strerror}")
+    return e
