@@ -133,6 +133,14 @@ class RunLog:
                 out.append({"seq": seq, "error": str(e)})
         return out
 
+    def slot_taken(self, seq: int) -> bool:
+        """True when commit `seq` exists: a cheap check before uploading for it."""
+        return self.store.exists(self._p(_slot(seq)))
+
+    def is_retired(self) -> bool:
+        latest = self.latest()
+        return bool(latest and latest.body and latest.body.get("kind") == "tombstone")
+
     def append(self, seq: int, body: dict[str, Any]) -> None:
         """Create commit `seq`; raise Superseded if someone else holds the slot."""
         body["seq"] = seq
@@ -162,6 +170,9 @@ class RunLog:
     # -- artifacts -------------------------------------------------------------
     def put_artifact(self, path: str, data: bytes | memoryview) -> None:
         self.store.put(self._p(path), data)
+
+    def delete_artifact(self, path: str) -> None:
+        self.store.delete(self._p(path))
 
     def get_artifact(self, path: str) -> bytes:
         return self.store.get(self._p(path))

@@ -142,8 +142,12 @@ class Encoder:
             self._by_id[id(obj)] = (obj, ref)
             self.known.add(ref["sha256"])
 
-    def resolve(self, plan: Any, pool: Executor | None = None) -> tuple[Any, int]:
-        """Turn a snapshot into JSON; returns (json_node, bytes uploaded)."""
+    def resolve(self, plan: Any, pool: Executor | None = None,
+                uploaded_shas: list[str] | None = None) -> tuple[Any, int]:
+        """Turn a snapshot into JSON; returns (json_node, bytes uploaded).
+
+        The sha256 of every artifact this call stored is appended to `uploaded_shas`.
+        """
         leaves: list[_Leaf] = []
         _collect(plan, leaves)
         refs: dict[int, dict[str, Any]] = {}
@@ -159,6 +163,8 @@ class Encoder:
         for leaf, (ref, n) in zip(work, results):
             refs[id(leaf)] = ref
             uploaded += n
+            if n and uploaded_shas is not None:
+                uploaded_shas.append(ref["sha256"])
         return _build(plan, refs), uploaded
 
     def _store_leaf(self, leaf: _Leaf) -> tuple[dict[str, Any], int]:

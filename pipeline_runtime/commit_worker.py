@@ -13,8 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from .checkpoint import RunLog
-from .codec import Encoder
+from .checkpoint import RunLog, Superseded
+from .codec import Encoder, artifact_path
 
 
 class CommitWorker:
@@ -79,18 +79,31 @@ class CommitWorker:
                     self._idle.notify_all()
 
     def _commit(self, body: dict[str, Any], context_plan: Any, progress_plan: Any) -> None:
+        if self.runlog.slot_taken(self.seq + 1):
+            # Someone else wrote after us: don't upload for a commit that must fail.
+            self.runlog.append(self.seq + 1, body)  # raises Superseded with the reason
         uploaded = 0
+        new_shas: list[str] = []
         if context_plan is not None:
-            context_json, n = self.encoder.resolve(context_plan, self.pool)
+            context_json, n = self.encoder.resolve(context_plan, self.pool, new_shas)
             uploaded += n
         else:
             context_json = self._context_json
         body["context"] = context_json
         if progress_plan is not None:
-            state_json, n = self.encoder.resolve(progress_plan["state"], self.pool)
+            state_json, n = self.encoder.resolve(progress_plan["state"], self.pool, new_shas)
             uploaded += n
             body["progress"] = {"step": progress_plan["step"], "state": state_json}
-        self.runlog.append(self.seq + 1, body)
+        try:
+            self.runlog.append(self.seq + 1, body)
+        except Superseded:
+            if new_shas and self.runlog.is_retired():
+                # The run finished and was cleaned up while we uploaded: take our
+                # artifacts back out. (Not otherwise: a live newer attempt may
+                # reference the same content-addressed objects.)
+                for sha in new_shas:
+                    self.runlog.delete_artifact(artifact_path(sha))
+            raise
         self.seq += 1
         if context_plan is not None:
             self._context_json = context_json

