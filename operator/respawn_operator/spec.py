@@ -10,6 +10,7 @@ phase ``Failed`` with a message saying what to fix.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from typing import Any
@@ -234,6 +235,7 @@ class AttemptRecord(_Model):
     exit_code: int | None = None
     resumed_from: str | None = Field(None, description="Last committed step when this attempt started.")
     rerun_from: str | None = None
+    stopping: str | None = Field(None, description="Why the operator is stopping this attempt (Suspended, RerunRequested).")
 
 
 class RerunRecord(_Model):
@@ -306,3 +308,25 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 def is_dns_label(value: str) -> bool:
     """True if ``value`` is a valid Kubernetes DNS-1123 label."""
     return len(value) <= 63 and bool(_DNS_LABEL.match(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A PipelineRun as the builders and the reconciler see it."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: PipelineRunSpec
+    status: PipelineRunStatus
+
+    @property
+    def run_id(self) -> str:
+        """The id the runtime keys the checkpoint by: stable for this object, new if it is re-created."""
+        return self.status.run_id or default_run_id(self.namespace, self.name, self.uid)
+
+
+def default_run_id(namespace: str, name: str, uid: str) -> str:
+    """``<namespace>-<name>-<first 8 chars of uid>``."""
+    return f"{namespace}-{name}-{uid.replace('-', '')[:8]}"

@@ -1,0 +1,51 @@
+"""``respawn-operator``: run the PipelineRun operator (kopf) in the foreground.
+
+    respawn-operator                       # all namespaces (or RESPAWN_NAMESPACES)
+    respawn-operator -n team-a -n team-b   # only these namespaces
+    respawn-operator --peering respawn     # standby replicas via kopf peering (needs its CRD)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+
+from respawn_operator.config import OperatorConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="respawn-operator", description="Reconcile PipelineRuns into Job attempts.")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="serve this namespace (repeatable, globs allowed)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace (default)")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true", help="no peering: assume this is the only replica")
+    peering.add_argument("--peering", metavar="NAME", help="kopf peering object shared by the replicas (one active, others standby)")
+    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8081/healthz")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    config = OperatorConfig.from_env()
+    namespaces = list(args.namespace) or ([] if args.all_namespaces else list(config.namespaces))
+    kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    if not args.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    from respawn_operator import handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True if args.standalone else (False if args.peering else None),
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

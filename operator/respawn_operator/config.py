@@ -1,0 +1,77 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+DEFAULT_SPOT_LABEL_KEYS = (
+    "cloud.google.com/gke-spot",
+    "cloud.google.com/gke-preemptible",
+    "cloud.google.com/gke-provisioning",
+    "karpenter.sh/capacity-type",
+    "eks.amazonaws.com/capacityType",
+    "kubernetes.azure.com/scalesetpriority",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    """How the operator builds attempts and where it listens."""
+
+    default_image: str = "respawn:latest"
+    """Image for pods of runs without ``spec.image`` (RESPAWN_DEFAULT_IMAGE)."""
+    default_checkpoint_uri: str | None = None
+    """Checkpoint URI for runs without ``spec.checkpoint.uri`` (RESPAWN_DEFAULT_CHECKPOINT_URI)."""
+    default_service_account: str | None = None
+    """Service account of runner pods when the run names none (RESPAWN_RUNNER_SERVICE_ACCOUNT)."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to serve; empty means all (RESPAWN_NAMESPACES, comma separated)."""
+    metrics_port: int = 8080
+    """Port of the Prometheus /metrics endpoint; 0 turns it off (RESPAWN_METRICS_PORT)."""
+    runtime_command: tuple[str, ...] = ("pipeline-runtime", "run")
+    """Command of the pipeline container; everything else goes through env (RESPAWN_RUNTIME_COMMAND)."""
+    cleanup_command: tuple[str, ...] = ("pipeline-runtime", "cleanup")
+    """Command of the checkpoint-cleanup container (RESPAWN_CLEANUP_COMMAND)."""
+    image_pull_policy: str | None = None
+    """imagePullPolicy of pipeline containers; unset leaves Kubernetes' default (RESPAWN_IMAGE_PULL_POLICY)."""
+    termination_grace_seconds: int = 30
+    """Grace period of pipeline pods when the run sets none (RESPAWN_TERMINATION_GRACE_SECONDS)."""
+    spot_label_keys: tuple[str, ...] = DEFAULT_SPOT_LABEL_KEYS
+    """Node label / taint keys that mean spot capacity (RESPAWN_SPOT_LABEL_KEYS)."""
+    resync_seconds: float = 15.0
+    """Every live run is reconciled at least this often, e.g. to notice a vanished node (RESPAWN_RESYNC_SECONDS)."""
+    cleanup_timeout_seconds: float = 300.0
+    """How long deletion waits for the checkpoint-cleanup Job before giving up (RESPAWN_CLEANUP_TIMEOUT_SECONDS)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Read the settings from ``env`` (default: ``os.environ``)."""
+        env = os.environ if env is None else env
+
+        def words(name: str, default: tuple[str, ...], sep: str | None = ",") -> tuple[str, ...]:
+            raw = env.get(name)
+            if raw is None or not raw.strip():
+                return default
+            return tuple(w.strip() for w in raw.split(sep) if w.strip())
+
+        base = cls()
+        return cls(
+            default_image=env.get("RESPAWN_DEFAULT_IMAGE", base.default_image),
+            default_checkpoint_uri=env.get("RESPAWN_DEFAULT_CHECKPOINT_URI") or None,
+            default_service_account=env.get("RESPAWN_RUNNER_SERVICE_ACCOUNT") or None,
+            namespaces=words("RESPAWN_NAMESPACES", ()),
+            metrics_port=int(env.get("RESPAWN_METRICS_PORT", base.metrics_port)),
+            runtime_command=words("RESPAWN_RUNTIME_COMMAND", base.runtime_command, None),
+            cleanup_command=words("RESPAWN_CLEANUP_COMMAND", base.cleanup_command, None),
+            image_pull_policy=env.get("RESPAWN_IMAGE_PULL_POLICY") or None,
+            termination_grace_seconds=int(
+                env.get("RESPAWN_TERMINATION_GRACE_SECONDS", base.termination_grace_seconds)
+            ),
+            spot_label_keys=words("RESPAWN_SPOT_LABEL_KEYS", base.spot_label_keys),
+            resync_seconds=float(env.get("RESPAWN_RESYNC_SECONDS", base.resync_seconds)),
+            cleanup_timeout_seconds=float(
+                env.get("RESPAWN_CLEANUP_TIMEOUT_SECONDS", base.cleanup_timeout_seconds)
+            ),
+        )

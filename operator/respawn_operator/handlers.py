@@ -1,0 +1,447 @@
+"""The kopf handlers: thin. They observe, call :func:`reconcile.decide`, and carry it out.
+
+Every watch event of a PipelineRun, of its Jobs or of its pods only *pokes* the run:
+a per-run worker (at most one at a time per run, coalescing bursts) reads the run,
+observes its current attempt, decides, and acts. Status is the source of truth and
+child names are deterministic, so a restarted operator simply reconciles again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import logging
+import random
+import time
+from typing import Any
+
+import kopf
+
+from respawn_operator import (
+    ANNOTATION_RUN_NAME,
+    GROUP,
+    LABEL_ATTEMPT,
+    LABEL_ROLE,
+    LABEL_RUN_UID,
+    PLURAL,
+    VERSION,
+    metrics,
+)
+from respawn_operator.classify import pod_is_terminal
+from respawn_operator.config import OperatorConfig
+from respawn_operator.job_builder import build_cleanup_job, cleanup_job_name, job_name
+from respawn_operator.kube import (
+    JOBS,
+    NODES,
+    PIPELINERUNS,
+    PODS,
+    ApiError,
+    ErrorKind,
+    KubeClient,
+    as_kopf_error,
+    sort_api_error,
+)
+from respawn_operator.reconcile import Decision, Observed, decide
+from respawn_operator.spec import (
+    Phase,
+    PipelineRunStatus,
+    RetainPolicy,
+    Run,
+    SpecError,
+    parse_spec,
+    parse_status,
+)
+from respawn_operator.timeutil import fmt, now, parse
+
+log = logging.getLogger("respawn.operator")
+Key = tuple[str, str]
+
+
+def status_patch(new: PipelineRunStatus) -> dict[str, Any]:
+    """The merge patch that makes the stored status equal ``new`` (``null`` removes a field)."""
+    full = new.model_dump(by_alias=True, mode="json")
+    lean = new.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return {key: lean.get(key) for key in full}
+
+
+class PodCache:
+    """The last state of each attempt's pod, kept after the pod is deleted.
+
+    A pod deleted by someone else (or garbage-collected) vanishes from the API; its last
+    watched state still says how it ended.
+    """
+
+    def __init__(self) -> None:
+        self._pods: dict[tuple[str, str, str], tuple[dict[str, Any], bool]] = {}
+
+    def store(self, namespace: str, uid: str, attempt: str, pod: dict[str, Any], gone: bool) -> None:
+        self._pods[(namespace, uid, attempt)] = (pod, gone)
+
+    def get(self, namespace: str, uid: str, attempt: int) -> tuple[dict[str, Any], bool] | None:
+        return self._pods.get((namespace, uid, str(attempt)))
+
+    def forget(self, namespace: str, uid: str) -> None:
+        for key in [k for k in self._pods if k[0] == namespace and k[1] == uid]:
+            del self._pods[key]
+
+
+class Reconciler:
+    """Per-run serialized, coalescing reconcile loop (a tiny work queue)."""
+
+    def __init__(self, client: KubeClient, config: OperatorConfig) -> None:
+        self.client = client
+        self.config = config
+        self.pods = PodCache()
+        self.phases = metrics.PhaseBook()
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._dirty: set[Key] = set()
+        self._timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
+        self.known: set[Key] = set()
+
+    # Queue -----------------------------------------------------------------------------
+
+    def poke(self, namespace: str, name: str, delay: float = 0.0) -> None:
+        """Reconcile the run soon (after ``delay`` seconds); many pokes collapse into one run."""
+        key = (namespace, name)
+        self.known.add(key)
+        loop = asyncio.get_running_loop()
+        if delay > 0:
+            due = loop.time() + delay
+            old = self._timers.get(key)
+            if old is not None and old[0] <= due:
+                return
+            if old is not None:
+                old[1].cancel()
+            self._timers[key] = (due, loop.call_at(due, self._fire_timer, key))
+            return
+        if key in self._tasks:
+            self._dirty.add(key)
+            return
+        self._tasks[key] = loop.create_task(self._worker(key))
+
+    def _fire_timer(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.poke(*key)
+
+    async def _worker(self, key: Key) -> None:
+        try:
+            while True:
+                self._dirty.discard(key)
+                delay = await self._reconcile_safely(*key)
+                if delay is not None:
+                    self.poke(*key, delay=delay)
+                if key not in self._dirty:
+                    break
+        finally:
+            self._tasks.pop(key, None)
+
+    async def _reconcile_safely(self, namespace: str, name: str) -> float | None:
+        started = time.monotonic()
+        try:
+            return await self.reconcile(namespace, name)
+        except ApiError as exc:
+            kind, delay = sort_api_error(exc)
+            metrics.API_ERRORS.labels(kind.value).inc()
+            if kind is ErrorKind.CONFLICT:
+                return 0.05  # our copy was stale: read again right away
+            log.warning("reconcile %s/%s: %s (retry in %.0fs)", namespace, name, exc, max(delay, 1.0))
+            return max(delay, 1.0)
+        except Exception:  # a bug must not kill the loop of every other run
+            log.exception("reconcile %s/%s crashed; retrying in 5s", namespace, name)
+            return 5.0
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    async def resync_forever(self) -> None:
+        """Poke every live run now and then: catches vanished nodes and lost watch events."""
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            for key in list(self.known):
+                self.poke(*key, delay=random.uniform(0, min(2.0, self.config.resync_seconds / 2)))
+
+    # One round -----------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Observe, decide, act. Returns seconds until the next look, if one is due."""
+        body = await self.client.get(PIPELINERUNS, name, namespace)
+        key = (namespace, name)
+        if body is None:
+            self.known.discard(key)
+            self.phases.set(key, None)
+            return None
+        if body["metadata"].get("deletionTimestamp"):
+            return None  # the delete handler owns the run now
+        obs = await self.observe(body)
+        decision = decide(body, obs, now(), self.config)
+        await self.execute(body, decision)
+        phase = decision.status.phase
+        self.phases.set(key, phase.value if phase else None)
+        if phase is not None and phase.finished:
+            self.known.discard(key)
+        else:
+            self.known.add(key)
+        return decision.requeue_after
+
+    async def observe(self, body: dict[str, Any]) -> Observed:
+        meta = body["metadata"]
+        st = parse_status(body.get("status"))
+        rec = st.attempts[-1] if st.attempts and st.attempts[-1].attempt == st.attempt else None
+        if st.attempt == 0 or rec is None or rec.outcome is not None:
+            return Observed()
+        ns, uid = meta["namespace"], meta["uid"]
+        job = await self.client.get(JOBS, job_name(meta["name"], st.attempt), ns)
+        pods = await self.client.list(PODS, ns, labels={LABEL_RUN_UID: uid, LABEL_ATTEMPT: str(st.attempt)})
+        pod: dict[str, Any] | None = None
+        gone = False
+        if pods:
+            # An ended pod tells how the attempt ended, even if a replacement showed up.
+            pods.sort(key=lambda p: (not pod_is_terminal(p), p["metadata"].get("creationTimestamp", "")))
+            pod = pods[0]
+        else:
+            cached = self.pods.get(ns, uid, st.attempt)
+            if cached is not None:
+                pod, gone = cached[0], True
+        node_exists: bool | None = None
+        node_labels: dict[str, str] | None = None
+        node_name = (pod or {}).get("spec", {}).get("nodeName")
+        if pod is not None and node_name and not gone:
+            try:
+                node = await self.client.get(NODES, node_name)
+                node_exists = node is not None
+                node_labels = (node or {}).get("metadata", {}).get("labels") or {}
+            except ApiError as exc:
+                metrics.API_ERRORS.labels(sort_api_error(exc)[0].value).inc()  # no RBAC on nodes: unknown
+        return Observed(job=job, pod=pod, pod_gone=gone, node_exists=node_exists, node_labels=node_labels)
+
+    async def execute(self, body: dict[str, Any], d: Decision) -> None:
+        meta = body["metadata"]
+        ns = meta["namespace"]
+        for stop in d.stops:
+            await self.stop_attempt(ns, meta["uid"], stop.job, stop.attempt, stop.grace_seconds)
+        if d.create_job is not None:
+            await self.create_attempt_job(body, d)
+        patch = status_patch(d.status)
+        if patch != status_patch(parse_status(body.get("status"))) or body.get("status", {}).get("observedGeneration") != d.status.observed_generation:
+            await self.client.request(
+                "PATCH", PIPELINERUNS.path(ns, meta["name"], "status"),
+                body={"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
+                content_type="application/merge-patch+json",
+            )
+        for ev in d.events:
+            await self.post_event(body, ev.type, ev.reason, ev.message)
+        if d.create_job is not None:
+            metrics.ATTEMPTS_STARTED.inc()
+        if d.ended is not None:
+            rec, outcome = d.ended
+            metrics.ATTEMPTS_ENDED.labels(outcome.outcome.value, outcome.reason).inc()
+            if outcome.charge.value == "preemption":
+                metrics.PREEMPTIONS.labels(outcome.reason).inc()
+            elif outcome.charge.value == "failure":
+                metrics.FAILURES.labels(outcome.reason).inc()
+            start, end = parse(rec.start_time), parse(rec.end_time)
+            if start and end:
+                metrics.ATTEMPT_SECONDS.labels(outcome.outcome.value).observe((end - start).total_seconds())
+
+    async def create_attempt_job(self, body: dict[str, Any], d: Decision) -> None:
+        job = d.create_job
+        assert job is not None
+        ns, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
+        try:
+            await self.client.create(JOBS, job, ns)
+        except ApiError as exc:
+            kind, _ = sort_api_error(exc)
+            if kind is ErrorKind.ALREADY_EXISTS:
+                existing = await self.client.get(JOBS, job["metadata"]["name"], ns)
+                owner = ((existing or {}).get("metadata", {}).get("labels") or {}).get(LABEL_RUN_UID)
+                if existing is not None and owner == uid:
+                    return  # created before a restart: adopt it
+                raise ApiError(503, "NameTaken", f"job {job['metadata']['name']} belongs to another run "
+                               "(waiting for its garbage collection)") from exc
+            if kind is ErrorKind.INVALID:
+                # The Job we built from this spec is rejected: the run cannot start.
+                st = d.status
+                st.attempts = st.attempts[:-1]
+                st.attempt -= 1
+                st.phase = Phase.FAILED
+                st.message = f"the API server rejected the attempt's Job: {exc.message}; fix the PipelineRun spec"
+                st.completion_time = fmt(now())
+                d.events.clear()
+                d.create_job = None
+                return
+            raise
+
+    async def stop_attempt(self, namespace: str, uid: str, job: str, attempt: int, grace: int | None) -> None:
+        """Delete the attempt's Job and its pods (graceful unless ``grace`` is 0)."""
+        await self.client.delete(JOBS, job, namespace, propagation="Background")
+        pods = await self.client.list(PODS, namespace, labels={LABEL_RUN_UID: uid, LABEL_ATTEMPT: str(attempt)})
+        for pod in pods:
+            if pod_is_terminal(pod) and grace != 0:
+                continue
+            await self.client.delete(PODS, pod["metadata"]["name"], namespace, grace_seconds=grace)
+
+    async def post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event on the run; losing one is not worth failing a reconcile."""
+        meta = body["metadata"]
+        stamp = fmt(now())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": body.get("kind", "PipelineRun"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "respawn-operator"},
+            "reportingComponent": "respawn.dev/operator",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.client.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+        except ApiError as exc:
+            metrics.API_ERRORS.labels(sort_api_error(exc)[0].value).inc()
+            log.debug("event %s on %s/%s not posted: %s", reason, meta["namespace"], meta["name"], exc)
+
+
+@dataclasses.dataclass
+class _State:
+    reconciler: Reconciler | None = None
+    resync: asyncio.Task[None] | None = None
+    metrics_started: bool = False
+
+
+STATE = _State()
+
+
+def _reconciler() -> Reconciler:
+    if STATE.reconciler is None:
+        raise kopf.TemporaryError("operator is starting", delay=1)
+    return STATE.reconciler
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    config = OperatorConfig.from_env()
+    settings.persistence.finalizer = "respawn.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="respawn.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="respawn.dev")
+    settings.posting.level = logging.WARNING
+    settings.watching.reconnect_backoff = 1.0
+    settings.batching.worker_limit = 200
+    client = KubeClient.from_environment()
+    STATE.reconciler = Reconciler(client, config)
+    STATE.resync = asyncio.get_running_loop().create_task(STATE.reconciler.resync_forever())
+    if config.metrics_port and not STATE.metrics_started:
+        import prometheus_client
+
+        prometheus_client.start_http_server(config.metrics_port)
+        STATE.metrics_started = True
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if STATE.resync is not None:
+        STATE.resync.cancel()
+    if STATE.reconciler is not None:
+        await STATE.reconciler.client.close()
+    STATE.reconciler = None
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def on_run_event(event: dict[str, Any], name: str, namespace: str, uid: str, **_: Any) -> None:
+    rec = _reconciler()
+    if event.get("type") == "DELETED":
+        rec.known.discard((namespace, name))
+        rec.phases.set((namespace, name), None)
+        rec.pods.forget(namespace, uid)
+        return
+    rec.poke(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})
+async def on_job_event(namespace: str, annotations: dict[str, str], **_: Any) -> None:
+    run = annotations.get(ANNOTATION_RUN_NAME)
+    if run:
+        _reconciler().poke(namespace, run)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})
+async def on_pod_event(event: dict[str, Any], body: kopf.Body, namespace: str, labels: dict[str, str],
+                       annotations: dict[str, str], **_: Any) -> None:
+    rec = _reconciler()
+    pod = copy.deepcopy(dict(body))
+    rec.pods.store(namespace, labels[LABEL_RUN_UID], labels[LABEL_ATTEMPT], pod, event.get("type") == "DELETED")
+    run = annotations.get(ANNOTATION_RUN_NAME)
+    if run:
+        rec.poke(namespace, run)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def on_delete(body: kopf.Body, name: str, namespace: str, uid: str, **_: Any) -> None:
+    """Stop the run's pods, then clean its checkpoint per ``checkpoint.retain`` with a short Job."""
+    rec = _reconciler()
+    client, config = rec.client, rec.config
+    try:
+        for job in await client.list(JOBS, namespace, labels={LABEL_RUN_UID: uid}):
+            if (job["metadata"].get("labels") or {}).get(LABEL_ROLE) == "attempt":
+                await client.delete(JOBS, job["metadata"]["name"], namespace, propagation="Background")
+        alive = []
+        for pod in await client.list(PODS, namespace, labels={LABEL_RUN_UID: uid}):
+            if LABEL_ATTEMPT not in (pod["metadata"].get("labels") or {}) or pod_is_terminal(pod):
+                continue
+            alive.append(pod["metadata"]["name"])
+            if not pod["metadata"].get("deletionTimestamp"):
+                await client.delete(PODS, pod["metadata"]["name"], namespace)
+        if alive:
+            raise kopf.TemporaryError(f"waiting for pods {', '.join(alive)} to stop", delay=1)
+        cleanup_job = _cleanup_job(body, config)
+        if cleanup_job is None:
+            return
+        existing = await client.get(JOBS, cleanup_job["metadata"]["name"], namespace)
+        if existing is None:
+            await client.create(JOBS, cleanup_job, namespace)
+            raise kopf.TemporaryError("checkpoint cleanup Job started", delay=1)
+        conds = {c.get("type"): c for c in existing.get("status", {}).get("conditions") or [] if c.get("status") == "True"}
+        if "Complete" in conds:
+            return
+        deleted_at = parse(body["metadata"].get("deletionTimestamp")) or now()
+        waited = (now() - deleted_at).total_seconds()
+        if "Failed" in conds or waited > config.cleanup_timeout_seconds:
+            await rec.post_event(dict(body), "Warning", "CleanupFailed",
+                                 f"checkpoint cleanup Job {cleanup_job['metadata']['name']} did not complete; "
+                                 "the checkpoint may remain in storage: remove it with `pipeline-runtime cleanup`")
+            return
+        raise kopf.TemporaryError("waiting for the checkpoint cleanup Job", delay=1)
+    except ApiError as exc:
+        raise as_kopf_error(exc, f"deleting PipelineRun {namespace}/{name}") from exc
+    finally:
+        rec.pods.forget(namespace, uid)
+
+
+def _cleanup_job(body: kopf.Body, config: OperatorConfig) -> dict[str, Any] | None:
+    """The cleanup Job for a deleted run, or ``None`` when its checkpoint stays."""
+    meta = body["metadata"]
+    st = parse_status(dict(body.get("status") or {}))
+    if st.attempt == 0:
+        return None  # nothing ever ran, nothing was stored
+    try:
+        spec = parse_spec(dict(body.get("spec") or {}))
+    except SpecError:
+        return None
+    retain = spec.checkpoint.retain
+    if retain is RetainPolicy.ALWAYS or (retain is RetainPolicy.ON_FAILURE and st.phase is Phase.FAILED):
+        return None
+    run = Run(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
+              generation=int(meta.get("generation") or 1), spec=spec, status=st)
+    return build_cleanup_job(run, config, purge=True)
+
+
+__all__ = ["Reconciler", "status_patch", "cleanup_job_name"]

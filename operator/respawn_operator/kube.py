@@ -1,0 +1,228 @@
+"""A small async Kubernetes client over aiohttp, and the ONE place API errors are sorted.
+
+kopf watches and posts events with its own client; our reconciler needs a handful of
+plain REST calls (get/list/create/patch/delete), so this wraps exactly those. Credentials
+come from the ``kubernetes`` package's loaders (in-cluster first, then KUBECONFIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import ssl
+import urllib.parse
+from typing import Any
+
+import aiohttp
+import kopf
+
+
+class ApiError(Exception):
+    """A non-2xx answer of the API server (``status`` 0: no answer at all)."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ErrorKind(enum.Enum):
+    """What an API error means for the caller."""
+
+    NOT_FOUND = "NotFound"
+    """404: the object is gone; usually an answer, not a problem."""
+    ALREADY_EXISTS = "AlreadyExists"
+    """409 on create: done already; read it and carry on."""
+    CONFLICT = "Conflict"
+    """409 on update: our copy was stale; read again and retry."""
+    INVALID = "Invalid"
+    """400/422: the object we built is rejected; retrying will not help."""
+    FORBIDDEN = "Forbidden"
+    """401/403: RBAC or credentials; fix the ClusterRole, then it recovers by itself."""
+    TRANSIENT = "Transient"
+    """429, 5xx, timeouts, connection errors: retry with a delay."""
+
+
+def sort_api_error(exc: BaseException) -> tuple[ErrorKind, float]:
+    """Sort any error of an API call into an :class:`ErrorKind` and a retry delay in seconds.
+
+    Every caller goes through here, so the policy for "what now?" lives in one place.
+    """
+    if isinstance(exc, ApiError):
+        if exc.status == 404:
+            return ErrorKind.NOT_FOUND, 0.0
+        if exc.status == 409:
+            kind = ErrorKind.ALREADY_EXISTS if exc.reason == "AlreadyExists" else ErrorKind.CONFLICT
+            return kind, 0.0
+        if exc.status in (400, 422):
+            return ErrorKind.INVALID, 0.0
+        if exc.status in (401, 403):
+            return ErrorKind.FORBIDDEN, 30.0
+        return ErrorKind.TRANSIENT, exc.retry_after if exc.retry_after else 2.0
+    return ErrorKind.TRANSIENT, 2.0
+
+
+def as_kopf_error(exc: BaseException, what: str) -> kopf.PermanentError | kopf.TemporaryError:
+    """The kopf error a handler should raise for ``exc``, with a message saying what to do."""
+    kind, delay = sort_api_error(exc)
+    if kind is ErrorKind.INVALID:
+        return kopf.PermanentError(f"{what}: the API server rejected it ({exc}); fix the PipelineRun spec")
+    if kind is ErrorKind.FORBIDDEN:
+        return kopf.TemporaryError(
+            f"{what}: forbidden ({exc}); grant the operator's ClusterRole the verbs in docs/operator.md",
+            delay=delay,
+        )
+    return kopf.TemporaryError(f"{what}: {exc}", delay=max(delay, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the REST API."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
+NODES = Resource("", "v1", "nodes", namespaced=False)
+PIPELINERUNS = Resource("respawn.dev", "v1alpha1", "pipelineruns")
+
+
+class KubeClient:
+    """Async REST client; one instance per operator process."""
+
+    def __init__(self, host: str, *, headers: dict[str, str] | None = None, ssl_context: Any = None,
+                 token_source: Any = None) -> None:
+        self.host = host.rstrip("/")
+        self._headers = dict(headers or {})
+        self._ssl = ssl_context
+        self._token_source = token_source
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
+        """Requests sent so far (for benchmarks and metrics)."""
+
+    @classmethod
+    def from_environment(cls) -> KubeClient:
+        """In-cluster credentials if present, else the current KUBECONFIG context."""
+        import kubernetes  # the official client only for its credential loaders
+
+        cfg = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=cfg)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=cfg)
+        ctx: Any = None
+        if cfg.host.startswith("https"):
+            ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
+            if cfg.cert_file:
+                ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+            if not cfg.verify_ssl:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+
+        def token() -> str | None:
+            value = cfg.get_api_key_with_prefix("authorization")
+            return str(value) if value else None
+
+        auth: dict[str, str] = {}
+        if cfg.username and cfg.password:
+            import base64
+
+            auth["Authorization"] = "Basic " + base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
+        return cls(cfg.host, headers=auth, ssl_context=ctx, token_source=token)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                      content_type: str = "application/json") -> dict[str, Any]:
+        """Send one request; raise :class:`ApiError` on any non-2xx answer or network failure."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        headers = {"Accept": "application/json", **self._headers}
+        if self._token_source is not None:
+            tok = self._token_source()
+            if tok:
+                headers["Authorization"] = tok
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        url = self.host + path
+        if params:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        self.requests += 1
+        try:
+            async with self._session.request(method, url, data=data, headers=headers, ssl=self._ssl) as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    reason, message = resp.reason or "", text
+                    try:
+                        st = json.loads(text)
+                        reason, message = st.get("reason") or reason, st.get("message") or text
+                    except ValueError:
+                        pass
+                    retry = resp.headers.get("Retry-After")
+                    raise ApiError(resp.status, reason, message[:1000], float(retry) if retry and retry.isdigit() else None)
+                return json.loads(text) if text else {}
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise ApiError(0, type(exc).__name__, str(exc)) from exc
+
+    # Thin verbs ---------------------------------------------------------------------------
+
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The object, or ``None`` if it does not exist."""
+        try:
+            return await self.request("GET", res.path(namespace, name))
+        except ApiError as exc:
+            if sort_api_error(exc)[0] is ErrorKind.NOT_FOUND:
+                return None
+            raise
+
+    async def list(self, res: Resource, namespace: str | None = None, *, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or None
+        result = await self.request("GET", res.path(namespace), params={"labelSelector": selector})
+        return list(result.get("items") or [])
+
+    async def create(self, res: Resource, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        return await self.request("POST", res.path(namespace), body=body)
+
+    async def patch_status(self, res: Resource, name: str, namespace: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", res.path(namespace, name, "status"), body=patch,
+                                  content_type="application/merge-patch+json")
+
+    async def delete(self, res: Resource, name: str, namespace: str | None = None, *,
+                     grace_seconds: int | None = None, propagation: str | None = None) -> bool:
+        """Delete; ``False`` if it was gone already."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        if propagation:
+            body["propagationPolicy"] = propagation
+        try:
+            await self.request("DELETE", res.path(namespace, name), body=body)
+            return True
+        except ApiError as exc:
+            if sort_api_error(exc)[0] is ErrorKind.NOT_FOUND:
+                return False
+            raise

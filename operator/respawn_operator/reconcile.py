@@ -1,0 +1,369 @@
+"""Decide what a PipelineRun needs next, as a pure function of what we observed.
+
+:func:`decide` takes the run's object, the current attempt's Job and pod, and the time,
+and returns a :class:`Decision`: the new status, at most one Job to create, attempts
+to stop, events to post and when to look again. The kopf handlers (``handlers.py``)
+only observe, call :func:`decide`, and carry the decision out in this order: stop,
+create, patch status, post events. Because the Job is created *before* the status
+that mentions it, a crash in between leaves a Job whose create answers 409 the next
+time; it is read and adopted, never duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from respawn_operator import ANNOTATION_PROGRESS
+from respawn_operator.budgets import exhausted_budget, failure_backoff, remaining_deadline
+from respawn_operator.classify import Charge, Outcome, classify_attempt, pod_is_terminal
+from respawn_operator.config import OperatorConfig
+from respawn_operator.job_builder import build_job, job_name, wants_spot
+from respawn_operator.reports import parse_report, progress_fields
+from respawn_operator.spec import (
+    AttemptOutcome,
+    AttemptRecord,
+    Condition,
+    Phase,
+    PipelineRunStatus,
+    RerunRecord,
+    Run,
+    SpecError,
+    default_run_id,
+    parse_spec,
+    parse_status,
+)
+from respawn_operator.timeutil import fmt, parse
+
+STOP_POLL_SECONDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What the handlers saw of the current attempt."""
+
+    job: dict[str, Any] | None = None
+    pod: dict[str, Any] | None = None
+    """The attempt's pod as last seen (from the API, else from the watch cache)."""
+    pod_gone: bool = False
+    """The pod was seen and has since been deleted from the API."""
+    node_exists: bool | None = None
+    node_labels: dict[str, str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """Stop an attempt: delete its Job and its pods (``grace_seconds`` 0 forces it)."""
+
+    attempt: int
+    job: str
+    grace_seconds: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the PipelineRun."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass
+class Decision:
+    """What to do; ``status`` is the complete new status."""
+
+    status: PipelineRunStatus
+    create_job: dict[str, Any] | None = None
+    stops: list[Stop] = dataclasses.field(default_factory=list)
+    events: list[Event] = dataclasses.field(default_factory=list)
+    requeue_after: float | None = None
+    ended: tuple[AttemptRecord, Outcome] | None = None
+    """The attempt that ended in this round, for metrics."""
+
+
+def _set_condition(st: PipelineRunStatus, type_: str, status: str, reason: str, message: str,
+                   generation: int, now: dt.datetime) -> None:
+    old = next((c for c in st.conditions if c.type == type_), None)
+    changed = old is None or old.status != status
+    new = Condition(
+        type=type_, status=status, reason=reason, message=message or None,
+        last_transition_time=fmt(now) if changed or old is None else old.last_transition_time,
+        observed_generation=generation,
+    )
+    st.conditions = [c for c in st.conditions if c.type != type_] + [new]
+    st.conditions.sort(key=lambda c: ["Succeeded", "Ready", "Checkpointed", "Suspended"].index(c.type)
+                       if c.type in ("Succeeded", "Ready", "Checkpointed", "Suspended") else 9)
+
+
+def _finish(d: Decision, phase: Phase, reason: str, message: str, generation: int, now: dt.datetime) -> None:
+    st = d.status
+    st.phase = phase
+    st.message = message
+    st.completion_time = fmt(now)
+    st.next_attempt_time = None
+    ok = phase is Phase.SUCCEEDED
+    _set_condition(st, "Succeeded", "True" if ok else "False", reason, message, generation, now)
+    d.events.append(Event("Normal" if ok else "Warning", reason if not ok else "Succeeded", message))
+
+
+def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime, stopping: str | None) -> None:
+    phase = st.phase or Phase.PENDING
+    if not phase.finished:
+        _set_condition(st, "Succeeded", "Unknown", phase.value, st.message or "", generation, now)
+    if phase is Phase.RUNNING:
+        _set_condition(st, "Ready", "True", "PodRunning", f"attempt {st.attempt} is running", generation, now)
+    else:
+        _set_condition(st, "Ready", "False", phase.value, "", generation, now)
+    last = st.last_checkpoint
+    if last and (last.step or last.seq is not None):
+        _set_condition(st, "Checkpointed", "True", "Committed",
+                       f"step {last.step} committed (seq {last.seq}) at {last.at}", generation, now)
+    else:
+        _set_condition(st, "Checkpointed", "False", "NoCheckpoint", "no step committed yet", generation, now)
+    if phase is Phase.SUSPENDED:
+        _set_condition(st, "Suspended", "True", "Suspended",
+                       "spec.suspend is true; set it to false to resume from the last checkpoint",
+                       generation, now)
+    elif stopping == "Suspended":
+        _set_condition(st, "Suspended", "False", "Suspending",
+                       "waiting for the pod to commit its checkpoint and stop", generation, now)
+    else:
+        _set_condition(st, "Suspended", "False", "NotSuspended", "", generation, now)
+    for c in st.conditions:
+        c.observed_generation = generation
+    st.observed_generation = generation
+    if st.completed_steps is not None and st.total_steps is not None:
+        st.progress = f"{st.completed_steps}/{st.total_steps}"
+
+
+def _apply_progress(d: Decision, report: dict[str, Any] | None, attempt: int) -> None:
+    """Copy progress into status; post a Checkpointed event when a new commit shows up."""
+    if not report:
+        return
+    rep_attempt = report.get("attempt")
+    if isinstance(rep_attempt, int) and rep_attempt != attempt:
+        return  # a stale attempt's report must not move the run's progress
+    fields = progress_fields(report)
+    st = d.status
+    new_ckpt = fields.get("last_checkpoint")
+    if new_ckpt is not None and new_ckpt != st.last_checkpoint:
+        old = st.last_checkpoint
+        if old is None or (new_ckpt.seq, new_ckpt.step) != (old.seq, old.step):
+            d.events.append(Event("Normal", "Checkpointed", f"attempt {attempt} committed step {new_ckpt.step}"
+                                  + (f" (seq {new_ckpt.seq})" if new_ckpt.seq is not None else "")))
+    for key, value in fields.items():
+        setattr(st, key, value)
+
+
+def _current_record(st: PipelineRunStatus) -> AttemptRecord | None:
+    if st.attempts and st.attempts[-1].attempt == st.attempt:
+        return st.attempts[-1]
+    return None
+
+
+def _pod_facts(rec: AttemptRecord, obs: Observed, config: OperatorConfig) -> None:
+    pod = obs.pod
+    if not pod:
+        return
+    rec.pod = (pod.get("metadata") or {}).get("name") or rec.pod
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node:
+        rec.node = node
+    if obs.node_labels is not None:
+        rec.spot = any(k in obs.node_labels for k in config.spot_label_keys)
+    elif rec.spot is None:
+        rec.spot = wants_spot(pod.get("spec") or {}, config.spot_label_keys)
+
+
+def decide(
+    body: dict[str, Any],
+    obs: Observed,
+    now: dt.datetime,
+    config: OperatorConfig,
+) -> Decision:
+    """The next step for the PipelineRun ``body`` (a plain dict of the object)."""
+    meta = body.get("metadata") or {}
+    name, namespace, uid = meta["name"], meta.get("namespace", "default"), meta.get("uid", "")
+    generation = int(meta.get("generation") or 1)
+    st = parse_status(body.get("status")).model_copy(deep=True)
+    if st.run_id is None:
+        st.run_id = default_run_id(namespace, name, uid)
+    d = Decision(status=st)
+    rec = _current_record(st)
+    active = rec is not None and rec.outcome is None
+
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except SpecError as exc:
+        if active and rec is not None:
+            d.stops.append(Stop(rec.attempt, rec.job))
+            rec.outcome, rec.reason, rec.end_time = AttemptOutcome.STOPPED, "InvalidSpec", fmt(now)
+        if st.phase is not Phase.FAILED or st.message != f"invalid spec: {exc}":
+            _finish(d, Phase.FAILED, "InvalidSpec", f"invalid spec: {exc}", generation, now)
+        _refresh_conditions(st, generation, now, None)
+        return d
+    if spec.checkpoint.uri is None and config.default_checkpoint_uri is None:
+        if st.phase is not Phase.FAILED:
+            _finish(d, Phase.FAILED, "InvalidSpec",
+                    "invalid spec: spec.checkpoint.uri is required (the operator has no "
+                    "RESPAWN_DEFAULT_CHECKPOINT_URI)", generation, now)
+        _refresh_conditions(st, generation, now, None)
+        return d
+    run = Run(name=name, namespace=namespace, uid=uid, generation=generation, spec=spec, status=st)
+
+    # A. Has the active attempt ended?
+    if active and rec is not None:
+        _pod_facts(rec, obs, config)
+        pod = obs.pod
+        outcome = classify_attempt(obs.job, pod, node_exists=obs.node_exists, pod_gone=obs.pod_gone)
+        if outcome is None and obs.job is None and (pod is None or obs.pod_gone):
+            if rec.stopping:
+                outcome = Outcome(AttemptOutcome.STOPPED, rec.stopping)
+            else:
+                outcome = Outcome(AttemptOutcome.PREEMPTED, "JobDeleted", "the attempt's Job was deleted",
+                                  Charge.PREEMPTION)
+        if outcome is not None and rec.stopping and pod is not None and not (
+            pod_is_terminal(pod) or obs.pod_gone or obs.node_exists is False
+        ):
+            outcome = None  # stopping: wait until the pod has committed and gone
+        if outcome is None:
+            annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
+            _apply_progress(d, parse_report(annotations.get(ANNOTATION_PROGRESS)), rec.attempt)
+            running = ((pod or {}).get("status") or {}).get("phase") == "Running"
+            if not rec.stopping:
+                st.phase = Phase.RUNNING if running else (Phase.PENDING if st.attempt <= 1 else Phase.RETRYING)
+            else:
+                d.requeue_after = STOP_POLL_SECONDS
+        else:
+            if rec.stopping and outcome.outcome is not AttemptOutcome.SUCCEEDED and not outcome.fatal:
+                outcome = dataclasses.replace(outcome, outcome=AttemptOutcome.STOPPED, reason=rec.stopping,
+                                              charge=Charge.NONE)
+            active = False
+            rec.outcome, rec.reason = outcome.outcome, outcome.reason
+            rec.message = outcome.message or None
+            rec.exit_code = outcome.exit_code
+            rec.end_time = fmt(now)
+            rec.stopping = None
+            _apply_progress(d, outcome.report, rec.attempt)
+            d.ended = (rec, outcome)
+            if pod is not None and not pod_is_terminal(pod) and not obs.pod_gone:
+                # The node vanished with the pod "running" (or the Job failed under it):
+                # remove the leftover; fencing covers a process that is still alive.
+                d.stops.append(Stop(rec.attempt, rec.job, grace_seconds=0 if obs.node_exists is False else None))
+            if outcome.charge is Charge.PREEMPTION:
+                st.preemptions += 1
+                d.events.append(Event("Warning", "Preempted", f"attempt {rec.attempt} lost to the infrastructure "
+                                      f"({outcome.reason}); resuming from the last checkpoint"))
+            elif outcome.charge is Charge.FAILURE:
+                st.failures += 1
+                d.events.append(Event("Warning", "AttemptFailed",
+                                      f"attempt {rec.attempt} failed ({outcome.reason}): {outcome.message}"[:1000]))
+            elif outcome.outcome is AttemptOutcome.SUPERSEDED:
+                st.failures += 1  # bounded by maxFailures: a loop of superseded attempts must end
+                d.events.append(Event("Warning", "Superseded", f"attempt {rec.attempt} found a newer owner of the run"))
+            if outcome.outcome is AttemptOutcome.SUCCEEDED:
+                _finish(d, Phase.SUCCEEDED, "Succeeded",
+                        f"all steps done in {rec.attempt} attempt(s)", generation, now)
+                if st.total_steps is not None:
+                    st.completed_steps = st.total_steps
+                _refresh_conditions(st, generation, now, None)
+                return d
+            if outcome.fatal:
+                hint = {
+                    "InvalidInput": "fix spec.params or spec.pipeline",
+                    "IncompatibleCheckpoint": "the pipeline changed since the checkpoint: use "
+                                              "spec.checkpoint.resume Compatible or Restart",
+                    "DeadlineExceeded": "raise spec.activeDeadlineSeconds",
+                }.get(outcome.reason, "")
+                msg = f"attempt {rec.attempt}: {outcome.reason}: {outcome.message}".rstrip(": ")
+                _finish(d, Phase.FAILED, outcome.reason, f"{msg}; {hint}" if hint else msg, generation, now)
+                _refresh_conditions(st, generation, now, None)
+                return d
+            budget = exhausted_budget(spec.budgets, st.preemptions, st.failures)
+            if budget:
+                reason = "MaxFailuresExceeded" if st.failures > spec.budgets.max_failures else "MaxPreemptionsExceeded"
+                _finish(d, Phase.FAILED, reason, budget, generation, now)
+                _refresh_conditions(st, generation, now, None)
+                return d
+            if outcome.charge is Charge.FAILURE or outcome.outcome is AttemptOutcome.SUPERSEDED:
+                delay = failure_backoff(spec.budgets.backoff, st.failures)
+                if delay > 0:
+                    st.next_attempt_time = fmt(now + dt.timedelta(seconds=delay))
+
+    # B. Rerun requests: a new non-null spec.rerunFrom (cleared means "the next one counts again").
+    if spec.rerun_from is None and st.rerun is not None:
+        st.rerun = None
+    rerun_needed = spec.rerun_from is not None and (st.rerun is None or st.rerun.step != spec.rerun_from)
+    if rerun_needed and st.attempt == 0:
+        # Nothing ran yet, so there is nothing to discard: the first attempt runs every step.
+        st.rerun = RerunRecord(step=spec.rerun_from or "", generation=generation, attempt=1)
+        rerun_needed = False
+    if (st.phase or Phase.PENDING).finished and not rerun_needed:
+        _refresh_conditions(st, generation, now, None)
+        return d
+
+    # C. Stop the active attempt for suspend or rerun.
+    if active and rec is not None:
+        want = "Suspended" if spec.suspend else ("RerunRequested" if rerun_needed else None)
+        if want and not rec.stopping:
+            rec.stopping = want
+            d.stops.append(Stop(rec.attempt, rec.job))
+            d.events.append(Event("Normal", "Stopping", f"stopping attempt {rec.attempt} ({want}); "
+                                  "it commits a checkpoint first"))
+            d.requeue_after = STOP_POLL_SECONDS
+        elif not want and rec.stopping == "Suspended":
+            pass  # unsuspended while stopping: let it stop, the next attempt resumes
+        _refresh_conditions(st, generation, now, rec.stopping)
+        return d
+
+    # D. No attempt is running.
+    if spec.suspend:
+        if st.phase is not Phase.SUSPENDED:
+            d.events.append(Event("Normal", "Suspended", "run suspended; its checkpoint is kept"))
+        st.phase = Phase.SUSPENDED
+        st.next_attempt_time = None
+        _refresh_conditions(st, generation, now, None)
+        return d
+    rerun_from = None
+    if rerun_needed and spec.rerun_from is not None:
+        rerun_from = spec.rerun_from
+        st.rerun = RerunRecord(step=rerun_from, generation=generation, attempt=st.attempt + 1)
+        st.preemptions = st.failures = 0
+        st.next_attempt_time = st.completion_time = None
+        st.message = None
+        st.phase = Phase.RETRYING
+        _set_condition(st, "Succeeded", "Unknown", "RerunRequested", f"re-running from step {rerun_from}",
+                       generation, now)
+        d.events.append(Event("Normal", "RerunRequested", f"re-running from step {rerun_from}"))
+    left = remaining_deadline(spec.active_deadline_seconds, parse(st.start_time), now)
+    if left is not None and left <= 0:
+        _finish(d, Phase.FAILED, "DeadlineExceeded",
+                "spec.activeDeadlineSeconds reached before the run finished; raise it", generation, now)
+        _refresh_conditions(st, generation, now, None)
+        return d
+    wake = parse(st.next_attempt_time)
+    if wake is not None and wake > now:
+        st.phase = Phase.RETRYING
+        d.requeue_after = (wake - now).total_seconds()
+        _refresh_conditions(st, generation, now, None)
+        return d
+
+    attempt = st.attempt + 1
+    d.create_job = build_job(run, attempt, config, rerun_from=rerun_from, active_deadline_seconds=left)
+    resumed_from = st.last_checkpoint.step if st.last_checkpoint and not rerun_from else None
+    st.attempts.append(AttemptRecord(
+        attempt=attempt, job=job_name(name, attempt), start_time=fmt(now),
+        resumed_from=resumed_from, rerun_from=rerun_from,
+    ))
+    st.attempts = st.attempts[-50:]  # bounded: the status must stay small
+    st.attempt = attempt
+    st.next_attempt_time = None
+    st.start_time = st.start_time or fmt(now)
+    st.phase = Phase.PENDING if attempt == 1 else Phase.RETRYING
+    how = f"resuming after step {resumed_from}" if resumed_from else (
+        f"re-running from step {rerun_from}" if rerun_from else "from the start")
+    d.events.append(Event("Normal", "AttemptStarted", f"attempt {attempt} started ({how})"))
+    _refresh_conditions(st, generation, now, None)
+    return d

@@ -1,0 +1,126 @@
+"""build_job and friends are pure: checked as plain functions, no server."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from respawn_operator.budgets import exhausted_budget, failure_backoff, remaining_deadline, spot_allowed
+from respawn_operator.config import OperatorConfig
+from respawn_operator.job_builder import build_cleanup_job, build_job, job_name, short_name
+from respawn_operator.spec import Backoff, Budgets, PipelineRunStatus, Run, parse_spec
+
+CONFIG = OperatorConfig(default_image="img:1", default_checkpoint_uri="file:///ckpt")
+SPOT = {"cloud.google.com/gke-spot": "true", "disk": "ssd"}
+SPOT_TOL = [{"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
+            {"key": "gpu", "operator": "Exists"}]
+
+
+def make_run(name: str = "video-42", preemptions: int = 0, **spec: Any) -> Run:
+    raw = {"pipeline": "dataprep", "params": {"crop_size": 224}, **spec}
+    return Run(name=name, namespace="ns1", uid="0123abcd-0000-0000-0000-000000000000", generation=1,
+               spec=parse_spec(raw), status=PipelineRunStatus(preemptions=preemptions))
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    ct = job["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in ct["env"]}
+
+
+def test_job_is_one_pod_never_replaced_owned_by_the_run() -> None:
+    job = build_job(make_run(), 3, CONFIG)
+    assert job["metadata"]["name"] == "video-42-a3"
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["podReplacementPolicy"] == "Failed"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["containers"][0]["command"] == ["pipeline-runtime", "run"]
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "PipelineRun" and owner["controller"] is True and owner["uid"].startswith("0123")
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["respawn.dev/attempt"] == "3" and labels["respawn.dev/run"] == "video-42"
+
+
+def test_env_contract() -> None:
+    run = make_run(tenant="t1", checkpoint={"retain": "Never", "resume": "Strict"},
+                   env=[{"name": "LOG_LEVEL", "value": "debug"}])
+    env = env_of(build_job(run, 4, CONFIG, rerun_from="crop"))
+    assert env["RESPAWN_PIPELINE"] == "dataprep"
+    assert env["RESPAWN_PARAMS"] == '{"crop_size":224}'
+    assert env["RESPAWN_RUN_ID"] == "ns1-video-42-0123abcd"
+    assert env["RESPAWN_CHECKPOINT_URI"] == "file:///ckpt"
+    assert env["RESPAWN_RESUME"] == "true"
+    assert env["RESPAWN_RESUME_POLICY"] == "Strict"
+    assert env["RESPAWN_ATTEMPT"] == "4"
+    assert env["RESPAWN_RETAIN"] == "Never"
+    assert env["RESPAWN_TENANT"] == "t1"
+    assert env["RESPAWN_RERUN_FROM"] == "crop"
+    assert env["RESPAWN_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["LOG_LEVEL"] == "debug"
+    assert "RESPAWN_RERUN_FROM" not in env_of(build_job(run, 5, CONFIG))
+
+
+def test_long_names_are_shortened_deterministically() -> None:
+    long = "x" * 120
+    a, b = job_name(long, 7), job_name(long, 7)
+    assert a == b and len(a) <= 63 and a.endswith("-a7")
+    assert job_name(long + "y", 7) != a
+    assert short_name("abc") == "abc"
+    job = build_job(make_run(name=long), 1, CONFIG)
+    assert len(job["spec"]["template"]["metadata"]["labels"]["respawn.dev/run"]) <= 63
+    assert job["metadata"]["annotations"]["respawn.dev/run-name"] == long
+
+
+def test_pod_settings_pass_through() -> None:
+    run = make_run(serviceAccountName="runner", resources={"limits": {"memory": "1Gi"}}, nodeSelector=SPOT,
+                   tolerations=SPOT_TOL, terminationGracePeriodSeconds=20, activeDeadlineSeconds=100,
+                   podTemplate={"metadata": {"labels": {"team": "a"}},
+                                "spec": {"priorityClassName": "low", "containers": [{"name": "pipeline", "workingDir": "/w"}]}})
+    job = build_job(run, 1, CONFIG, active_deadline_seconds=90)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "runner"
+    assert pod["containers"][0]["resources"] == {"limits": {"memory": "1Gi"}}
+    assert pod["containers"][0]["workingDir"] == "/w" and pod["containers"][0]["image"] == "img:1"
+    assert pod["priorityClassName"] == "low" and pod["terminationGracePeriodSeconds"] == 20
+    assert pod["nodeSelector"] == SPOT and pod["tolerations"] == SPOT_TOL
+    assert job["spec"]["activeDeadlineSeconds"] == 90
+    assert job["spec"]["template"]["metadata"]["labels"]["team"] == "a"
+
+
+def test_spot_selectors_dropped_after_on_demand_threshold() -> None:
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]}]}}}
+    spec = {"nodeSelector": SPOT, "tolerations": SPOT_TOL, "affinity": affinity, "onDemandAfterPreemptions": 2}
+    before = build_job(make_run(preemptions=1, **spec), 2, CONFIG)["spec"]["template"]["spec"]
+    assert before["nodeSelector"] == SPOT and before["affinity"] == affinity
+    after = build_job(make_run(preemptions=2, **spec), 3, CONFIG)["spec"]["template"]["spec"]
+    assert after["nodeSelector"] == {"disk": "ssd"}
+    assert after["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert "affinity" not in after
+
+
+def test_cleanup_job_runs_under_the_runs_service_account() -> None:
+    run = make_run(serviceAccountName="runner", tenant="t1")
+    job = build_cleanup_job(run, CONFIG, purge=True)
+    assert job is not None
+    ct = job["spec"]["template"]["spec"]["containers"][0]
+    assert ct["command"] == ["pipeline-runtime", "cleanup", "file:///ckpt", "--run-id", "ns1-video-42-0123abcd",
+                             "--tenant", "t1", "--purge"]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "runner"
+    assert "ownerReferences" not in job["metadata"]
+    assert build_cleanup_job(run, OperatorConfig(), purge=True) is None
+
+
+def test_budgets_and_backoff() -> None:
+    b = Budgets(max_preemptions=2, max_failures=1)
+    assert exhausted_budget(b, 2, 1) is None
+    assert "maxFailures=1" in (exhausted_budget(b, 0, 2) or "")
+    assert "maxPreemptions=2" in (exhausted_budget(b, 3, 0) or "")
+    back = Backoff(initial_seconds=10, max_seconds=60)
+    assert [failure_backoff(back, n) for n in range(6)] == [0, 10, 20, 40, 60, 60]
+    assert spot_allowed(None, 99) and spot_allowed(3, 2) and not spot_allowed(3, 3)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert remaining_deadline(None, t0, t0) is None
+    assert remaining_deadline(100, t0, t0 + dt.timedelta(seconds=30)) == 70
+    assert remaining_deadline(100, t0, t0 + dt.timedelta(seconds=130)) == 0

@@ -1,0 +1,175 @@
+"""decide() is the reconciler's brain; these walk it through runs without any server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from respawn_operator.config import OperatorConfig
+from respawn_operator.handlers import status_patch
+from respawn_operator.reconcile import Decision, Observed, decide
+from respawn_operator.spec import Phase
+
+CONFIG = OperatorConfig(default_checkpoint_uri="file:///ckpt")
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def new_run(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
+            "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "1"},
+            "spec": {"pipeline": "dataprep", **spec}}
+
+
+def apply(body: dict[str, Any], d: Decision) -> dict[str, Any]:
+    """What the API would hold after the status patch."""
+    patch = status_patch(d.status)
+    return {**body, "status": {k: v for k, v in patch.items() if v is not None}}
+
+
+def pod(phase: str, exit_code: int | None = None, progress: dict[str, Any] | None = None,
+        disruption: str | None = None, message: dict[str, Any] | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase, "conditions": []}
+    if exit_code is not None:
+        term: dict[str, Any] = {"exitCode": exit_code}
+        if message:
+            term["message"] = json.dumps(message)
+        status["containerStatuses"] = [{"name": "pipeline", "state": {"terminated": term}}]
+    if disruption:
+        status["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": disruption})
+    ann = {"respawn.dev/progress": json.dumps(progress)} if progress else {}
+    return {"metadata": {"name": "r-a1-abc", "annotations": ann}, "spec": {"nodeName": "n1"}, "status": status}
+
+
+JOB: dict[str, Any] = {"status": {}}
+
+
+def step(body: dict[str, Any], obs: Observed, at: float = 0) -> tuple[dict[str, Any], Decision]:
+    d = decide(body, obs, T0 + dt.timedelta(seconds=at), CONFIG)
+    return apply(body, d), d
+
+
+def cond(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == type_)
+
+
+def test_first_attempt_then_progress_then_success() -> None:
+    body, d = step(new_run(), Observed())
+    assert d.create_job is not None and d.create_job["metadata"]["name"] == "r-a1"
+    assert body["status"]["phase"] == "Pending" and body["status"]["attempt"] == 1
+    progress = {"attempt": 1, "currentStep": "crop", "completedSteps": 2, "totalSteps": 5,
+                "lastCheckpoint": {"step": "detect", "seq": 2, "at": "2026-01-01T00:00:01Z"}}
+    body, d = step(body, Observed(job=JOB, pod=pod("Running", progress=progress), node_exists=True))
+    st = body["status"]
+    assert (st["phase"], st["currentStep"], st["progress"]) == ("Running", "crop", "2/5")
+    assert cond(body, "Ready")["status"] == "True" and cond(body, "Checkpointed")["status"] == "True"
+    assert [e.reason for e in d.events] == ["Checkpointed"]
+    again, d2 = step(body, Observed(job=JOB, pod=pod("Running", progress=progress), node_exists=True), at=5)
+    assert again["status"] == body["status"] and d2.events == [] and d2.create_job is None  # idempotent
+    body, d = step(body, Observed(job=JOB, pod=pod("Succeeded", 0)))
+    assert body["status"]["phase"] == "Succeeded" and cond(body, "Succeeded")["status"] == "True"
+    assert body["status"]["attempts"][0]["outcome"] == "Succeeded"
+
+
+def test_preemption_starts_next_attempt_at_once_resuming() -> None:
+    body, _ = step(new_run(), Observed())
+    progress = {"attempt": 1, "currentStep": "crop", "completedSteps": 2, "totalSteps": 5,
+                "lastCheckpoint": {"step": "detect", "seq": 2}}
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running", progress=progress), node_exists=True))
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143, disruption="PreemptionByScheduler")))
+    st = body["status"]
+    assert st["preemptions"] == 1 and st["attempt"] == 2 and st["phase"] == "Retrying"
+    assert st["attempts"][0]["outcome"] == "Preempted" and st["attempts"][0]["reason"] == "PreemptionByScheduler"
+    assert st["attempts"][1]["resumedFrom"] == "detect"
+    assert d.create_job is not None and d.create_job["metadata"]["name"] == "r-a2"
+    env = {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RESPAWN_ATTEMPT"] == "2" and env["RESPAWN_RESUME"] == "true"
+    assert {e.reason for e in d.events} == {"Preempted", "AttemptStarted"}
+
+
+def test_failures_back_off_then_exhaust_max_failures() -> None:
+    body, _ = step(new_run(budgets={"maxFailures": 1, "backoff": {"initialSeconds": 10, "maxSeconds": 60}}), Observed())
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 1)), at=1)
+    assert body["status"]["phase"] == "Retrying" and d.create_job is None and d.requeue_after == 10
+    body, d = step(body, Observed(), at=5)
+    assert d.create_job is None and body["status"]["phase"] == "Retrying"
+    body, d = step(body, Observed(), at=11)
+    assert d.create_job is not None and body["status"]["attempt"] == 2
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 1)), at=12)
+    st = body["status"]
+    assert st["phase"] == "Failed" and "maxFailures=1" in st["message"]
+    assert cond(body, "Succeeded")["reason"] == "MaxFailuresExceeded"
+
+
+def test_invalid_input_fails_at_once() -> None:
+    body, _ = step(new_run(), Observed())
+    report = {"exitCode": 64, "reason": "InvalidInput", "message": "crop_size: must be > 0"}
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 64, message=report)))
+    assert body["status"]["phase"] == "Failed" and "crop_size" in body["status"]["message"]
+    assert d.create_job is None
+
+
+def test_invalid_spec_fails_with_message() -> None:
+    body, d = step(new_run(budgets={"backoff": {"initialSeconds": 100, "maxSeconds": 1}}), Observed())
+    assert body["status"]["phase"] == "Failed" and "maxSeconds" in body["status"]["message"]
+    assert d.create_job is None and cond(body, "Succeeded")["reason"] == "InvalidSpec"
+
+
+def test_suspend_stops_gracefully_then_resumes() -> None:
+    body, _ = step(new_run(), Observed())
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=True))
+    body["spec"]["suspend"] = True
+    body["metadata"]["generation"] = 2
+    body, d = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=True))
+    assert [s.job for s in d.stops] == ["r-a1"] and d.stops[0].grace_seconds is None
+    assert body["status"]["phase"] == "Running" and cond(body, "Suspended")["reason"] == "Suspending"
+    body, d = step(body, Observed(job=None, pod=pod("Failed", 143)))
+    st = body["status"]
+    assert st["phase"] == "Suspended" and st["preemptions"] == 0
+    assert st["attempts"][0]["outcome"] == "Stopped" and st["attempts"][0]["reason"] == "Suspended"
+    assert cond(body, "Suspended")["status"] == "True" and cond(body, "Suspended")["observedGeneration"] == 2
+    body["spec"]["suspend"] = False
+    body, d = step(body, Observed())
+    assert d.create_job is not None and body["status"]["attempt"] == 2
+
+
+def test_rerun_from_on_finished_run_starts_one_new_attempt() -> None:
+    body, _ = step(new_run(), Observed())
+    body, _ = step(body, Observed(job=JOB, pod=pod("Succeeded", 0)))
+    body["spec"]["rerunFrom"] = "crop"
+    body["metadata"]["generation"] = 2
+    body, d = step(body, Observed())
+    assert d.create_job is not None
+    env = {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RESPAWN_RERUN_FROM"] == "crop"
+    assert body["status"]["rerun"] == {"step": "crop", "generation": 2, "attempt": 2}
+    body, d = step(body, Observed(job=JOB, pod=pod("Succeeded", 0)))
+    assert body["status"]["phase"] == "Succeeded"
+    body["metadata"]["generation"] = 3  # another edit: the same rerunFrom must not run again
+    body, d = step(body, Observed())
+    assert d.create_job is None and body["status"]["phase"] == "Succeeded"
+
+
+def test_node_lost_force_deletes_and_moves_on() -> None:
+    body, _ = step(new_run(), Observed())
+    body, d = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=False))
+    assert d.stops and d.stops[0].grace_seconds == 0
+    assert body["status"]["attempts"][0]["reason"] == "NodeLost" and body["status"]["attempt"] == 2
+
+
+def test_max_preemptions_names_the_budget() -> None:
+    body, _ = step(new_run(budgets={"maxPreemptions": 0}), Observed())
+    body, _ = step(body, Observed(job=JOB, pod=pod("Failed", 143)))
+    assert body["status"]["phase"] == "Failed" and "maxPreemptions=0" in body["status"]["message"]
+    assert cond(body, "Succeeded")["reason"] == "MaxPreemptionsExceeded"
+
+
+def test_stale_attempt_report_is_ignored() -> None:
+    body, _ = step(new_run(), Observed())
+    old = {"attempt": 7, "currentStep": "late", "completedSteps": 4, "totalSteps": 5}
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running", progress=old), node_exists=True))
+    assert body["status"].get("currentStep") is None
+
+
+def test_phase_enum_values() -> None:
+    assert [p.value for p in Phase] == ["Pending", "Running", "Retrying", "Suspended", "Succeeded", "Failed"]
