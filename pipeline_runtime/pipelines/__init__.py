@@ -1,0 +1,1 @@
+"""Pipelines shipped with the runtime, registered under the `respawn.pipelines` entry points."""

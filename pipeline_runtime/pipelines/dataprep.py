@@ -1,0 +1,383 @@
+"""DataPrepPipeline: turn a video into a dataset of image crops, surviving preemption.
+
+Steps (names are a contract): open_video, extract_frames, detect_regions, crop,
+augment, write_dataset. See docs/dataprep.md for params, output layout, and why
+frames are re-decoded from the checksummed source instead of being stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline_runtime import InvalidInput, Pipeline, StepContext, step
+from pipeline_runtime.storage import open_store
+
+from . import augment as aug
+from . import regions, shards
+from .video_io import FINGERPRINT_BYTES, FrameReader, VideoError, fetch_video, fingerprint, iter_frames, probe
+from .work_store import WorkStore
+
+log = logging.getLogger(__name__)
+
+_URI_SCHEMES = ("", "file", "gs", "memory")
+
+
+def _check_uri(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    scheme = urlparse(value).scheme
+    if scheme not in _URI_SCHEMES:
+        raise ValueError(f"unsupported scheme {scheme!r}: use a path, file://, or gs://")
+    return value
+
+
+class DataPrepParams(BaseModel):
+    """Parameters of the `dataprep` pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video_uri: str
+    """The source video: a path, `file:///...`, or `gs://bucket/object`."""
+    output_uri: str
+    """Where the dataset goes: a folder path, `file:///...`, or `gs://bucket/prefix`."""
+    frame_stride: int = Field(1, ge=1)
+    """Keep every N-th frame (1 keeps all)."""
+    crop_size: int = Field(224, ge=8, le=4096)
+    """Side of the square crops, in pixels."""
+    mode: regions.Mode = "center"
+    """Regions to crop: `center` (one centred square), `grid` (tiles), `faces` (Haar cascade)."""
+    max_frames: int | None = Field(None, ge=1)
+    """Stop after keeping this many frames (None: the whole video)."""
+    augmentations: list[aug.Augmentation] = Field(default_factory=lambda: list(aug.ALL))
+    """Which of flip, rotate, brightness, contrast to apply; [] writes the crops unchanged."""
+    seed: int = Field(0, ge=0)
+    """Seed of the per-crop augmentation draws."""
+    shard_size: int = Field(256, ge=1)
+    """Crops per output shard."""
+    chunk_size: int = Field(64, ge=1, le=4096)
+    """Frames (or crops) per unit of intra-step progress and per stored work chunk."""
+    work_uri: str | None = None
+    """Where intermediate crop chunks live during the run (default: `<output_uri>/_work/`); removed at the end."""
+
+    @field_validator("video_uri", "output_uri", "work_uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        return None if value is None else _check_uri(value)
+
+    @field_validator("mode")
+    @classmethod
+    def _mode_runs_here(cls, value: str) -> str:
+        if value == "faces" and (reason := regions.faces_unavailable()):
+            raise ValueError(reason)
+        return value
+
+    @field_validator("augmentations")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each augmentation may appear once")
+        return value
+
+
+class DataPrepPipeline(Pipeline):
+    """Video -> frames -> regions -> crops -> augmented crops -> sharded dataset + manifest."""
+
+    name = "dataprep"
+    version = "1"
+    Params = DataPrepParams
+
+    # -- 1 -------------------------------------------------------------------
+    @step
+    def open_video(self, ctx: StepContext) -> None:
+        """Fetch the video (checksummed) and record its metadata."""
+        p: DataPrepParams = ctx.params
+        try:
+            path, digest = fetch_video(p.video_uri, ctx.scratch_dir)
+            info = probe(path)
+        except VideoError as e:
+            raise InvalidInput(f"video_uri: {e}") from None
+        ctx["video"] = {"uri": p.video_uri, "sha256": digest, **info.to_json()}
+        log.info("open_video: %s %dx%d %s, %d frames at %.3g fps", p.video_uri, info.width,
+                 info.height, info.fourcc, info.frame_count, info.fps)
+
+    # -- 2 -------------------------------------------------------------------
+    @step
+    def extract_frames(self, ctx: StepContext) -> None:
+        """Decode the video once, keep every `frame_stride`-th frame, record each kept frame's fingerprint.
+
+        Progress (decoder position and the fingerprints so far) is saved after
+        every `chunk_size` kept frames, so a stop in a long video resumes there.
+        """
+        p: DataPrepParams = ctx.params
+        path = self._local_video(ctx)
+        state = ctx.progress or {"next_frame": 0, "index": [], "fingerprint": [], "resumed_at": []}
+        next_frame: int = state["next_frame"]
+        index_chunks: list[np.ndarray] = list(state["index"])
+        fp_chunks: list[np.ndarray] = list(state["fingerprint"])
+        resumed_at: list[int] = list(state["resumed_at"])
+        kept = sum(len(c) for c in index_chunks)
+        limit = p.max_frames if p.max_frames is not None else None
+        idx_buf: list[int] = []
+        fp_buf: list[bytes] = []
+        with FrameReader(path) as reader:
+            if ctx.progress is not None:
+                resumed_at.append(next_frame)
+                anchor = (int(index_chunks[-1][-1]), bytes(fp_chunks[-1][-1])) if index_chunks else None
+                reader.seek(next_frame, anchor=anchor)
+                log.warning("extract_frames: resuming at frame %d (%d frames kept so far, seek %s)",
+                            next_frame, kept, "verified" if reader.seeks else "by decoding from 0")
+            done = limit is not None and kept >= limit
+            while not done:
+                if reader.position % p.frame_stride:
+                    # grab() skips colour conversion: cheaper than read() for dropped frames.
+                    if not reader.skip(p.frame_stride - reader.position % p.frame_stride):
+                        break
+                    continue
+                frame = reader.read()
+                if frame is None:
+                    break
+                idx_buf.append(reader.position - 1)
+                fp_buf.append(fingerprint(frame))
+                kept += 1
+                done = limit is not None and kept >= limit
+                if len(idx_buf) == p.chunk_size or done:
+                    index_chunks.append(np.asarray(idx_buf, dtype=np.int64))
+                    fp_chunks.append(_fp_array(fp_buf))
+                    idx_buf, fp_buf = [], []
+                    ctx.save_progress({"next_frame": reader.position, "index": index_chunks,
+                                       "fingerprint": fp_chunks, "resumed_at": resumed_at})
+            decoded = reader.position
+        if idx_buf:
+            index_chunks.append(np.asarray(idx_buf, dtype=np.int64))
+            fp_chunks.append(_fp_array(fp_buf))
+        if not index_chunks:
+            raise InvalidInput(f"video_uri: no frame of {p.video_uri} could be decoded")
+        ctx["frames"] = {
+            "index": np.concatenate(index_chunks),
+            "fingerprint": np.concatenate(fp_chunks),
+            "decoded": decoded,
+            "resumed_at": resumed_at,
+        }
+        log.info("extract_frames: kept %d of %d decoded frames", kept, decoded)
+
+    # -- 3 -------------------------------------------------------------------
+    @step
+    def detect_regions(self, ctx: StepContext) -> None:
+        """Boxes per kept frame: from the frame size (center, grid) or a face detector (faces)."""
+        p: DataPrepParams = ctx.params
+        frames = ctx["frames"]
+        n = len(frames["index"])
+        width, height = ctx["video"]["width"], ctx["video"]["height"]
+        if p.mode in ("center", "grid"):
+            per_frame = ([regions.center_box(width, height, p.crop_size)] if p.mode == "center"
+                         else regions.grid_boxes(width, height, p.crop_size))
+            boxes = np.tile(np.asarray(per_frame, dtype=np.int32), (n, 1))
+            owner = np.repeat(np.arange(n, dtype=np.int64), len(per_frame))
+        else:
+            boxes, owner = self._detect_faces(ctx, n)
+        ctx["regions"] = {"boxes": boxes.reshape(-1, 4), "frame_pos": owner}
+        log.info("detect_regions: %d boxes in %d frames (mode %s)", len(owner), n, p.mode)
+
+    def _detect_faces(self, ctx: StepContext, n: int) -> tuple[np.ndarray, np.ndarray]:
+        p: DataPrepParams = ctx.params
+        frames = ctx["frames"]
+        state = ctx.progress or {"next": 0, "boxes": [], "owner": []}
+        box_chunks, owner_chunks = list(state["boxes"]), list(state["owner"])
+        detector = regions.FaceDetector()
+        buf_boxes: list[tuple[int, int, int, int]] = []
+        buf_owner: list[int] = []
+        path = self._local_video(ctx)
+        start = state["next"]
+        for pos, frame in iter_frames(path, frames["index"], frames["fingerprint"], start):
+            found = detector.detect(frame)
+            buf_boxes.extend(found)
+            buf_owner.extend([pos] * len(found))
+            if (pos + 1 - start) % p.chunk_size == 0 or pos + 1 == n:
+                box_chunks.append(np.asarray(buf_boxes, dtype=np.int32).reshape(-1, 4))
+                owner_chunks.append(np.asarray(buf_owner, dtype=np.int64))
+                buf_boxes, buf_owner = [], []
+                ctx.save_progress({"next": pos + 1, "boxes": box_chunks, "owner": owner_chunks})
+        boxes = np.concatenate(box_chunks) if box_chunks else np.zeros((0, 4), np.int32)
+        owner = np.concatenate(owner_chunks) if owner_chunks else np.zeros(0, np.int64)
+        return boxes, owner
+
+    # -- 4 -------------------------------------------------------------------
+    @step
+    def crop(self, ctx: StepContext) -> None:
+        """Cut every box as a `crop_size` square; crops go to the work store in chunks of `chunk_size`."""
+        p: DataPrepParams = ctx.params
+        frames, found = ctx["frames"], ctx["regions"]
+        boxes, owner = found["boxes"], found["frame_pos"]
+        total = len(owner)
+        work = self._work(ctx)
+        state = ctx.progress or {"chunks": []}
+        refs: list[dict[str, Any]] = list(state["chunks"])
+        done = len(refs) * p.chunk_size
+        positions = np.unique(owner[done:]) if done < total else np.zeros(0, np.int64)
+        buf: list[np.ndarray] = []
+        first_box = np.searchsorted(owner, positions, side="left")
+        for k, (_, frame) in enumerate(iter_frames(self._local_video(ctx), frames["index"][positions],
+                                                   frames["fingerprint"][positions])):
+            b = max(int(first_box[k]), done)
+            while b < total and owner[b] == positions[k]:
+                buf.append(regions.cut(frame, boxes[b], p.crop_size))
+                b += 1
+                if len(buf) == p.chunk_size:
+                    refs.append(work.put(f"crops/{len(refs):06d}", np.stack(buf)))
+                    buf = []
+                    ctx.save_progress({"chunks": refs})
+        if buf:
+            refs.append(work.put(f"crops/{len(refs):06d}", np.stack(buf)))
+        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": p.crop_size}
+        log.info("crop: %d crops in %d chunks", total, len(refs))
+
+    # -- 5 -------------------------------------------------------------------
+    @step
+    def augment(self, ctx: StepContext) -> None:
+        """Apply the seeded per-crop augmentation; record each draw and each result's sha256."""
+        p: DataPrepParams = ctx.params
+        work = self._work(ctx)
+        crops = ctx["crops"]
+        state = ctx.progress or {"chunks": [], "draws": [], "sha256": []}
+        refs, draws, digests = list(state["chunks"]), list(state["draws"]), list(state["sha256"])
+        base = sum(r["count"] for r in refs)
+        for c in range(len(refs), len(crops["chunks"])):
+            batch = work.get(crops["chunks"][c])
+            out = np.empty_like(batch)
+            rows, shas = [], []
+            for i, crop in enumerate(batch):
+                d = aug.draw(p.seed, base + i)
+                out[i] = aug.apply(crop, d, p.augmentations)
+                rows.append(d.as_row())
+                shas.append(bytes.fromhex(shards.crop_sha256(out[i])))
+            base += len(batch)
+            refs.append(work.put(f"augmented/{c:06d}", out))
+            draws.append(np.asarray(rows, dtype=np.float64).reshape(-1, 4))
+            digests.append(np.frombuffer(b"".join(shas), dtype=np.uint8).reshape(-1, 32))
+            ctx.save_progress({"chunks": refs, "draws": draws, "sha256": digests})
+        ctx["augmented"] = {
+            "chunks": refs,
+            "draws": np.concatenate(draws) if draws else np.zeros((0, 4)),
+            "sha256": np.concatenate(digests) if digests else np.zeros((0, 32), np.uint8),
+            "count": base,
+        }
+
+    # -- 6 -------------------------------------------------------------------
+    @step
+    def write_dataset(self, ctx: StepContext) -> None:
+        """Write `shard_size`-crop `.npz` shards, then `manifest.jsonl` last; then drop the work chunks.
+
+        A shard's bytes depend only on the crops, so a resumed run that writes a
+        shard again writes identical bytes; the manifest appears only once every
+        shard it lists is there, so a reader that sees it sees a whole dataset.
+        """
+        p: DataPrepParams = ctx.params
+        out = open_store(p.output_uri)
+        work = self._work(ctx)
+        augmented = ctx["augmented"]
+        total = augmented["count"]
+        n_shards = -(-total // p.shard_size)
+        manifest = "".join(shards.manifest_line(e) for e in self._manifest_entries(ctx)).encode()
+        if out.exists(shards.MANIFEST):
+            if out.get(shards.MANIFEST) == manifest:
+                # An earlier attempt finished writing but stopped before its commit.
+                self._finish(ctx, out, work, n_shards, manifest)
+                return
+            out.delete(shards.MANIFEST)  # a different dataset was here: never pair it with our shards
+        state = ctx.progress or {"next_shard": 0}
+        start = state["next_shard"]
+        if start:
+            log.warning("write_dataset: resuming at shard %d of %d", start, n_shards)
+        for number, images in _shard_batches(work, augmented["chunks"], p.shard_size, start):
+            lo = number * p.shard_size
+            data = shards.encode_shard(images, np.arange(lo, lo + len(images), dtype=np.int64))
+            out.put(shards.shard_name(number), data)
+            ctx.save_progress({"next_shard": number + 1})
+        out.put(shards.MANIFEST, manifest)
+        self._finish(ctx, out, work, n_shards, manifest)
+
+    def _finish(self, ctx: StepContext, out: Any, work: WorkStore, n_shards: int, manifest: bytes) -> None:
+        import hashlib
+
+        keep = {shards.shard_name(i) for i in range(n_shards)}
+        stale = [path for path in out.list("shard-") if "/" not in path and path not in keep]
+        for path in stale:
+            out.delete(path)
+        removed = work.clear()
+        ctx["dataset"] = {"uri": ctx.params.output_uri, "shards": n_shards, "crops": ctx["augmented"]["count"],
+                          "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+                          "stale_shards_removed": len(stale), "work_objects_removed": removed}
+        log.info("write_dataset: %d crops in %d shards at %s", ctx["augmented"]["count"], n_shards,
+                 ctx.params.output_uri)
+
+    def _manifest_entries(self, ctx: StepContext) -> Iterator[dict[str, Any]]:
+        p: DataPrepParams = ctx.params
+        video, frames, found, augmented = ctx["video"], ctx["frames"], ctx["regions"], ctx["augmented"]
+        fps = float(video["fps"])
+        for i in range(augmented["count"]):
+            frame = int(frames["index"][found["frame_pos"][i]])
+            d = aug.Draw.from_row(augmented["draws"][i])
+            yield {
+                "crop": i,
+                "shard": shards.shard_name(i // p.shard_size),
+                "offset": i % p.shard_size,
+                "frame": frame,
+                "time_s": round(frame / fps, 6) if fps > 0 else None,
+                "box": [int(v) for v in found["boxes"][i]],
+                "size": p.crop_size,
+                "augmentation": d.describe(p.augmentations),
+                "sha256": bytes(augmented["sha256"][i]).hex(),
+            }
+
+    # -- helpers ---------------------------------------------------------------
+    def _local_video(self, ctx: StepContext) -> str:
+        """The video on local disk; re-fetched and checked against open_video's sha256 in a new pod."""
+        cache = getattr(self, "_video_cache", None)
+        if cache is not None and cache[0] == ctx["video"]["sha256"]:
+            return str(cache[1])
+        try:
+            path, digest = fetch_video(ctx.params.video_uri, ctx.scratch_dir, expect_sha256=ctx["video"]["sha256"])
+        except VideoError as e:
+            raise InvalidInput(f"video_uri: {e}") from None
+        self._video_cache = (digest, path)
+        return path
+
+    def _work(self, ctx: StepContext) -> WorkStore:
+        p: DataPrepParams = ctx.params
+        uri = p.work_uri or p.output_uri
+        return WorkStore(uri, f"_work/{ctx.tenant}/{ctx.run_id}")
+
+
+def _fp_array(items: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(items), dtype=np.uint8).reshape(-1, FINGERPRINT_BYTES).copy()
+
+
+def _shard_batches(work: WorkStore, refs: list[dict[str, Any]], shard_size: int,
+                   start_shard: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (shard number, images) from `start_shard` on, loading one work chunk at a time."""
+    skip = start_shard * shard_size
+    number = start_shard
+    pending: list[np.ndarray] = []
+    held = 0
+    for ref in refs:
+        if skip >= ref["count"]:
+            skip -= ref["count"]
+            continue
+        chunk = work.get(ref)[skip:]
+        skip = 0
+        pending.append(chunk)
+        held += len(chunk)
+        while held >= shard_size:
+            joined = np.concatenate(pending)
+            yield number, joined[:shard_size]
+            number += 1
+            rest = joined[shard_size:]
+            pending, held = ([rest] if len(rest) else []), len(rest)
+    if held:
+        yield number, np.concatenate(pending)
