@@ -268,6 +268,7 @@ def decide(
                         f"all steps done in {rec.attempt} attempt(s)", generation, now)
                 if st.total_steps is not None:
                     st.completed_steps = st.total_steps
+                st.current_step = None
                 _refresh_conditions(st, generation, now, None)
                 return d
             if outcome.fatal:
