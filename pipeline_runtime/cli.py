@@ -34,9 +34,17 @@ def _bool_env(env: str, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are invalid configuration: exit 64 with a termination message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.exit(_fail(c.ExitCode.INVALID_INPUT, "InvalidInput", message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pipeline-runtime", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(required=True, metavar="COMMAND")
+    p = _Parser(prog="pipeline-runtime", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a pipeline (every flag has a RESPAWN_* twin)")
     run.add_argument("pipeline", nargs="?", default=_env_default(c.ENV_PIPELINE),

@@ -178,6 +178,18 @@ class Pipeline:
         if isinstance(raw, pydantic.BaseModel):
             raw = raw.model_dump()
         merged = {**(raw or {}), **extra}
+        if self.Params.model_config.get("extra") is None:
+            # pydantic's default silently drops unknown keys; a typo in a param must
+            # not go unnoticed for hours. A model that sets `extra` itself decides.
+            known = set()
+            for fname, finfo in self.Params.model_fields.items():
+                known |= {fname, finfo.alias or fname}
+            unknown = sorted(set(merged) - known)
+            if unknown:
+                raise InvalidInput(
+                    f"invalid params for pipeline {self.pipeline_name()!r}: "
+                    + "; ".join(f"{k}: unknown param (known: {', '.join(sorted(known)) or 'none'})"
+                                for k in unknown))
         try:
             return self.Params.model_validate(merged)
         except pydantic.ValidationError as e:

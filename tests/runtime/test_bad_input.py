@@ -1,0 +1,164 @@
+"""Bad input: clear messages, the right exit code, nothing lost, no crash loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.conftest import Runtime
+
+CHAIN = "tests.runtime.pipelines_for_tests:Chain"
+BROKEN = "tests.runtime.pipelines_for_tests:Broken"
+
+
+def small_chain(uri: str, *extra: str, run_id: str = "r1") -> list[str]:
+    return ["run", CHAIN, "--params", '{"mb": 1, "work_s": 0}', "--run-id", run_id,
+            "--checkpoint-uri", uri, "--retain", "Always", *extra]
+
+
+def test_invalid_params_exit_64_naming_the_field(runtime: Runtime, tmp_path: Path) -> None:
+    code, out, term = runtime.run(["run", CHAIN, "--params", '{"mb": "lots"}',
+                                   "--checkpoint-uri", f"file://{tmp_path}"])
+    assert code == 64
+    assert term is not None and term["reason"] == "InvalidInput"
+    assert term["message"].startswith("invalid params for pipeline 'chain': mb:")
+    code, _, term = runtime.run(["run", CHAIN, "--params", '{"colour": 1}',
+                                 "--checkpoint-uri", f"file://{tmp_path}"])
+    assert code == 64 and term is not None and "colour" in term["message"]
+
+
+def test_unknown_pipeline_exit_64_lists_what_exists(runtime: Runtime) -> None:
+    code, out, term = runtime.run(["run", "no-such-pipeline"])
+    assert code == 64
+    assert term is not None and "dataprep" in term["message"]
+    code, _, term = runtime.run(["run", "tests.runtime.nope:Nope"])
+    assert code == 64 and term is not None and "cannot import module" in term["message"]
+
+
+@pytest.mark.parametrize("bad", ["../escape", "a/b", "..", "-x", "a b"])
+def test_hostile_run_ids_and_tenants_are_refused(runtime: Runtime, tmp_path: Path,
+                                                 bad: str) -> None:
+    code, _, term = runtime.run(small_chain(f"file://{tmp_path}/ck", f"--tenant={bad}"))
+    assert code == 64 and term is not None and "tenant" in term["message"]
+    args = small_chain(f"file://{tmp_path}/ck")
+    args[args.index("--run-id"):args.index("--run-id") + 2] = [f"--run-id={bad}"]
+    code, _, term = runtime.run(args)
+    assert code == 64 and term is not None and "run id" in term["message"]
+    assert not (tmp_path / "escape").exists()
+
+
+def test_usage_error_exit_64(runtime: Runtime) -> None:
+    code, _, term = runtime.run(["run", CHAIN, "--attempt", "many"])
+    assert code == 64 and term is not None and "attempt" in term["message"]
+
+
+def test_unsupported_checkpoint_scheme_exit_64(runtime: Runtime) -> None:
+    code, _, term = runtime.run(small_chain("s3://bucket/x"))
+    assert code == 64 and term is not None and "file://" in term["message"]
+
+
+def truncate_latest(ck: Path) -> Path:
+    commits = sorted((ck / "default" / "r1" / "commits").iterdir())
+    commits[-1].write_bytes(commits[-1].read_bytes()[:40])
+    return commits[-1]
+
+
+@pytest.mark.parametrize("policy", ["Strict", "Compatible"])
+def test_truncated_checkpoint_is_a_clear_error(runtime: Runtime, tmp_path: Path,
+                                               policy: str) -> None:
+    uri, ck = f"file://{tmp_path}/ck", tmp_path / "ck"
+    assert runtime.run(small_chain(uri))[0] == 0
+    truncate_latest(ck)
+    code, out, term = runtime.run(small_chain(uri, "--resume-policy", policy))
+    assert code == 65
+    assert term is not None and "not valid JSON" in term["message"]
+    assert "Traceback" not in out
+    # Asked again (an operator retry), the answer is the same: no crash loop, no damage.
+    code, _, again = runtime.run(small_chain(uri, "--resume-policy", policy))
+    assert code == 65 and again is not None and again["message"] == term["message"]
+
+
+def test_truncated_checkpoint_under_restart_starts_over(runtime: Runtime, tmp_path: Path) -> None:
+    uri, ck = f"file://{tmp_path}/ck", tmp_path / "ck"
+    assert runtime.run(small_chain(uri))[0] == 0
+    damaged = truncate_latest(ck)
+    code, out, _ = runtime.run(small_chain(uri, "--resume-policy", "Restart"))
+    assert code == 0, out
+    info = runtime.inspect(uri, "r1")
+    assert info["completed_steps"] == ["a", "b", "c", "d", "e"]
+    claim = [h for h in info["history"] if h["kind"] == "claim"][-1]
+    assert claim["seq"] > int(damaged.stem) and claim["completed"] == 0
+
+
+def test_damaged_artifact_is_reported(runtime: Runtime, tmp_path: Path) -> None:
+    uri, ck = f"file://{tmp_path}/ck", tmp_path / "ck"
+    proc_args = small_chain(uri, "--retain", "Always")
+    assert runtime.run(proc_args)[0] == 0
+    for artifact in (ck / "default" / "r1" / "artifacts").rglob("*"):
+        if artifact.is_file() and artifact.stat().st_size > 1000:
+            artifact.write_bytes(b"\0" * artifact.stat().st_size)
+    code, _, term = runtime.run(small_chain(uri, "--rerun-from", "e"))
+    assert code == 65 and term is not None and "damaged" in term["message"]
+
+
+def test_foreign_checkpoint_is_refused(runtime: Runtime, tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/ck"
+    code, _, _ = runtime.run(["run", BROKEN, "--run-id", "r1", "--checkpoint-uri", uri])
+    assert code == 1
+    code, _, term = runtime.run(small_chain(uri))
+    assert code == 65
+    assert term is not None and "belongs to pipeline 'broken'" in term["message"]
+
+
+def test_changed_definition_strict_refuses_compatible_keeps_prefix(runtime: Runtime,
+                                                                   tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/ck"
+    assert runtime.run(small_chain(uri))[0] == 0
+    changed = tmp_path / "changed.py"
+    changed.write_text(
+        "from pipeline_runtime import step\n"
+        "from tests.runtime.pipelines_for_tests import Chain\n"
+        "class Changed(Chain):\n"
+        "    @step(version='2')\n"
+        "    def c(self, ctx):\n"
+        "        Chain.c(self, ctx)\n")
+    args = ["run", "changed:Changed", "--params", '{"mb": 1, "work_s": 0}', "--run-id", "r1",
+            "--checkpoint-uri", uri, "--retain", "Always", "--attempt", "5"]
+    env = {"PYTHONPATH": f"{tmp_path}:{Path(__file__).parents[2]}"}
+    code, _, term = runtime.run([*args, "--resume-policy", "Strict"], env=env)
+    assert code == 65 and term is not None and "Strict refuses" in term["message"]
+    code, out, _ = runtime.run([*args, "--resume-policy", "Compatible"], env=env)
+    assert code == 0, out
+    reran = [s for s, a, _ in runtime.executions() if a == 5]
+    assert reran == ["c", "d", "e"]
+
+
+def test_rerun_from_discards_that_step_and_later_ones(runtime: Runtime, tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/ck"
+    assert runtime.run(small_chain(uri))[0] == 0
+    first = runtime.inspect(uri, "r1")
+    code, out, _ = runtime.run(small_chain(uri, "--rerun-from", "d"))
+    assert code == 0, out
+    second = runtime.inspect(uri, "r1")
+    assert [s for s, a, _ in runtime.executions() if a == 2] == ["d", "e"]
+    assert second["context"] == first["context"]
+    claim = [h for h in second["history"] if h["kind"] == "claim"][-1]
+    assert claim["resumed_from"]["step"] == "c"
+    code, _, term = runtime.run(small_chain(uri, "--rerun-from", "zzz"))
+    assert code == 64 and term is not None and "a, b, c, d, e" in term["message"]
+
+
+def test_inspect_json_has_seed_fields_and_history(runtime: Runtime, tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/ck"
+    assert runtime.run(small_chain(uri))[0] == 0
+    info = runtime.inspect(uri, "r1")
+    for key in ("pipeline_name", "run_guid", "completed_steps", "context", "steps_summary",
+                "checkpoint_version", "attempt", "history"):
+        assert key in info
+    assert info["context"]["x1"]["type"] == "ndarray"
+    assert info["context"]["x1"]["shape"] == [1024 * 1024]
+    assert [h["kind"] for h in info["history"]] == ["claim"] + ["step"] * 5 + ["final"]
+    assert all({"seq", "attempt", "step", "at"} <= set(h) for h in info["history"])
+    json.dumps(info)

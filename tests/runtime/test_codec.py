@@ -1,0 +1,90 @@
+"""Pure tests of the value codec and of the in-process run loop (memory store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import BaseModel
+
+from pipeline_runtime import Pipeline, step
+from pipeline_runtime.codec import Encoder, UnsupportedValue, decode, snapshot
+from pipeline_runtime.storage.memory import MemoryStore
+
+
+def roundtrip(value: Any) -> tuple[Any, dict[str, bytes], Encoder]:
+    stored: dict[str, bytes] = {}
+    enc = Encoder(lambda path, data: stored.__setitem__(path, bytes(data)))
+    node, _ = enc.resolve(snapshot(value))
+    return decode(node, stored.__getitem__), stored, enc
+
+
+def test_values_roundtrip_exactly() -> None:
+    value = {"n": 3, "s": "x", "f": [1.5, None, True], "arr": np.arange(12.0).reshape(3, 4),
+             "chunks": [np.ones((2, 2), np.uint8), np.zeros(0, np.int16)], "raw": b"\x00" * 5000,
+             "tiny": b"ab", "nested": {"a": np.array([1, 2], ">i4"), "b": {"c": [1]}},
+             "big": list(range(20000))}
+    back, stored, _ = roundtrip(value)
+    assert back["n"] == 3 and back["f"] == [1.5, None, True] and back["big"] == value["big"]
+    np.testing.assert_array_equal(back["arr"], value["arr"])
+    assert back["nested"]["a"].dtype == np.dtype(">i4")
+    assert back["chunks"][1].shape == (0,) and back["raw"] == value["raw"]
+    assert back["tiny"] == b"ab"
+    assert len(stored) == 6  # arr, 2 chunks, raw, nested.a, big (json over the inline limit)
+
+
+def test_unchanged_values_are_not_hashed_or_uploaded_again() -> None:
+    value = {"arr": np.random.default_rng(0).random(10_000)}
+    _, stored, enc = roundtrip(value)
+    puts: list[str] = []
+    enc._put = lambda path, data: puts.append(path)  # type: ignore[method-assign]
+    node, uploaded = enc.resolve(snapshot(value))
+    assert uploaded == 0 and puts == []
+    assert not value["arr"].flags.writeable  # frozen: what was stored stays what it is
+
+
+def test_same_content_in_a_new_object_is_not_uploaded_again() -> None:
+    value = {"arr": np.arange(5000)}
+    _, stored, enc = roundtrip(value)
+    puts: list[str] = []
+    enc._put = lambda path, data: puts.append(path)  # type: ignore[method-assign]
+    _, uploaded = enc.resolve(snapshot({"copy": value["arr"].copy()}))
+    assert uploaded == 0 and puts == []
+
+
+@pytest.mark.parametrize("bad", [object(), {1: "x"}, np.array([object()]), float("nan")])
+def test_unsupported_values_name_where_they_are(bad: Any) -> None:
+    with pytest.raises(UnsupportedValue, match=r"ctx\['k'\]"):
+        snapshot({"k": bad}, "ctx")
+
+
+class Squares(Pipeline):
+    name = "squares"
+
+    class Params(BaseModel):
+        n: int = 4
+
+    @step
+    def make(self, ctx: Any) -> None:
+        ctx["x"] = np.arange(ctx.params.n) ** 2
+
+    @step
+    def total(self, ctx: Any) -> None:
+        ctx["sum"] = int(ctx["x"].sum())
+
+
+def test_library_run_returns_summary_and_resumes_in_process() -> None:
+    store = MemoryStore("memory://library")
+    first = Squares({"n": 5}, store=store, run_id="lib", retain="Always").run()
+    assert first.executed == ["make", "total"]
+    assert first.steps["make"]["status"] == "completed"
+    assert first.steps["make"]["bytes_written"] == 40
+    again = Squares({"n": 5}, store=store, run_id="lib", retain="Always").run()
+    assert again.skipped == ["make", "total"] and again.executed == []
+    assert again.attempt == 2
+
+
+def test_checkpointing_off_runs_all_steps() -> None:
+    summary = Squares(checkpoint_uri=None).run(n=3)
+    assert summary.executed == ["make", "total"] and summary.checkpoint_uri is None
