@@ -707,8 +707,9 @@ class ApiServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, history_size: int = 5000,
                  namespaces: Iterable[str] = ("default", "kube-system", "kube-public", "kube-node-lease"),
-                 strict_namespaces: bool = True, gc_interval: float = 0.2) -> None:
+                 strict_namespaces: bool = True, gc_interval: float = 0.2, bookmark_interval: float = 5.0) -> None:
         self.host = host
+        self.bookmark_interval = bookmark_interval
         self.port = port
         self.history_size = history_size
         self.strict_namespaces = strict_namespaces
@@ -910,6 +911,9 @@ class ApiServer:
         if meta.get("resourceVersion"):
             raise ApiError(400, "BadRequest", "resourceVersion should not be set on objects to be created")
         meta["uid"] = str(uuid.uuid4())
+        if rtype.status_subresource and (rtype.crd or rtype.key in (("", "pods"), ("batch", "jobs"),
+                                                                     ("apiextensions.k8s.io", "customresourcedefinitions"))):
+            obj.pop("status", None)  # like the real strategies' PrepareForCreate; nodes keep theirs
         self._apply_defaults(rtype, obj)
         if rtype.key == ("batch", "jobs"):
             self._finish_job_create(obj)
@@ -1698,7 +1702,7 @@ class ApiServer:
                 return resp
             last_bookmark = loop.time()
             while True:
-                wait = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+                wait = min(1.0, self.bookmark_interval) if deadline is None else min(1.0, self.bookmark_interval, deadline - loop.time())
                 if wait <= 0:
                     break
                 try:
@@ -1707,7 +1711,7 @@ class ApiServer:
                     transport = request.transport
                     if transport is None or transport.is_closing():
                         break
-                    if bookmarks and loop.time() - last_bookmark > 5:
+                    if bookmarks and loop.time() - last_bookmark >= self.bookmark_interval:
                         last_bookmark = loop.time()
                         await resp.write(json.dumps({"type": "BOOKMARK", "object": {
                             "kind": rtype.kind, "apiVersion": rtype.api_version(version),

@@ -1,0 +1,106 @@
+"""Helpers shared by the emulator tests: a test CRD, raw HTTP, waiting with deadlines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+PY = sys.executable
+
+WIDGET_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.test.respawn.dev"},
+    "spec": {
+        "group": "test.respawn.dev",
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"],
+                  "categories": ["testing"]},
+        "versions": [{
+            "name": "v1",
+            "served": True,
+            "storage": True,
+            "subresources": {"status": {}},
+            "additionalPrinterColumns": [
+                {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            ],
+            "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {
+                    "spec": {
+                        "type": "object",
+                        "required": ["size"],
+                        "properties": {
+                            "size": {"type": "integer", "minimum": 0, "maximum": 100},
+                            "color": {"type": "string", "enum": ["red", "blue"], "default": "red"},
+                            "nick": {"type": "string", "maxLength": 8, "pattern": "^[a-z]+$"},
+                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                            "items": {"type": "array", "items": {"type": "integer"}},
+                        },
+                    },
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                },
+            }},
+        }],
+    },
+}
+
+
+def widget(name: str, size: int = 1, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "test.respawn.dev/v1", "kind": "Widget", "metadata": {"name": name},
+            "spec": {"size": size, **spec}}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+
+def http(url: str, method: str, path: str, body: Any = None, content_type: str = "application/json",
+         accept: str = "application/json") -> tuple[int, Any]:
+    """One raw request; returns (status, parsed JSON body or text)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url + path, data=data, method=method,
+                                 headers={"Content-Type": content_type, "Accept": accept})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+def job_manifest(name: str, code: str, backoff_limit: int = 0, **spec: Any) -> dict[str, Any]:
+    """A batch/v1 Job whose container runs `python -c code`."""
+    container = {"name": "main", "image": "python", "command": [PY, "-c", code],
+                 "terminationMessagePolicy": "FallbackToLogsOnError"}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"backoffLimit": backoff_limit, "podReplacementPolicy": "Failed",
+                     "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5,
+                                           "containers": [container]}}, **spec}}
+
+
+def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return c
+    return None

@@ -1,0 +1,205 @@
+"""Object semantics a real API server gives: metadata, errors, selectors, writes, status isolation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from respawn_local.apiserver import ApiServerThread
+
+from .helpers import http, widget
+
+W = "/apis/test.respawn.dev/v1/namespaces/default/widgets"
+
+
+def test_create_sets_metadata_and_global_resource_version(api: ApiServerThread, crd: Any) -> None:
+    status, a = http(api.url, "POST", W, widget("a"))
+    assert status == 201
+    meta = a["metadata"]
+    assert meta["uid"] and meta["creationTimestamp"].endswith("Z") and meta["generation"] == 1
+    assert meta["namespace"] == "default" and a["kind"] == "Widget" and a["apiVersion"] == "test.respawn.dev/v1"
+    _, b = http(api.url, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c"}})
+    # One counter for every resource type, as strings.
+    assert int(b["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+    _, listing = http(api.url, "GET", W)
+    assert listing["kind"] == "WidgetList" and int(listing["metadata"]["resourceVersion"]) >= int(b["metadata"]["resourceVersion"])
+
+
+def test_generate_name(api: ApiServerThread) -> None:
+    status, cm = http(api.url, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"generateName": "run-"}})
+    assert status == 201
+    name = cm["metadata"]["name"]
+    assert name.startswith("run-") and len(name) == len("run-") + 5
+
+
+def test_generation_bumps_on_spec_only(api: ApiServerThread, crd: Any) -> None:
+    api.create(widget("a"))
+    w = api.patch("widgets", "a", {"metadata": {"labels": {"x": "1"}}})
+    assert w["metadata"]["generation"] == 1
+    w = api.patch("widgets", "a", {"status": {"phase": "Running"}}, subresource="status")
+    assert w["metadata"]["generation"] == 1
+    w = api.patch("widgets", "a", {"spec": {"size": 2}})
+    assert w["metadata"]["generation"] == 2
+    # An identical write is a no-op: same resourceVersion, same generation.
+    again = api.patch("widgets", "a", {"spec": {"size": 2}})
+    assert again["metadata"]["resourceVersion"] == w["metadata"]["resourceVersion"]
+
+
+def test_error_statuses(api: ApiServerThread, crd: Any) -> None:
+    assert http(api.url, "POST", W, widget("a"))[0] == 201
+    status, body = http(api.url, "POST", W, widget("a"))
+    assert status == 409 and body["kind"] == "Status" and body["status"] == "Failure"
+    assert body["reason"] == "AlreadyExists" and body["details"] == {"name": "a", "kind": "widgets", "group": "test.respawn.dev"}
+    status, body = http(api.url, "GET", W + "/nope")
+    assert status == 404 and body["reason"] == "NotFound" and body["message"] == 'widgets.test.respawn.dev "nope" not found'
+    status, body = http(api.url, "POST", W, {"apiVersion": "test.respawn.dev/v1", "kind": "Widget", "metadata": {}, "spec": {"size": 1}})
+    assert status == 422 and body["reason"] == "Invalid"
+    status, body = http(api.url, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "Bad_Name"}})
+    assert status == 422
+    status, body = http(api.url, "POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "x"}})
+    assert status == 404 and "nowhere" in body["message"]
+    status, body = http(api.url, "PUT", W)
+    assert status == 405 and body["reason"] == "MethodNotAllowed"
+    status, body = http(api.url, "PATCH", W + "/a", {"spec": {}}, content_type="text/plain")
+    assert status == 415
+
+
+def test_schema_validation_pruning_and_defaults(api: ApiServerThread, crd: Any) -> None:
+    status, body = http(api.url, "POST", W, widget("bad", size=-1, color="green", nick="TOOLONGNAME"))
+    assert status == 422 and body["reason"] == "Invalid"
+    fields = {c["field"] for c in body["details"]["causes"]}
+    assert fields == {"spec.size", "spec.color", "spec.nick"}
+    assert "greater than or equal to 0" in body["message"]
+    status, body = http(api.url, "POST", W, {"apiVersion": "test.respawn.dev/v1", "kind": "Widget",
+                                             "metadata": {"name": "nosize"}, "spec": {}})
+    assert status == 422 and body["details"]["causes"][0] == {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.size"}
+    status, body = http(api.url, "POST", W, widget("typed", size="3"))
+    assert status == 422 and "must be of type integer" in body["message"]
+    status, body = http(api.url, "POST", W, widget("ok", size=3, unknown=1, labels={"a": "b"}, extra={"free": {"x": 1}}, items=[1, 2]))
+    assert status == 201
+    spec = body["spec"]
+    assert "unknown" not in spec  # pruned, not rejected
+    assert spec["color"] == "red"  # defaulted
+    assert spec["extra"] == {"free": {"x": 1}} and spec["labels"] == {"a": "b"} and spec["items"] == [1, 2]
+    status, body = http(api.url, "POST", W + "?fieldValidation=Strict", widget("strict", unknown=1))
+    assert status == 400 and 'unknown field "spec.unknown"' in body["message"]
+    status, body = http(api.url, "PATCH", W + "/ok", {"spec": {"items": ["x"]}}, content_type="application/merge-patch+json")
+    assert status == 422
+
+
+def test_put_and_patch_conflict_on_stale_resource_version(api: ApiServerThread, crd: Any) -> None:
+    a = api.create(widget("a"))
+    stale = a["metadata"]["resourceVersion"]
+    api.patch("widgets", "a", {"spec": {"size": 5}})
+    body = {**a, "spec": {"size": 9}}
+    status, err = http(api.url, "PUT", W + "/a", body)
+    assert status == 409 and err["reason"] == "Conflict" and "the object has been modified" in err["message"]
+    status, err = http(api.url, "PATCH", W + "/a", {"metadata": {"resourceVersion": stale}, "spec": {"size": 9}},
+                       content_type="application/merge-patch+json")
+    assert status == 409
+    fresh = api.get("widgets", "a")
+    status, ok = http(api.url, "PUT", W + "/a", {**fresh, "spec": {"size": 9}})
+    assert status == 200 and ok["spec"]["size"] == 9 and ok["metadata"]["generation"] == 3
+    # PUT without a resourceVersion is an unconditional update, like kube.
+    status, ok = http(api.url, "PUT", W + "/a", widget("a", size=10))
+    assert status == 200 and ok["spec"]["size"] == 10 and ok["metadata"]["uid"] == a["metadata"]["uid"]
+
+
+def test_patch_types(api: ApiServerThread) -> None:
+    base = "/api/v1/namespaces/default/configmaps"
+    http(api.url, "POST", base, {"metadata": {"name": "c", "labels": {"a": "1", "b": "2"}}, "data": {"x": "1"}})
+    status, cm = http(api.url, "PATCH", base + "/c", {"metadata": {"labels": {"a": None}}, "data": {"y": "2"}},
+                      content_type="application/merge-patch+json")
+    assert status == 200 and cm["metadata"]["labels"] == {"b": "2"} and cm["data"] == {"x": "1", "y": "2"}
+    ops = [{"op": "add", "path": "/data/z", "value": "3"}, {"op": "remove", "path": "/data/x"},
+           {"op": "replace", "path": "/metadata/labels/b", "value": "two"}]
+    status, cm = http(api.url, "PATCH", base + "/c", ops, content_type="application/json-patch+json")
+    assert status == 200 and cm["data"] == {"y": "2", "z": "3"} and cm["metadata"]["labels"] == {"b": "two"}
+    status, _ = http(api.url, "PATCH", base + "/c", [{"op": "test", "path": "/data/y", "value": "nope"}],
+                     content_type="application/json-patch+json")
+    assert status == 422
+    status, cm = http(api.url, "PATCH", base + "/c", {"data": {"w": "4"}, "$setElementOrder/x": []},
+                      content_type="application/strategic-merge-patch+json")
+    assert status == 200 and cm["data"]["w"] == "4"
+
+
+def test_status_subresource_isolation(api: ApiServerThread, crd: Any) -> None:
+    created = api.create({**widget("a"), "status": {"phase": "Ignored"}})
+    assert "status" not in created  # status is dropped on create
+    status, w = http(api.url, "PATCH", W + "/a", {"spec": {"size": 4}, "status": {"phase": "Nope"}},
+                     content_type="application/merge-patch+json")
+    assert status == 200 and w["spec"]["size"] == 4 and "status" not in w
+    status, w = http(api.url, "PATCH", W + "/a/status", {"spec": {"size": 50}, "status": {"phase": "Running"}},
+                     content_type="application/merge-patch+json")
+    assert status == 200 and w["status"] == {"phase": "Running"} and w["spec"]["size"] == 4
+    status, w = http(api.url, "PUT", W + "/a/status", {**w, "status": {"phase": "Done"}, "spec": {"size": 1}})
+    assert status == 200 and w["status"]["phase"] == "Done" and w["spec"]["size"] == 4
+
+
+def test_label_and_field_selectors(api: ApiServerThread) -> None:
+    for name, labels in [("a", {"app": "x", "tier": "web"}), ("b", {"app": "y"}), ("c", {"app": "z", "tier": "db"})]:
+        api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}})
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d", "namespace": "other", "labels": {"app": "x"}}})
+
+    def names(selector: str, ns: str | None = None, fields: str | None = None) -> list[str]:
+        return [o["metadata"]["name"] for o in api.list("configmaps", ns, selector, fields)]
+
+    assert names("app=x", "default") == ["a"]
+    assert names("app==x") == ["a", "d"]
+    assert names("app!=x", "default") == ["b", "c"]
+    assert names("app in (x, z)", "default") == ["a", "c"]
+    assert names("app notin (x,z)", "default") == ["b"]
+    assert names("tier", "default") == ["a", "c"]
+    assert names("!tier", "default") == ["b"]
+    assert names("app in (x,z),tier=db") == ["c"]
+    assert names("", fields="metadata.name=d") == ["d"]
+    assert names("", fields="metadata.namespace!=default") == ["d"]
+    # Over HTTP with the kubernetes client, and an unsupported field is a 400.
+    status, listing = http(api.url, "GET", "/api/v1/configmaps?labelSelector=app%20in%20(x)&fieldSelector=metadata.namespace%3Dother")
+    assert status == 200 and [o["metadata"]["name"] for o in listing["items"]] == ["d"]
+    status, err = http(api.url, "GET", "/api/v1/configmaps?fieldSelector=data.x%3D1")
+    assert status == 400 and "field label not supported" in err["message"]
+
+
+def test_pod_field_selector_spec_node_name(api: ApiServerThread, k8s: Any) -> None:
+    core = client.CoreV1Api(k8s)
+    api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+    for name, node in [("p1", "n1"), ("p2", None)]:
+        spec: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}]}
+        if node:
+            spec["nodeName"] = node
+        core.create_namespaced_pod("default", {"metadata": {"name": name}, "spec": spec})
+    pods = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=n1").items
+    assert [p.metadata.name for p in pods] == ["p1"]
+    assert core.read_namespaced_pod("p2", "default").status.phase == "Pending"
+
+
+def test_kubernetes_client_round_trip(api: ApiServerThread, k8s: Any, crd: Any) -> None:
+    co = client.CustomObjectsApi(k8s)
+    created = co.create_namespaced_custom_object("test.respawn.dev", "v1", "default", "widgets", widget("a", size=2))
+    assert created["spec"] == {"size": 2, "color": "red"}
+    co.patch_namespaced_custom_object_status("test.respawn.dev", "v1", "default", "widgets", "a", {"status": {"phase": "Running"}})
+    got = co.get_namespaced_custom_object("test.respawn.dev", "v1", "default", "widgets", "a")
+    assert got["status"] == {"phase": "Running"}
+    with pytest.raises(client.ApiException) as info:
+        co.create_namespaced_custom_object("test.respawn.dev", "v1", "default", "widgets", widget("a"))
+    assert info.value.status == 409
+    batch = client.BatchV1Api(k8s)
+    job = batch.create_namespaced_job("default", {"metadata": {"name": "j"}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}})
+    # The real Job strategy labels the template with the controller uid.
+    assert job.spec.template.metadata.labels["batch.kubernetes.io/controller-uid"] == job.metadata.uid
+    assert job.spec.backoff_limit == 6 and job.metadata.generation == 1
+    leases = client.CoordinationV1Api(k8s)
+    lease = leases.create_namespaced_lease("default", {"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}})
+    assert lease.spec.holder_identity == "me"
+    events = client.CoreV1Api(k8s).create_namespaced_event("default", {
+        "metadata": {"generateName": "a."}, "involvedObject": {"kind": "Widget", "name": "a", "namespace": "default"},
+        "reason": "Test", "message": "hello", "type": "Normal"})
+    assert events.metadata.name.startswith("a.")
+    client.EventsV1Api(k8s).create_namespaced_event("default", {"metadata": {"name": "e2"}, "reason": "R", "action": "A",
+                                                                "eventTime": "2026-01-01T00:00:00.000000Z",
+                                                                "reportingController": "x", "reportingInstance": "y"})
