@@ -216,8 +216,9 @@ class DataPrepPipeline(Pipeline):
         boxes, owner = found["boxes"], found["frame_pos"]
         total = len(owner)
         work = self._work(ctx)
-        state = ctx.progress or {"chunks": []}
+        state = ctx.progress or {"chunks": [], "resumed_at_chunk": []}
         refs: list[dict[str, Any]] = list(state["chunks"])
+        resumed_at = list(state["resumed_at_chunk"]) + ([len(refs)] if ctx.progress is not None else [])
         done = len(refs) * p.chunk_size
         positions = np.unique(owner[done:]) if done < total else np.zeros(0, np.int64)
         buf: list[np.ndarray] = []
@@ -231,10 +232,10 @@ class DataPrepPipeline(Pipeline):
                 if len(buf) == p.chunk_size:
                     refs.append(work.put(f"crops/{len(refs):06d}", np.stack(buf)))
                     buf = []
-                    ctx.save_progress({"chunks": refs})
+                    ctx.save_progress({"chunks": refs, "resumed_at_chunk": resumed_at})
         if buf:
             refs.append(work.put(f"crops/{len(refs):06d}", np.stack(buf)))
-        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": p.crop_size}
+        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": p.crop_size, "resumed_at_chunk": resumed_at}
         log.info("crop: %d crops in %d chunks", total, len(refs))
 
     # -- 5 -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pipeline_runtime.pipelines.dataprep import DataPrepParams
 from pipeline_runtime.pipelines.video_io import (FrameReader, VideoError, fetch_video, fingerprint,
                                                  iter_frames, probe, split_uri)
 from pipeline_runtime.pipelines.work_store import CorruptChunk, WorkStore
+from tests.dataprep.synth import draw_face
 
 
 def decode_all(path: str) -> list[np.ndarray]:
@@ -136,20 +137,10 @@ def test_cut_gives_square_crops_of_the_requested_size() -> None:
     assert regions.cut(frame, (0, 0, 32, 32), 64).shape == (64, 64, 3)
 
 
-def _cartoon_face(img: np.ndarray, cx: int, cy: int, r: int) -> None:
-    cv2.circle(img, (cx, cy), r, (180, 200, 230), -1)
-    for dx in (-r // 2.6, r // 2.6):
-        cv2.ellipse(img, (int(cx + dx), int(cy - r // 4)), (r // 5, r // 9), 0, 0, 360, (40, 40, 40), -1)
-        cv2.line(img, (int(cx + dx - r // 5), int(cy - r // 2.3)), (int(cx + dx + r // 5), int(cy - r // 2.3)),
-                 (30, 30, 30), max(1, r // 12))
-    cv2.line(img, (cx, cy - r // 8), (cx, cy + r // 5), (120, 140, 170), max(1, r // 12))
-    cv2.ellipse(img, (cx, cy + r // 2), (r // 3, r // 9), 0, 0, 360, (60, 60, 140), -1)
-
-
 @pytest.mark.skipif(regions.faces_unavailable() is not None, reason=str(regions.faces_unavailable()))
 def test_face_detector_finds_a_face_and_nothing_in_a_blank_frame() -> None:
     img = np.full((240, 320, 3), 90, np.uint8)
-    _cartoon_face(img, 160, 120, 60)
+    draw_face(img, 160, 120, 60)
     detector = regions.FaceDetector()
     boxes = detector.detect(img)
     assert len(boxes) == 1
