@@ -134,6 +134,7 @@ class Encoder:
         self._put = put
         self.known: set[str] = set(known or ())
         self._by_id: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._inflight: set[str] = set()
         self._lock = threading.Lock()
 
     def remember(self, obj: Any, ref: dict[str, Any]) -> None:
@@ -172,10 +173,18 @@ class Encoder:
         sha = hashlib.sha256(data).hexdigest()
         ref = _ref_meta(leaf, sha, len(data) if isinstance(data, bytes) else data.nbytes)
         with self._lock:
-            present = sha in self.known
+            # Two equal values in one commit: upload once (resolve waits for both
+            # leaves before the commit is written, so skipping the twin is safe).
+            present = sha in self.known or sha in self._inflight
+            if not present:
+                self._inflight.add(sha)
         n = 0
         if not present:
-            self._put(artifact_path(sha), data)
+            try:
+                self._put(artifact_path(sha), data)
+            finally:
+                with self._lock:
+                    self._inflight.discard(sha)
             n = ref["size"]
         with self._lock:
             self.known.add(sha)

@@ -88,3 +88,15 @@ def test_library_run_returns_summary_and_resumes_in_process() -> None:
 def test_checkpointing_off_runs_all_steps() -> None:
     summary = Squares(checkpoint_uri=None).run(n=3)
     assert summary.executed == ["make", "total"] and summary.checkpoint_uri is None
+
+
+def test_equal_values_in_one_commit_are_uploaded_once() -> None:
+    puts: list[str] = []
+    enc = Encoder(lambda path, data: puts.append(path))
+    twins = {"a": np.arange(10_000), "b": np.arange(10_000), "c": [np.arange(10_000)]}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        node, uploaded = enc.resolve(snapshot(twins), pool)
+    assert len(puts) == 1 and uploaded == 80_000
+    assert node["dict"]["a"] == node["dict"]["b"]
