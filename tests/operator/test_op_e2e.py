@@ -1,0 +1,359 @@
+"""End to end: the real operator (a `respawn-operator` subprocess, kopf inside) against the
+Kubernetes API emulator, with the pod simulator running real `pipeline-runtime` processes
+that keep file:// checkpoints in a temp dir.
+
+One cluster per module (the emulator, the simulator and the operator start once);
+each test uses its own PipelineRun names. Waits poll the API with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from respawn_local.apiserver import ApiError, ApiServerThread
+from respawn_local.podsim import PodSim
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+BIN = Path(sys.executable).parent
+NS = "default"
+Obj = dict[str, Any]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    """`respawn-operator` as a subprocess we can kill -9 and start again."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        out.write(f"\n===== start {self.starts} =====\n".encode())
+        out.flush()
+        self.proc = subprocess.Popen([str(BIN / "respawn-operator"), "--standalone", "-A"],
+                                     env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Cluster:
+    def __init__(self, api: ApiServerThread, sim: PodSim, op: OperatorProcess, tmp: Path,
+                 kubeconfig: str, metrics_port: int) -> None:
+        self.api, self.sim, self.op, self.tmp = api, sim, op, tmp
+        self.kubeconfig = kubeconfig
+        self.metrics_port = metrics_port
+
+    def submit(self, name: str, params: Obj | None = None, **spec: Any) -> Obj:
+        body = {
+            "apiVersion": "respawn.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "pipeline": "op_pipelines:Steps",
+                "params": {"out": str(self.tmp / f"{name}.out"), **(params or {})},
+                "env": [{"name": "PYTHONPATH", "value": str(HERE)},
+                        {"name": "EXEC_LOG", "value": str(self.tmp / f"{name}.exec")}],
+                "terminationGracePeriodSeconds": 10,
+                **spec,
+            },
+        }
+        return self.api.create(body, namespace=NS)
+
+    def run(self, name: str) -> Obj:
+        return self.api.get("pipelineruns", name, NS)
+
+    def status(self, name: str) -> Obj:
+        return self.run(name).get("status") or {}
+
+    def wait_status(self, name: str, pred: Callable[[Obj], Any], what: str, timeout: float = 60) -> Obj:
+        def check() -> Obj | None:
+            st = self.status(name)
+            return st if pred(st) else None
+        try:
+            return wait_for(check, timeout, f"{name}: {what}")  # type: ignore[no-any-return]
+        except AssertionError:
+            print(json.dumps(self.status(name), indent=1))
+            raise
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60) -> Obj:
+        return self.wait_status(name, lambda st: st.get("phase") == phase, f"phase {phase}", timeout)
+
+    def running_pod(self, name: str, attempt: int) -> str:
+        uid = self.run(name)["metadata"]["uid"]
+
+        def find() -> str | None:
+            pods = self.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}")
+            live = [p for p in pods if p["status"].get("phase") == "Running"]
+            return live[0]["metadata"]["name"] if live else None
+        return wait_for(find, 30, f"{name}: running pod of attempt {attempt}")  # type: ignore[no-any-return]
+
+    def jobs(self, name: str) -> list[str]:
+        uid = self.run(name)["metadata"]["uid"]
+        jobs = self.api.list("jobs", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/role=attempt")
+        return sorted(j["metadata"]["name"] for j in jobs)
+
+    def executions(self, name: str) -> list[tuple[str, int]]:
+        path = self.tmp / f"{name}.exec"
+        if not path.exists():
+            return []
+        return [(s, int(a)) for s, a in (line.split() for line in path.read_text().splitlines())]
+
+    def events(self, name: str) -> list[str]:
+        return [e.get("reason", "") for e in self.api.list("events", NS)
+                if e.get("involvedObject", {}).get("name") == name
+                and e.get("involvedObject", {}).get("kind") == "PipelineRun"]
+
+    def patch_spec(self, name: str, spec: Obj) -> None:
+        self.api.patch("pipelineruns", name, {"spec": spec}, NS)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("op-e2e")
+    api = ApiServerThread()
+    api.start()
+    kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))
+    api.create(yaml.safe_load((ROOT / "crds" / "pipelineruns.respawn.dev.yaml").read_text()))
+    sim = PodSim(api.url, work_dir=str(tmp / "podsim"))
+    sim.start()
+    metrics_port = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp / 'checkpoints'}",
+        "RESPAWN_DEFAULT_IMAGE": "respawn:test",
+        "RESPAWN_METRICS_PORT": str(metrics_port),
+        "RESPAWN_RESYNC_SECONDS": "2",
+        "RESPAWN_CLEANUP_TIMEOUT_SECONDS": "60",
+    }
+    op = OperatorProcess(env, tmp / "operator.log")
+    op.start()
+    try:
+        yield Cluster(api, sim, op, tmp, kubeconfig, metrics_port)
+    finally:
+        op.stop()
+        sim.stop()
+        api.stop()
+        print(f"operator log: {tmp / 'operator.log'}")
+
+
+def outcomes(st: Obj) -> list[tuple[str, str]]:
+    return [(a.get("outcome"), a.get("reason")) for a in st.get("attempts", [])]
+
+
+def test_run_preempted_twice_still_finishes_with_right_output(cluster: Cluster) -> None:
+    cluster.submit("twice", {"step_s": 0.5})
+    cluster.wait_status("twice", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
+    cluster.sim.preempt(cluster.running_pod("twice", 1), NS, reason="TerminationByKubelet", grace=10)
+    cluster.wait_status("twice", lambda st: st.get("attempt") == 2 and (st.get("completedSteps") or 0) >= 3,
+                        "attempt 2 past step c")
+    cluster.sim.preempt(cluster.running_pod("twice", 2), NS, reason="PreemptionByScheduler", grace=10)
+    st = cluster.wait_phase("twice", "Succeeded")
+    assert st["preemptions"] == 2 and st["failures"] == 0
+    assert outcomes(st) == [("Preempted", "TerminationByKubelet"), ("Preempted", "PreemptionByScheduler"),
+                            ("Succeeded", "Succeeded")]
+    assert st["attempts"][1]["resumedFrom"] and st["attempts"][2]["resumedFrom"]
+    assert (cluster.tmp / "twice.out").read_text() == "a,b,c,d,e 11111\n"
+    ran = cluster.executions("twice")
+    assert [s for s, _ in ran].count("a") == 1, ran  # committed steps never run again
+    assert {a for _, a in ran} == {1, 2, 3}
+    assert cluster.jobs("twice") == ["twice-a1", "twice-a2", "twice-a3"]
+    assert {"AttemptStarted", "Preempted", "Checkpointed", "Succeeded"} <= set(cluster.events("twice"))
+    cond = {c["type"]: c for c in st["conditions"]}
+    assert cond["Succeeded"]["status"] == "True" and cond["Checkpointed"]["status"] == "True"
+    metrics = scrape(cluster.metrics_port)
+    assert 'respawn_preemptions_total{reason="TerminationByKubelet"} 1.0' in metrics
+    assert 'respawn_preemptions_total{reason="PreemptionByScheduler"} 1.0' in metrics
+    assert "respawn_reconcile_duration_seconds_count" in metrics and "respawn_attempt_duration_seconds" in metrics
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_pipeline_that_raises_fails_when_max_failures_is_spent(cluster: Cluster) -> None:
+    cluster.submit("broken", {"step_s": 0.05, "fail_in": "b"},
+                   budgets={"maxFailures": 1, "backoff": {"initialSeconds": 1, "maxSeconds": 1}})
+    st = cluster.wait_phase("broken", "Failed")
+    assert st["failures"] == 2 and st["preemptions"] == 0
+    assert "maxFailures=1" in st["message"]
+    assert outcomes(st) == [("Failed", "StepFailed"), ("Failed", "StepFailed")]
+    assert "broken on purpose" in (st["attempts"][0].get("message") or "")
+    cond = {c["type"]: c for c in st["conditions"]}
+    assert cond["Succeeded"]["status"] == "False" and cond["Succeeded"]["reason"] == "MaxFailuresExceeded"
+
+
+def test_suspend_stops_after_a_checkpoint_and_unsuspend_resumes(cluster: Cluster) -> None:
+    cluster.submit("pause", {"step_s": 0.6})
+    cluster.wait_status("pause", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
+    cluster.patch_spec("pause", {"suspend": True})
+    st = cluster.wait_phase("pause", "Suspended")
+    uid = cluster.run("pause")["metadata"]["uid"]
+    live = [p for p in cluster.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid}")
+            if p["status"].get("phase") in ("Pending", "Running")]
+    assert live == []
+    assert outcomes(st) == [("Stopped", "Suspended")] and st["preemptions"] == 0
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Suspended"] == "True"
+    cluster.patch_spec("pause", {"suspend": False})
+    st = cluster.wait_phase("pause", "Succeeded")
+    assert st["attempt"] == 2 and st["attempts"][1]["resumedFrom"]
+    assert [s for s, _ in cluster.executions("pause")].count("a") == 1
+    assert (cluster.tmp / "pause.out").read_text() == "a,b,c,d,e 11111\n"
+
+
+def test_rerun_from_runs_that_step_and_later_ones_again(cluster: Cluster) -> None:
+    # retain: Always keeps the finished run's commits, so the re-run can reuse a..c.
+    cluster.submit("again", {"step_s": 0.05}, checkpoint={"retain": "Always"})
+    cluster.wait_phase("again", "Succeeded")
+    cluster.patch_spec("again", {"rerunFrom": "d"})
+    st = cluster.wait_status("again", lambda st: st.get("attempt") == 2 and st.get("phase") == "Succeeded",
+                             "the re-run to succeed")
+    assert st["rerun"]["step"] == "d" and st["attempts"][1]["rerunFrom"] == "d"
+    ran = [s for s, _ in cluster.executions("again")]
+    assert (ran.count("a"), ran.count("c"), ran.count("d"), ran.count("e")) == (1, 1, 2, 2)
+    # Another edit keeps rerunFrom: no third run.
+    cluster.patch_spec("again", {"budgets": {"maxFailures": 5}})
+    cluster.wait_status("again", lambda st: st.get("observedGeneration") == cluster.run("again")["metadata"]["generation"],
+                        "the edit to be observed")
+    assert cluster.status("again")["attempt"] == 2
+
+
+def test_schema_rejects_malformed_spec_at_apply_time(cluster: Cluster) -> None:
+    with pytest.raises(ApiError) as err:
+        cluster.submit("bad-schema", budgets={"maxFailures": -1})
+    assert err.value.code == 422
+    with pytest.raises(ApiError):
+        cluster.submit("bad-retain", checkpoint={"retain": "Sometimes"})
+
+
+def test_spec_the_schema_cannot_judge_fails_with_a_message(cluster: Cluster) -> None:
+    cluster.submit("bad-backoff", budgets={"backoff": {"initialSeconds": 60, "maxSeconds": 5}})
+    st = cluster.wait_phase("bad-backoff", "Failed", timeout=20)
+    assert "maxSeconds" in st["message"] and st.get("attempt", 0) == 0
+    assert cluster.jobs("bad-backoff") == []
+
+
+def test_invalid_params_fail_at_once(cluster: Cluster) -> None:
+    cluster.submit("bad-params", {"step_s": "slow"})
+    st = cluster.wait_phase("bad-params", "Failed")
+    assert outcomes(st) == [("Failed", "InvalidInput")] and st["failures"] == 0
+
+
+def test_operator_killed_mid_run_restarts_without_duplicate_attempts(cluster: Cluster) -> None:
+    cluster.submit("restart", {"step_s": 0.5})
+    cluster.wait_status("restart", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
+    cluster.op.kill()
+    try:
+        # While the operator is down, the pod is preempted: nobody reacts yet.
+        cluster.sim.preempt(cluster.running_pod("restart", 1), NS, reason="TerminationByKubelet", grace=10)
+        assert cluster.status("restart")["attempt"] == 1
+    finally:
+        cluster.op.start()
+    st = cluster.wait_phase("restart", "Succeeded", timeout=90)
+    assert outcomes(st) == [("Preempted", "TerminationByKubelet"), ("Succeeded", "Succeeded")]
+    assert cluster.jobs("restart") == ["restart-a1", "restart-a2"]
+    assert (cluster.tmp / "restart.out").read_text() == "a,b,c,d,e 11111\n"
+
+
+def test_pod_deleted_by_a_user_counts_as_preemption_and_resumes(cluster: Cluster) -> None:
+    cluster.submit("deleted", {"step_s": 0.5})
+    cluster.wait_status("deleted", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
+    cluster.sim.delete_pod(cluster.running_pod("deleted", 1), NS)
+    st = cluster.wait_phase("deleted", "Succeeded")
+    assert st["attempts"][0]["outcome"] == "Preempted"
+    assert st["attempts"][0]["reason"] in ("PodDeleted", "Terminated")
+    assert st["preemptions"] == 1
+    assert [s for s, _ in cluster.executions("deleted")].count("a") == 1
+
+
+def test_lost_spot_node_with_a_live_process_moves_to_on_demand_and_finishes(cluster: Cluster) -> None:
+    from respawn_local.podsim import SimNode
+
+    spot = "cloud.google.com/gke-spot"
+    cluster.submit("splitbrain", {"step_s": 0.5}, nodeSelector={spot: "true"},
+                   tolerations=[{"key": spot, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+                   onDemandAfterPreemptions=1)
+    cluster.wait_status("splitbrain", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
+    pod = cluster.running_pod("splitbrain", 1)
+    node = cluster.api.get("pods", pod, NS)["spec"]["nodeName"]
+    cluster.sim.lose_node(node, keep_running=True)  # split brain: the old process goes on
+    try:
+        st = cluster.wait_phase("splitbrain", "Succeeded", timeout=90)
+    finally:
+        cluster.sim.add_node(SimNode.spot(node))
+    first, second = st["attempts"][0], st["attempts"][-1]
+    assert first["outcome"] == "Preempted" and first["spot"] is True
+    assert first["reason"] in ("NodeLost", "DeletionByTaintManager", "PodDeleted")
+    assert second["node"] == "ondemand-1" and second["spot"] is False  # onDemandAfterPreemptions: 1
+    assert (cluster.tmp / "splitbrain.out").read_text() == "a,b,c,d,e 11111\n"
+
+
+def test_kubectl_get_pipelineruns_shows_the_columns(cluster: Cluster) -> None:
+    cluster.submit("columns", {"step_s": 0.05})
+    cluster.wait_phase("columns", "Succeeded")
+    out = subprocess.run(["kubectl", "--kubeconfig", cluster.kubeconfig, "get", "pruns", "columns"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    header, row = out.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "STEP", "CURRENT", "PREEMPTIONS", "FAILURES", "AGE"]
+    assert row.split()[:3] == ["columns", "Succeeded", "5/5"]
+    cat = subprocess.run(["kubectl", "--kubeconfig", cluster.kubeconfig, "get", "respawn"],
+                         capture_output=True, text=True, timeout=30)
+    assert "columns" in cat.stdout, cat.stderr
+
+
+def test_deleting_a_run_cleans_its_checkpoint_with_a_job(cluster: Cluster) -> None:
+    cluster.submit("gone", {"step_s": 0.05})
+    st = cluster.wait_phase("gone", "Succeeded")
+    run_id = st["runId"]
+    ckpt = cluster.tmp / "checkpoints"
+    assert any(run_id in str(p) for p in ckpt.rglob("*")), "the run left no checkpoint to clean"
+    cluster.api.delete("pipelineruns", "gone", NS)
+    wait_for(lambda: cluster.api.get_or_none("pipelineruns", "gone", NS) is None, 60, "the run to be deleted")
+    assert not any(run_id in str(p) for p in ckpt.rglob("*") if p.is_file()), "the checkpoint was not purged"
