@@ -1,0 +1,1 @@
+"""Tests of what ships: the image's Dockerfile, the Helm chart, the Argo CD pieces."""
