@@ -157,6 +157,35 @@ def _apply_progress(d: Decision, report: dict[str, Any] | None, attempt: int) ->
         setattr(st, key, value)
 
 
+WAITING_HINTS = {
+    "ErrImagePull": "check spec.image and the image pull secret",
+    "ImagePullBackOff": "check spec.image and the image pull secret",
+    "InvalidImageName": "fix spec.image",
+    "CreateContainerConfigError": "a Secret or ConfigMap named in spec.env is missing",
+    "Unschedulable": "no node fits: check resources, nodeSelector and tolerations",
+}
+
+
+def waiting_message(pod: dict[str, Any] | None) -> str | None:
+    """Why a pod is not running yet, with a hint, when Kubernetes says so."""
+    status = (pod or {}).get("status") or {}
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in WAITING_HINTS:
+            return f"{reason}: {waiting.get('message') or ''} ({WAITING_HINTS[reason]})".replace(":  (", " (")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") in WAITING_HINTS:
+            return f"Unschedulable: {cond.get('message') or ''} ({WAITING_HINTS['Unschedulable']})"
+    return None
+
+
+def _rerun_confirmed(st: PipelineRunStatus) -> bool:
+    """True once an attempt of the current re-run has committed (so the discard is stored)."""
+    last = st.last_checkpoint
+    return st.rerun is not None and last is not None and (last.attempt or 0) >= st.rerun.attempt
+
+
 def _current_record(st: PipelineRunStatus) -> AttemptRecord | None:
     if st.attempts and st.attempts[-1].attempt == st.attempt:
         return st.attempts[-1]
@@ -234,6 +263,7 @@ def decide(
             running = ((pod or {}).get("status") or {}).get("phase") == "Running"
             if not rec.stopping:
                 st.phase = Phase.RUNNING if running else (Phase.PENDING if st.attempt <= 1 else Phase.RETRYING)
+                st.message = None if running else waiting_message(pod)
             else:
                 d.requeue_after = STOP_POLL_SECONDS
         else:
@@ -328,6 +358,10 @@ def decide(
         _refresh_conditions(st, generation, now, None)
         return d
     rerun_from = None
+    if st.rerun is not None and st.attempt >= st.rerun.attempt and not _rerun_confirmed(st):
+        # The re-run's first attempt ended before it committed anything: the discard may
+        # not have happened, so the next attempt asks for it again (it is idempotent).
+        rerun_from = st.rerun.step
     if rerun_needed and spec.rerun_from is not None:
         rerun_from = spec.rerun_from
         st.rerun = RerunRecord(step=rerun_from, generation=generation, attempt=st.attempt + 1)
@@ -366,5 +400,7 @@ def decide(
     how = f"resuming after step {resumed_from}" if resumed_from else (
         f"re-running from step {rerun_from}" if rerun_from else "from the start")
     d.events.append(Event("Normal", "AttemptStarted", f"attempt {attempt} started ({how})"))
+    if resumed_from:
+        d.events.append(Event("Normal", "Resumed", f"attempt {attempt} resumes after step {resumed_from}"))
     _refresh_conditions(st, generation, now, None)
     return d

@@ -84,7 +84,7 @@ def test_preemption_starts_next_attempt_at_once_resuming() -> None:
     assert d.create_job is not None and d.create_job["metadata"]["name"] == "r-a2"
     env = {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["RESPAWN_ATTEMPT"] == "2" and env["RESPAWN_RESUME"] == "true"
-    assert {e.reason for e in d.events} == {"Preempted", "AttemptStarted"}
+    assert {e.reason for e in d.events} == {"Preempted", "AttemptStarted", "Resumed"}
 
 
 def test_failures_back_off_then_exhaust_max_failures() -> None:
@@ -173,3 +173,39 @@ def test_stale_attempt_report_is_ignored() -> None:
 
 def test_phase_enum_values() -> None:
     assert [p.value for p in Phase] == ["Pending", "Running", "Retrying", "Suspended", "Succeeded", "Failed"]
+
+
+def test_rerun_asked_again_until_the_rerun_commits() -> None:
+    body, _ = step(new_run(), Observed())
+    body, _ = step(body, Observed(job=JOB, pod=pod("Failed", 143)))  # attempt 2 starts
+    body, _ = step(body, Observed(job=JOB, pod=pod("Succeeded", 0)))
+    body["spec"]["rerunFrom"] = "c"
+    body, d = step(body, Observed())
+    assert body["status"]["attempt"] == 3 and body["status"]["rerun"]["attempt"] == 3
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)))  # lost before any commit
+    env = {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RESPAWN_RERUN_FROM"] == "c"
+    committed = {"attempt": 4, "lastCheckpoint": {"step": "c", "seq": 9, "attempt": 4}}
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running", progress=committed), node_exists=True))
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)))
+    env = {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "RESPAWN_RERUN_FROM" not in env  # the discard is committed: later attempts just resume
+
+
+def test_run_deadline_fails_the_run_between_attempts() -> None:
+    body, d = step(new_run(activeDeadlineSeconds=100), Observed())
+    assert d.create_job is not None and d.create_job["spec"]["activeDeadlineSeconds"] == 100
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)), at=60)
+    assert d.create_job is not None and d.create_job["spec"]["activeDeadlineSeconds"] == 40
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)), at=101)
+    assert body["status"]["phase"] == "Failed" and d.create_job is None
+    assert next(c for c in body["status"]["conditions"] if c["type"] == "Succeeded")["reason"] == "DeadlineExceeded"
+
+
+def test_image_pull_problem_is_shown_while_pending() -> None:
+    body, _ = step(new_run(), Observed())
+    waiting = pod("Pending")
+    waiting["status"]["containerStatuses"] = [
+        {"name": "pipeline", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]
+    body, _ = step(body, Observed(job=JOB, pod=waiting, node_exists=True))
+    assert body["status"]["phase"] == "Pending" and "ImagePullBackOff" in body["status"]["message"]
