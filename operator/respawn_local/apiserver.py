@@ -25,7 +25,6 @@ import datetime
 import json
 import random
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -732,7 +731,7 @@ class ApiServer:
         self._site: web.TCPSite | None = None
         self._gc_task: asyncio.Task[None] | None = None
         self._gc_wake: asyncio.Event | None = None
-        self._sock: socket.socket | None = None
+        self._stopping = False
         for ns in namespaces:
             self._create(self.types[("", "namespaces")], None, {"metadata": {"name": ns}})
 
@@ -770,6 +769,9 @@ class ApiServer:
 
     async def stop(self) -> None:
         """Close watches, stop serving, stop the garbage collector."""
+        self._stopping = True  # 3.11's wait_for may swallow the cancellation below
+        if self._gc_wake is not None:
+            self._gc_wake.set()
         self.faults.close_watches()
         if self._gc_task:
             self._gc_task.cancel()
@@ -1170,11 +1172,13 @@ class ApiServer:
 
     async def _gc_loop(self) -> None:
         assert self._gc_wake is not None
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._gc_wake.wait(), timeout=self.gc_interval * 5)
             except asyncio.TimeoutError:
                 pass
+            if self._stopping:
+                return
             self._gc_wake.clear()
             await asyncio.sleep(self.gc_interval)  # batch bursts of deletions
             try:
@@ -1750,6 +1754,10 @@ def _wants_table(request: web.Request) -> bool:
 
 
 async def _json_body(request: web.Request) -> Any:
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+    if ctype.startswith("application/vnd.kubernetes.protobuf") or ctype == "application/cbor":
+        # JSON only: client-go then retries in JSON.
+        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
     raw = await request.read()
     if not raw:
         return None

@@ -234,6 +234,7 @@ class PodSim:
         self._vanished: dict[str, list[Obj]] = {}
         self._job_counts: dict[str, dict[str, int]] = {}
         self._finished_jobs: set[str] = set()
+        self._suspend_deleted: set[str] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._handled: set[str] = set()
         self._finalizing: set[str] = set()
@@ -244,6 +245,7 @@ class PodSim:
         self._kick: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._synced: set[str] = set()
+        self._stopping = False
         self.errors: list[str] = []
         """Unexpected errors seen by the loops (tests can assert it stays empty)."""
 
@@ -459,6 +461,10 @@ class PodSim:
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
 
     async def _astop(self) -> None:
+        # Python 3.11's wait_for can swallow a cancellation; the flag ends the loops anyway.
+        self._stopping = True
+        if self._kick is not None:
+            self._kick.set()
         for proc in list(self.procs.values()):
             proc.detached = True
             _kill_group(proc.process.pid, signal.SIGKILL)
@@ -504,7 +510,7 @@ class PodSim:
         cache = self.jobs if kind == "jobs" else self.pods
         path = self._path(kind, None)
         assert self._session is not None
-        while True:
+        while not self._stopping:
             try:
                 listing = await self._request("GET", path)
                 assert listing is not None
@@ -551,11 +557,13 @@ class PodSim:
 
     async def _reconcile_loop(self) -> None:
         assert self._kick is not None
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout=self.resync_seconds)
             except asyncio.TimeoutError:
                 pass
+            if self._stopping:
+                return
             self._kick.clear()
             try:
                 await self._reconcile()
@@ -600,6 +608,8 @@ class PodSim:
         new_failed, new_succeeded = 0, 0
         for p in owned:
             puid = p["metadata"]["uid"]
+            if puid in self._suspend_deleted:
+                counted.add(puid)  # pods stopped by a suspension are not failures (KEP-2232)
             if _terminal(p) and puid not in counted:
                 counted.add(puid)
                 if p["status"]["phase"] == "Succeeded":
@@ -608,7 +618,7 @@ class PodSim:
                     new_failed += 1
         for p in self._vanished.pop(uid, []):
             puid = p["metadata"]["uid"]
-            if puid not in counted:
+            if puid not in counted and puid not in self._suspend_deleted:
                 counted.add(puid)
                 if (p.get("status") or {}).get("phase") == "Succeeded":
                     new_succeeded += 1
@@ -636,6 +646,7 @@ class PodSim:
         # Suspend: stop the active pods and wait; resuming restarts the clock.
         if spec.get("suspend"):
             for p in active:
+                self._suspend_deleted.add(p["metadata"]["uid"])
                 await self._request("DELETE", self._path("pods", ns, p["metadata"]["name"]), ok404=True)
 
             def suspend(j: Obj) -> None:

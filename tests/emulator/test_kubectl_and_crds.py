@@ -1,0 +1,126 @@
+"""CRDs served dynamically, discovery, and kubectl v1.32 against the emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from respawn_local.apiserver import ApiServerThread
+
+from .helpers import WIDGET_CRD, http, widget
+
+Kubectl = Callable[..., Any]
+
+
+def test_discovery_documents(api: ApiServerThread, crd: Any) -> None:
+    status, version = http(api.url, "GET", "/version")
+    assert status == 200 and version["major"] == "1"
+    assert http(api.url, "GET", "/api")[1]["versions"] == ["v1"]
+    groups = {g["name"]: g for g in http(api.url, "GET", "/apis")[1]["groups"]}
+    assert {"batch", "coordination.k8s.io", "apiextensions.k8s.io", "events.k8s.io", "test.respawn.dev"} <= set(groups)
+    assert groups["test.respawn.dev"]["preferredVersion"] == {"groupVersion": "test.respawn.dev/v1", "version": "v1"}
+    resources = {r["name"]: r for r in http(api.url, "GET", "/apis/test.respawn.dev/v1")[1]["resources"]}
+    assert resources["widgets"]["shortNames"] == ["wd"] and resources["widgets"]["categories"] == ["testing"]
+    assert resources["widgets"]["namespaced"] is True and resources["widgets"]["singularName"] == "widget"
+    assert "widgets/status" in resources
+    core = {r["name"] for r in http(api.url, "GET", "/api/v1")[1]["resources"]}
+    assert {"pods", "pods/status", "pods/eviction", "pods/log", "events", "nodes", "namespaces", "configmaps",
+            "secrets", "serviceaccounts"} <= core
+    assert http(api.url, "GET", "/openapi/v2")[0] == 404
+
+
+def test_crd_gets_established_and_cluster_scoped_crds_work(api: ApiServerThread) -> None:
+    crd = api.create(WIDGET_CRD)
+    stored = api.get("customresourcedefinitions", crd["metadata"]["name"], namespace=None)
+    assert any(c["type"] == "Established" and c["status"] == "True" for c in stored["status"]["conditions"])
+    cluster = json.loads(json.dumps(WIDGET_CRD))
+    cluster["metadata"]["name"] = "gadgets.test.respawn.dev"
+    cluster["spec"]["scope"] = "Cluster"
+    cluster["spec"]["names"] = {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"}
+    del cluster["spec"]["versions"][0]["subresources"]
+    api.create(cluster)
+    status, obj = http(api.url, "POST", "/apis/test.respawn.dev/v1/gadgets",
+                       {"apiVersion": "test.respawn.dev/v1", "kind": "Gadget", "metadata": {"name": "g"},
+                        "spec": {"size": 1}, "status": {"phase": "kept"}})
+    assert status == 201 and "namespace" not in obj["metadata"]
+    assert obj["status"] == {"phase": "kept"}  # no status subresource: status is ordinary data
+    status, _ = http(api.url, "GET", "/apis/test.respawn.dev/v1/gadgets/g/status")
+    assert status == 404
+    bad = json.loads(json.dumps(WIDGET_CRD))
+    bad["metadata"]["name"] = "wrong.name"
+    status, body = http(api.url, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", bad)
+    assert status == 422
+
+
+def test_table_uses_printer_columns(api: ApiServerThread, crd: Any) -> None:
+    api.create(widget("a", size=7))
+    api.patch("widgets", "a", {"status": {"phase": "Running"}}, subresource="status")
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    status, table = http(api.url, "GET", "/apis/test.respawn.dev/v1/namespaces/default/widgets", accept=accept)
+    assert status == 200 and table["kind"] == "Table"
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size", "Phase", "Age"]
+    cells = table["rows"][0]["cells"]
+    assert cells[:3] == ["a", 7, "Running"] and cells[3].endswith("s")
+    assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_kubectl_apply_get_patch_delete(api: ApiServerThread, kubectl: Kubectl, tmp_path: Any) -> None:
+    crd_file = tmp_path / "crd.yaml"
+    crd_file.write_text(yaml.safe_dump(WIDGET_CRD))
+    assert "created" in kubectl("apply", "-f", str(crd_file)).stdout
+    manifest = tmp_path / "w.yaml"
+    manifest.write_text(yaml.safe_dump(widget("w1", size=3)))
+    assert "widget.test.respawn.dev/w1 created" in kubectl("apply", "-f", str(manifest)).stdout
+    api.patch("widgets", "w1", {"status": {"phase": "Running"}}, subresource="status")
+    out = kubectl("get", "widgets").stdout.splitlines()
+    assert out[0].split() == ["NAME", "SIZE", "PHASE", "AGE"]
+    assert out[1].split()[:3] == ["w1", "3", "Running"]
+    # Short names, categories and -o json work through discovery.
+    assert kubectl("get", "wd", "w1", "-o", "jsonpath={.spec.color}").stdout == "red"
+    assert "w1" in kubectl("get", "testing").stdout
+    # Re-apply with a change: kubectl computes a merge patch against last-applied.
+    manifest.write_text(yaml.safe_dump(widget("w1", size=4)))
+    assert "configured" in kubectl("apply", "-f", str(manifest)).stdout
+    assert api.get("widgets", "w1")["spec"]["size"] == 4
+    assert api.get("widgets", "w1")["metadata"]["generation"] == 2
+    # A malformed spec is rejected at apply time by the CRD schema.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(widget("w2", size=-1, color="green")))
+    result = kubectl("apply", "-f", str(bad), check=False)
+    assert result.returncode != 0 and "spec.size" in result.stderr and "spec.color" in result.stderr
+    # Unknown fields: kubectl asks for strict field validation, and gets it.
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump(widget("w3", typo=1)))
+    result = kubectl("apply", "-f", str(unknown), check=False)
+    assert result.returncode != 0 and 'unknown field "spec.typo"' in result.stderr
+    kubectl("patch", "widget", "w1", "--type=merge", "-p", '{"spec":{"size":5}}')
+    assert api.get("widgets", "w1")["spec"]["size"] == 5
+    kubectl("delete", "widget", "w1")
+    assert api.get_or_none("widgets", "w1") is None
+
+
+def test_kubectl_builtins(api: ApiServerThread, kubectl: Kubectl, tmp_path: Any) -> None:
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+           "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+                                                             "containers": [{"name": "c", "image": "busybox"}]}}}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    assert "job.batch/j created" in kubectl("apply", "-f", str(path)).stdout
+    out = kubectl("get", "jobs").stdout.splitlines()
+    assert out[0].split() == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}})
+    out = kubectl("get", "pods", "-o", "wide").stdout.splitlines()
+    assert out[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and out[1].split()[:3] == ["p", "0/1", "Pending"]
+    assert "default" in kubectl("get", "namespaces").stdout
+    assert "n1" in kubectl("get", "nodes").stdout
+    # (Imperative `kubectl create configmap` sends protobuf, which the emulator answers with 415.)
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"},
+                                                  "data": {"a": "b"}}))
+    assert api.get("configmaps", "cm")["data"] == {"a": "b"}
+    kubectl("label", "configmap", "cm", "app=x")
+    assert kubectl("get", "cm", "-l", "app=x", "-o", "name").stdout.strip() == "configmap/cm"

@@ -1,0 +1,264 @@
+"""The pod simulator: Job controller, scheduler, kubelet with real subprocesses, disruptions."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from respawn_local.apiserver import ApiServerThread
+from respawn_local.podsim import NODE_SHUTDOWN_MESSAGE, SPOT_LABEL, PodSim
+
+from .helpers import condition, job_manifest, wait_for
+
+# A container that reports it is running, then waits for SIGTERM and exits 143
+# after writing its termination message (what the pipeline runtime does).
+TRAP = r"""
+import os, signal, sys, time
+def stop(signum, frame):
+    open(os.environ["RESPAWN_TERMINATION_LOG"], "w").write('{"reason": "sigterm"}')
+    print("got SIGTERM", flush=True)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+# Ignores SIGTERM: only SIGKILL stops it.
+STUBBORN = r"""
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+SPOT_TOLERATION = [{"key": SPOT_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
+
+
+def job_pods(api: ApiServerThread, job: str) -> list[dict[str, Any]]:
+    return api.list("pods", "default", label_selector=f"job-name={job}")
+
+
+def the_pod(api: ApiServerThread, job: str) -> dict[str, Any]:
+    pods = wait_for(lambda: job_pods(api, job), 10, f"a pod for job {job}")
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]
+
+
+def running_pod(api: ApiServerThread, sim: PodSim, job: str) -> dict[str, Any]:
+    name = the_pod(api, job)["metadata"]["name"]
+    wait_for(lambda: "ready" in sim.log(name), 10, f"{name} to print ready")
+    return api.get("pods", name)
+
+
+def job_condition(api: ApiServerThread, job: str, ctype: str) -> dict[str, Any] | None:
+    cond = condition(api.get("jobs", job), ctype)
+    return cond if cond and cond["status"] == "True" else None
+
+
+def test_job_success_runs_a_real_process(api: ApiServerThread, sim: PodSim) -> None:
+    code = ("import os; print('pod', os.environ['POD'], os.environ['NS'], os.environ['NODE'], os.environ['GREETING']);"
+            "print('api', os.environ['RESPAWN_KUBE_API'], os.environ['RESPAWN_POD_NAME']);"
+            "open(os.environ['RESPAWN_TERMINATION_LOG'], 'w').write('all done')")
+    manifest = job_manifest("ok", code)
+    manifest["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "GREETING", "value": "hello"},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    ]
+    job = api.create(manifest)
+    wait_for(lambda: job_condition(api, "ok", "Complete"), 15, "job to complete")
+    assert job_condition(api, "ok", "SuccessCriteriaMet")
+    status = api.get("jobs", "ok")["status"]
+    assert status["succeeded"] == 1 and "failed" not in status and status["startTime"] and status["completionTime"]
+    pod = the_pod(api, "ok")
+    name = pod["metadata"]["name"]
+    assert name.startswith("ok-") and len(name) == len("ok-") + 5
+    assert pod["metadata"]["labels"]["job-name"] == "ok" and pod["metadata"]["labels"]["controller-uid"] == job["metadata"]["uid"]
+    assert pod["metadata"]["labels"]["batch.kubernetes.io/job-name"] == "ok"
+    ref = pod["metadata"]["ownerReferences"][0]
+    assert ref["kind"] == "Job" and ref["uid"] == job["metadata"]["uid"] and ref["controller"] and ref["blockOwnerDeletion"]
+    assert pod["spec"]["nodeName"] == "ondemand-1"  # no spot toleration: not on a spot node
+    assert pod["status"]["phase"] == "Succeeded"
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 0 and term["reason"] == "Completed" and term["message"] == "all done"
+    assert term["startedAt"] and term["finishedAt"]
+    log = sim.log(name)
+    assert f"pod {name} default ondemand-1 hello" in log and f"api {api.url} {name}" in log
+    assert pod["metadata"]["annotations"]["respawn.dev/sim-log"].endswith("output.log")
+    # `kubectl logs` reads the same file through pods/log.
+    from .helpers import http
+    assert "hello" in http(api.url, "GET", f"/api/v1/namespaces/default/pods/{name}/log")[1]
+
+
+def test_job_failure_with_backoff_limit_zero(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("bad", "print('line one'); print('it broke'); raise SystemExit(3)"))
+    wait_for(lambda: job_condition(api, "bad", "Failed"), 15, "job to fail")
+    failed = job_condition(api, "bad", "Failed")
+    assert failed is not None and failed["reason"] == "BackoffLimitExceeded"
+    assert job_condition(api, "bad", "FailureTarget")
+    assert api.get("jobs", "bad")["status"]["failed"] == 1
+    pod = the_pod(api, "bad")  # exactly one pod: no replacement with backoffLimit 0
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert pod["status"]["phase"] == "Failed" and term["exitCode"] == 3 and term["reason"] == "Error"
+    assert "it broke" in term["message"]  # FallbackToLogsOnError
+
+
+def test_backoff_limit_retries_create_new_pods(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("retry", "raise SystemExit(1)", backoff_limit=1))
+    wait_for(lambda: job_condition(api, "retry", "Failed"), 15, "job to fail")
+    assert len(job_pods(api, "retry")) == 2 and api.get("jobs", "retry")["status"]["failed"] == 2
+
+
+def test_scheduling_honours_tolerations_and_node_selectors(api: ApiServerThread, sim: PodSim) -> None:
+    spot = job_manifest("spot", "pass")
+    spot["spec"]["template"]["spec"].update(tolerations=SPOT_TOLERATION, nodeSelector={SPOT_LABEL: "true"})
+    nowhere = job_manifest("nowhere", "pass")
+    nowhere["spec"]["template"]["spec"]["nodeSelector"] = {SPOT_LABEL: "true"}  # no toleration
+    api.create(spot)
+    api.create(nowhere)
+    wait_for(lambda: job_condition(api, "spot", "Complete"), 15, "spot job")
+    assert the_pod(api, "spot")["spec"]["nodeName"] in ("spot-1", "spot-2")
+    pod = wait_for(lambda: condition(the_pod(api, "nowhere"), "PodScheduled"), 10, "unschedulable condition")
+    assert pod["status"] == "False" and pod["reason"] == "Unschedulable"
+    nodes = {n["metadata"]["name"]: n for n in api.list("nodes")}
+    assert set(nodes) == {"spot-1", "spot-2", "ondemand-1"}
+    assert nodes["spot-1"]["spec"]["taints"][0] == {"key": SPOT_LABEL, "value": "true", "effect": "NoSchedule"}
+    assert condition(nodes["ondemand-1"], "Ready")["status"] == "True"
+
+
+def test_preempt_node_shutdown_sigterm_then_failed_like_gke(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("spot", TRAP))
+    pod = running_pod(api, sim, "spot")
+    name = pod["metadata"]["name"]
+    assert pod["status"]["phase"] == "Running" and condition(pod, "Ready")["status"] == "True"
+    assert pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    sim.preempt(name, grace=5)
+    pod = api.get("pods", name)
+    cond = condition(pod, "DisruptionTarget")
+    assert cond["status"] == "True" and cond["reason"] == "TerminationByKubelet" and cond["message"] == NODE_SHUTDOWN_MESSAGE
+    assert pod["status"]["phase"] == "Failed"
+    assert pod["status"]["reason"] == "Terminated" and pod["status"]["message"] == NODE_SHUTDOWN_MESSAGE
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 143 and term["message"] == '{"reason": "sigterm"}'
+    assert "got SIGTERM" in sim.log(name)
+    wait_for(lambda: job_condition(api, "spot", "Failed"), 10, "job to fail")
+    assert len(job_pods(api, "spot")) == 1
+
+
+def test_preempt_kills_after_grace_when_sigterm_is_ignored(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("stubborn", STUBBORN))
+    name = running_pod(api, sim, "stubborn")["metadata"]["name"]
+    sim.preempt(name, grace=0.3)
+    term = api.get("pods", name)["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 137 and term["reason"] == "Error"
+
+
+def test_preemption_by_scheduler_deletes_the_pod(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("victim", TRAP))
+    name = running_pod(api, sim, "victim")["metadata"]["name"]
+    seen: list[dict[str, Any]] = []
+    sim.preempt(name, reason="PreemptionByScheduler", grace=5)
+    assert api.get_or_none("pods", name) is None
+    assert "got SIGTERM" in sim.log(name)
+    # The Job counts the lost pod and, with backoffLimit 0, fails without a new pod.
+    wait_for(lambda: job_condition(api, "victim", "Failed"), 10, "job to fail")
+    assert job_pods(api, "victim") == seen
+
+
+def test_evict_goes_through_the_eviction_api(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("evicted", TRAP))
+    name = running_pod(api, sim, "evicted")["metadata"]["name"]
+    sim.evict(name)
+    assert api.get_or_none("pods", name) is None and "got SIGTERM" in sim.log(name)
+    assert api.request_counts(agent="respawn-podsim").get(("create", "pods/eviction")) == 1
+
+
+def test_user_delete_terminates_gracefully(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("deleted", TRAP))
+    name = running_pod(api, sim, "deleted")["metadata"]["name"]
+    proc = sim.process(name)
+    assert proc is not None
+    sim.delete_pod(name)
+    assert api.get_or_none("pods", name) is None and proc.process.returncode == 143
+
+
+def test_deleting_the_job_collects_its_pod(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("gc", TRAP))
+    name = running_pod(api, sim, "gc")["metadata"]["name"]
+    api.delete("jobs", "gc", propagation_policy="Background")
+    wait_for(lambda: api.get_or_none("pods", name) is None, 15, "pod to be collected")
+    assert "got SIGTERM" in sim.log(name)
+
+
+def test_lose_node_kills_the_process_and_removes_node_and_pods(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("lost", TRAP))
+    pod = running_pod(api, sim, "lost")
+    name, node = pod["metadata"]["name"], pod["spec"]["nodeName"]
+    proc = sim.process(name)
+    assert proc is not None
+    events = api.call(lambda: len(api.server.history))
+    assert sim.lose_node(node) == [name]
+    assert api.get_or_none("nodes", node, namespace=None) is None
+    assert api.get_or_none("pods", name) is None
+    wait_for(lambda: proc.process.returncode is not None, 5, "process to be killed")
+    assert proc.process.returncode == -signal.SIGKILL
+    # The pod's last state before deletion carried the node-loss condition.
+    history = api.call(lambda: [e.obj for e in list(api.server.history)[events:] if e.obj["metadata"]["name"] == name])
+    last = history[-1]
+    assert condition(last, "DisruptionTarget")["reason"] == "DeletionByTaintManager"
+    assert last["status"]["phase"] == "Failed" and last["status"]["reason"] == "NodeLost"
+    wait_for(lambda: job_condition(api, "lost", "Failed"), 10, "job to fail")
+
+
+def test_lose_node_keep_running_leaves_a_split_brain_process(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("split", TRAP))
+    pod = running_pod(api, sim, "split")
+    name, node = pod["metadata"]["name"], pod["spec"]["nodeName"]
+    sim.lose_node(node, keep_running=True)
+    assert api.get_or_none("pods", name) is None
+    orphan = sim.process(name)
+    assert orphan is not None and orphan in sim.orphans and orphan.process.returncode is None
+    os.kill(orphan.process.pid, 0)  # still alive
+    # No scheduling onto the lost node afterwards.
+    after = job_manifest("after", "pass")
+    after["spec"]["template"]["spec"]["tolerations"] = SPOT_TOLERATION
+    api.create(after)
+    wait_for(lambda: job_condition(api, "after", "Complete"), 15, "next job")
+    assert the_pod(api, "after")["spec"]["nodeName"] != node
+
+
+def test_suspend_deletes_active_pods_and_resume_starts_again(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("sus", TRAP, backoff_limit=0))
+    name = running_pod(api, sim, "sus")["metadata"]["name"]
+    api.patch("jobs", "sus", {"spec": {"suspend": True}})
+    wait_for(lambda: job_condition(api, "sus", "Suspended"), 10, "job suspended")
+    wait_for(lambda: api.get_or_none("pods", name) is None, 10, "pod gone")
+    assert "got SIGTERM" in sim.log(name)
+    api.patch("jobs", "sus", {"spec": {"suspend": False}})
+    wait_for(lambda: [p for p in job_pods(api, "sus") if p["metadata"]["name"] != name], 10, "a new pod")
+    assert condition(api.get("jobs", "sus"), "Suspended")["status"] == "False"
+
+
+def test_active_deadline_fails_the_job(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("slow", TRAP, activeDeadlineSeconds=1))
+    wait_for(lambda: job_condition(api, "slow", "Failed"), 15, "deadline")
+    assert job_condition(api, "slow", "Failed")["reason"] == "DeadlineExceeded"
+    wait_for(lambda: not [p for p in job_pods(api, "slow") if p["status"]["phase"] == "Running"], 10, "pod stopped")
+
+
+def test_pod_can_patch_its_own_annotations(api: ApiServerThread, sim: PodSim) -> None:
+    code = r"""
+import json, os, urllib.request
+url = "%s/api/v1/namespaces/%s/pods/%s" % (os.environ["RESPAWN_KUBE_API"], os.environ["RESPAWN_POD_NAMESPACE"], os.environ["RESPAWN_POD_NAME"])
+body = json.dumps({"metadata": {"annotations": {"respawn.dev/progress": "3/5"}}}).encode()
+req = urllib.request.Request(url, data=body, method="PATCH", headers={"Content-Type": "application/merge-patch+json"})
+urllib.request.urlopen(req).read()
+"""
+    api.create(job_manifest("progress", code))
+    wait_for(lambda: job_condition(api, "progress", "Complete"), 15, "job")
+    assert the_pod(api, "progress")["metadata"]["annotations"]["respawn.dev/progress"] == "3/5"
