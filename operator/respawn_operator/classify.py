@@ -138,8 +138,9 @@ def classify_attempt(
                    message="spec.activeDeadlineSeconds reached")
 
     # 3. Kueue evicts a workload by suspending its Job; the Job controller then deletes the pod.
+    # A Job Kueue still holds in its queue is suspended too, but never had a pod.
     suspended = ((job or {}).get("spec") or {}).get("suspend") is True
-    if suspended and ("Suspended" in job_conds or pod is None or deleted or pod_is_terminal(pod)):
+    if suspended and pod is not None and ("Suspended" in job_conds or deleted or pod_is_terminal(pod)):
         cond = job_conds.get("Suspended") or {}
         return out(AttemptOutcome.PREEMPTED, "KueueEviction", Charge.PREEMPTION,
                    message=cond.get("message") or "the Job was suspended (Kueue eviction)")

@@ -27,6 +27,8 @@ from respawn_operator.classify import CONTAINER_NAME
 from respawn_operator.config import OperatorConfig
 from respawn_operator.spec import Run
 
+KUEUE_LABEL_PREFIX = "kueue.x-k8s.io/"
+"""podTemplate labels with this prefix (e.g. ``kueue.x-k8s.io/queue-name``) go on the Job too."""
 MAX_NAME = 63
 """Job names become the ``job-name`` label of their pods, so they must fit a label value."""
 
@@ -233,6 +235,10 @@ def build_job(
             extra = spec.pod_template.metadata
             pod_meta["labels"] = {**(extra.get("labels") or {}), **labels}
             pod_meta["annotations"] = {**(extra.get("annotations") or {}), ANNOTATION_RUN_NAME: run.name}
+    job_labels = {**labels, LABEL_ROLE: "attempt"}
+    for key, value in pod_meta["labels"].items():
+        if key.startswith(KUEUE_LABEL_PREFIX):  # Kueue reads the queue name from the Job itself
+            job_labels.setdefault(key, value)
     if not spot_allowed(spec.on_demand_after_preemptions, run.status.preemptions):
         pod_spec = drop_spot(pod_spec, config.spot_label_keys)
     job_spec: dict[str, Any] = {
@@ -248,7 +254,7 @@ def build_job(
         "metadata": {
             "name": job_name(run.name, attempt),
             "namespace": run.namespace,
-            "labels": {**labels, LABEL_ROLE: "attempt"},
+            "labels": job_labels,
             "annotations": {ANNOTATION_RUN_NAME: run.name},
             "ownerReferences": [owner_reference(run)],
         },

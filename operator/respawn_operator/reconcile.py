@@ -241,6 +241,11 @@ def decide(
         _refresh_conditions(st, generation, now, None)
         return d
     run = Run(name=name, namespace=namespace, uid=uid, generation=generation, spec=spec, status=st)
+    succeeded = next((c for c in st.conditions if c.type == "Succeeded"), None)
+    if st.phase is Phase.FAILED and succeeded is not None and succeeded.reason == "InvalidSpec":
+        # The spec was fixed: carry on where the run was (a GitOps repair, no re-create needed).
+        st.phase, st.message, st.completion_time = None, None, None
+        d.events.append(Event("Normal", "SpecFixed", "the spec is valid again; the run continues"))
 
     # A. Has the active attempt ended?
     if active and rec is not None:

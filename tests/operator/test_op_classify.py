@@ -79,7 +79,7 @@ TABLE = [
     ("deadline", job("Failed", "DeadlineExceeded"), pod("Failed", 143), {}, O.FAILED, "DeadlineExceeded", N, True),
     ("kueue-evicted", job("Suspended", "JobSuspended", suspend=True), pod("Failed", 143), {},
      O.PREEMPTED, "KueueEviction", P, False),
-    ("kueue-evicted-pod-gone", job(suspend=True), None, {}, O.PREEMPTED, "KueueEviction", P, False),
+    ("kueue-evicted-pod-gone", job(suspend=True), RUNNING, {"pod_gone": True}, O.PREEMPTED, "KueueEviction", P, False),
     ("pod-failed-no-container", job("Failed"), pod("Failed", None, reason="UnexpectedAdmissionError"), {},
      O.FAILED, "UnexpectedAdmissionError", F, False),
 ]
@@ -103,8 +103,10 @@ def test_classify_table(job_obj: Any, pod_obj: Any, kwargs: dict[str, Any], outc
         (job(), RUNNING, {"node_exists": None}),  # node unknown (no RBAC): keep waiting
         (job(), pod("Running", deleting=True, disruption="PreemptionByScheduler"), {}),  # committing in its grace
         (job(), pod("Running", deleting=True), {}),
+        (job("Suspended", "JobSuspended", suspend=True), None, {}),  # queued by Kueue, never admitted
     ],
-    ids=["no-pod-yet", "pending", "running", "node-unknown", "preempting-in-grace", "deleting-in-grace"],
+    ids=["no-pod-yet", "pending", "running", "node-unknown", "preempting-in-grace", "deleting-in-grace",
+         "kueue-queued"],
 )
 def test_attempt_not_ended(job_obj: Any, pod_obj: Any, kwargs: dict[str, Any]) -> None:
     assert classify_attempt(job_obj, pod_obj, **kwargs) is None

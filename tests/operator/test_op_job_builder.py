@@ -124,3 +124,10 @@ def test_budgets_and_backoff() -> None:
     assert remaining_deadline(None, t0, t0) is None
     assert remaining_deadline(100, t0, t0 + dt.timedelta(seconds=30)) == 70
     assert remaining_deadline(100, t0, t0 + dt.timedelta(seconds=130)) == 0
+
+
+def test_kueue_queue_label_goes_on_the_job() -> None:
+    run = make_run(podTemplate={"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "batch", "team": "a"}}})
+    job = build_job(run, 1, CONFIG)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "batch"
+    assert "team" not in job["metadata"]["labels"]

@@ -209,3 +209,13 @@ def test_image_pull_problem_is_shown_while_pending() -> None:
         {"name": "pipeline", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]
     body, _ = step(body, Observed(job=JOB, pod=waiting, node_exists=True))
     assert body["status"]["phase"] == "Pending" and "ImagePullBackOff" in body["status"]["message"]
+
+
+def test_fixing_an_invalid_spec_lets_the_run_go_on() -> None:
+    body, d = step(new_run(env=[{"name": "RESPAWN_ATTEMPT", "value": "1"}]), Observed())
+    assert body["status"]["phase"] == "Failed" and "RESPAWN_" in body["status"]["message"]
+    body["spec"]["env"] = [{"name": "LOG_LEVEL", "value": "debug"}]
+    body["metadata"]["generation"] = 2
+    body, d = step(body, Observed())
+    assert d.create_job is not None and body["status"]["phase"] == "Pending"
+    assert next(c for c in body["status"]["conditions"] if c["type"] == "Succeeded")["status"] == "Unknown"
