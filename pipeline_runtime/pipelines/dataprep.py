@@ -7,6 +7,7 @@ frames are re-decoded from the checksummed source instead of being stored.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ from pipeline_runtime.storage import open_store
 from . import augment as aug
 from . import regions, shards
 from .video_io import FINGERPRINT_BYTES, FrameReader, VideoError, fetch_video, fingerprint, iter_frames, probe
-from .work_store import WorkStore
+from .work_store import NpyBuffer, WorkStore
 
 log = logging.getLogger(__name__)
 
@@ -210,32 +211,43 @@ class DataPrepPipeline(Pipeline):
     # -- 4 -------------------------------------------------------------------
     @step
     def crop(self, ctx: StepContext) -> None:
-        """Cut every box as a `crop_size` square; crops go to the work store in chunks of `chunk_size`."""
+        """Cut every box as a `crop_size` square; crops go to the work store in chunks of `chunk_size`.
+
+        Chunk c always holds boxes [c*chunk_size, (c+1)*chunk_size), whatever
+        attempt wrote it, so a resumed attempt continues at the first chunk its
+        progress does not list and rewrites nothing else.
+        """
         p: DataPrepParams = ctx.params
         frames, found = ctx["frames"], ctx["regions"]
         boxes, owner = found["boxes"], found["frame_pos"]
-        total = len(owner)
-        work = self._work(ctx)
+        total, size, per = len(owner), p.crop_size, p.chunk_size
         state = ctx.progress or {"chunks": [], "resumed_at_chunk": []}
         refs: list[dict[str, Any]] = list(state["chunks"])
         resumed_at = list(state["resumed_at_chunk"]) + ([len(refs)] if ctx.progress is not None else [])
-        done = len(refs) * p.chunk_size
+        done = len(refs) * per
         positions = np.unique(owner[done:]) if done < total else np.zeros(0, np.int64)
-        buf: list[np.ndarray] = []
         first_box = np.searchsorted(owner, positions, side="left")
-        for k, (_, frame) in enumerate(iter_frames(self._local_video(ctx), frames["index"][positions],
-                                                   frames["fingerprint"][positions])):
-            b = max(int(first_box[k]), done)
-            while b < total and owner[b] == positions[k]:
-                buf.append(regions.cut(frame, boxes[b], p.crop_size))
-                b += 1
-                if len(buf) == p.chunk_size:
-                    refs.append(work.put(f"crops/{len(refs):06d}", np.stack(buf)))
-                    buf = []
-                    ctx.save_progress({"chunks": refs, "resumed_at_chunk": resumed_at})
-        if buf:
-            refs.append(work.put(f"crops/{len(refs):06d}", np.stack(buf)))
-        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": p.crop_size, "resumed_at_chunk": resumed_at}
+        number, chunk, fill = len(refs), None, 0
+        work = self._work(ctx)
+        try:
+            for k, (_, frame) in enumerate(iter_frames(self._local_video(ctx), frames["index"][positions],
+                                                       frames["fingerprint"][positions])):
+                b = max(int(first_box[k]), done)
+                while b < total and owner[b] == positions[k]:
+                    if chunk is None:
+                        chunk, fill = NpyBuffer((min(per, total - number * per), size, size, 3)), 0
+                    chunk.array[fill] = regions.cut(frame, boxes[b], size)
+                    fill, b = fill + 1, b + 1
+                    if fill == len(chunk.array):
+                        finished = work.submit(f"crops/{number:06d}", chunk)
+                        number, chunk = number + 1, None
+                        if finished:
+                            refs.extend(finished)
+                            ctx.save_progress({"chunks": refs, "resumed_at_chunk": resumed_at})
+            refs.extend(work.drain())
+        finally:
+            work.close()
+        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": size, "resumed_at_chunk": resumed_at}
         log.info("crop: %d crops in %d chunks", total, len(refs))
 
     # -- 5 -------------------------------------------------------------------
@@ -243,25 +255,32 @@ class DataPrepPipeline(Pipeline):
     def augment(self, ctx: StepContext) -> None:
         """Apply the seeded per-crop augmentation; record each draw and each result's sha256."""
         p: DataPrepParams = ctx.params
-        work = self._work(ctx)
         crops = ctx["crops"]
         state = ctx.progress or {"chunks": [], "draws": [], "sha256": []}
         refs, draws, digests = list(state["chunks"]), list(state["draws"]), list(state["sha256"])
         base = sum(r["count"] for r in refs)
-        for c in range(len(refs), len(crops["chunks"])):
-            batch = work.get(crops["chunks"][c])
-            out = np.empty_like(batch)
-            rows, shas = [], []
-            for i, crop in enumerate(batch):
-                d = aug.draw(p.seed, base + i)
-                out[i] = aug.apply(crop, d, p.augmentations)
-                rows.append(d.as_row())
-                shas.append(bytes.fromhex(shards.crop_sha256(out[i])))
-            base += len(batch)
-            refs.append(work.put(f"augmented/{c:06d}", out))
-            draws.append(np.asarray(rows, dtype=np.float64).reshape(-1, 4))
-            digests.append(np.frombuffer(b"".join(shas), dtype=np.uint8).reshape(-1, 32))
-            ctx.save_progress({"chunks": refs, "draws": draws, "sha256": digests})
+        work = self._work(ctx)
+        try:
+            for c in range(len(refs), len(crops["chunks"])):
+                batch = work.get(crops["chunks"][c])
+                out = NpyBuffer(batch.shape)
+                rows, shas = [], []
+                for i, crop in enumerate(batch):
+                    d = aug.draw(p.seed, base + i)
+                    out.array[i] = aug.apply(crop, d, p.augmentations)
+                    rows.append(d.as_row())
+                    shas.append(hashlib.sha256(out.array[i].data).digest())
+                base += len(batch)
+                draws.append(np.asarray(rows, dtype=np.float64).reshape(-1, 4))
+                digests.append(np.frombuffer(b"".join(shas), dtype=np.uint8).reshape(-1, 32))
+                finished = work.submit(f"augmented/{c:06d}", out)
+                if finished:
+                    refs.extend(finished)
+                    n = len(refs)
+                    ctx.save_progress({"chunks": refs, "draws": draws[:n], "sha256": digests[:n]})
+            refs.extend(work.drain())
+        finally:
+            work.close()
         ctx["augmented"] = {
             "chunks": refs,
             "draws": np.concatenate(draws) if draws else np.zeros((0, 4)),
@@ -304,8 +323,6 @@ class DataPrepPipeline(Pipeline):
         self._finish(ctx, out, work, n_shards, manifest)
 
     def _finish(self, ctx: StepContext, out: Any, work: WorkStore, n_shards: int, manifest: bytes) -> None:
-        import hashlib
-
         keep = {shards.shard_name(i) for i in range(n_shards)}
         stale = [path for path in out.list("shard-") if "/" not in path and path not in keep]
         for path in stale:

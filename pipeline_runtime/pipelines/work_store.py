@@ -7,24 +7,57 @@ a small reference ({path, sha256, count}) in the context. Names are
 deterministic and contents are a pure function of the input, so a resumed
 attempt that writes a chunk again writes the same bytes (idempotent), and a
 reader checks the sha256 before trusting a chunk.
+
+Writes go through one background thread, so hashing and storage I/O of chunk N
+overlap the decoding of chunk N+1; a step waits for a chunk's write before it
+records that chunk in its progress.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
 from pipeline_runtime.storage import Store, open_store
 
 
+def npy_header(shape: tuple[int, ...], dtype: np.dtype[Any] | type) -> bytes:
+    """The `.npy` (format 1.0) header of a C-order array of this shape and dtype."""
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(int(s) for s in shape)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+class NpyBuffer:
+    """A `.npy` file being built in place: fill `.array`, then store `.data` (no further copy)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any] | type = np.uint8) -> None:
+        head = npy_header(shape, dtype)
+        self._raw = bytearray(len(head) + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        self._raw[:len(head)] = head
+        self.array: np.ndarray = np.frombuffer(self._raw, dtype=dtype, offset=len(head)).reshape(shape)
+        """The array's cells, inside the file's bytes."""
+
+    @property
+    def data(self) -> memoryview:
+        """The whole `.npy` file."""
+        return memoryview(self._raw)
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     """The `.npy` encoding of `array` (deterministic: header + C-order data)."""
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
+    return npy_header(array.shape, array.dtype) + np.ascontiguousarray(array).tobytes()
 
 
 class CorruptChunk(ValueError):
@@ -34,16 +67,45 @@ class CorruptChunk(ValueError):
 class WorkStore:
     """Arrays under `<uri>/<prefix>/`, addressed by name, verified by sha256."""
 
-    def __init__(self, uri: str, prefix: str) -> None:
+    def __init__(self, uri: str, prefix: str, in_flight: int = 2) -> None:
         self.store: Store = open_store(uri)
         self.prefix = prefix.strip("/")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="work-store")
+        self._pending: deque[Future[dict[str, Any]]] = deque()
+        self._in_flight = in_flight
 
-    def put(self, name: str, array: np.ndarray) -> dict[str, Any]:
-        """Store `array` as `<prefix>/<name>.npy`; returns the reference to keep in the context."""
-        data = npy_bytes(array)
+    def _write(self, name: str, data: memoryview | bytes, count: int) -> dict[str, Any]:
         path = f"{self.prefix}/{name}.npy"
+        digest = hashlib.sha256(data).hexdigest()
         self.store.put(path, data)
-        return {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "count": int(array.shape[0])}
+        return {"path": path, "sha256": digest, "count": count}
+
+    def put(self, name: str, array: np.ndarray | NpyBuffer) -> dict[str, Any]:
+        """Store `array` as `<prefix>/<name>.npy` now; returns the reference to keep in the context."""
+        if isinstance(array, NpyBuffer):
+            return self._write(name, array.data, int(array.array.shape[0]))
+        return self._write(name, npy_bytes(array), int(array.shape[0]))
+
+    def submit(self, name: str, chunk: NpyBuffer) -> list[dict[str, Any]]:
+        """Queue a write; returns the references of earlier writes that have now finished, in order.
+
+        At most `in_flight` writes are outstanding, which bounds the memory held.
+        """
+        self._pending.append(self._pool.submit(self._write, name, chunk.data, int(chunk.array.shape[0])))
+        done = []
+        while len(self._pending) >= self._in_flight or (self._pending and self._pending[0].done()):
+            done.append(self._pending.popleft().result())
+        return done
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Wait for every queued write; their references, in order."""
+        done = [f.result() for f in self._pending]
+        self._pending.clear()
+        return done
+
+    def close(self) -> None:
+        """Stop the writer thread (after the writes already queued)."""
+        self._pool.shutdown(wait=True)
 
     def get(self, ref: dict[str, Any]) -> np.ndarray:
         """Load a chunk by reference; CorruptChunk if its bytes changed."""
@@ -58,4 +120,21 @@ class WorkStore:
         paths = self.store.list(self.prefix + "/")
         for path in paths:
             self.store.delete(path)
+        self._remove_empty_folders()
         return len(paths)
+
+    def _remove_empty_folders(self) -> None:
+        # Object stores have no folders; a local one keeps empty ones after deletes.
+        parsed = urlparse(self.store.uri)
+        if parsed.scheme != "file":
+            return
+        root = Path(parsed.path)
+        top = root / self.prefix
+        if top.is_dir():
+            for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        for parent in Path(self.prefix).parents:
+            if str(parent) != ".":
+                with contextlib.suppress(OSError):
+                    os.rmdir(root / parent)

@@ -18,7 +18,7 @@ from pipeline_runtime.pipelines import regions, shards
 from pipeline_runtime.pipelines.dataprep import DataPrepParams
 from pipeline_runtime.pipelines.video_io import (FrameReader, VideoError, fetch_video, fingerprint,
                                                  iter_frames, probe, split_uri)
-from pipeline_runtime.pipelines.work_store import CorruptChunk, WorkStore
+from pipeline_runtime.pipelines.work_store import CorruptChunk, NpyBuffer, WorkStore, npy_bytes
 from tests.dataprep.synth import draw_face
 
 
@@ -219,6 +219,23 @@ def test_work_store_round_trips_and_catches_corruption(tmp_path: Path) -> None:
     with pytest.raises(CorruptChunk):
         work.get(ref)
     assert work.clear() == 1 and work.store.list("_work/") == []
+    assert not (tmp_path / "_work").exists()  # no empty folders left in a local store
+
+
+def test_work_store_writes_in_the_background_in_order(tmp_path: Path) -> None:
+    work = WorkStore(f"file://{tmp_path}", "w", in_flight=2)
+    refs = []
+    for i in range(5):
+        chunk = NpyBuffer((3, 2))
+        chunk.array[:] = i
+        refs += work.submit(f"c{i}", chunk)
+        assert len(refs) >= i  # at most one write is still outstanding
+    refs += work.drain()
+    work.close()
+    assert [r["path"] for r in refs] == [f"w/c{i}.npy" for i in range(5)]
+    for i, ref in enumerate(refs):
+        assert np.array_equal(work.get(ref), np.full((3, 2), i, np.uint8))
+        assert (tmp_path / ref["path"]).read_bytes() == npy_bytes(np.full((3, 2), i, np.uint8))
 
 
 # -- params ---------------------------------------------------------------------------------

@@ -1,0 +1,139 @@
+"""Benchmark of the dataprep pipeline (prints figures and ratios; asserts nothing).
+
+1. extract_frames + crop throughput on a 640x480, 3000-frame video against a bare
+   `cv2.VideoCapture.read()` + numpy-slicing loop over the same file (target >= 0.9x).
+2. The whole pipeline with a checkpoint after every step (file://) against
+   checkpointing off (target <= 5% overhead).
+3. Peak memory (ru_maxrss of a fresh process) for a video 10x longer than another
+   (target <= 1.5x).
+
+    .venv/bin/python bench/bench_dataprep.py [--frames 3000] [--workdir /tmp/respawn-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tests.dataprep.synth import make_video  # noqa: E402
+
+CROP = 224
+
+
+def video(workdir: Path, frames: int) -> str:
+    path = workdir / f"bench-{frames}-640x480.mp4"
+    if not path.exists():
+        t = time.perf_counter()
+        make_video(path.with_suffix(".part.mp4"), frames, 640, 480, "mp4v")
+        os.replace(path.with_suffix(".part.mp4"), path)
+        print(f"  (made {path.name} in {time.perf_counter() - t:.1f} s)")
+    return str(path)
+
+
+def bare_loop(path: str) -> tuple[int, float]:
+    """Decode every frame and keep its centre crop: the floor any pipeline pays."""
+    cap = cv2.VideoCapture(path)
+    y, x = (480 - CROP) // 2, (640 - CROP) // 2
+    kept = []
+    t = time.perf_counter()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        kept.append(frame[y:y + CROP, x:x + CROP].copy())
+    seconds = time.perf_counter() - t
+    cap.release()
+    return len(kept), seconds
+
+
+def run_pipeline(path: str, out: Path, checkpoint_uri: str | None, **extra: Any) -> dict[str, Any]:
+    from pipeline_runtime.pipelines.dataprep import DataPrepPipeline
+
+    shutil.rmtree(out, ignore_errors=True)
+    params = {"video_uri": path, "output_uri": str(out), "crop_size": CROP, "mode": "center", **extra}
+    t = time.perf_counter()
+    summary = DataPrepPipeline(params, checkpoint_uri=checkpoint_uri, retain="Always").run()
+    total = time.perf_counter() - t
+    steps = {name: s["duration_s"] for name, s in summary.steps.items()}
+    return {"total": total, "steps": steps}
+
+
+def memory_child(path: str, out: str, ckpt: str) -> None:
+    """Run in a fresh process: the whole pipeline with checkpoints, then print peak RSS."""
+    import resource
+
+    run_pipeline(path, Path(out), ckpt)
+    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def peak_rss_mb(path: str, tmp: Path) -> float:
+    shutil.rmtree(tmp / "mem-ck", ignore_errors=True)
+    done = subprocess.run([sys.executable, __file__, "--memory-child", path, str(tmp / "mem-out"),
+                           f"file://{tmp / 'mem-ck'}"], capture_output=True, text=True, check=True)
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["maxrss_kb"]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=3000)
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "respawn-bench"))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--memory-child", nargs=3, metavar=("VIDEO", "OUT", "CKPT"))
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dataprep-", dir=work))
+    print(f"dataprep benchmark: OpenCV {cv2.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+    long_video = video(work, args.frames)
+    short_video = video(work, args.frames // 10)
+
+    print(f"\n1. extract_frames + crop vs bare read()+slice, {args.frames} frames 640x480 mp4v, crop {CROP}")
+    bare, pipe = [], []
+    for _ in range(args.repeat):
+        n, seconds = bare_loop(long_video)
+        bare.append(n / seconds)
+        r = run_pipeline(long_video, tmp / "out", None, augmentations=[])
+        pipe.append(n / (r["steps"]["extract_frames"] + r["steps"]["crop"]))
+    b, p = statistics.median(bare), statistics.median(pipe)
+    print(f"   bare loop            {b:8.0f} frames/s")
+    print(f"   extract_frames+crop  {p:8.0f} frames/s   ratio {p / b:.2f}x (target >= 0.9x)")
+    print(f"   (last run, per step: {json.dumps(r['steps'])})")
+
+    print(f"\n2. whole pipeline, checkpoint after every step (file://) vs checkpointing off")
+    off, on = [], []
+    for _ in range(args.repeat):
+        off.append(run_pipeline(long_video, tmp / "out", None)["total"])
+        shutil.rmtree(tmp / "ck", ignore_errors=True)
+        on.append(run_pipeline(long_video, tmp / "out", f"file://{tmp / 'ck'}")["total"])
+    t_off, t_on = statistics.median(off), statistics.median(on)
+    print(f"   checkpointing off    {t_off:8.2f} s")
+    print(f"   checkpointing on     {t_on:8.2f} s   overhead {100 * (t_on / t_off - 1):+.1f}% (target <= 5%)")
+
+    print(f"\n3. peak memory (ru_maxrss, fresh process, whole pipeline with checkpoints)")
+    short_mb = peak_rss_mb(short_video, tmp)
+    long_mb = peak_rss_mb(long_video, tmp)
+    print(f"   {args.frames // 10:5d} frames          {short_mb:8.0f} MB")
+    print(f"   {args.frames:5d} frames          {long_mb:8.0f} MB   ratio {long_mb / short_mb:.2f}x (target <= 1.5x)")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
