@@ -30,7 +30,7 @@ from respawn_operator import (
 )
 from respawn_operator.classify import pod_is_terminal
 from respawn_operator.config import OperatorConfig
-from respawn_operator.job_builder import build_cleanup_job, cleanup_job_name, job_name
+from respawn_operator.job_builder import build_cleanup_job, job_name
 from respawn_operator.kube import (
     JOBS,
     NODES,
@@ -152,6 +152,17 @@ class Reconciler:
             return 5.0
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+    async def shutdown(self) -> None:
+        """Cancel pending and running reconciles, then close the client."""
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.close()
 
     async def resync_forever(self) -> None:
         """Poke every live run now and then: catches vanished nodes and lost watch events."""
@@ -351,7 +362,7 @@ async def cleanup(**_: Any) -> None:
     if STATE.resync is not None:
         STATE.resync.cancel()
     if STATE.reconciler is not None:
-        await STATE.reconciler.client.close()
+        await STATE.reconciler.shutdown()
     STATE.reconciler = None
 
 
@@ -386,40 +397,53 @@ async def on_pod_event(event: dict[str, Any], body: kopf.Body, namespace: str, l
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def on_delete(body: kopf.Body, name: str, namespace: str, uid: str, **_: Any) -> None:
-    """Stop the run's pods, then clean its checkpoint per ``checkpoint.retain`` with a short Job."""
+    """Stop the run's pods, then clean its checkpoint per ``checkpoint.retain`` with a short Job.
+
+    It waits in place (polling once a second) rather than raising TemporaryError, which
+    kopf would log as an error although nothing is wrong. Idempotent: after an operator
+    restart kopf calls it again and it picks up where it was.
+    """
     rec = _reconciler()
     client, config = rec.client, rec.config
+    started = time.monotonic()
     try:
         for job in await client.list(JOBS, namespace, labels={LABEL_RUN_UID: uid}):
             if (job["metadata"].get("labels") or {}).get(LABEL_ROLE) == "attempt":
                 await client.delete(JOBS, job["metadata"]["name"], namespace, propagation="Background")
-        alive = []
-        for pod in await client.list(PODS, namespace, labels={LABEL_RUN_UID: uid}):
-            if LABEL_ATTEMPT not in (pod["metadata"].get("labels") or {}) or pod_is_terminal(pod):
-                continue
-            alive.append(pod["metadata"]["name"])
-            if not pod["metadata"].get("deletionTimestamp"):
-                await client.delete(PODS, pod["metadata"]["name"], namespace)
-        if alive:
-            raise kopf.TemporaryError(f"waiting for pods {', '.join(alive)} to stop", delay=1)
+        while True:
+            alive = [p for p in await client.list(PODS, namespace, labels={LABEL_RUN_UID: uid})
+                     if LABEL_ATTEMPT in (p["metadata"].get("labels") or {}) and not pod_is_terminal(p)]
+            if not alive:
+                break
+            for pod in alive:
+                if not pod["metadata"].get("deletionTimestamp"):
+                    await client.delete(PODS, pod["metadata"]["name"], namespace)
+            if time.monotonic() - started > config.cleanup_timeout_seconds:
+                raise kopf.TemporaryError(f"pods {', '.join(p['metadata']['name'] for p in alive)} "
+                                          "do not stop; retrying", delay=10)
+            await asyncio.sleep(1)
         cleanup_job = _cleanup_job(body, config)
         if cleanup_job is None:
             return
-        existing = await client.get(JOBS, cleanup_job["metadata"]["name"], namespace)
-        if existing is None:
-            await client.create(JOBS, cleanup_job, namespace)
-            raise kopf.TemporaryError("checkpoint cleanup Job started", delay=1)
-        conds = {c.get("type"): c for c in existing.get("status", {}).get("conditions") or [] if c.get("status") == "True"}
-        if "Complete" in conds:
-            return
-        deleted_at = parse(body["metadata"].get("deletionTimestamp")) or now()
-        waited = (now() - deleted_at).total_seconds()
-        if "Failed" in conds or waited > config.cleanup_timeout_seconds:
-            await rec.post_event(dict(body), "Warning", "CleanupFailed",
-                                 f"checkpoint cleanup Job {cleanup_job['metadata']['name']} did not complete; "
-                                 "the checkpoint may remain in storage: remove it with `pipeline-runtime cleanup`")
-            return
-        raise kopf.TemporaryError("waiting for the checkpoint cleanup Job", delay=1)
+        job_name_ = cleanup_job["metadata"]["name"]
+        if await client.get(JOBS, job_name_, namespace) is None:
+            try:
+                await client.create(JOBS, cleanup_job, namespace)
+            except ApiError as exc:
+                if sort_api_error(exc)[0] is not ErrorKind.ALREADY_EXISTS:
+                    raise
+        while True:
+            existing = await client.get(JOBS, job_name_, namespace) or {}
+            conds = {c.get("type") for c in (existing.get("status") or {}).get("conditions") or []
+                     if c.get("status") == "True"}
+            if "Complete" in conds:
+                return
+            if "Failed" in conds or not existing or time.monotonic() - started > config.cleanup_timeout_seconds:
+                await rec.post_event(dict(body), "Warning", "CleanupFailed",
+                                     f"checkpoint cleanup Job {job_name_} did not complete; the checkpoint "
+                                     "may remain in storage: remove it with `pipeline-runtime cleanup`")
+                return
+            await asyncio.sleep(1)
     except ApiError as exc:
         raise as_kopf_error(exc, f"deleting PipelineRun {namespace}/{name}") from exc
     finally:
@@ -444,4 +468,4 @@ def _cleanup_job(body: kopf.Body, config: OperatorConfig) -> dict[str, Any] | No
     return build_cleanup_job(run, config, purge=True)
 
 
-__all__ = ["Reconciler", "status_patch", "cleanup_job_name"]
+__all__ = ["Reconciler", "status_patch"]
