@@ -288,3 +288,24 @@ def test_notes_name_the_namespaces_and_the_crd_upgrade_step() -> None:
     text = notes(VALUE_SETS["namespaced"])
     assert "team-a, team-b" in text and "kubectl apply --server-side -f charts/respawn/crds/" in text
     assert "all namespaces" in notes()
+
+
+def _leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
+    opaque = {"operator.resources", "operator.podSecurityContext", "operator.securityContext",
+              "operator.livenessProbe", "operator.readinessProbe"}
+    keys = []
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and path not in opaque:
+            keys += _leaf_keys(value, path)
+        else:
+            keys.append(path)
+    return keys
+
+
+def test_install_docs_explain_every_value_and_the_crd_sync() -> None:
+    docs = (ROOT / "docs" / "install.md").read_text()
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    missing = [k for k in _leaf_keys(defaults) if f"`{k}`" not in docs]
+    assert not missing, f"docs/install.md does not explain: {missing}"
+    assert "python -m tests.ship.sync_chart" in docs and "Helm never upgrades CRDs" in docs
