@@ -1,7 +1,11 @@
 """The Argo CD health check on PipelineRuns as the operator really writes them.
 
-Objects come from the operator's own reconciler (``respawn_operator.reconcile.decide``)
-driven through a run's life, plus recorded objects in fixtures/pipelinerun_health.yaml.
+Objects come from three places:
+- fixtures/e2e_pipelineruns.yaml: recorded from the real operator process against the API
+  emulator and pod simulator (tests/ship/record_health_fixtures.py re-records them);
+- the operator's reconciler (``respawn_operator.reconcile.decide``) driven here through a
+  run's life, so a change in what it writes is tested at once;
+- fixtures/pipelinerun_health.yaml: hand-written edge cases (older operators, odd states).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tests.ship.lua_health import SCRIPT, HealthCheck
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures" / "pipelinerun_health.yaml"
+E2E_FIXTURES = Path(__file__).parent / "fixtures" / "e2e_pipelineruns.yaml"
 ARGO_STATES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
 
 CONFIG = OperatorConfig(default_checkpoint_uri="file:///ckpt")
@@ -197,8 +202,26 @@ def test_every_phase_the_operator_knows_maps_to_an_argo_state(health: HealthChec
 
 # --- recorded objects and edge cases ----------------------------------------------------
 
-def _fixtures() -> list[dict[str, Any]]:
-    return list(yaml.safe_load(FIXTURES.read_text()))
+def _fixtures(path: Path = FIXTURES) -> list[dict[str, Any]]:
+    return list(yaml.safe_load(path.read_text()))
+
+
+@pytest.mark.parametrize("case", _fixtures(E2E_FIXTURES), ids=lambda c: c["name"])
+def test_pipelineruns_recorded_from_the_running_operator(health: HealthCheck, case: dict[str, Any]) -> None:
+    verdict = health(case["object"])
+    assert verdict["status"] == case["health"], verdict
+    status = case["object"].get("status") or {}
+    if status.get("phase") == "Failed":
+        assert verdict["message"] == status["message"]
+
+
+def test_the_recording_covers_every_phase_and_a_preemption() -> None:
+    cases = _fixtures(E2E_FIXTURES)
+    phases = {(c["object"].get("status") or {}).get("phase") for c in cases}
+    assert {p.value for p in Phase} <= phases
+    assert any((c["object"].get("status") or {}).get("phase") == "Retrying"
+               and any(a.get("outcome") == "Preempted" for a in c["object"]["status"].get("attempts", []))
+               for c in cases)
 
 
 @pytest.mark.parametrize("case", _fixtures(), ids=lambda c: c["name"])
