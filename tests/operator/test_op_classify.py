@@ -118,3 +118,23 @@ def test_termination_report_parsed_defensively() -> None:
     assert got is not None and got.report == report and got.message == "ValueError: boom"
     plain = classify_attempt(job("Failed"), pod("Failed", 1, message="Traceback: plain text"))
     assert plain is not None and plain.report is None and "plain text" in plain.message
+
+
+def test_api_errors_are_sorted_in_one_place() -> None:
+    from respawn_operator.kube import ApiError, ErrorKind, sort_api_error
+
+    cases = {
+        (404, "NotFound"): ErrorKind.NOT_FOUND,
+        (409, "AlreadyExists"): ErrorKind.ALREADY_EXISTS,
+        (409, "Conflict"): ErrorKind.CONFLICT,
+        (422, "Invalid"): ErrorKind.INVALID,
+        (400, "BadRequest"): ErrorKind.INVALID,
+        (403, "Forbidden"): ErrorKind.FORBIDDEN,
+        (429, "TooManyRequests"): ErrorKind.TRANSIENT,
+        (500, "InternalError"): ErrorKind.TRANSIENT,
+        (0, "ClientConnectorError"): ErrorKind.TRANSIENT,
+    }
+    for (code, reason), kind in cases.items():
+        assert sort_api_error(ApiError(code, reason, "x"))[0] is kind, (code, reason)
+    assert sort_api_error(ApiError(429, "TooManyRequests", "x", retry_after=7))[1] == 7
+    assert sort_api_error(TimeoutError())[0] is ErrorKind.TRANSIENT

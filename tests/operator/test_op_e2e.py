@@ -381,3 +381,37 @@ def test_example_manifests_run_through_the_operator(cluster: Cluster, example: s
     assert (work / "out" / "manifest.jsonl").exists()
     if example == "dataprep-run.yaml":
         assert st["preemptions"] == 1 and st["attempts"][0]["spot"] is True
+
+
+def test_api_errors_are_retried_without_duplicate_attempts(cluster: Cluster) -> None:
+    def job_create(r: Any) -> bool:
+        return r.method == "POST" and r.path.endswith("/jobs")
+    def status_write(r: Any) -> bool:
+        return r.method == "PATCH" and "/pipelineruns/flaky/status" in r.path
+    before = cluster.api.faults.injected
+    cluster.api.faults.fail_next(2, 500, match=job_create)
+    cluster.api.faults.fail_next(2, 503, match=status_write, retry_after=1)
+    cluster.submit("flaky", {"step_s": 0.05})
+    st = cluster.wait_phase("flaky", "Succeeded")
+    assert cluster.jobs("flaky") == ["flaky-a1"] and st["attempt"] == 1
+    assert cluster.api.faults.injected - before == 4
+
+
+def test_job_created_just_before_a_crash_is_adopted(cluster: Cluster) -> None:
+    """The operator creates a Job, then dies before writing status: the restart adopts the Job."""
+    cluster.op.kill()
+    try:
+        run = cluster.submit("adopt", {"step_s": 0.05})
+        from respawn_operator.config import OperatorConfig
+        from respawn_operator.job_builder import build_job
+        from respawn_operator.spec import PipelineRunStatus, Run, parse_spec
+
+        config = OperatorConfig.from_env(cluster.op.env)
+        view = Run(name="adopt", namespace=NS, uid=run["metadata"]["uid"], generation=1,
+                   spec=parse_spec(run["spec"]), status=PipelineRunStatus())
+        cluster.api.create(build_job(view, 1, config), namespace=NS)
+    finally:
+        cluster.op.start()
+    st = cluster.wait_phase("adopt", "Succeeded")
+    assert cluster.jobs("adopt") == ["adopt-a1"] and st["attempt"] == 1
+    assert outcomes(st) == [("Succeeded", "Succeeded")]
