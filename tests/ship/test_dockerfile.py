@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-import subprocess
+import os
 import tomllib
 from pathlib import Path
 
@@ -64,22 +64,48 @@ def _dockerignore_admits(path: str, patterns: list[str]) -> bool:
     return admitted
 
 
-def test_dockerignore_lets_in_exactly_what_pip_install_needs() -> None:
+def _build_context(patterns: list[str]) -> list[str]:
+    """Files of the working tree that `docker build .` would send, as relative paths."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        rel_dir = os.path.relpath(dirpath, ROOT)
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        dirnames[:] = [d for d in dirnames if d not in (".git", ".venv", "node_modules")]
+        out += [rel_dir + f for f in filenames if _dockerignore_admits(rel_dir + f, patterns)]
+    return out
+
+
+def test_build_context_holds_every_package_pip_install_finds(tmp_path: Path) -> None:
+    import shutil
+
+    from setuptools import find_packages
+
     patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
-    where = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"]
-    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    package_files = [f for f in tracked if f.endswith(".py") and any(
-        fnmatch.fnmatch(f.removeprefix(w + "/") if w != "." else f, pat.replace("*", "") + "*")
-        for w in where for pat in include)]
-    assert any(f.startswith("pipeline_runtime/") for f in package_files)
-    assert any(f.startswith("operator/respawn_operator/") for f in package_files)
-    for f in package_files + ["pyproject.toml"]:
-        assert _dockerignore_admits(f, patterns), f"{f} is needed by `pip install .` but .dockerignore drops it"
-    for f in ("tests/conftest.py", ".git/HEAD", ".venv/pyvenv.cfg", "charts/respawn/Chart.yaml",
-              "pipeline_runtime/__pycache__/x.pyc"):
-        assert not _dockerignore_admits(f, patterns), f"{f} should not reach the image"
+    context = _build_context(patterns)
+    assert "pyproject.toml" in context
+    assert not [f for f in context if f.startswith(("tests/", "charts/", "scripts/", "bench/"))
+                or "__pycache__" in f or f.endswith(".pyc")], "only what the image needs"
+    for rel in context:  # the context, as the builder stage sees it after `COPY . /src`
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / rel, tmp_path / rel)
+    find = PYPROJECT["tool"]["setuptools"]["packages"]["find"]
+    def found(root: Path) -> set[str]:
+        return {pkg for where in find["where"] for pkg in find_packages(where=str(root / where), include=find["include"])}
+    in_context, in_repo = found(tmp_path), found(ROOT)
+    assert {"pipeline_runtime", "respawn_operator"} <= in_context
+    assert in_context == in_repo, f"packages missing from the image: {sorted(in_repo - in_context)}"
+    # Every entry point (console scripts, pipelines, stores) the repo can load, the image can too.
+    def has_module(root: Path, target: str) -> bool:
+        module = target.split(":")[0].replace(".", "/")
+        return any((root / w / f"{module}.py").exists() or (root / w / module / "__init__.py").exists()
+                   for w in find["where"])
+    groups = [PYPROJECT["project"]["scripts"], *PYPROJECT["project"].get("entry-points", {}).values()]
+    for group in groups:
+        for target in group.values():
+            assert has_module(tmp_path, target) == has_module(ROOT, target), target
+    for script in ("pipeline-runtime", "respawn-operator"):
+        assert has_module(tmp_path, SCRIPTS[script])
     readme = PYPROJECT["project"].get("readme")
     if readme:
         assert _dockerignore_admits(readme, patterns)
