@@ -224,6 +224,7 @@ class PodSim:
         self.resync_seconds = resync_seconds
         self.jobs: dict[tuple[str, str], Obj] = {}
         self.pods: dict[tuple[str, str], Obj] = {}
+        self.node_objects: dict[tuple[str, str], Obj] = {}
         self.procs: dict[str, _Proc] = {}
         """Running container processes by pod uid."""
         self.orphans: list[_Proc] = []
@@ -283,7 +284,7 @@ class PodSim:
         ready.wait(timeout)
         if failure:
             raise failure[0]
-        self._wait_sync(lambda: self._synced >= {"jobs", "pods"}, timeout, "podsim caches to sync")
+        self._wait_sync(lambda: self._synced >= {"jobs", "pods", "nodes"}, timeout, "podsim caches to sync")
 
     def stop(self) -> None:
         """Stop the loops and kill every process this simulator started (orphans too)."""
@@ -456,7 +457,7 @@ class PodSim:
         self._kick = asyncio.Event()
         for node in self.nodes.values():
             await self._add_node(node)
-        for kind in ("jobs", "pods"):
+        for kind in ("jobs", "pods", "nodes"):
             self._tasks.append(asyncio.create_task(self._informer(kind)))
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
 
@@ -499,15 +500,28 @@ class PodSim:
             },
         }
         try:
-            await self._request("POST", "/api/v1/nodes", body)
+            created = await self._request("POST", "/api/v1/nodes", body)
         except _HttpError as e:
             if e.status != 409:
+                raise
+            created = await self._request("GET", f"/api/v1/nodes/{node.name}")
+        # The kubelet's heartbeat lease (kubectl describe node reads it); owned by the Node.
+        assert created is not None
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": node.name, "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name,
+                                                                      "uid": created["metadata"]["uid"]}]},
+                 "spec": {"holderIdentity": node.name, "leaseDurationSeconds": 40,
+                          "renewTime": now_rfc3339().replace("Z", ".000000Z")}}
+        try:
+            await self._request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)
+        except _HttpError as e:
+            if e.status not in (404, 409):
                 raise
         if self._kick:
             self._kick.set()
 
     async def _informer(self, kind: str) -> None:
-        cache = self.jobs if kind == "jobs" else self.pods
+        cache = {"jobs": self.jobs, "pods": self.pods, "nodes": self.node_objects}[kind]
         path = self._path(kind, None)
         assert self._session is not None
         while not self._stopping:
@@ -516,7 +530,7 @@ class PodSim:
                 assert listing is not None
                 cache.clear()
                 for o in listing.get("items", []):
-                    cache[(o["metadata"]["namespace"], o["metadata"]["name"])] = o
+                    cache[(o["metadata"].get("namespace", ""), o["metadata"]["name"])] = o
                 rv = listing["metadata"]["resourceVersion"]
                 self._synced.add(kind)
                 self._kick.set()  # type: ignore[union-attr]
@@ -749,7 +763,7 @@ class PodSim:
 
     async def _schedule(self, pod: Obj) -> None:
         meta, spec = pod["metadata"], pod.get("spec") or {}
-        candidates = [n for n in self.nodes.values() if n.name not in self.lost_nodes and fits(spec, n)]
+        candidates = [n for n in (self._live_node(name) for name in self.nodes) if n is not None and fits(spec, n)]
         if not candidates:
             if meta["uid"] not in self._unschedulable:
                 self._unschedulable.add(meta["uid"])
@@ -772,6 +786,18 @@ class PodSim:
         except _HttpError as e:
             if e.status not in (404, 409):
                 raise
+
+    def _live_node(self, name: str) -> SimNode | None:
+        """The node as the API shows it (labels, taints, cordon), None if it cannot take pods."""
+        if name in self.lost_nodes:
+            return None
+        obj = self.node_objects.get(("", name))
+        if obj is None:
+            return self.nodes[name]
+        spec = obj.get("spec") or {}
+        if spec.get("unschedulable"):
+            return None  # cordoned (kubectl cordon / drain)
+        return SimNode(name, dict(obj["metadata"].get("labels") or {}), list(spec.get("taints") or []))
 
     def _container_env(self, pod: Obj, container: Obj, termination_log: str) -> dict[str, str]:
         meta, spec = pod["metadata"], pod.get("spec") or {}

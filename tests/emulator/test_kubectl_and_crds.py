@@ -118,9 +118,34 @@ def test_kubectl_builtins(api: ApiServerThread, kubectl: Kubectl, tmp_path: Any)
     assert out[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and out[1].split()[:3] == ["p", "0/1", "Pending"]
     assert "default" in kubectl("get", "namespaces").stdout
     assert "n1" in kubectl("get", "nodes").stdout
-    # (Imperative `kubectl create configmap` sends protobuf, which the emulator answers with 415.)
-    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"},
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"},
                                                   "data": {"a": "b"}}))
-    assert api.get("configmaps", "cm")["data"] == {"a": "b"}
-    kubectl("label", "configmap", "cm", "app=x")
-    assert kubectl("get", "cm", "-l", "app=x", "-o", "name").stdout.strip() == "configmap/cm"
+    assert api.get("configmaps", "applied")["data"] == {"a": "b"}
+
+
+def test_kubectl_imperative_commands_send_protobuf(api: ApiServerThread, kubectl: Kubectl) -> None:
+    kubectl("create", "namespace", "demo")
+    kubectl("create", "configmap", "cm", "--from-literal=a=b", "-n", "demo")
+    kubectl("create", "secret", "generic", "s", "--from-literal=k=v", "-n", "demo")
+    kubectl("create", "serviceaccount", "sa", "-n", "demo")
+    assert api.get("configmaps", "cm", "demo")["data"] == {"a": "b"}
+    assert api.get("secrets", "s", "demo")["data"] == {"k": "dg=="}
+    assert api.get("serviceaccounts", "sa", "demo")["metadata"]["uid"]
+    kubectl("label", "configmap", "cm", "app=x", "-n", "demo")
+    assert kubectl("get", "cm", "-n", "demo", "-l", "app=x", "-o", "name").stdout.strip() == "configmap/cm"
+    # Kinds the emulator cannot decode from protobuf say so.
+    result = kubectl("create", "job", "j", "--image=busybox", "--", "true", check=False)
+    assert result.returncode != 0 and "send JSON" in result.stderr
+
+
+def test_kubectl_drain_evicts_through_the_eviction_api(api: ApiServerThread, kubectl: Kubectl) -> None:
+    api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}})
+    api.patch("pods", "p", {"status": {"phase": "Running"}}, subresource="status")
+    result = kubectl("drain", "n1", "--force", "--timeout=1s", check=False)
+    assert "evicting pod default/p" in result.stderr + result.stdout
+    assert api.get("nodes", "n1", namespace=None)["spec"]["unschedulable"] is True
+    pod = api.get("pods", "p")  # no kubelet here: it stays terminating
+    assert pod["metadata"]["deletionTimestamp"]
+    assert [c["reason"] for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget"] == ["EvictionByEvictionAPI"]

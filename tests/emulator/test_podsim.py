@@ -262,3 +262,24 @@ urllib.request.urlopen(req).read()
     api.create(job_manifest("progress", code))
     wait_for(lambda: job_condition(api, "progress", "Complete"), 15, "job")
     assert the_pod(api, "progress")["metadata"]["annotations"]["respawn.dev/progress"] == "3/5"
+
+
+def test_scheduler_follows_the_node_objects_cordon_and_taints(api: ApiServerThread, sim: PodSim) -> None:
+    api.patch("nodes", "ondemand-1", {"spec": {"unschedulable": True}}, namespace=None)  # kubectl cordon
+    wait_for(lambda: sim.node_objects[("", "ondemand-1")]["spec"].get("unschedulable"), 5, "podsim to see the cordon")
+    api.create(job_manifest("waits", "pass"))
+    cond = wait_for(lambda: condition(the_pod(api, "waits"), "PodScheduled"), 10, "unschedulable")
+    assert cond["reason"] == "Unschedulable"
+    api.patch("nodes", "ondemand-1", {"spec": {"unschedulable": None}}, namespace=None)
+    wait_for(lambda: job_condition(api, "waits", "Complete"), 15, "job after uncordon")
+    assert the_pod(api, "waits")["spec"]["nodeName"] == "ondemand-1"
+    api.patch("nodes", "ondemand-1", {"spec": {"taints": [{"key": "maintenance", "effect": "NoSchedule"}]}}, namespace=None)
+    wait_for(lambda: sim.node_objects[("", "ondemand-1")]["spec"].get("taints"), 5, "podsim to see the taint")
+    tolerant = job_manifest("tolerant", "pass")
+    tolerant["spec"]["template"]["spec"]["tolerations"] = [{"operator": "Exists"}]
+    tolerant["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": "ondemand-1"}
+    api.create(tolerant)
+    wait_for(lambda: job_condition(api, "tolerant", "Complete"), 15, "a pod tolerating every taint")
+    # The kubelet's heartbeat lease exists, owned by the Node.
+    lease = api.get("leases", "ondemand-1", "kube-node-lease")
+    assert lease["metadata"]["ownerReferences"][0]["kind"] == "Node"
