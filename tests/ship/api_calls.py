@@ -123,7 +123,9 @@ def _kopf_handler(deco: ast.expr, consts: dict[str, object], where: str) -> list
         return []
     if func.attr in ("startup", "cleanup", "login", "probe"):
         return []
-    group, _version, plural = (_value(a, consts) for a in deco.args[:3])
+    if len(deco.args) != 3:
+        raise AssertionError(f"{where}: @kopf.on.{func.attr} without (group, version, plural); teach tests/ship/api_calls.py")
+    group, _version, plural = (_value(a, consts) for a in deco.args)
     namespaced = not (group == "" and plural in ("nodes", "namespaces"))
     what = f"{where}: @kopf.on.{func.attr}({group!r}, {plural!r})"
     needs = [Need(str(group), str(plural), verb, namespaced, what) for verb in ("list", "watch")]

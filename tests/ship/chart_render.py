@@ -101,7 +101,7 @@ def chart() -> helm.Chart:
 
 
 @functools.lru_cache(maxsize=None)
-def _render_cached(key: str, values_yaml: str) -> tuple[Manifest, ...]:
+def _render_cached(values_yaml: str) -> tuple[Manifest, ...]:
     values = yaml.safe_load(values_yaml)
     rendered = chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     out = []
@@ -121,7 +121,7 @@ def _render_cached(key: str, values_yaml: str) -> tuple[Manifest, ...]:
 def render(values: dict[str, Any] | None = None) -> list[Manifest]:
     """Every object `helm install` would create with ``values``, CRDs included."""
     values = copy.deepcopy(values or {})
-    return list(_render_cached(repr(values), yaml.safe_dump(values)))
+    return list(_render_cached(yaml.safe_dump(values)))
 
 
 def notes(values: dict[str, Any] | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import helm_python as helm
@@ -200,7 +201,7 @@ def _run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, st
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(kopf, "run", lambda **kw: calls.append(kw))
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
-    for key in [k for k in __import__("os").environ if k.startswith("RESPAWN_")]:
+    for key in [k for k in os.environ if k.startswith("RESPAWN_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
