@@ -1289,6 +1289,8 @@ class ApiServer:
         stored = self.store[("apiextensions.k8s.io", "customresourcedefinitions")].get(key)
         if stored is not None and not (stored.get("status") or {}).get("acceptedNames"):
             cond_time = now_rfc3339()
+            old = stored
+            stored = copy.deepcopy(stored)
             stored["status"] = {
                 "acceptedNames": copy.deepcopy(names),
                 "conditions": [
@@ -1297,8 +1299,8 @@ class ApiServer:
                 ],
                 "storedVersions": [v["name"] for v in spec["versions"] if v.get("storage")],
             }
-            old = copy.deepcopy(stored)
             stored["metadata"]["resourceVersion"] = str(self._next_rv())
+            self.store[("apiextensions.k8s.io", "customresourcedefinitions")][key] = stored
             self._emit("MODIFIED", self.types[("apiextensions.k8s.io", "customresourcedefinitions")], stored, old)
 
     def _unserve_crd(self, crd: Obj) -> None:
@@ -1309,6 +1311,9 @@ class ApiServer:
         for obj in list(self.store[key].values()):
             self._remove(rtype, obj)
         del self.types[key]
+        for w in list(self._watchers):
+            if w.rkey == key:
+                w.queue.put_nowait(None)  # a real server ends watches of a resource it stops serving
 
     # -- rendering -------------------------------------------------------
 
@@ -1692,6 +1697,20 @@ class ApiServer:
         if not expired:
             self._watchers.add(watcher)
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        as_table = _wants_table(request)
+        headers_sent = False
+
+        def render(o: Obj) -> Obj:
+            # `kubectl get -w` watches in Table form: one row per event, columns once.
+            nonlocal headers_sent
+            if not as_table:
+                return self._render(rtype, o, version)
+            table = self._table(rtype, version, [o], q.get("includeObject", "Metadata"), o["metadata"]["resourceVersion"])
+            if headers_sent:
+                table["columnDefinitions"] = []
+            headers_sent = True
+            return table
+
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
         resp.enable_chunked_encoding()
         loop = asyncio.get_running_loop()
@@ -1700,7 +1719,7 @@ class ApiServer:
         try:
             await resp.prepare(request)
             for etype, o in backlog:
-                obj = o if etype == "ERROR" else self._render(rtype, o, version)
+                obj = o if etype == "ERROR" else render(o)
                 await resp.write(json.dumps({"type": etype, "object": obj}).encode() + b"\n")
             if expired:
                 return resp
@@ -1731,7 +1750,7 @@ class ApiServer:
                     etype = "ADDED"
                 elif not now_match:
                     continue
-                await resp.write(json.dumps({"type": etype, "object": self._render(rtype, ev.obj, version)}).encode() + b"\n")
+                await resp.write(json.dumps({"type": etype, "object": render(ev.obj)}).encode() + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -149,3 +149,27 @@ def test_kubectl_drain_evicts_through_the_eviction_api(api: ApiServerThread, kub
     pod = api.get("pods", "p")  # no kubelet here: it stays terminating
     assert pod["metadata"]["deletionTimestamp"]
     assert [c["reason"] for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget"] == ["EvictionByEvictionAPI"]
+
+
+def test_kubectl_get_watch_prints_printer_columns(api: ApiServerThread, crd: Any, kubeconfig: str, tmp_path: Any) -> None:
+    import subprocess
+    import threading
+
+    from .helpers import wait_for
+
+    api.create(widget("a", size=1))
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", str(tmp_path / "cache"),
+                             "get", "widgets", "-w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_for(lambda: len(lines) >= 2, 15, "kubectl's initial table")
+        api.patch("widgets", "a", {"status": {"phase": "Running"}}, subresource="status")
+        wait_for(lambda: any("Running" in line for line in lines), 15, "the watched change")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert lines[0].split() == ["NAME", "SIZE", "PHASE", "AGE"]
+    assert [line.split()[:3] for line in lines if "Running" in line] == [["a", "1", "Running"]]
+    assert sum(1 for line in lines if line.startswith("NAME")) == 1
