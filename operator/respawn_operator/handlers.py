@@ -220,7 +220,8 @@ class Reconciler:
             try:
                 node = await self.client.get(NODES, node_name)
                 node_exists = node is not None
-                node_labels = (node or {}).get("metadata", {}).get("labels") or {}
+                if node is not None:  # a vanished node says nothing about spot
+                    node_labels = node.get("metadata", {}).get("labels") or {}
             except ApiError as exc:
                 metrics.API_ERRORS.labels(sort_api_error(exc)[0].value).inc()  # no RBAC on nodes: unknown
         return Observed(job=job, pod=pod, pod_gone=gone, node_exists=node_exists, node_labels=node_labels)

@@ -219,3 +219,12 @@ def test_fixing_an_invalid_spec_lets_the_run_go_on() -> None:
     body, d = step(body, Observed())
     assert d.create_job is not None and body["status"]["phase"] == "Pending"
     assert next(c for c in body["status"]["conditions"] if c["type"] == "Succeeded")["status"] == "Unknown"
+
+
+def test_spot_is_taken_from_node_labels_and_kept_when_the_node_vanishes() -> None:
+    body, _ = step(new_run(), Observed())
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=True,
+                                  node_labels={"cloud.google.com/gke-spot": "true"}))
+    assert body["status"]["attempts"][0]["spot"] is True
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=False, node_labels=None))
+    assert body["status"]["attempts"][0]["spot"] is True and body["status"]["attempts"][0]["reason"] == "NodeLost"
