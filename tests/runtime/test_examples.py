@@ -1,0 +1,33 @@
+"""examples/custom_pipeline.py runs as documented, and resumes after SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import wait_for
+from tests.runtime.conftest import ROOT, Runtime
+
+
+def test_custom_pipeline_example_runs_and_resumes(runtime: Runtime, tmp_path: Path) -> None:
+    env = {"PYTHONPATH": f"{ROOT / 'examples'}:{ROOT}", "RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}
+    out, clean = tmp_path / "thumbs.npz", tmp_path / "clean.npz"
+    args = ["run", "custom_pipeline:Thumbnails", "--checkpoint-uri", f"file://{tmp_path}/ck"]
+    code, text, _ = runtime.run([*args, "--run-id", "clean", "--params",
+                                 f'{{"n": 3000, "size": 128, "out": "{clean}"}}'], env=env)
+    assert code == 0, text
+    params = f'{{"n": 3000, "size": 128, "out": "{out}"}}'
+    proc = runtime.start([*args, "--run-id", "t", "--params", params, "--retain", "Always"],
+                         env=env)
+    ck = tmp_path / "ck" / "default" / "t" / "commits"
+    # Progress commits appear while `shrink` runs; stop it then.
+    wait_for(lambda: ck.exists() and len(list(ck.iterdir())) >= 4, 60, "progress commits")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) in (0, 143)
+    code, text, _ = runtime.run([*args, "--run-id", "t", "--params", params], env=env)
+    assert code == 0, text
+    assert np.array_equal(np.load(out)["small"], np.load(clean)["small"])
+    code, _, term = runtime.run([*args, "--run-id", "odd", "--params", '{"size": 63}'], env=env)
+    assert code == 64 and term is not None and term["message"].startswith("size:")
