@@ -677,6 +677,7 @@ class Faults:
         if refuse:
             self.close_watches()
             await self._server._stop_site()
+            self._server._drop_connections()
             loop.call_later(seconds, lambda: asyncio.ensure_future(self._server._start_site()))
 
     def _take(self, request: web.Request) -> FaultRule | None:
@@ -766,6 +767,14 @@ class ApiServer:
         if self._site is not None:
             await self._site.stop()
             self._site = None
+
+    def _drop_connections(self) -> None:
+        """Close every open client connection (keep-alive ones too), like a crashed server."""
+        server = self._runner.server if self._runner is not None else None
+        for handler in list(getattr(server, "connections", []) or []):
+            handler.force_close()
+            if handler.transport is not None:
+                handler.transport.close()
 
     async def stop(self) -> None:
         """Close watches, stop serving, stop the garbage collector."""

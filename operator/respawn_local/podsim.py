@@ -214,7 +214,7 @@ class PodSim:
 
     def __init__(self, api_url: str, nodes: list[SimNode] | None = None, work_dir: str | None = None,
                  default_command: tuple[str, ...] = ("pipeline-runtime",), extra_env: dict[str, str] | None = None,
-                 resync_seconds: float = 1.0) -> None:
+                 resync_seconds: float = 1.0, events: bool = True) -> None:
         self.api_url = api_url.rstrip("/")
         self.nodes: dict[str, SimNode] = {n.name: n for n in (nodes if nodes is not None else default_nodes())}
         self._own_work_dir = work_dir is None
@@ -222,6 +222,7 @@ class PodSim:
         self.default_command = tuple(default_command)
         self.extra_env = dict(extra_env or {})
         self.resync_seconds = resync_seconds
+        self.events = events
         self.jobs: dict[tuple[str, str], Obj] = {}
         self.pods: dict[tuple[str, str], Obj] = {}
         self.node_objects: dict[tuple[str, str], Obj] = {}
@@ -700,6 +701,10 @@ class PodSim:
                     set_condition(s, "FailureTarget", "True", reason, message or "")
                     set_condition(s, "Failed", "True", reason, message or "")
             await self._update_status("jobs", ns, name, finish, job)
+            if reason == "Complete":
+                self._event(job, "Completed", "Job completed", component="job-controller")
+            else:
+                self._event(job, reason, message or "", "Warning", component="job-controller")
             return
 
         wait_for_terminating = spec.get("podReplacementPolicy") == "Failed" and terminating
@@ -739,6 +744,8 @@ class PodSim:
         try:
             created = await self._request("POST", self._path("pods", meta["namespace"]), pod)
             self._remember("pods", created)
+            if created is not None:
+                self._event(job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component="job-controller")
         finally:
             self._pending_creates[uid] -= 1
 
@@ -772,6 +779,7 @@ class PodSim:
                 def unschedulable(p: Obj) -> None:
                     set_condition(p["status"], "PodScheduled", "False", "Unschedulable", msg)
                 await self._update_status("pods", meta["namespace"], meta["name"], unschedulable)
+                self._event(pod, "FailedScheduling", msg, "Warning", component="default-scheduler")
             return
         load = {n.name: 0 for n in candidates}
         for p in self.pods.values():
@@ -786,6 +794,32 @@ class PodSim:
         except _HttpError as e:
             if e.status not in (404, 409):
                 raise
+            return
+        self._event(pod, "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {best.name}",
+                    component="default-scheduler")
+
+    def _event(self, obj: Obj, reason: str, message: str, etype: str = "Normal", component: str = "kubelet") -> None:
+        """Post a core/v1 Event about `obj` (fire and forget), as the real components do."""
+        if not self.events:
+            return
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or "default"
+        now = now_rfc3339()
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"{meta['name']}.{random.getrandbits(64):016x}", "namespace": ns},
+                "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "Pod"),
+                                   "name": meta["name"], "namespace": ns, "uid": meta.get("uid", ""),
+                                   "resourceVersion": meta.get("resourceVersion", "")},
+                "reason": reason, "message": message, "type": etype, "count": 1,
+                "firstTimestamp": now, "lastTimestamp": now, "source": {"component": component},
+                "reportingComponent": component, "reportingInstance": ""}
+
+        async def post() -> None:
+            try:
+                await self._request("POST", f"/api/v1/namespaces/{ns}/events", body)
+            except Exception:
+                pass  # events are best effort, as in kube
+        self._spawn(post())
 
     def _live_node(self, name: str) -> SimNode | None:
         """The node as the API shows it (labels, taints, cordon), None if it cannot take pods."""
@@ -887,6 +921,7 @@ class PodSim:
             s["containerStatuses"] = [{"name": proc.container, "image": proc.image, "imageID": "", "containerID": f"sim://{process.pid}",
                                        "ready": True, "started": True, "restartCount": 0, "state": {"running": {"startedAt": started}}}]
         await self._update_status("pods", ns, name, running)
+        self._event(pod, "Started", f"Started container {proc.container}")
         self._spawn(self._monitor(proc))
 
     async def _monitor(self, proc: _Proc) -> None:
@@ -935,6 +970,9 @@ class PodSim:
     async def _stop_process(self, proc: _Proc, grace: float) -> None:
         """SIGTERM, wait up to `grace`, SIGKILL, then wait for the status update."""
         proc.stopping = True
+        self._event({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": proc.name, "namespace": proc.namespace,
+                                                                    "uid": proc.pod_uid}},
+                    "Killing", f"Stopping container {proc.container}")
         if proc.process.returncode is None:
             try:
                 proc.process.send_signal(signal.SIGTERM)

@@ -56,8 +56,20 @@ def test_pause_hangs_requests_then_answers(api: ApiServerThread) -> None:
 
 
 def test_pause_refusing_connections_then_coming_back(api: ApiServerThread) -> None:
+    import http.client as httpclient
+
     port = int(api.url.rsplit(":", 1)[1])
+    keepalive = httpclient.HTTPConnection("127.0.0.1", port, timeout=5)
+    keepalive.request("GET", CM)
+    assert keepalive.getresponse().read()
     api.faults.pause(0.5, refuse=True)
+    # Open keep-alive connections are dropped too, not only new ones refused.
+    try:
+        keepalive.request("GET", CM)
+        keepalive.getresponse().read()
+        raise AssertionError("the kept-alive connection still answered")
+    except (ConnectionError, httpclient.HTTPException, OSError):
+        pass
 
     def refused() -> bool:
         try:

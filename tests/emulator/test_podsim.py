@@ -90,6 +90,12 @@ def test_job_success_runs_a_real_process(api: ApiServerThread, sim: PodSim) -> N
     log = sim.log(name)
     assert f"pod {name} default ondemand-1 hello" in log and f"api {api.url} {name}" in log
     assert pod["metadata"]["annotations"]["respawn.dev/sim-log"].endswith("output.log")
+
+    def reasons(kind: str, obj: str) -> list[str]:
+        return [e["reason"] for e in api.list("events", "default")
+                if e["involvedObject"]["kind"] == kind and e["involvedObject"]["name"] == obj]
+    wait_for(lambda: {"Scheduled", "Started"} <= set(reasons("Pod", name)), 5, "pod events")
+    wait_for(lambda: {"SuccessfulCreate", "Completed"} <= set(reasons("Job", "ok")), 5, "job events")
     # `kubectl logs` reads the same file through pods/log.
     from .helpers import http
     assert "hello" in http(api.url, "GET", f"/api/v1/namespaces/default/pods/{name}/log")[1]
@@ -283,3 +289,42 @@ def test_scheduler_follows_the_node_objects_cordon_and_taints(api: ApiServerThre
     # The kubelet's heartbeat lease exists, owned by the Node.
     lease = api.get("leases", "ondemand-1", "kube-node-lease")
     assert lease["metadata"]["ownerReferences"][0]["kind"] == "Node"
+
+
+SLOW_STOP = r"""
+import signal, sys, time
+def stop(signum, frame):
+    time.sleep(0.7)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _replacement_order(api: ApiServerThread, sim: PodSim, policy: str) -> tuple[int, int]:
+    """(rv at which the old pod turned Failed, rv at which the replacement appeared)."""
+    manifest = job_manifest("rep", SLOW_STOP, backoff_limit=1)
+    manifest["spec"]["podReplacementPolicy"] = policy
+    api.create(manifest)
+    old = running_pod(api, sim, "rep")["metadata"]["name"]
+    sim.delete_pod(old, grace=5, wait=False)
+    wait_for(lambda: [p for p in job_pods(api, "rep") if p["metadata"]["name"] != old], 15, "a replacement pod")
+    wait_for(lambda: api.get_or_none("pods", old) is None, 15, "the old pod to go")
+    history = api.call(lambda: [(e.rv, e.type, e.obj) for e in api.server.history if e.rkey == ("", "pods")])
+    failed_at = min(rv for rv, _, o in history if o["metadata"]["name"] == old and o["status"].get("phase") == "Failed")
+    added_at = min(rv for rv, t, o in history if t == "ADDED" and o["metadata"]["name"] != old
+                   and o["metadata"]["labels"].get("job-name") == "rep")
+    return failed_at, added_at
+
+
+def test_pod_replacement_policy_failed_waits_for_the_terminating_pod(api: ApiServerThread, sim: PodSim) -> None:
+    failed_at, added_at = _replacement_order(api, sim, "Failed")
+    assert added_at > failed_at
+
+
+def test_pod_replacement_policy_terminating_or_failed_replaces_at_once(api: ApiServerThread, sim: PodSim) -> None:
+    failed_at, added_at = _replacement_order(api, sim, "TerminatingOrFailed")
+    assert added_at < failed_at
+    assert api.get("jobs", "rep")["status"]["failed"] == 1
