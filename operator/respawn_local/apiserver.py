@@ -1028,7 +1028,7 @@ class ApiServer:
             # Finalizers can only be removed from an object being deleted, not added.
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
-                raise ApiError(422, "Forbidden", f"no new finalizers can be added if the object is being deleted, found new finalizers {sorted(added)}")
+                raise ApiError(422, "Invalid", f'{rtype.kind} "{name}" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {sorted(added)}')
         new["apiVersion"] = rtype.api_version(version)
         new["kind"] = rtype.kind
         if rtype.key == ("", "pods"):
@@ -1149,6 +1149,9 @@ class ApiServer:
         meta["finalizers"] = finalizers
         if not finalizers:
             meta.pop("finalizers")
+        if not obj["metadata"].get("deletionTimestamp"):
+            # Like kube's BeforeDelete: a graceful deletion bumps the generation.
+            meta["generation"] = meta.get("generation", 1) + 1
         if _strip_rv(new) == _strip_rv(obj):
             return obj
         meta["resourceVersion"] = str(self._next_rv())

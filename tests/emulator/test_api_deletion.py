@@ -21,6 +21,7 @@ def test_finalizers_hold_the_object_until_removed(api: ApiServerThread, crd: Any
     assert status == 200 and obj["metadata"]["deletionTimestamp"]
     held = api.get("widgets", "a")
     assert held["metadata"]["finalizers"] == ["respawn.dev/cleanup"]
+    assert held["metadata"]["generation"] == 2  # kube bumps it when the deletion starts
     # Adding a finalizer to an object being deleted is refused, status writes still work.
     status, _ = http(api.url, "PATCH", "/apis/test.respawn.dev/v1/namespaces/default/widgets/a",
                      {"metadata": {"finalizers": ["respawn.dev/cleanup", "other"]}}, content_type="application/merge-patch+json")
