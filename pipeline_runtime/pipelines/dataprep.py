@@ -378,24 +378,23 @@ def _fp_array(items: list[bytes]) -> np.ndarray:
 
 def _shard_batches(work: WorkStore, refs: list[dict[str, Any]], shard_size: int,
                    start_shard: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (shard number, images) from `start_shard` on, loading one work chunk at a time."""
-    skip = start_shard * shard_size
-    number = start_shard
-    pending: list[np.ndarray] = []
-    held = 0
-    for ref in refs:
-        if skip >= ref["count"]:
-            skip -= ref["count"]
-            continue
-        chunk = work.get(ref)[skip:]
-        skip = 0
-        pending.append(chunk)
-        held += len(chunk)
-        while held >= shard_size:
-            joined = np.concatenate(pending)
-            yield number, joined[:shard_size]
-            number += 1
-            rest = joined[shard_size:]
-            pending, held = ([rest] if len(rest) else []), len(rest)
-    if held:
-        yield number, np.concatenate(pending)
+    """Yield (shard number, images) from `start_shard` on, holding one work chunk and one shard at a time."""
+    total = sum(r["count"] for r in refs)
+    starts = np.cumsum([0] + [r["count"] for r in refs])
+    loaded: tuple[int, np.ndarray] | None = None
+    for number in range(start_shard, -(-total // shard_size)):
+        lo, hi = number * shard_size, min(total, (number + 1) * shard_size)
+        images: np.ndarray | None = None
+        at = lo
+        while at < hi:
+            c = int(np.searchsorted(starts, at, side="right")) - 1
+            if loaded is None or loaded[0] != c:
+                loaded = (c, work.get(refs[c]))
+            chunk = loaded[1]
+            if images is None:
+                images = np.empty((hi - lo, *chunk.shape[1:]), chunk.dtype)
+            take = min(hi, int(starts[c + 1])) - at
+            images[at - lo:at - lo + take] = chunk[at - int(starts[c]):at - int(starts[c]) + take]
+            at += take
+        assert images is not None
+        yield number, images

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .work_store import npy_bytes
+from .work_store import npy_header
 
 MANIFEST = "manifest.jsonl"
 """Name of the manifest under `output_uri`; written after every shard (the commit point)."""
@@ -29,15 +29,22 @@ def shard_name(number: int) -> str:
     return f"shard-{number:05d}.npz"
 
 
-def encode_shard(images: np.ndarray, crop_index: np.ndarray) -> bytes:
-    """An `.npz` holding `images` (n, s, s, 3) uint8 BGR and `crop_index` (n,) int64, byte-deterministic."""
+def encode_shard(images: np.ndarray, crop_index: np.ndarray) -> memoryview:
+    """An `.npz` holding `images` (n, s, s, 3) uint8 BGR and `crop_index` (n,) int64, byte-deterministic.
+
+    The arrays are streamed into the zip (no intermediate `.npy` copies); the
+    result is a view of the one buffer that holds the file.
+    """
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for key, arr in (("images", images), ("crop_index", crop_index)):
+            arr = np.ascontiguousarray(arr)
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_EPOCH)
             info.external_attr = 0o644 << 16
-            zf.writestr(info, npy_bytes(arr))
-    return buf.getvalue()
+            with zf.open(info, "w", force_zip64=True) as f:
+                f.write(npy_header(arr.shape, arr.dtype))
+                f.write(arr.data)
+    return buf.getbuffer()
 
 
 def crop_sha256(image: np.ndarray) -> str:
