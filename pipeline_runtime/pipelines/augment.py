@@ -8,6 +8,7 @@ or an earlier one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,7 +45,7 @@ class Draw:
         """Inverse of `as_row`."""
         return Draw(bool(row[0]), int(row[1]), float(row[2]), float(row[3]))
 
-    def describe(self, enabled: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    def describe(self, enabled: Sequence[str]) -> dict[str, Any]:
         """What was applied, for the manifest: only the enabled augmentations."""
         out: dict[str, Any] = {}
         if "flip" in enabled:
@@ -68,7 +69,7 @@ def draw(seed: int, index: int) -> Draw:
     return Draw(flip, turns, brightness, contrast)
 
 
-def apply(crop: np.ndarray, d: Draw, enabled: tuple[str, ...] | list[str]) -> np.ndarray:
+def apply(crop: np.ndarray, d: Draw, enabled: Sequence[str]) -> np.ndarray:
     """A new uint8 crop with the enabled augmentations applied (geometry first, then photometric)."""
     out = crop
     if "flip" in enabled and d.flip:

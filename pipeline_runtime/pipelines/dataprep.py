@@ -92,6 +92,7 @@ class DataPrepPipeline(Pipeline):
     name = "dataprep"
     version = "1"
     Params = DataPrepParams
+    _video_cache: tuple[str, str] | None = None  # (sha256, local path) of the fetched video
 
     # -- 1 -------------------------------------------------------------------
     @step
@@ -123,7 +124,7 @@ class DataPrepPipeline(Pipeline):
         fp_chunks: list[np.ndarray] = list(state["fingerprint"])
         resumed_at: list[int] = list(state["resumed_at"])
         kept = sum(len(c) for c in index_chunks)
-        limit = p.max_frames if p.max_frames is not None else None
+        limit = p.max_frames
         idx_buf: list[int] = []
         fp_buf: list[bytes] = []
         with FrameReader(path) as reader:
@@ -311,7 +312,9 @@ class DataPrepPipeline(Pipeline):
                 return
             out.delete(shards.MANIFEST)  # a different dataset was here: never pair it with our shards
         state = ctx.progress or {"next_shard": 0}
-        start = state["next_shard"]
+        # Shards the saved progress counts are skipped, unless one has gone missing since.
+        start = next((i for i in range(state["next_shard"]) if not out.exists(shards.shard_name(i))),
+                     state["next_shard"])
         if start:
             log.warning("write_dataset: resuming at shard %d of %d", start, n_shards)
         for number, images in _shard_batches(work, augmented["chunks"], p.shard_size, start):
@@ -356,9 +359,9 @@ class DataPrepPipeline(Pipeline):
     # -- helpers ---------------------------------------------------------------
     def _local_video(self, ctx: StepContext) -> str:
         """The video on local disk; re-fetched and checked against open_video's sha256 in a new pod."""
-        cache = getattr(self, "_video_cache", None)
+        cache = self._video_cache
         if cache is not None and cache[0] == ctx["video"]["sha256"]:
-            return str(cache[1])
+            return cache[1]
         try:
             path, digest = fetch_video(ctx.params.video_uri, ctx.scratch_dir, expect_sha256=ctx["video"]["sha256"])
         except VideoError as e:

@@ -44,10 +44,11 @@ def faces_unavailable() -> str | None:
     OpenCV 5 moved the Haar cascades (and `CascadeClassifier`) out of the
     opencv-python wheels; they are there in every 4.x release.
     """
+    # getattr: OpenCV 5's type stubs no longer declare these names.
     if not hasattr(cv2, "CascadeClassifier"):
         return (f"faces mode needs OpenCV's Haar cascades, which OpenCV {cv2.__version__} does not ship "
                 "(install opencv-python-headless<5, or use mode center or grid)")
-    path = os.path.join(getattr(cv2.data, "haarcascades", ""), FACE_CASCADE)
+    path = os.path.join(getattr(getattr(cv2, "data", None), "haarcascades", ""), FACE_CASCADE)
     if not os.path.isfile(path):
         return f"faces mode needs {FACE_CASCADE}, not found in cv2.data.haarcascades"
     return None
@@ -65,8 +66,8 @@ class FaceDetector:
         reason = faces_unavailable()
         if reason:
             raise RuntimeError(reason)
-        path = os.path.join(cv2.data.haarcascades, FACE_CASCADE)
-        self._cascade = cv2.CascadeClassifier(path)
+        path = os.path.join(getattr(cv2, "data").haarcascades, FACE_CASCADE)
+        self._cascade = getattr(cv2, "CascadeClassifier")(path)
         if self._cascade.empty():
             raise RuntimeError(f"cannot load the Haar cascade {path}")
         self.margin = margin
