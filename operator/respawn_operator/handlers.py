@@ -58,13 +58,6 @@ log = logging.getLogger("respawn.operator")
 Key = tuple[str, str]
 
 
-def status_patch(new: PipelineRunStatus) -> dict[str, Any]:
-    """The merge patch that makes the stored status equal ``new`` (``null`` removes a field)."""
-    full = new.model_dump(by_alias=True, mode="json")
-    lean = new.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return {key: lean.get(key) for key in full}
-
-
 class PodCache:
     """The last state of each attempt's pod, kept after the pod is deleted.
 
@@ -98,6 +91,8 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
         self.known: set[Key] = set()
+        self.written: dict[Key, str | None] = {}
+        """The resourceVersion of each run's last status write: its watch echo needs no reconcile."""
 
     # Queue -----------------------------------------------------------------------------
 
@@ -233,13 +228,7 @@ class Reconciler:
             await self.stop_attempt(ns, meta["uid"], stop.job, stop.attempt, stop.grace_seconds)
         if d.create_job is not None:
             await self.create_attempt_job(body, d)
-        patch = status_patch(d.status)
-        if patch != status_patch(parse_status(body.get("status"))) or body.get("status", {}).get("observedGeneration") != d.status.observed_generation:
-            await self.client.request(
-                "PATCH", PIPELINERUNS.path(ns, meta["name"], "status"),
-                body={"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
-                content_type="application/merge-patch+json",
-            )
+        await self.write_status(body, d)
         for ev in d.events:
             await self.post_event(body, ev.type, ev.reason, ev.message)
         if d.create_job is not None:
@@ -254,6 +243,31 @@ class Reconciler:
             start, end = parse(rec.start_time), parse(rec.end_time)
             if start and end:
                 metrics.ATTEMPT_SECONDS.labels(outcome.outcome.value).observe((end - start).total_seconds())
+
+    async def write_status(self, body: dict[str, Any], d: Decision) -> None:
+        """Replace the status, guarded by a JSON-patch ``test`` of the attempt number we read.
+
+        The guard is on what matters (another writer started an attempt), not on the whole
+        object's resourceVersion, which kopf's own finalizer and annotation patches bump.
+        """
+        meta = body["metadata"]
+        old = body.get("status") or {}
+        new = d.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if new == old:
+            return
+        ops: list[dict[str, Any]] = []
+        if "attempt" in old:
+            ops.append({"op": "test", "path": "/status/attempt", "value": old["attempt"]})
+        ops.append({"op": "add", "path": "/status", "value": new})
+        try:
+            written = await self.client.request(
+                "PATCH", PIPELINERUNS.path(meta["namespace"], meta["name"], "status"),
+                body=ops, content_type="application/json-patch+json")
+            self.written[(meta["namespace"], meta["name"])] = (written.get("metadata") or {}).get("resourceVersion")
+        except ApiError as exc:
+            if exc.status in (409, 422):  # the test failed: someone else moved the run on
+                raise ApiError(409, "Conflict", f"status changed under us: {exc.message}") from exc
+            raise
 
     async def create_attempt_job(self, body: dict[str, Any], d: Decision) -> None:
         job = d.create_job
@@ -347,7 +361,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="respawn.dev")
     settings.posting.level = logging.WARNING
     settings.watching.reconnect_backoff = 1.0
-    settings.batching.worker_limit = 200
     client = KubeClient.from_environment()
     STATE.reconciler = Reconciler(client, config)
     STATE.resync = asyncio.get_running_loop().create_task(STATE.reconciler.resync_forever())
@@ -370,18 +383,26 @@ async def cleanup(**_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def on_run_event(event: dict[str, Any], name: str, namespace: str, uid: str, **_: Any) -> None:
     rec = _reconciler()
+    key = (namespace, name)
     if event.get("type") == "DELETED":
-        rec.known.discard((namespace, name))
-        rec.phases.set((namespace, name), None)
+        rec.known.discard(key)
+        rec.written.pop(key, None)
+        rec.phases.set(key, None)
         rec.pods.forget(namespace, uid)
         return
+    rv = (event.get("object") or {}).get("metadata", {}).get("resourceVersion")
+    if rv and rec.written.get(key) == rv:
+        return  # the echo of our own status write
     rec.poke(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})
-async def on_job_event(namespace: str, annotations: dict[str, str], **_: Any) -> None:
+async def on_job_event(event: dict[str, Any], body: kopf.Body, namespace: str, annotations: dict[str, str],
+                       **_: Any) -> None:
     run = annotations.get(ANNOTATION_RUN_NAME)
-    if run:
+    # A Job matters once it has conditions (ended, suspended) or is gone, not when it appears.
+    if run and (event.get("type") == "DELETED" or (body.get("status") or {}).get("conditions")
+                or (body.get("spec") or {}).get("suspend")):
         _reconciler().poke(namespace, run)
 
 
@@ -469,4 +490,4 @@ def _cleanup_job(body: kopf.Body, config: OperatorConfig) -> dict[str, Any] | No
     return build_cleanup_job(run, config, purge=True)
 
 
-__all__ = ["Reconciler", "status_patch"]
+__all__ = ["Reconciler"]

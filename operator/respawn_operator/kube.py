@@ -19,6 +19,9 @@ import aiohttp
 import kopf
 
 
+USER_AGENT = "respawn-operator/0.1"
+
+
 class ApiError(Exception):
     """A non-2xx answer of the API server (``status`` 0: no answer at all)."""
 
@@ -159,7 +162,7 @@ class KubeClient:
         """Send one request; raise :class:`ApiError` on any non-2xx answer or network failure."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        headers = {"Accept": "application/json", **self._headers}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **self._headers}
         if self._token_source is not None:
             tok = self._token_source()
             if tok:

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from respawn_operator.config import OperatorConfig
-from respawn_operator.handlers import status_patch
 from respawn_operator.reconcile import Decision, Observed, decide
 from respawn_operator.spec import Phase
 
@@ -23,8 +22,7 @@ def new_run(**spec: Any) -> dict[str, Any]:
 
 def apply(body: dict[str, Any], d: Decision) -> dict[str, Any]:
     """What the API would hold after the status patch."""
-    patch = status_patch(d.status)
-    return {**body, "status": {k: v for k, v in patch.items() if v is not None}}
+    return {**body, "status": d.status.model_dump(by_alias=True, mode="json", exclude_none=True)}
 
 
 def pod(phase: str, exit_code: int | None = None, progress: dict[str, Any] | None = None,
