@@ -726,6 +726,8 @@ class ApiServer:
         """Requests by (verb, resource), e.g. ("patch", "pipelineruns/status")."""
         self.requests_by_agent: collections.Counter[tuple[str, str, str]] = collections.Counter()
         """Requests by (user agent product, verb, resource)."""
+        self.expired_watches = 0
+        """Watches answered with 410 Gone (their resourceVersion was compacted away)."""
         self.request_log: collections.deque[tuple[str, str, str, int]] = collections.deque(maxlen=10000)
         """Recent requests as (method, path?query, user agent, status)."""
         self._runner: web.AppRunner | None = None
@@ -1698,6 +1700,7 @@ class ApiServer:
             except ValueError:
                 raise ApiError(400, "BadRequest", f"invalid resource version: {rv_param!r}")
             if since < self.compacted_rv:
+                self.expired_watches += 1
                 backlog.append(("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                           "message": f"too old resource version: {since} ({self.compacted_rv + 1})",
                                           "reason": "Expired", "code": 410}))

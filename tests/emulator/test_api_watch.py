@@ -62,6 +62,7 @@ def test_too_old_resource_version_is_410_gone() -> None:
         assert len(events) == 1 and events[0]["type"] == "ERROR"
         status = events[0]["object"]
         assert status["kind"] == "Status" and status["code"] == 410 and status["reason"] == "Expired"
+        assert api.server.expired_watches == 1
 
 
 def test_watch_streams_live_changes_with_selectors_across_namespaces(api: ApiServerThread) -> None:

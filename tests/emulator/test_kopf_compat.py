@@ -82,3 +82,14 @@ def test_kopf_operator_handles_create_update_delete(api: ApiServerThread, kopf_o
     wait_for(lambda: api.get_or_none("widgets", "a") is None, 15, "kopf to release its finalizer")
     counts = api.request_counts(agent="kopf")
     assert counts.get(("watch", "widgets"), 0) >= 2 and counts.get(("patch", "widgets"), 0) >= 1
+
+
+def test_kopf_recovers_from_an_outage_and_410_gone(api: ApiServerThread, kopf_operator: Any) -> None:
+    api.create(widget("first"))
+    wait_for(lambda: phase(api, "first") == "Created", 15, "kopf to be up")
+    api.call(lambda: setattr(api.server, "history_size", 3))
+    api.faults.pause(1.0, refuse=True)  # kopf loses its watches and cannot reconnect for a while
+    for i in range(6):  # meanwhile the history kopf would resume from is compacted away
+        api.create(widget(f"w{i}"))
+    wait_for(lambda: all(phase(api, f"w{i}") == "Created" for i in range(6)), 20, "kopf to relist after 410 Gone")
+    assert api.server.expired_watches >= 1  # kopf came back with a compacted resourceVersion, got 410, relisted
