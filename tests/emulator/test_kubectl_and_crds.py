@@ -173,3 +173,21 @@ def test_kubectl_get_watch_prints_printer_columns(api: ApiServerThread, crd: Any
     assert lines[0].split() == ["NAME", "SIZE", "PHASE", "AGE"]
     assert [line.split()[:3] for line in lines if "Running" in line] == [["a", "1", "Running"]]
     assert sum(1 for line in lines if line.startswith("NAME")) == 1
+
+
+def test_project_crd_serves_pipelineruns_with_their_printer_columns(api: ApiServerThread, kubectl: Kubectl) -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    crd_path = root / "crds" / "pipelineruns.respawn.dev.yaml"
+    if not crd_path.exists():
+        import pytest
+        pytest.skip("crds/pipelineruns.respawn.dev.yaml is not generated yet")
+    kubectl("apply", "-f", str(crd_path))
+    runs = [p for p in sorted((root / "examples").glob("*.yaml"))
+            if any((d or {}).get("kind") == "PipelineRun" for d in yaml.safe_load_all(p.read_text()))]
+    for path in runs:
+        kubectl("apply", "-f", str(path))
+    header = kubectl("get", "pipelineruns").stdout.splitlines()[0].split()
+    assert header[0] == "NAME" and header[-1] == "AGE" and "PHASE" in header and "PREEMPTIONS" in header
+    assert kubectl("get", "prun", "-o", "name").stdout.count("pipelinerun.respawn.dev/") == len(runs)
