@@ -258,3 +258,33 @@ def test_killed_in_crop_resumes_with_the_chunks_already_stored(
     info = resume(runtime, kill_video, out, ckpt)
     assert info["context"]["crops"]["resumed_at_chunk"] == [stored]
     assert files(out) == reference
+
+
+def test_rewriting_an_output_folder_leaves_no_stale_shards(runtime: Runtime, tmp_path: Path, kill_video: str,
+                                                           reference: dict[str, bytes]) -> None:
+    out = tmp_path / "out"
+    first = {"video_uri": kill_video, "output_uri": str(out), **KILL_PARAMS}
+    assert runtime.run(run_args("dataprep", first, tmp_path / "ck", run_id="first"))[0] == 0
+    assert files(out) == reference  # 25 shards of 8
+    second = {**first, "shard_size": 64, "max_frames": 150}
+    code, text, _ = runtime.run(run_args("dataprep", second, tmp_path / "ck", run_id="second"))
+    assert code == 0, text
+    check_dataset(out, 150, 64, 64)  # exactly 3 shards and the new manifest, nothing else
+    info = runtime.inspect(f"file://{tmp_path / 'ck'}", "second")
+    assert info["context"]["dataset"]["stale_shards_removed"] == 22
+
+
+def test_source_video_replaced_during_the_run_is_refused(runtime: Runtime, tmp_path: Path,
+                                                         video: Callable[..., str]) -> None:
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(Path(video(frames=200)).read_bytes())
+    out, ckpt = tmp_path / "out", tmp_path / "ck"
+    proc = start_slow(runtime, str(source), out, ckpt, frame_s=0.01)
+    wait_for(lambda: progress_of(ckpt, "extract_frames"), 60, "extract_frames to commit progress")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143
+    source.write_bytes(Path(video(frames=60)).read_bytes())
+    params = {"video_uri": str(source), "output_uri": str(out), **KILL_PARAMS}
+    code, text, term = runtime.run(run_args("dataprep", params, ckpt, attempt=2))
+    assert code == 64, text
+    assert term is not None and term["message"].startswith("video_uri:") and "changed since open_video" in term["message"]
