@@ -70,6 +70,9 @@ class PodCache:
 
     def store(self, namespace: str, uid: str, attempt: str, pod: dict[str, Any], gone: bool) -> None:
         self._pods[(namespace, uid, attempt)] = (pod, gone)
+        if attempt.isdigit():  # attempt N exists only once N-1 was classified: drop the older ones
+            for key in [k for k in self._pods if k[:2] == (namespace, uid) and k[2].isdigit() and int(k[2]) < int(attempt)]:
+                del self._pods[key]
 
     def get(self, namespace: str, uid: str, attempt: int) -> tuple[dict[str, Any], bool] | None:
         return self._pods.get((namespace, uid, str(attempt)))
