@@ -58,6 +58,13 @@ log = logging.getLogger("respawn.operator")
 Key = tuple[str, str]
 
 
+def status_patch(new: PipelineRunStatus) -> dict[str, Any]:
+    """Every status field as stored after a write of ``new`` (``None``: the field is absent)."""
+    full = new.model_dump(by_alias=True, mode="json")
+    lean = new.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return {key: lean.get(key) for key in full}
+
+
 class PodCache:
     """The last state of each attempt's pod, kept after the pod is deleted.
 
@@ -493,4 +500,4 @@ def _cleanup_job(body: kopf.Body, config: OperatorConfig) -> dict[str, Any] | No
     return build_cleanup_job(run, config, purge=True)
 
 
-__all__ = ["Reconciler"]
+__all__ = ["Reconciler", "status_patch"]
