@@ -417,3 +417,15 @@ def test_job_created_just_before_a_crash_is_adopted(cluster: Cluster) -> None:
     st = cluster.wait_phase("adopt", "Succeeded")
     assert cluster.jobs("adopt") == ["adopt-a1"] and st["attempt"] == 1
     assert outcomes(st) == [("Succeeded", "Succeeded")]
+
+
+def test_deleting_a_running_run_stops_its_pod_and_keeps_a_retained_checkpoint(cluster: Cluster) -> None:
+    run = cluster.submit("stopme", {"step_s": 0.5}, checkpoint={"retain": "Always"})
+    uid = run["metadata"]["uid"]
+    st = cluster.wait_status("stopme", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
+    cluster.api.delete("pipelineruns", "stopme", NS)
+    wait_for(lambda: cluster.api.get_or_none("pipelineruns", "stopme", NS) is None, 60, "the run to be deleted")
+    pods = cluster.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid}")
+    assert [p for p in pods if p["status"].get("phase") in ("Pending", "Running")] == []
+    assert cluster.api.list("jobs", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/role=cleanup") == []
+    assert any(st["runId"] in str(p) for p in (cluster.tmp / "checkpoints").rglob("*") if p.is_file())
