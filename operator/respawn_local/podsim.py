@@ -621,10 +621,17 @@ class PodSim:
         owned = [p for p in self.pods.values() if _controller_uid(p) == uid]
         counted = self._counted.setdefault(uid, set())
         new_failed, new_succeeded = 0, 0
+        only_failed = spec.get("podReplacementPolicy") == "Failed"
         for p in owned:
             puid = p["metadata"]["uid"]
             if puid in self._suspend_deleted:
                 counted.add(puid)  # pods stopped by a suspension are not failures (KEP-2232)
+            if (not only_failed and puid not in counted and p["metadata"].get("deletionTimestamp")
+                    and (p.get("status") or {}).get("phase") != "Succeeded"):
+                # Like the real controller's isPodFailed: unless only Failed pods are
+                # replaced, a terminating pod already counts as failed.
+                counted.add(puid)
+                new_failed += 1
             if _terminal(p) and puid not in counted:
                 counted.add(puid)
                 if p["status"]["phase"] == "Succeeded":
@@ -646,7 +653,8 @@ class PodSim:
         failed, succeeded = counts["failed"], counts["succeeded"]
         if finished:
             if new_failed or new_succeeded:
-                await self._patch_job_status(ns, name, {"failed": failed, "succeeded": succeeded, "active": len(active)})
+                await self._patch_job_status(ns, name, {"failed": failed or None, "succeeded": succeeded or None,
+                                                        "active": len(active) or None})
             return
 
         def is_now(s: Obj) -> None:
