@@ -601,10 +601,15 @@ class PodSim:
     def _on_pod_gone(self, pod: Obj) -> None:
         # A job's pod that disappears without being counted still counts (the real
         # controller guarantees it with a finalizer): as failed unless it succeeded.
+        uid = pod["metadata"]["uid"]
+        proc = self.procs.get(uid)
+        if proc is not None and not proc.stopping and not proc.detached:
+            # Force-deleted while running: the kubelet stops the container anyway.
+            grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+            self._spawn(self._stop_process(proc, grace))
         job_uid = _controller_uid(pod)
         if job_uid is None:
             return
-        uid = pod["metadata"]["uid"]
         counted = self._counted.setdefault(job_uid, set())
         if uid not in counted:
             self._vanished.setdefault(job_uid, []).append(pod)
@@ -911,6 +916,9 @@ class PodSim:
         proc = _Proc(uid, ns, name, spec.get("nodeName", ""), process, log_path, term_path, started,
                      container.get("terminationMessagePolicy", "File"), container.get("name", "main"), container.get("image", ""))
         self.procs[uid] = proc
+        current = self.pods.get((ns, name))
+        if current is None or current["metadata"]["uid"] != uid:
+            self._spawn(self._stop_process(proc, float(spec.get("terminationGracePeriodSeconds", 30))))  # deleted meanwhile
         node_idx = sorted(self.nodes).index(proc.node) + 1 if proc.node in self.nodes else 9
 
         def running(p: Obj) -> None:

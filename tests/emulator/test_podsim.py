@@ -328,3 +328,14 @@ def test_pod_replacement_policy_terminating_or_failed_replaces_at_once(api: ApiS
     failed_at, added_at = _replacement_order(api, sim, "TerminatingOrFailed")
     assert added_at < failed_at
     assert api.get("jobs", "rep")["status"]["failed"] == 1
+
+
+def test_force_deleted_pod_still_gets_its_process_stopped(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("forced", TRAP))
+    name = running_pod(api, sim, "forced")["metadata"]["name"]
+    proc = sim.process(name)
+    assert proc is not None
+    api.delete("pods", name, grace_period_seconds=0)  # kubectl delete --force --grace-period=0
+    assert api.get_or_none("pods", name) is None
+    wait_for(lambda: proc.process.returncode is not None, 10, "the process to be stopped")
+    assert proc.process.returncode == 143 and "got SIGTERM" in sim.log(name)
