@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
@@ -21,7 +22,7 @@ from pipeline_runtime.storage import open_store
 
 from . import augment as aug
 from . import regions, shards
-from .video_io import FINGERPRINT_BYTES, FrameReader, VideoError, fetch_video, fingerprint, iter_frames, probe
+from .video_io import FINGERPRINT_BYTES, TICK_FRAMES, FrameReader, VideoError, fetch_video, fingerprint, iter_frames, probe
 from .work_store import NpyBuffer, WorkStore
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,37 @@ class DataPrepParams(BaseModel):
         return value
 
 
+class _Heartbeat:
+    """Re-saves a step's last consistent progress at most every `seconds`.
+
+    `ctx.save_progress` is where a step notices SIGTERM; a step that saves only per
+    chunk could go for minutes without one (a large stride on a 4K video), past a
+    pod's grace period. Saving the unchanged state is cheap: the runtime only
+    uploads when it decides to commit.
+    """
+
+    def __init__(self, ctx: StepContext, state: dict[str, Any], seconds: float = 1.0) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.seconds = seconds
+        self._last = time.monotonic()
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Record a new consistent state and save it now."""
+        self.state = state
+        self._last = time.monotonic()
+        self.ctx.save_progress(state)
+
+    def due(self) -> bool:
+        """True when the last save is `seconds` old."""
+        return time.monotonic() - self._last >= self.seconds
+
+    def __call__(self) -> None:
+        if self.due():
+            self._last = time.monotonic()
+            self.ctx.save_progress(self.state)
+
+
 class DataPrepPipeline(Pipeline):
     """Video -> frames -> regions -> crops -> augmented crops -> sharded dataset + manifest."""
 
@@ -127,33 +159,37 @@ class DataPrepPipeline(Pipeline):
         limit = p.max_frames
         idx_buf: list[int] = []
         fp_buf: list[bytes] = []
-        with FrameReader(path) as reader:
+        beat = _Heartbeat(ctx, state)
+        with FrameReader(path, tick=beat) as reader:
             if ctx.progress is not None:
                 resumed_at.append(next_frame)
                 anchor = (int(index_chunks[-1][-1]), bytes(fp_chunks[-1][-1])) if index_chunks else None
                 reader.seek(next_frame, anchor=anchor)
                 log.warning("extract_frames: resuming at frame %d (%d frames kept so far, seek %s)",
                             next_frame, kept, "verified" if reader.seeks else "by decoding from 0")
+            reader.tick = None  # from here on the loop below saves progress itself
             done = limit is not None and kept >= limit
             while not done:
                 if reader.position % p.frame_stride:
                     # grab() skips colour conversion: cheaper than read() for dropped frames.
-                    if not reader.skip(p.frame_stride - reader.position % p.frame_stride):
+                    step_over = min(p.frame_stride - reader.position % p.frame_stride, TICK_FRAMES)
+                    if not reader.skip(step_over):
                         break
-                    continue
-                frame = reader.read()
-                if frame is None:
-                    break
-                idx_buf.append(reader.position - 1)
-                fp_buf.append(fingerprint(frame))
-                kept += 1
-                done = limit is not None and kept >= limit
-                if len(idx_buf) == p.chunk_size or done:
-                    index_chunks.append(np.asarray(idx_buf, dtype=np.int64))
-                    fp_chunks.append(_fp_array(fp_buf))
-                    idx_buf, fp_buf = [], []
-                    ctx.save_progress({"next_frame": reader.position, "index": index_chunks,
-                                       "fingerprint": fp_chunks, "resumed_at": resumed_at})
+                else:
+                    frame = reader.read()
+                    if frame is None:
+                        break
+                    idx_buf.append(reader.position - 1)
+                    fp_buf.append(fingerprint(frame))
+                    kept += 1
+                    done = limit is not None and kept >= limit
+                if len(idx_buf) == p.chunk_size or done or beat.due():
+                    if idx_buf:
+                        index_chunks.append(np.asarray(idx_buf, dtype=np.int64))
+                        fp_chunks.append(_fp_array(fp_buf))
+                        idx_buf, fp_buf = [], []
+                    beat.save({"next_frame": reader.position, "index": list(index_chunks),
+                               "fingerprint": list(fp_chunks), "resumed_at": resumed_at})
             decoded = reader.position
         if idx_buf:
             index_chunks.append(np.asarray(idx_buf, dtype=np.int64))
@@ -196,15 +232,16 @@ class DataPrepPipeline(Pipeline):
         buf_owner: list[int] = []
         path = self._local_video(ctx)
         start = state["next"]
-        for pos, frame in iter_frames(path, frames["index"], frames["fingerprint"], start):
+        beat = _Heartbeat(ctx, state)
+        for pos, frame in iter_frames(path, frames["index"], frames["fingerprint"], start, tick=beat):
             found = detector.detect(frame)
             buf_boxes.extend(found)
             buf_owner.extend([pos] * len(found))
-            if (pos + 1 - start) % p.chunk_size == 0 or pos + 1 == n:
+            if (pos + 1 - start) % p.chunk_size == 0 or pos + 1 == n or beat.due():
                 box_chunks.append(np.asarray(buf_boxes, dtype=np.int32).reshape(-1, 4))
                 owner_chunks.append(np.asarray(buf_owner, dtype=np.int64))
                 buf_boxes, buf_owner = [], []
-                ctx.save_progress({"next": pos + 1, "boxes": box_chunks, "owner": owner_chunks})
+                beat.save({"next": pos + 1, "boxes": list(box_chunks), "owner": list(owner_chunks)})
         boxes = np.concatenate(box_chunks) if box_chunks else np.zeros((0, 4), np.int32)
         owner = np.concatenate(owner_chunks) if owner_chunks else np.zeros(0, np.int64)
         return boxes, owner
@@ -229,10 +266,11 @@ class DataPrepPipeline(Pipeline):
         positions = np.unique(owner[done:]) if done < total else np.zeros(0, np.int64)
         first_box = np.searchsorted(owner, positions, side="left")
         number, chunk, fill = len(refs), None, 0
+        beat = _Heartbeat(ctx, {"chunks": list(refs), "resumed_at_chunk": resumed_at})
         work = self._work(ctx)
         try:
             for k, (_, frame) in enumerate(iter_frames(self._local_video(ctx), frames["index"][positions],
-                                                       frames["fingerprint"][positions])):
+                                                       frames["fingerprint"][positions], tick=beat)):
                 b = max(int(first_box[k]), done)
                 while b < total and owner[b] == positions[k]:
                     if chunk is None:
@@ -244,7 +282,8 @@ class DataPrepPipeline(Pipeline):
                         number, chunk = number + 1, None
                         if finished:
                             refs.extend(finished)
-                            ctx.save_progress({"chunks": refs, "resumed_at_chunk": resumed_at})
+                            beat.save({"chunks": list(refs), "resumed_at_chunk": resumed_at})
+                beat()
             refs.extend(work.drain())
         finally:
             work.close()

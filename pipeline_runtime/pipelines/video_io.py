@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -25,6 +25,9 @@ import numpy as np
 
 FINGERPRINT_BYTES = 16
 """Length of a frame fingerprint (a truncated sha256)."""
+
+TICK_FRAMES = 32
+"""While skipping, `FrameReader.tick` is called every this many frames."""
 
 
 class VideoError(ValueError):
@@ -140,8 +143,11 @@ def fingerprint(frame: np.ndarray) -> bytes:
 class FrameReader:
     """Sequential decoder with a verified seek."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, tick: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.tick = tick
+        """Called every TICK_FRAMES frames skipped: a long skip (big stride, seek by decoding)
+        must still reach a point where the step can notice a SIGTERM."""
         self._cap = self._open()
         self._pending: np.ndarray | None = None
         self.position = 0
@@ -181,7 +187,9 @@ class FrameReader:
 
     def skip(self, count: int) -> bool:
         """Advance up to `count` frames without colour conversion; False if the stream ended first."""
-        for _ in range(count):
+        for n in range(count):
+            if self.tick is not None and n % TICK_FRAMES == TICK_FRAMES - 1:
+                self.tick()
             if self._pending is not None:
                 self._pending = None
             elif not self._cap.grab():
@@ -224,8 +232,8 @@ class FrameReader:
         self.skip_exactly(index - self.position)
 
 
-def iter_frames(path: str, indices: np.ndarray, fingerprints: np.ndarray,
-                start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+def iter_frames(path: str, indices: np.ndarray, fingerprints: np.ndarray, start: int = 0,
+                tick: Callable[[], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (position, frame) for the kept frames `indices[start:]`, each verified.
 
     `fingerprints[i]` is what `extract_frames` recorded for `indices[i]`; a frame
@@ -233,7 +241,7 @@ def iter_frames(path: str, indices: np.ndarray, fingerprints: np.ndarray,
     """
     if start >= len(indices):
         return
-    with FrameReader(path) as reader:
+    with FrameReader(path, tick) as reader:
         first = int(indices[start])
         reader.seek(first, anchor=(first, bytes(fingerprints[start])))
         for pos in range(start, len(indices)):

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,28 @@ def test_stopped_in_write_dataset_leaves_no_duplicate_or_partial_shards(
             name = shards.shard_name(number)
             assert (out / name).stat().st_mtime_ns == written[name]
     assert info["context"]["dataset"]["shards"] == 25
+
+
+def test_sigterm_between_progress_chunks_is_honoured_within_seconds(
+        runtime: Runtime, tmp_path: Path, kill_video: str) -> None:
+    # One progress chunk would span the whole video (chunk_size 4096): only the
+    # step's once-a-second heartbeat gives it a point at which to stop.
+    params = {"video_uri": kill_video, **KILL_PARAMS, "frame_stride": 7, "chunk_size": 4096}
+    ref, out, ckpt = tmp_path / "ref", tmp_path / "out", tmp_path / "ck"
+    assert runtime.run(run_args("dataprep", {**params, "output_uri": str(ref)}, tmp_path / "ck-ref"))[0] == 0
+    proc = runtime.start(run_args(SLOW, {**params, "output_uri": str(out)}, ckpt),
+                         env={"DATAPREP_SLOW_FRAME_S": "0.03"})  # ~6 s of extract_frames
+    wait_for(lambda: progress_of(ckpt, "extract_frames"), 60, "a heartbeat progress commit")
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143
+    assert time.monotonic() - signalled < 3.0
+    saved = progress_of(ckpt, "extract_frames")[-1]["next_frame"]
+    assert 0 < saved < 200
+    code, text, _ = runtime.run(run_args("dataprep", {**params, "output_uri": str(out)}, ckpt, attempt=2))
+    assert code == 0, text
+    assert runtime.inspect(f"file://{ckpt}", "r1")["context"]["frames"]["resumed_at"] == [saved]
+    assert files(out) == files(ref)
 
 
 def test_killed_in_crop_resumes_with_the_chunks_already_stored(
