@@ -1558,8 +1558,11 @@ class ApiServer:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         rtype, ns, name, sub, version = parsed
         q = request.query
-        _field_validation.set(q.get("fieldValidation"))
         method = request.method
+        _field_validation.set(q.get("fieldValidation"))
+        if q.get("dryRun") and method != "GET":
+            # Refuse rather than silently applying a change the client believes is a dry run.
+            raise ApiError(400, "BadRequest", "dryRun is not supported by the respawn API emulator")
         watch = q.get("watch") in ("true", "1") or "/watch/" in path
         if method == "GET" and (watch or name is None):
             if watch:

@@ -64,6 +64,8 @@ def test_error_statuses(api: ApiServerThread, crd: Any) -> None:
     assert status == 405 and body["reason"] == "MethodNotAllowed"
     status, body = http(api.url, "PATCH", W + "/a", {"spec": {}}, content_type="text/plain")
     assert status == 415
+    status, body = http(api.url, "POST", W + "?dryRun=All", widget("dry"))
+    assert status == 400 and api.get_or_none("widgets", "dry") is None  # never a silent real write
 
 
 def test_schema_validation_pruning_and_defaults(api: ApiServerThread, crd: Any) -> None:
