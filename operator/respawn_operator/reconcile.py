@@ -26,6 +26,7 @@ from respawn_operator.spec import (
     AttemptRecord,
     Condition,
     Phase,
+    PipelineRunSpec,
     PipelineRunStatus,
     RerunRecord,
     Run,
@@ -206,6 +207,28 @@ def _pod_facts(rec: AttemptRecord, obs: Observed, config: OperatorConfig) -> Non
         rec.spot = wants_spot(pod.get("spec") or {}, config.spot_label_keys)
 
 
+@dataclasses.dataclass
+class _Round:
+    """One call of :func:`decide`: the decision being built and what it needs."""
+
+    d: Decision
+    generation: int
+    now: dt.datetime
+    config: OperatorConfig
+
+    @property
+    def st(self) -> PipelineRunStatus:
+        return self.d.status
+
+    def finish(self, phase: Phase, reason: str, message: str) -> Decision:
+        _finish(self.d, phase, reason, message, self.generation, self.now)
+        return self.done()
+
+    def done(self, stopping: str | None = None) -> Decision:
+        _refresh_conditions(self.st, self.generation, self.now, stopping)
+        return self.d
+
+
 def decide(
     body: dict[str, Any],
     obs: Observed,
@@ -215,11 +238,10 @@ def decide(
     """The next step for the PipelineRun ``body`` (a plain dict of the object)."""
     meta = body.get("metadata") or {}
     name, namespace, uid = meta["name"], meta.get("namespace", "default"), meta.get("uid", "")
-    generation = int(meta.get("generation") or 1)
     st = parse_status(body.get("status")).model_copy(deep=True)
     if st.run_id is None:
         st.run_id = default_run_id(namespace, name, uid)
-    d = Decision(status=st)
+    r = _Round(Decision(status=st), int(meta.get("generation") or 1), now, config)
     rec = _current_record(st)
     active = rec is not None and rec.outcome is None
 
@@ -227,106 +249,33 @@ def decide(
         spec = parse_spec(body.get("spec") or {})
     except SpecError as exc:
         if active and rec is not None:
-            d.stops.append(Stop(rec.attempt, rec.job))
+            r.d.stops.append(Stop(rec.attempt, rec.job))
             rec.outcome, rec.reason, rec.end_time = AttemptOutcome.STOPPED, "InvalidSpec", fmt(now)
         if st.phase is not Phase.FAILED or st.message != f"invalid spec: {exc}":
-            _finish(d, Phase.FAILED, "InvalidSpec", f"invalid spec: {exc}", generation, now)
-        _refresh_conditions(st, generation, now, None)
-        return d
+            return r.finish(Phase.FAILED, "InvalidSpec", f"invalid spec: {exc}")
+        return r.done()
     if spec.checkpoint.uri is None and config.default_checkpoint_uri is None:
         if st.phase is not Phase.FAILED:
-            _finish(d, Phase.FAILED, "InvalidSpec",
-                    "invalid spec: spec.checkpoint.uri is required (the operator has no "
-                    "RESPAWN_DEFAULT_CHECKPOINT_URI)", generation, now)
-        _refresh_conditions(st, generation, now, None)
-        return d
-    run = Run(name=name, namespace=namespace, uid=uid, generation=generation, spec=spec, status=st)
+            return r.finish(Phase.FAILED, "InvalidSpec", "invalid spec: spec.checkpoint.uri is required "
+                            "(the operator has no RESPAWN_DEFAULT_CHECKPOINT_URI)")
+        return r.done()
     succeeded = next((c for c in st.conditions if c.type == "Succeeded"), None)
     if st.phase is Phase.FAILED and succeeded is not None and succeeded.reason == "InvalidSpec":
         # The spec was fixed: carry on where the run was (a GitOps repair, no re-create needed).
         st.phase, st.message, st.completion_time = None, None, None
-        d.events.append(Event("Normal", "SpecFixed", "the spec is valid again; the run continues"))
+        r.d.events.append(Event("Normal", "SpecFixed", "the spec is valid again; the run continues"))
 
     # A. Has the active attempt ended?
     if active and rec is not None:
         _pod_facts(rec, obs, config)
-        pod = obs.pod
-        outcome = classify_attempt(obs.job, pod, node_exists=obs.node_exists, pod_gone=obs.pod_gone)
-        if outcome is None and obs.job is None and (pod is None or obs.pod_gone):
-            if rec.stopping:
-                outcome = Outcome(AttemptOutcome.STOPPED, rec.stopping)
-            else:
-                outcome = Outcome(AttemptOutcome.PREEMPTED, "JobDeleted", "the attempt's Job was deleted",
-                                  Charge.PREEMPTION)
-        if outcome is not None and rec.stopping and pod is not None and not (
-            pod_is_terminal(pod) or obs.pod_gone or obs.node_exists is False
-        ):
-            outcome = None  # stopping: wait until the pod has committed and gone
+        outcome = _attempt_outcome(rec, obs)
         if outcome is None:
-            annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
-            _apply_progress(d, parse_report(annotations.get(ANNOTATION_PROGRESS)), rec.attempt)
-            running = ((pod or {}).get("status") or {}).get("phase") == "Running"
-            if not rec.stopping:
-                st.phase = Phase.RUNNING if running else (Phase.PENDING if st.attempt <= 1 else Phase.RETRYING)
-                st.message = None if running else waiting_message(pod)
-            else:
-                d.requeue_after = STOP_POLL_SECONDS
+            _track_running(r, rec, obs)
         else:
-            if rec.stopping and outcome.outcome is not AttemptOutcome.SUCCEEDED and not outcome.fatal:
-                outcome = dataclasses.replace(outcome, outcome=AttemptOutcome.STOPPED, reason=rec.stopping,
-                                              charge=Charge.NONE)
+            ended = _record_end(r, spec, rec, outcome, obs)
+            if ended is not None:
+                return ended
             active = False
-            rec.outcome, rec.reason = outcome.outcome, outcome.reason
-            rec.message = outcome.message or None
-            rec.exit_code = outcome.exit_code
-            rec.end_time = fmt(now)
-            rec.stopping = None
-            _apply_progress(d, outcome.report, rec.attempt)
-            d.ended = (rec, outcome)
-            if pod is not None and not pod_is_terminal(pod) and not obs.pod_gone:
-                # The node vanished with the pod "running" (or the Job failed under it):
-                # remove the leftover; fencing covers a process that is still alive.
-                d.stops.append(Stop(rec.attempt, rec.job, grace_seconds=0 if obs.node_exists is False else None))
-            if outcome.charge is Charge.PREEMPTION:
-                st.preemptions += 1
-                d.events.append(Event("Warning", "Preempted", f"attempt {rec.attempt} lost to the infrastructure "
-                                      f"({outcome.reason}); resuming from the last checkpoint"))
-            elif outcome.charge is Charge.FAILURE:
-                st.failures += 1
-                d.events.append(Event("Warning", "AttemptFailed",
-                                      f"attempt {rec.attempt} failed ({outcome.reason}): {outcome.message}"[:1000]))
-            elif outcome.outcome is AttemptOutcome.SUPERSEDED:
-                st.failures += 1  # bounded by maxFailures: a loop of superseded attempts must end
-                d.events.append(Event("Warning", "Superseded", f"attempt {rec.attempt} found a newer owner of the run"))
-            if outcome.outcome is AttemptOutcome.SUCCEEDED:
-                _finish(d, Phase.SUCCEEDED, "Succeeded",
-                        f"all steps done in {rec.attempt} attempt(s)", generation, now)
-                if st.total_steps is not None:
-                    st.completed_steps = st.total_steps
-                st.current_step = None
-                _refresh_conditions(st, generation, now, None)
-                return d
-            if outcome.fatal:
-                hint = {
-                    "InvalidInput": "fix spec.params or spec.pipeline",
-                    "IncompatibleCheckpoint": "the pipeline changed since the checkpoint: use "
-                                              "spec.checkpoint.resume Compatible or Restart",
-                    "DeadlineExceeded": "raise spec.activeDeadlineSeconds",
-                }.get(outcome.reason, "")
-                msg = f"attempt {rec.attempt}: {outcome.reason}: {outcome.message}".rstrip(": ")
-                _finish(d, Phase.FAILED, outcome.reason, f"{msg}; {hint}" if hint else msg, generation, now)
-                _refresh_conditions(st, generation, now, None)
-                return d
-            budget = exhausted_budget(spec.budgets, st.preemptions, st.failures)
-            if budget:
-                reason = "MaxFailuresExceeded" if st.failures > spec.budgets.max_failures else "MaxPreemptionsExceeded"
-                _finish(d, Phase.FAILED, reason, budget, generation, now)
-                _refresh_conditions(st, generation, now, None)
-                return d
-            if outcome.charge is Charge.FAILURE or outcome.outcome is AttemptOutcome.SUPERSEDED:
-                delay = failure_backoff(spec.budgets.backoff, st.failures)
-                if delay > 0:
-                    st.next_attempt_time = fmt(now + dt.timedelta(seconds=delay))
 
     # B. Rerun requests: a new non-null spec.rerunFrom (cleared means "the next one counts again").
     if spec.rerun_from is None and st.rerun is not None:
@@ -334,34 +283,121 @@ def decide(
     rerun_needed = spec.rerun_from is not None and (st.rerun is None or st.rerun.step != spec.rerun_from)
     if rerun_needed and st.attempt == 0:
         # Nothing ran yet, so there is nothing to discard: the first attempt runs every step.
-        st.rerun = RerunRecord(step=spec.rerun_from or "", generation=generation, attempt=1)
+        st.rerun = RerunRecord(step=spec.rerun_from or "", generation=r.generation, attempt=1)
         rerun_needed = False
     if (st.phase or Phase.PENDING).finished and not rerun_needed:
-        _refresh_conditions(st, generation, now, None)
-        return d
+        return r.done()
 
-    # C. Stop the active attempt for suspend or rerun.
+    # C. Stop the active attempt for suspend or rerun (unsuspended while stopping: let it
+    # stop; the next attempt resumes).
     if active and rec is not None:
         want = "Suspended" if spec.suspend else ("RerunRequested" if rerun_needed else None)
         if want and not rec.stopping:
             rec.stopping = want
-            d.stops.append(Stop(rec.attempt, rec.job))
-            d.events.append(Event("Normal", "Stopping", f"stopping attempt {rec.attempt} ({want}); "
-                                  "it commits a checkpoint first"))
-            d.requeue_after = STOP_POLL_SECONDS
-        elif not want and rec.stopping == "Suspended":
-            pass  # unsuspended while stopping: let it stop, the next attempt resumes
-        _refresh_conditions(st, generation, now, rec.stopping)
-        return d
+            r.d.stops.append(Stop(rec.attempt, rec.job))
+            r.d.events.append(Event("Normal", "Stopping", f"stopping attempt {rec.attempt} ({want}); "
+                                    "it commits a checkpoint first"))
+            r.d.requeue_after = STOP_POLL_SECONDS
+        return r.done(rec.stopping)
 
     # D. No attempt is running.
     if spec.suspend:
         if st.phase is not Phase.SUSPENDED:
-            d.events.append(Event("Normal", "Suspended", "run suspended; its checkpoint is kept"))
+            r.d.events.append(Event("Normal", "Suspended", "run suspended; its checkpoint is kept"))
         st.phase = Phase.SUSPENDED
         st.next_attempt_time = None
-        _refresh_conditions(st, generation, now, None)
-        return d
+        return r.done()
+    run = Run(name=name, namespace=namespace, uid=uid, generation=r.generation, spec=spec, status=st)
+    return _start_next_attempt(r, run, rerun_needed)
+
+
+def _attempt_outcome(rec: AttemptRecord, obs: Observed) -> Outcome | None:
+    """How the active attempt ended, or ``None`` while it runs (or is still stopping)."""
+    pod = obs.pod
+    outcome = classify_attempt(obs.job, pod, node_exists=obs.node_exists, pod_gone=obs.pod_gone)
+    if outcome is None and obs.job is None and (pod is None or obs.pod_gone):
+        if rec.stopping:
+            return Outcome(AttemptOutcome.STOPPED, rec.stopping)
+        return Outcome(AttemptOutcome.PREEMPTED, "JobDeleted", "the attempt's Job was deleted", Charge.PREEMPTION)
+    if outcome is not None and rec.stopping and pod is not None and not (
+        pod_is_terminal(pod) or obs.pod_gone or obs.node_exists is False
+    ):
+        return None  # stopping: wait until the pod has committed and gone
+    if outcome is not None and rec.stopping and outcome.outcome is not AttemptOutcome.SUCCEEDED and not outcome.fatal:
+        return dataclasses.replace(outcome, outcome=AttemptOutcome.STOPPED, reason=rec.stopping, charge=Charge.NONE)
+    return outcome
+
+
+def _track_running(r: _Round, rec: AttemptRecord, obs: Observed) -> None:
+    """The attempt goes on: copy its live progress, and say why its pod waits if it does."""
+    st, pod = r.st, obs.pod
+    annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
+    _apply_progress(r.d, parse_report(annotations.get(ANNOTATION_PROGRESS)), rec.attempt)
+    if rec.stopping:
+        r.d.requeue_after = STOP_POLL_SECONDS
+        return
+    running = ((pod or {}).get("status") or {}).get("phase") == "Running"
+    st.phase = Phase.RUNNING if running else (Phase.PENDING if st.attempt <= 1 else Phase.RETRYING)
+    st.message = None if running else waiting_message(pod)
+
+
+_FATAL_HINTS = {
+    "InvalidInput": "fix spec.params or spec.pipeline",
+    "IncompatibleCheckpoint": "the pipeline changed since the checkpoint: use spec.checkpoint.resume "
+                              "Compatible or Restart",
+    "DeadlineExceeded": "raise spec.activeDeadlineSeconds",
+}
+
+
+def _record_end(r: _Round, spec: PipelineRunSpec, rec: AttemptRecord, outcome: Outcome, obs: Observed) -> Decision | None:
+    """Write down how the attempt ended and charge its budget; a Decision if the run is over."""
+    st, d = r.st, r.d
+    rec.outcome, rec.reason = outcome.outcome, outcome.reason
+    rec.message = outcome.message or None
+    rec.exit_code = outcome.exit_code
+    rec.end_time = fmt(r.now)
+    rec.stopping = None
+    _apply_progress(d, outcome.report, rec.attempt)
+    d.ended = (rec, outcome)
+    pod = obs.pod
+    if pod is not None and not pod_is_terminal(pod) and not obs.pod_gone:
+        # The node vanished with the pod "running" (or the Job failed under it): remove
+        # the leftover; fencing covers a process that is still alive.
+        d.stops.append(Stop(rec.attempt, rec.job, grace_seconds=0 if obs.node_exists is False else None))
+    if outcome.charge is Charge.PREEMPTION:
+        st.preemptions += 1
+        d.events.append(Event("Warning", "Preempted", f"attempt {rec.attempt} lost to the infrastructure "
+                              f"({outcome.reason}); resuming from the last checkpoint"))
+    elif outcome.charge is Charge.FAILURE:
+        st.failures += 1
+        d.events.append(Event("Warning", "AttemptFailed",
+                              f"attempt {rec.attempt} failed ({outcome.reason}): {outcome.message}"[:1000]))
+    elif outcome.outcome is AttemptOutcome.SUPERSEDED:
+        st.failures += 1  # bounded by maxFailures: a loop of superseded attempts must end
+        d.events.append(Event("Warning", "Superseded", f"attempt {rec.attempt} found a newer owner of the run"))
+    if outcome.outcome is AttemptOutcome.SUCCEEDED:
+        if st.total_steps is not None:
+            st.completed_steps = st.total_steps
+        st.current_step = None
+        return r.finish(Phase.SUCCEEDED, "Succeeded", f"all steps done in {rec.attempt} attempt(s)")
+    if outcome.fatal:
+        msg = f"attempt {rec.attempt}: {outcome.reason}: {outcome.message}".rstrip(": ")
+        hint = _FATAL_HINTS.get(outcome.reason)
+        return r.finish(Phase.FAILED, outcome.reason, f"{msg}; {hint}" if hint else msg)
+    budget = exhausted_budget(spec.budgets, st.preemptions, st.failures)
+    if budget:
+        reason = "MaxFailuresExceeded" if st.failures > spec.budgets.max_failures else "MaxPreemptionsExceeded"
+        return r.finish(Phase.FAILED, reason, budget)
+    if outcome.charge is Charge.FAILURE or outcome.outcome is AttemptOutcome.SUPERSEDED:
+        delay = failure_backoff(spec.budgets.backoff, st.failures)
+        if delay > 0:
+            st.next_attempt_time = fmt(r.now + dt.timedelta(seconds=delay))
+    return None
+
+
+def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
+    """Start attempt N+1, unless the deadline is spent or a failure backoff is still running."""
+    st, d, spec, now = r.st, r.d, run.spec, r.now
     rerun_from = None
     if st.rerun is not None and st.attempt >= st.rerun.attempt and not _rerun_confirmed(st):
         # The re-run's first attempt ended before it committed anything: the discard may
@@ -369,32 +405,29 @@ def decide(
         rerun_from = st.rerun.step
     if rerun_needed and spec.rerun_from is not None:
         rerun_from = spec.rerun_from
-        st.rerun = RerunRecord(step=rerun_from, generation=generation, attempt=st.attempt + 1)
+        st.rerun = RerunRecord(step=rerun_from, generation=r.generation, attempt=st.attempt + 1)
         st.preemptions = st.failures = 0
         st.next_attempt_time = st.completion_time = None
         st.message = None
         st.phase = Phase.RETRYING
         _set_condition(st, "Succeeded", "Unknown", "RerunRequested", f"re-running from step {rerun_from}",
-                       generation, now)
+                       r.generation, now)
         d.events.append(Event("Normal", "RerunRequested", f"re-running from step {rerun_from}"))
     left = remaining_deadline(spec.active_deadline_seconds, parse(st.start_time), now)
     if left is not None and left <= 0:
-        _finish(d, Phase.FAILED, "DeadlineExceeded",
-                "spec.activeDeadlineSeconds reached before the run finished; raise it", generation, now)
-        _refresh_conditions(st, generation, now, None)
-        return d
+        return r.finish(Phase.FAILED, "DeadlineExceeded",
+                        "spec.activeDeadlineSeconds reached before the run finished; raise it")
     wake = parse(st.next_attempt_time)
     if wake is not None and wake > now:
         st.phase = Phase.RETRYING
         d.requeue_after = (wake - now).total_seconds()
-        _refresh_conditions(st, generation, now, None)
-        return d
+        return r.done()
 
     attempt = st.attempt + 1
-    d.create_job = build_job(run, attempt, config, rerun_from=rerun_from, active_deadline_seconds=left)
+    d.create_job = build_job(run, attempt, r.config, rerun_from=rerun_from, active_deadline_seconds=left)
     resumed_from = st.last_checkpoint.step if st.last_checkpoint and not rerun_from else None
     st.attempts.append(AttemptRecord(
-        attempt=attempt, job=job_name(name, attempt), start_time=fmt(now),
+        attempt=attempt, job=job_name(run.name, attempt), start_time=fmt(now),
         resumed_from=resumed_from, rerun_from=rerun_from,
     ))
     st.attempts = st.attempts[-50:]  # bounded: the status must stay small
@@ -407,5 +440,4 @@ def decide(
     d.events.append(Event("Normal", "AttemptStarted", f"attempt {attempt} started ({how})"))
     if resumed_from:
         d.events.append(Event("Normal", "Resumed", f"attempt {attempt} resumes after step {resumed_from}"))
-    _refresh_conditions(st, generation, now, None)
-    return d
+    return r.done()
