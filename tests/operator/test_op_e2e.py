@@ -429,3 +429,34 @@ def test_deleting_a_running_run_stops_its_pod_and_keeps_a_retained_checkpoint(cl
     assert [p for p in pods if p["status"].get("phase") in ("Pending", "Running")] == []
     assert cluster.api.list("jobs", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/role=cleanup") == []
     assert any(st["runId"] in str(p) for p in (cluster.tmp / "checkpoints").rglob("*") if p.is_file())
+
+
+def test_operator_serves_only_its_namespaces(tmp_path: Path) -> None:
+    """`respawn-operator -n team-a` leaves PipelineRuns elsewhere alone."""
+    with ApiServerThread() as api:
+        kubeconfig = api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        api.create(yaml.safe_load((ROOT / "crds" / "pipelineruns.respawn.dev.yaml").read_text()))
+        for ns in ("team-a", "team-b"):
+            api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        sim = PodSim(api.url, work_dir=str(tmp_path / "podsim"))
+        sim.start()
+        env = {**os.environ, "KUBECONFIG": kubeconfig, "RESPAWN_METRICS_PORT": "0",
+               "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp_path / 'checkpoints'}"}
+        log = open(tmp_path / "operator.log", "wb")  # noqa: SIM115 - closed below
+        op = subprocess.Popen([str(BIN / "respawn-operator"), "--standalone", "-n", "team-a"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for ns in ("team-b", "team-a"):
+                api.create({"apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
+                            "metadata": {"name": "r", "namespace": ns},
+                            "spec": {"pipeline": "op_pipelines:Steps", "params": {"step_s": 0.01},
+                                     "env": [{"name": "PYTHONPATH", "value": str(HERE)}]}}, namespace=ns)
+            wait_for(lambda: (api.get("pipelineruns", "r", "team-a").get("status") or {}).get("phase") == "Succeeded",
+                     60, "the team-a run to succeed")
+            assert "status" not in api.get("pipelineruns", "r", "team-b")
+            assert api.list("jobs", "team-b") == []
+        finally:
+            op.terminate()
+            op.wait(15)
+            log.close()
+            sim.stop()
