@@ -42,7 +42,7 @@ from respawn_operator.kube import (
     as_kopf_error,
     sort_api_error,
 )
-from respawn_operator.reconcile import Decision, Observed, decide
+from respawn_operator.reconcile import Decision, Observed, decide, reject_attempt
 from respawn_operator.spec import (
     Phase,
     PipelineRunStatus,
@@ -275,7 +275,8 @@ class Reconciler:
                 body=ops, content_type="application/json-patch+json")
             self.written[(meta["namespace"], meta["name"])] = (written.get("metadata") or {}).get("resourceVersion")
         except ApiError as exc:
-            if exc.status in (409, 422):  # the test failed: someone else moved the run on
+            # A failed JSON-patch test answers 422 (or 409): someone else moved the run on.
+            if sort_api_error(exc)[0] in (ErrorKind.CONFLICT, ErrorKind.INVALID):
                 raise ApiError(409, "Conflict", f"status changed under us: {exc.message}") from exc
             raise
 
@@ -296,14 +297,7 @@ class Reconciler:
                                "(waiting for its garbage collection)") from exc
             if kind is ErrorKind.INVALID:
                 # The Job we built from this spec is rejected: the run cannot start.
-                st = d.status
-                st.attempts = st.attempts[:-1]
-                st.attempt -= 1
-                st.phase = Phase.FAILED
-                st.message = f"the API server rejected the attempt's Job: {exc.message}; fix the PipelineRun spec"
-                st.completion_time = fmt(now())
-                d.events.clear()
-                d.create_job = None
+                reject_attempt(d, body, exc.message, now())
                 return
             raise
 

@@ -441,3 +441,17 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
     if resumed_from:
         d.events.append(Event("Normal", "Resumed", f"attempt {attempt} resumes after step {resumed_from}"))
     return r.done()
+
+
+def reject_attempt(d: Decision, body: dict[str, Any], why: str, now: dt.datetime) -> None:
+    """The API server refused the attempt's Job (422): undo the attempt and fail the run."""
+    st = d.status
+    if st.attempts and st.attempts[-1].attempt == st.attempt:
+        st.attempts = st.attempts[:-1]
+        st.attempt -= 1
+    d.create_job = None
+    d.events.clear()
+    generation = int((body.get("metadata") or {}).get("generation") or 1)
+    _finish(d, Phase.FAILED, "JobRejected",
+            f"the API server rejected the attempt's Job: {why}; fix the PipelineRun spec", generation, now)
+    _refresh_conditions(st, generation, now, None)

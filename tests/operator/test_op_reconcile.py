@@ -226,3 +226,16 @@ def test_spot_is_taken_from_node_labels_and_kept_when_the_node_vanishes() -> Non
     assert body["status"]["attempts"][0]["spot"] is True
     body, _ = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=False, node_labels=None))
     assert body["status"]["attempts"][0]["spot"] is True and body["status"]["attempts"][0]["reason"] == "NodeLost"
+
+
+def test_rejected_job_fails_the_run_without_a_phantom_attempt() -> None:
+    from respawn_operator.reconcile import reject_attempt
+
+    body = new_run(resources={"limits": {"memory": "lots"}})
+    d = decide(body, Observed(), T0, CONFIG)
+    reject_attempt(d, body, 'spec.template.spec.containers[0].resources.limits[memory]: Invalid value: "lots"', T0)
+    st = apply(body, d)["status"]
+    assert st["phase"] == "Failed" and st["attempt"] == 0 and st.get("attempts", []) == []
+    assert "lots" in st["message"] and d.create_job is None
+    assert next(c for c in st["conditions"] if c["type"] == "Succeeded")["reason"] == "JobRejected"
+    assert [e.reason for e in d.events] == ["JobRejected"]
