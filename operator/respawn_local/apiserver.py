@@ -19,9 +19,9 @@ import asyncio
 import collections
 import contextvars
 import copy
-import hashlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import random
 import re
@@ -133,6 +133,71 @@ def strip_directives(patch: Any) -> Any:
     if isinstance(patch, list):
         return [strip_directives(v) for v in patch]
     return patch
+
+
+# patchMergeKey of the list fields kubectl's strategic merge patches touch (k8s.io/api
+# struct tags); other lists are replaced. `finalizers` merges as a set, like kube.
+_MERGE_KEYS = {
+    "containers": "name", "initContainers": "name", "ephemeralContainers": "name", "env": "name",
+    "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath", "ports": "containerPort",
+    "imagePullSecrets": "name", "conditions": "type", "ownerReferences": "uid", "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey", "resourceClaims": "name", "envFrom": None,
+}
+_SET_LISTS = {"finalizers"}
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """A strategic merge patch, for the list fields in `_MERGE_KEYS` (else a merge patch).
+
+    Supports `$patch: replace|delete` (in maps and list items), `$deleteFromPrimitiveList/<f>`,
+    and ignores `$setElementOrder/<f>` and `$retainKeys` (order: existing items first).
+    """
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if patch.get("$patch") == "replace":
+        return strip_directives({k: v for k, v in patch.items() if k != "$patch"})
+    if patch.get("$patch") == "delete":
+        return None
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if key.startswith("$deleteFromPrimitiveList/"):
+            field = key.split("/", 1)[1]
+            result[field] = [v for v in result.get(field) or [] if v not in (value or [])]
+            continue
+        if key.startswith("$"):
+            continue
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, list) and _MERGE_KEYS.get(key) and isinstance(result.get(key), list):
+            result[key] = _merge_list(result[key], value, _MERGE_KEYS[key])  # type: ignore[arg-type]
+        elif isinstance(value, list) and key in _SET_LISTS and isinstance(result.get(key), list):
+            result[key] = result[key] + [v for v in value if v not in result[key]]
+        elif isinstance(value, list):
+            result[key] = strip_directives(value)
+        else:
+            merged = strategic_merge_patch(result.get(key), value)
+            if merged is None:
+                result.pop(key, None)
+            else:
+                result[key] = merged
+    return result
+
+
+def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[Any]:
+    merged = copy.deepcopy(current)
+    for item in patch:
+        if not isinstance(item, dict) or merge_key not in item:
+            merged.append(strip_directives(item))
+            continue
+        idx = next((i for i, c in enumerate(merged) if isinstance(c, dict) and c.get(merge_key) == item[merge_key]), None)
+        if item.get("$patch") == "delete":
+            if idx is not None:
+                merged.pop(idx)
+        elif idx is None:
+            merged.append(strip_directives(item))
+        else:
+            merged[idx] = strategic_merge_patch(merged[idx], item)
+    return merged
 
 
 def _pointer(path: str) -> list[str]:
@@ -1036,6 +1101,7 @@ class ApiServer:
         if rtype.key == ("", "pods"):
             self._apply_defaults(rtype, new)
         new = self._validate(rtype, new, version)
+        self._check_immutable(rtype, old, new)
         meta = new["metadata"]
         if not meta.get("finalizers"):
             meta.pop("finalizers", None)
@@ -1054,6 +1120,46 @@ class ApiServer:
             if rtype.key != ("", "pods") or meta.get("deletionGracePeriodSeconds", 0) == 0:
                 return self._remove(rtype, new)
         return new
+
+    def _check_immutable(self, rtype: ResourceType, old: Obj, new: Obj) -> None:
+        """The immutability rules of pods and jobs that a controller can trip over."""
+        name = old["metadata"]["name"]
+        if rtype.key == ("", "pods"):
+            def mutable_removed(spec: Obj) -> Obj:
+                spec = copy.deepcopy(spec or {})
+                for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"):
+                    spec.pop(key, None)
+                for key in ("containers", "initContainers"):
+                    for c in spec.get(key) or []:
+                        c.pop("image", None)
+                return spec
+            if mutable_removed(old.get("spec")) != mutable_removed(new.get("spec")):
+                raise self._invalid(rtype, name, [{
+                    "reason": "FieldValueForbidden", "field": "spec",
+                    "message": "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
+                               "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` "
+                               "(only additions to existing tolerations), `spec.terminationGracePeriodSeconds` "
+                               "(allow it to be set to 1 if it was previously negative)"}])
+        elif rtype.key == ("batch", "jobs"):
+            old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+            causes = []
+            for field in ("selector", "completionMode", "podFailurePolicy"):
+                if old_spec.get(field) != new_spec.get(field):
+                    causes.append({"reason": "FieldValueInvalid", "field": f"spec.{field}",
+                                   "message": f"Invalid value: {json.dumps(new_spec.get(field))}: field is immutable"})
+            old_t, new_t = copy.deepcopy(old_spec.get("template") or {}), copy.deepcopy(new_spec.get("template") or {})
+            # Scheduling directives may change while a suspended Job has never started.
+            if new_spec.get("suspend") and not (old.get("status") or {}).get("startTime"):
+                for t in (old_t, new_t):
+                    for key in ("nodeSelector", "tolerations", "affinity", "schedulingGates"):
+                        (t.get("spec") or {}).pop(key, None)
+                    for key in ("labels", "annotations"):
+                        (t.get("metadata") or {}).pop(key, None)
+            if old_t != new_t:
+                causes.append({"reason": "FieldValueInvalid", "field": "spec.template",
+                               "message": "Invalid value: {...}: field is immutable"})
+            if causes:
+                raise self._invalid(rtype, name, causes)
 
     @staticmethod
     def _spec_changed(rtype: ResourceType, old: Obj, new: Obj) -> bool:
@@ -1075,7 +1181,9 @@ class ApiServer:
                     raise ValueError("a JSON patch must be a list of operations")
                 result = json_patch(current, patch)
             elif patch_type == "strategic":
-                result = merge_patch(current, strip_directives(patch))
+                if rtype.crd:
+                    raise ApiError(415, "UnsupportedMediaType", "strategic merge patch is not supported for custom resources: use a merge patch")
+                result = strategic_merge_patch(current, patch)
             else:
                 result = merge_patch(current, patch)
         except (KeyError, IndexError, ValueError, TypeError) as e:

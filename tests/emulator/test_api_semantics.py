@@ -205,3 +205,54 @@ def test_kubernetes_client_round_trip(api: ApiServerThread, k8s: Any, crd: Any) 
     client.EventsV1Api(k8s).create_namespaced_event("default", {"metadata": {"name": "e2"}, "reason": "R", "action": "A",
                                                                 "eventTime": "2026-01-01T00:00:00.000000Z",
                                                                 "reportingController": "x", "reportingInstance": "y"})
+
+
+def test_strategic_merge_patch_merges_lists_by_their_keys(api: ApiServerThread, crd: Any) -> None:
+    def smp(path: str, patch: Any) -> tuple[int, Any]:
+        return http(api.url, "PATCH", path, patch, content_type="application/strategic-merge-patch+json")
+
+    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "main", "image": "v1", "command": ["run"]}, {"name": "side", "image": "s1"}]}})
+    status, pod = smp("/api/v1/namespaces/default/pods/p", {"spec": {
+        "$setElementOrder/containers": [{"name": "main"}, {"name": "side"}], "containers": [{"name": "main", "image": "v2"}]}})
+    assert status == 200 and [(c["name"], c["image"]) for c in pod["spec"]["containers"]] == [("main", "v2"), ("side", "s1")]
+    assert pod["spec"]["containers"][0]["command"] == ["run"]  # merged by name, not replaced
+    # pods/status conditions merge by type, as the kubelet relies on.
+    api.patch("pods", "p", {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}, subresource="status")
+    status, pod = smp("/api/v1/namespaces/default/pods/p/status",
+                      {"status": {"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "x"}]}})
+    assert status == 200 and [c["type"] for c in pod["status"]["conditions"]] == ["Ready", "DisruptionTarget"]
+    # Lists with a merge key: add one, delete one with $patch: delete.
+    api.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"},
+                "imagePullSecrets": [{"name": "a"}, {"name": "b"}]})
+    status, sa = smp("/api/v1/namespaces/default/serviceaccounts/sa",
+                     {"imagePullSecrets": [{"name": "c"}, {"name": "a", "$patch": "delete"}]})
+    assert status == 200 and sa["imagePullSecrets"] == [{"name": "b"}, {"name": "c"}]
+    # finalizers merge as a set; $deleteFromPrimitiveList removes.
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "finalizers": ["a/x"]}})
+    status, cm = smp("/api/v1/namespaces/default/configmaps/c", {"metadata": {"finalizers": ["b/y"]}})
+    assert status == 200 and cm["metadata"]["finalizers"] == ["a/x", "b/y"]
+    status, cm = smp("/api/v1/namespaces/default/configmaps/c", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a/x", "b/y"]}})
+    assert status == 200 and "finalizers" not in cm["metadata"]
+    # Custom resources take no strategic merge patch, like kube.
+    api.create(widget("w"))
+    assert smp(W + "/w", {"spec": {"size": 2}})[0] == 415
+
+
+def test_pod_spec_and_job_template_are_immutable(api: ApiServerThread) -> None:
+    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "main", "image": "v1", "env": [{"name": "A", "value": "1"}]}]}})
+    status, err = http(api.url, "PATCH", "/api/v1/namespaces/default/pods/p",
+                       {"spec": {"containers": [{"name": "main", "image": "v1", "env": []}]}},
+                       content_type="application/merge-patch+json")
+    assert status == 422 and "pod updates may not change fields" in err["message"]
+    assert api.patch("pods", "p", {"metadata": {"labels": {"x": "1"}}})["metadata"]["labels"] == {"x": "1"}
+    job = api.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                      "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}})
+    status, err = http(api.url, "PATCH", "/apis/batch/v1/namespaces/default/jobs/j",
+                       {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "other"}]}}}},
+                       content_type="application/merge-patch+json")
+    assert status == 422 and "spec.template" in err["message"] and "field is immutable" in err["message"]
+    patched = api.patch("jobs", "j", {"spec": {"suspend": True, "template": {"spec": {"nodeSelector": {"pool": "spot"}}}}})
+    assert patched["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "spot"}  # suspended, never started
+    assert patched["metadata"]["generation"] == job["metadata"]["generation"] + 1

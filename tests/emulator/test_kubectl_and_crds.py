@@ -109,6 +109,15 @@ def test_kubectl_builtins(api: ApiServerThread, kubectl: Kubectl, tmp_path: Any)
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     assert "job.batch/j created" in kubectl("apply", "-f", str(path)).stdout
+    # A re-apply sends a strategic merge patch; a Job's template is immutable, like kube.
+    job["metadata"]["labels"] = {"team": "data"}
+    path.write_text(yaml.safe_dump(job))
+    assert "job.batch/j configured" in kubectl("apply", "-f", str(path)).stdout
+    assert api.get("jobs", "j")["metadata"]["labels"]["team"] == "data"
+    job["spec"]["template"]["spec"]["containers"][0]["args"] = ["echo", "hi"]
+    path.write_text(yaml.safe_dump(job))
+    result = kubectl("apply", "-f", str(path), check=False)
+    assert result.returncode != 0 and "field is immutable" in result.stderr
     out = kubectl("get", "jobs").stdout.splitlines()
     assert out[0].split() == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
     api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})

@@ -50,7 +50,8 @@ def the_pod(api: ApiServerThread, job: str) -> dict[str, Any]:
 def running_pod(api: ApiServerThread, sim: PodSim, job: str) -> dict[str, Any]:
     name = the_pod(api, job)["metadata"]["name"]
     wait_for(lambda: "ready" in sim.log(name), 10, f"{name} to print ready")
-    return api.get("pods", name)
+    # The kubelet reports Running only after it registered the process.
+    return wait_for(lambda: (p := api.get("pods", name))["status"].get("phase") == "Running" and p, 10, f"{name} Running")
 
 
 def job_condition(api: ApiServerThread, job: str, ctype: str) -> dict[str, Any] | None:
