@@ -915,8 +915,14 @@ class ApiServer:
         if rtype.namespaced:
             if not ns:
                 raise ApiError(400, "BadRequest", "the server could not find the requested resource: namespace is required")
-            if self.strict_namespaces and ("", ns) not in self.store[("", "namespaces")]:
+            namespace = self.store[("", "namespaces")].get(("", ns))
+            if self.strict_namespaces and namespace is None:
                 raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
+            if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
+                raise ApiError(403, "Forbidden", f"unable to create new content in namespace {ns} because it is being terminated",
+                               {"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating",
+                                                                             "message": f"namespace {ns} is being terminated",
+                                                                             "field": "metadata.namespace"}]})
             return ns
         return ""
 
@@ -1252,10 +1258,17 @@ class ApiServer:
             if meta["deletionGracePeriodSeconds"] == 0 and not finalizers:
                 return self._remove(rtype, obj)
         else:
-            if not finalizers:
+            namespace_content = rtype.key == ("", "namespaces") and (new.get("spec") or {}).get("finalizers")
+            if rtype.key == ("", "namespaces") and name in ("default", "kube-system", "kube-public"):
+                raise ApiError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                               {"name": name, "kind": "namespaces"})
+            if not finalizers and not namespace_content:
                 return self._remove(rtype, obj)
             meta.setdefault("deletionTimestamp", now_rfc3339())
             meta.setdefault("deletionGracePeriodSeconds", 0)
+            if rtype.key == ("", "namespaces"):
+                # The namespace controller empties it, then drops spec.finalizers (GC loop).
+                new.setdefault("status", {})["phase"] = "Terminating"
         meta["finalizers"] = finalizers
         if not finalizers:
             meta.pop("finalizers")
@@ -1360,6 +1373,38 @@ class ApiServer:
                         rest = [f for f in fins if f != "foregroundDeletion"]
                         self._patch(self.types[rkey], ns, name, "merge", {"metadata": {"finalizers": rest or None}}, None)
                         actions += 1
+        actions += self._finalize_namespaces()
+        return actions
+
+    def _finalize_namespaces(self) -> int:
+        """The namespace controller: empty terminating namespaces, then let them go."""
+        actions = 0
+        namespaces = self.types[("", "namespaces")]
+        for (_, ns_name), namespace in list(self.store[namespaces.key].items()):
+            if not namespace["metadata"].get("deletionTimestamp"):
+                continue
+            remaining = 0
+            for rkey, objs in list(self.store.items()):
+                rtype = self.types.get(rkey)
+                if rtype is None or not rtype.namespaced:
+                    continue
+                for (ons, oname), o in list(objs.items()):
+                    if ons != ns_name:
+                        continue
+                    remaining += 1
+                    if not o["metadata"].get("deletionTimestamp"):
+                        try:
+                            self._delete(rtype, ons, oname, {"propagationPolicy": "Background"})
+                            actions += 1
+                        except ApiError:
+                            pass
+            if remaining == 0 and (namespace.get("spec") or {}).get("finalizers"):
+                new = copy.deepcopy(namespace)
+                new["spec"]["finalizers"] = []
+                self._update(namespaces, None, ns_name, new, None)
+                if ("", ns_name) in self.store[namespaces.key] and not self.store[namespaces.key][("", ns_name)]["metadata"].get("finalizers"):
+                    self._remove(namespaces, self.store[namespaces.key][("", ns_name)])
+                actions += 1
         return actions
 
     # -- CRDs --------------------------------------------------------------

@@ -121,3 +121,19 @@ def test_deleting_a_crd_removes_its_objects_and_routes(api: ApiServerThread, crd
     api.delete("customresourcedefinitions", "widgets.test.respawn.dev", namespace=None)
     status, _ = http(api.url, "GET", "/apis/test.respawn.dev/v1/namespaces/default/widgets")
     assert status == 404
+
+
+def test_namespace_deletion_empties_it_first(api: ApiServerThread, crd: Any) -> None:
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "team"}})
+    api.create({**widget("w"), "metadata": {"name": "w", "namespace": "team", "finalizers": ["test/hold"]}})
+    status, ns = http(api.url, "DELETE", "/api/v1/namespaces/team")
+    assert status == 200 and ns["status"]["phase"] == "Terminating"
+    status, err = http(api.url, "POST", "/api/v1/namespaces/team/configmaps", {"metadata": {"name": "new"}})
+    assert status == 403 and "being terminated" in err["message"]
+    wait_for(lambda: api.get_or_none("configmaps", "c", "team") is None, 5, "content to be deleted")
+    assert api.get("widgets", "w", "team")["metadata"]["deletionTimestamp"]
+    assert api.get_or_none("namespaces", "team", None) is not None  # held by the finalizer of its content
+    api.patch("widgets", "w", {"metadata": {"finalizers": None}}, namespace="team")
+    wait_for(lambda: api.get_or_none("namespaces", "team", None) is None, 5, "namespace to go")
+    assert http(api.url, "DELETE", "/api/v1/namespaces/default")[0] == 403
