@@ -23,7 +23,7 @@ from pipeline_runtime.storage import open_store
 from . import augment as aug
 from . import regions, shards
 from .video_io import FINGERPRINT_BYTES, TICK_FRAMES, FrameReader, VideoError, fetch_video, fingerprint, iter_frames, probe
-from .work_store import NpyBuffer, WorkStore
+from .work_store import CorruptChunk, NpyBuffer, WorkStore
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ class DataPrepPipeline(Pipeline):
         work = self._work(ctx)
         try:
             for c in range(len(refs), len(crops["chunks"])):
-                batch = work.get(crops["chunks"][c])
+                batch = _load(work, crops["chunks"][c])
                 out = NpyBuffer(batch.shape)
                 rows, shas = [], []
                 for i, crop in enumerate(batch):
@@ -414,6 +414,15 @@ class DataPrepPipeline(Pipeline):
         return WorkStore(uri, f"_work/{ctx.tenant}/{ctx.run_id}")
 
 
+def _load(work: WorkStore, ref: dict[str, Any]) -> np.ndarray:
+    """A work chunk; a missing or damaged one fails the run at once (retrying cannot bring it back)."""
+    try:
+        return work.get(ref)
+    except CorruptChunk as e:
+        raise InvalidInput(f"work_uri: {e}. A finished run deletes its work chunks, so re-running "
+                           "augment or write_dataset alone cannot work: rerun from the crop step") from None
+
+
 def _fp_array(items: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(items), dtype=np.uint8).reshape(-1, FINGERPRINT_BYTES).copy()
 
@@ -431,7 +440,7 @@ def _shard_batches(work: WorkStore, refs: list[dict[str, Any]], shard_size: int,
         while at < hi:
             c = int(np.searchsorted(starts, at, side="right")) - 1
             if loaded is None or loaded[0] != c:
-                loaded = (c, work.get(refs[c]))
+                loaded = (c, _load(work, refs[c]))
             chunk = loaded[1]
             if images is None:
                 images = np.empty((hi - lo, *chunk.shape[1:]), chunk.dtype)

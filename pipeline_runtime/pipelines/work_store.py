@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from pipeline_runtime.storage import Store, open_store
+from pipeline_runtime.storage import NotFound, Store, open_store
 
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype[Any] | type) -> bytes:
@@ -61,7 +61,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 class CorruptChunk(ValueError):
-    """A stored chunk does not match the checksum its reference recorded."""
+    """A stored chunk is missing, or does not match the checksum its reference recorded."""
 
 
 class WorkStore:
@@ -109,7 +109,10 @@ class WorkStore:
 
     def get(self, ref: dict[str, Any]) -> np.ndarray:
         """Load a chunk by reference; CorruptChunk if its bytes changed."""
-        data = self.store.get(ref["path"])
+        try:
+            data = self.store.get(ref["path"])
+        except NotFound:
+            raise CorruptChunk(f"{self.store.uri}/{ref['path']} is gone") from None
         if hashlib.sha256(data).hexdigest() != ref["sha256"]:
             raise CorruptChunk(f"{self.store.uri}/{ref['path']} does not match its checksum")
         array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)

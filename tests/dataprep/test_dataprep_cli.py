@@ -311,3 +311,22 @@ def test_source_video_replaced_during_the_run_is_refused(runtime: Runtime, tmp_p
     code, text, term = runtime.run(run_args("dataprep", params, ckpt, attempt=2))
     assert code == 64, text
     assert term is not None and term["message"].startswith("video_uri:") and "changed since open_video" in term["message"]
+
+
+def test_rerun_from_augment_after_success_fails_at_once_naming_the_fix(
+        runtime: Runtime, tmp_path: Path, video: Callable[..., str]) -> None:
+    out, ckpt = tmp_path / "out", tmp_path / "ck"
+    params = {"video_uri": video(frames=60), "output_uri": str(out), "crop_size": 32}
+    assert runtime.run(run_args("dataprep", params, ckpt))[0] == 0
+    before = files(out)
+    # write_dataset alone finds its own manifest already there: nothing to redo.
+    code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=2), "--rerun-from", "write_dataset"])
+    assert code == 0, text
+    assert files(out) == before
+    # augment needs the crop chunks, which the finished run deleted.
+    code, text, term = runtime.run([*run_args("dataprep", params, ckpt, attempt=3), "--rerun-from", "augment"])
+    assert code == 64, text
+    assert term is not None and term["message"].startswith("work_uri:") and "rerun from the crop step" in term["message"]
+    code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=4), "--rerun-from", "crop"])
+    assert code == 0, text
+    assert files(out) == before
