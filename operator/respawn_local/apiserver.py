@@ -1748,7 +1748,7 @@ class ApiServer:
         if rtype.namespaced and ns is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if sub == "log":
-            return self._log(rtype, ns, name, request)
+            return await self._log(rtype, ns, name, request)
         if sub == "eviction":
             if method != "POST":
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -1787,21 +1787,64 @@ class ApiServer:
             return web.json_response(self._render(rtype, obj, version))
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
-    def _log(self, rtype: ResourceType, ns: str | None, name: str, request: web.Request) -> web.Response:
+    async def _log(self, rtype: ResourceType, ns: str | None, name: str, request: web.Request) -> web.StreamResponse:
+        """pods/log from the simulator's log file; `follow=true` streams until the pod ends."""
         pod = self._get(rtype, ns, name)
+        uid = pod["metadata"]["uid"]
         path = (pod["metadata"].get("annotations") or {}).get("respawn.dev/sim-log")
-        text = ""
+        data = b""
         if path:
             try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    text = f.read()
+                with open(path, "rb") as f:
+                    data = f.read()
             except OSError:
-                text = ""
+                data = b""
         tail = request.query.get("tailLines")
         if tail:
-            lines = text.splitlines(keepends=True)
-            text = "".join(lines[-int(tail):]) if int(tail) > 0 else ""
-        return web.Response(text=text, content_type="text/plain")
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
+        if request.query.get("follow") not in ("true", "1"):
+            return web.Response(body=data, content_type="text/plain")
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(data)
+        offset = len(data) if not tail else None
+        if offset is None and path:
+            try:
+                with open(path, "rb") as f:
+                    offset = len(f.read())
+            except OSError:
+                offset = 0
+        while not self._stopping:
+            current = self.store[rtype.key].get((ns or "", name))
+            done = current is None or current["metadata"]["uid"] != uid or \
+                (current.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            path = path or ((current or {}).get("metadata", {}).get("annotations") or {}).get("respawn.dev/sim-log")
+            if path:
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(offset or 0)
+                        chunk = f.read()
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    offset = (offset or 0) + len(chunk)
+                    try:
+                        await resp.write(chunk)
+                    except (ConnectionResetError, RuntimeError):
+                        break
+            if done:
+                break
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                break
+            await asyncio.sleep(0.1)
+        try:
+            await resp.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return resp
 
     def evict(self, ns: str, name: str, delete_options: Obj | None = None) -> Obj:
         """The pods/eviction subresource: mark DisruptionTarget, then delete gracefully."""

@@ -340,3 +340,13 @@ def test_force_deleted_pod_still_gets_its_process_stopped(api: ApiServerThread, 
     assert api.get_or_none("pods", name) is None
     wait_for(lambda: proc.process.returncode is not None, 10, "the process to be stopped")
     assert proc.process.returncode == 143 and "got SIGTERM" in sim.log(name)
+
+
+def test_kubectl_logs_follow_streams_until_the_pod_ends(api: ApiServerThread, sim: PodSim, kubectl: Any) -> None:
+    code = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
+    api.create(job_manifest("ticks", code))
+    name = wait_for(lambda: (p := the_pod(api, "ticks"))["metadata"].get("annotations", {}).get("respawn.dev/sim-log") and p,
+                    10, "the pod to start")["metadata"]["name"]
+    out = kubectl("logs", "-f", name).stdout
+    assert out.splitlines() == ["tick 0", "tick 1", "tick 2"]
+    assert kubectl("logs", name, "--tail=1").stdout == "tick 2\n"
