@@ -330,8 +330,12 @@ class _Run:
         step_name = body.get("step")
         if body["kind"] == "step" and step_name in self.summary:
             self.summary[step_name]["bytes_written"] = uploaded
-        self.emit("commit", seq=seq, kind=body["kind"], step=step_name,
-                  completed=len(body["completed_steps"]), total=len(self.names),
+        done = body["completed_steps"]
+        # `step` is the last completed step (what a resume continues after); a
+        # progress commit also names the step whose intra-step state it holds.
+        self.emit("commit", seq=seq, kind=body["kind"], step=done[-1] if done else None,
+                  in_step=step_name if body["kind"] == "progress" else None,
+                  completed=len(done), total=len(self.names),
                   attempt=body["attempt"], bytes_written=uploaded, at=body["at"])
 
     def base_state(self, runlog: RunLog, latest: Latest | None, resume: bool,

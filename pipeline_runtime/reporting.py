@@ -45,7 +45,8 @@ class Reporter:
         elif event == "commit":
             s["completedSteps"] = fields["completed"]
             s["lastCheckpoint"] = {"step": fields["step"], "seq": fields["seq"],
-                                   "at": fields["at"], "kind": fields["kind"]}
+                                   "at": fields["at"], "kind": fields["kind"],
+                                   **({"inStep": fields["in_step"]} if fields["in_step"] else {})}
         elif event == "succeeded":
             s["currentStep"] = None
         self._print(event, fields)
@@ -66,9 +67,10 @@ class Reporter:
                     + (" (continuing saved progress)" if fields.get("resumed") else ""))
         elif event == "step_done":
             c.print(f"  [green]✓[/] {fields['step']} {fields['duration_s']:.2f}s")
-        elif event == "commit" and fields["kind"] == "step":
+        elif event == "commit" and fields["kind"] in ("step", "progress"):
             mb = fields["bytes_written"] / 1e6
-            c.print(f"    checkpoint #{fields['seq']} ({mb:.1f} MB uploaded)", style="dim")
+            what = f"progress in {fields['in_step']}" if fields["in_step"] else "step"
+            c.print(f"    checkpoint #{fields['seq']}: {what} ({mb:.1f} MB uploaded)", style="dim")
         elif event in ("succeeded", "restart", "retired"):
             c.print(f"[bold]{event}[/] " + ", ".join(f"{k}={v}" for k, v in fields.items()
                                                     if k not in ("pipeline", "run_id")))

@@ -1,0 +1,234 @@
+"""`respawn-demo`: the whole system on this machine, no cluster and no cloud.
+
+It starts the Kubernetes API emulator, the real operator (a `respawn-operator`
+process), and the pod simulator, which runs every attempt's pod as a real
+`pipeline-runtime` process with `file://` checkpoints. It generates a video,
+applies examples/dataprep-run.yaml pointed at it, preempts the pod partway the
+way a spot VM reclaim does (DisruptionTarget, SIGTERM, grace period), shows the
+run as `kubectl get pipelineruns` would while it changes, and prints where the
+dataset is and which steps the resumed attempt skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from respawn_local.apiserver import ApiServerThread
+from respawn_local.podsim import PodSim
+from respawn_local.sample_video import make_video
+from respawn_operator.crdgen import build_crd
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "dataprep-run.yaml"
+NS = "default"
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+class Table:
+    """Prints the PipelineRun table (server-side printing, like kubectl) when it changes."""
+
+    def __init__(self, api_url: str) -> None:
+        self.url = f"{api_url}/apis/respawn.dev/v1alpha1/namespaces/{NS}/pipelineruns"
+        self.last: list[list[str]] | None = None
+        self.header_shown = False
+
+    def poll(self) -> None:
+        req = urllib.request.Request(self.url, headers={"Accept": TABLE})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            table = json.load(resp)
+        cols = [c["name"].upper() for c in table["columnDefinitions"] if c.get("priority", 0) == 0]
+        rows = [["" if v is None else str(v) for v, c in zip(r["cells"], table["columnDefinitions"])
+                 if c.get("priority", 0) == 0] for r in table["rows"]]
+        # AGE changes every second: only a change elsewhere is worth a line.
+        key = [r[:-1] for r in rows]
+        if key == (None if self.last is None else [r[:-1] for r in self.last]):
+            return
+        self.last = rows
+        widths = [max(len(x) for x in col) + 3 for col in zip(cols, *rows)]
+        widths = [max(w, {"CURRENT": 17, "PHASE": 12}.get(c, 0)) for w, c in zip(widths, cols)]
+        if not self.header_shown:
+            say("  " + "".join(c.ljust(w) for c, w in zip(cols, widths)))
+            self.header_shown = True
+        for r in rows:
+            say("  " + "".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def load_example(video: Path, out: Path, checkpoints: Path) -> dict[str, Any]:
+    """examples/dataprep-run.yaml, pointed at local files and the simulated nodes."""
+    body: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    spec = body["spec"]
+    spec["params"].update({"video_uri": str(video), "output_uri": f"file://{out}",
+                           "mode": "grid", "crop_size": 120, "frame_stride": 5,
+                           "chunk_size": 32, "shard_size": 256})
+    spec["checkpoint"]["uri"] = f"file://{checkpoints}"
+    spec["image"] = "respawn:demo"  # the simulator runs the installed runtime
+    spec["resources"] = {}
+    spec.pop("serviceAccountName", None)
+    spec["terminationGracePeriodSeconds"] = 15
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="respawn-demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", default=".respawn/demo", help="where everything goes (reset)")
+    ap.add_argument("--frames", type=int, default=3000, help="length of the generated video")
+    ap.add_argument("--preempt-at", default="extract_frames",
+                    help="preempt the pod while this step runs")
+    args = ap.parse_args(argv)
+    work = Path(args.dir).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+
+    video = Path(make_video(work / "video.avi", frames=args.frames, width=480, height=360,
+                            fourcc="MJPG"))
+    say(f"Generated {video} ({args.frames} frames, 480x360, MJPG).")
+
+    api = ApiServerThread()
+    api.start()
+    kubeconfig = api.write_kubeconfig(str(work / "kubeconfig"))
+    api.create(build_crd())
+    sim = PodSim(api.url, work_dir=str(work / "pods"))
+    sim.start()
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "RESPAWN_METRICS_PORT": "0",
+           "RESPAWN_RESYNC_SECONDS": "2", "RESPAWN_DEFAULT_IMAGE": "respawn:demo"}
+    op_log = open(work / "operator.log", "wb")  # noqa: SIM115 - the child writes it
+    bin_dir = Path(sys.executable).parent
+    operator = subprocess.Popen([str(bin_dir / "respawn-operator"), "--standalone", "-A"],
+                                env=env, stdout=op_log, stderr=subprocess.STDOUT)
+    say(f"API emulator at {api.url}; operator and pod simulator started "
+        f"(nodes: {', '.join(sim.nodes)}).")
+    say(f"  kubectl works too: kubectl --kubeconfig {kubeconfig} get pipelineruns")
+    try:
+        return run_demo(api, sim, work, video, args, started)
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(15)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+        sim.stop()
+        api.stop()
+
+
+def run_demo(api: ApiServerThread, sim: PodSim, work: Path, video: Path,
+             args: argparse.Namespace, started: float) -> int:
+    out, checkpoints = work / "dataset", work / "checkpoints"
+    body = load_example(video, out, checkpoints)
+    name = body["metadata"]["name"]
+    api.create(body, namespace=NS)
+    say(f"\nApplied {EXAMPLE.relative_to(REPO)} as PipelineRun {name}:\n")
+    table = Table(api.url)
+
+    def status() -> dict[str, Any]:
+        return api.get("pipelineruns", name, NS).get("status") or {}
+
+    def watch_until(pred: Callable[[dict[str, Any]], bool], timeout: float, what: str
+                    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            table.poll()
+            st = status()
+            if st.get("phase") == "Failed":
+                raise SystemExit(f"demo: the run failed: {st.get('message')}")
+            return st if pred(st) else None
+        return wait(check, timeout, what)  # type: ignore[no-any-return]
+
+    watch_until(lambda st: st.get("currentStep") == args.preempt_at
+                and st.get("phase") == "Running", 90, f"step {args.preempt_at} to run")
+    # Let it get partway into the step: its saved progress is what the next attempt uses.
+    time.sleep(0.7)
+    uid = api.get("pipelineruns", name, NS)["metadata"]["uid"]
+    pods = [p for p in api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid}")
+            if p["status"].get("phase") == "Running"]
+    pod, node = pods[0]["metadata"]["name"], pods[0]["spec"].get("nodeName")
+    say(f"\n>>> Spot node {node} is reclaimed: pod {pod} gets DisruptionTarget "
+        "(TerminationByKubelet) and SIGTERM.\n")
+    sim.preempt(pod, NS, reason="TerminationByKubelet", grace=15, wait=False)
+    final = watch_until(lambda st: st.get("phase") == "Succeeded", 120, "the run to succeed")
+    last_pod = final["attempts"][-1].get("pod")
+    continued = resumed_steps(sim.log(last_pod, NS)) if last_pod else []
+    return report(final, body["spec"], out, started, continued)
+
+
+def resumed_steps(log: str) -> list[str]:
+    """Steps the runtime started from saved intra-step progress (its JSON event log)."""
+    found = []
+    for line in log.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "step_start" and event.get("resumed"):
+            found.append(event["step"])
+    return found
+
+
+def steps_by_attempt(st: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, int]]:
+    """Which attempt ran each step, from the checkpoint (its tombstone keeps the summary)."""
+    from pipeline_runtime.checkpoint import RunLog
+    from pipeline_runtime.cli import inspect_run
+    from pipeline_runtime.storage import open_store
+
+    runlog = RunLog(open_store(spec["checkpoint"]["uri"]), spec.get("tenant") or "default",
+                    st["runId"])
+    info = inspect_run(runlog)
+    summary = info["steps_summary"] or {}
+    return [(step, summary[step].get("attempt")) for step in info["completed_steps"] or []]
+
+
+def report(st: dict[str, Any], spec: dict[str, Any], out: Path, started: float,
+           continued: list[str]) -> int:
+    say("\nAttempts:")
+    for a in st.get("attempts", []):
+        note = f", resumed after step {a['resumedFrom']}" if a.get("resumedFrom") else ""
+        say(f"  #{a['attempt']} on {a.get('node')} (spot: {a.get('spot')}): {a.get('outcome')}"
+            f" ({a.get('reason')}){note}")
+    ran = steps_by_attempt(st, spec)
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_text().count("\n") if manifest.exists() else 0
+    shards = sorted(p.name for p in out.glob("shard-*"))
+    say(f"\nDataset: {out}  ({lines} crops in {len(shards)} shards + manifest.jsonl)")
+    last = st["attempts"][-1]
+    resumed = last.get("resumedFrom")
+    skipped = [s for s, a in ran if a != last["attempt"]]
+    again = [s for s, a in ran if a == last["attempt"]]
+    if resumed:
+        say(f"Attempt {last['attempt']} resumed after '{resumed}': it skipped "
+            f"{', '.join(skipped) or 'nothing'} (done by earlier attempts) and ran "
+            f"{', '.join(again)}.")
+    for step_name in continued:
+        say(f"{step_name} continued from the progress saved at SIGTERM, not from its start.")
+    say(f"Preemptions: {st.get('preemptions')}, failures: {st.get('failures')}; "
+        f"done in {time.monotonic() - started:.0f}s.")
+    return 0 if lines and resumed and skipped else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
