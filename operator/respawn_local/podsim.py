@@ -774,7 +774,8 @@ class PodSim:
                 self._spawn(self._terminate(pod))
             return
         if not node:
-            if spec.get("schedulerName", "default-scheduler") == "default-scheduler" and not _terminal(pod):
+            if spec.get("schedulerName", "default-scheduler") == "default-scheduler" and not _terminal(pod) \
+                    and not spec.get("schedulingGates"):  # gated pods (e.g. by Kueue) wait
                 await self._schedule(pod)
             return
         if node in self.nodes and node not in self.lost_nodes and uid not in self._handled and not _terminal(pod):

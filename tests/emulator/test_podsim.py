@@ -9,7 +9,7 @@ from typing import Any
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import NODE_SHUTDOWN_MESSAGE, SPOT_LABEL, PodSim
 
-from .helpers import condition, job_manifest, wait_for
+from .helpers import PY, condition, job_manifest, wait_for
 
 # A container that reports it is running, then waits for SIGTERM and exits 143
 # after writing its termination message (what the pipeline runtime does).
@@ -350,3 +350,15 @@ def test_kubectl_logs_follow_streams_until_the_pod_ends(api: ApiServerThread, si
     out = kubectl("logs", "-f", name).stdout
     assert out.splitlines() == ["tick 0", "tick 1", "tick 2"]
     assert kubectl("logs", name, "--tail=1").stdout == "tick 2\n"
+
+
+def test_scheduling_gates_hold_a_pod_until_removed(api: ApiServerThread, sim: PodSim) -> None:
+    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gated"},
+                "spec": {"restartPolicy": "Never", "schedulingGates": [{"name": "kueue.x-k8s.io/admission"}],
+                         "containers": [{"name": "main", "image": "python", "command": [PY, "-c", "print('admitted')"]}]}})
+    api.create(job_manifest("marker", "pass"))  # a later pod goes through while the gated one waits
+    wait_for(lambda: job_condition(api, "marker", "Complete"), 15, "the marker job")
+    assert "nodeName" not in api.get("pods", "gated")["spec"]
+    api.patch("pods", "gated", {"spec": {"schedulingGates": None}})
+    wait_for(lambda: api.get("pods", "gated")["status"]["phase"] == "Succeeded", 15, "the released pod to run")
+    assert "admitted" in sim.log("gated")
