@@ -75,7 +75,7 @@ def check_dataset(out: Path, crops: int, crop_size: int, shard_size: int) -> lis
 
 
 @pytest.fixture(scope="module")
-def kill_video(video_dir: Path, video: Callable[..., str]) -> str:
+def kill_video(video: Callable[..., str]) -> str:
     return video(frames=200)
 
 
