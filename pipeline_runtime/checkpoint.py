@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,21 +190,24 @@ class RunLog:
         """
         seq = last_seq + 1
         self.append(seq, tombstone)
-        for path in self.store.list(self._p("artifacts/")):
-            self.store.delete(path)
-        for old in self.seqs():
-            if old < seq:
-                # Overwrite, never delete: an empty slot could be filled by a stale writer.
-                stub = {"seq": old, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION,
-                        "tombstone": seq}
-                self.store.put(self._p(_slot(old)), json.dumps(stub).encode())
+
+        def stub(old: int) -> None:
+            # Overwrite, never delete: an empty slot could be filled by a stale writer.
+            body = {"seq": old, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION,
+                    "tombstone": seq}
+            self.store.put(self._p(_slot(old)), json.dumps(body).encode())
+
+        # Object stores answer one request at a time per connection: fan out.
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(self.store.delete, self.store.list(self._p("artifacts/"))))
+            list(pool.map(stub, [old for old in self.seqs() if old < seq]))
         return seq
 
     def purge(self) -> int:
         """Remove everything of the run, tombstone included (the PipelineRun is gone)."""
         paths = self.store.list(self.prefix)
-        for path in paths:
-            self.store.delete(path)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(self.store.delete, paths))
         return len(paths)
 
 
