@@ -159,7 +159,7 @@ def run_statuses(api: ApiServerThread) -> dict[str, dict[str, Any]]:
 
 def rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process in MB, from /proc/<pid>/status."""
-    fields = {}
+    fields: dict[str, float] = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
