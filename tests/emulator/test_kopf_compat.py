@@ -46,12 +46,16 @@ OPERATOR = textwrap.dedent('''
 @pytest.fixture
 def kopf_operator(api: ApiServerThread, crd: Any, kubeconfig: str, tmp_path: Path,
                   monkeypatch: pytest.MonkeyPatch) -> Any:
+    import kopf
     from kopf.testing import KopfRunner
 
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     path = tmp_path / "operator.py"
     path.write_text(OPERATOR)
-    with KopfRunner(["run", "--standalone", "--all-namespaces", "--verbose", str(path)], timeout=30) as runner:
+    # A fresh registry: kopf's default one may already hold the respawn operator's
+    # handlers (other test modules import respawn_operator.handlers).
+    with KopfRunner(["run", "--standalone", "--all-namespaces", "--verbose", str(path)], timeout=60,
+                    registry=kopf.OperatorRegistry()) as runner:
         yield runner
     assert runner.exception is None, runner.output
 
@@ -63,7 +67,7 @@ def phase(api: ApiServerThread, name: str) -> str | None:
 
 def test_kopf_operator_handles_create_update_delete(api: ApiServerThread, kopf_operator: Any) -> None:
     api.create(widget("a", size=1))
-    wait_for(lambda: phase(api, "a") == "Created", 15, "kopf's create handler")
+    wait_for(lambda: phase(api, "a") == "Created", 60, "kopf's create handler")
     obj = api.get("widgets", "a")
     assert obj["metadata"]["finalizers"] == ["test.respawn.dev/finalizer"]
     assert obj["status"]["created"] == {"size": 1}  # handler results land in status
@@ -71,22 +75,22 @@ def test_kopf_operator_handles_create_update_delete(api: ApiServerThread, kopf_o
     wait_for(lambda: [e for e in api.list("events", "default") if e["involvedObject"]["name"] == "a"], 10, "kopf events")
 
     api.patch("widgets", "a", {"spec": {"size": 2}})
-    wait_for(lambda: phase(api, "a") == "Resized2", 15, "kopf's update handler")
+    wait_for(lambda: phase(api, "a") == "Resized2", 60, "kopf's update handler")
 
     # A cut watch stream: kopf re-watches and keeps reacting.
     api.faults.close_watches()
     api.create(widget("b", size=3))
-    wait_for(lambda: phase(api, "b") == "Created", 15, "kopf after a re-watch")
+    wait_for(lambda: phase(api, "b") == "Created", 60, "kopf after a re-watch")
 
     api.delete("widgets", "a")
-    wait_for(lambda: api.get_or_none("widgets", "a") is None, 15, "kopf to release its finalizer")
+    wait_for(lambda: api.get_or_none("widgets", "a") is None, 60, "kopf to release its finalizer")
     counts = api.request_counts(agent="kopf")
     assert counts.get(("watch", "widgets"), 0) >= 2 and counts.get(("patch", "widgets"), 0) >= 1
 
 
 def test_kopf_recovers_from_an_outage_and_410_gone(api: ApiServerThread, kopf_operator: Any) -> None:
     api.create(widget("first"))
-    wait_for(lambda: phase(api, "first") == "Created", 15, "kopf to be up")
+    wait_for(lambda: phase(api, "first") == "Created", 60, "kopf to be up")
     api.call(lambda: setattr(api.server, "history_size", 3))
     api.faults.pause(1.0, refuse=True)  # kopf loses its watches and cannot reconnect for a while
     for i in range(6):  # meanwhile the history kopf would resume from is compacted away
