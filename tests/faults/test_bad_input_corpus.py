@@ -1,0 +1,321 @@
+"""Bad input for the runtime: corrupt, truncated, foreign and version-mismatched commits,
+missing or damaged artifacts, hostile ids, params and configuration.
+
+Each case must end with the documented exit code (64: invalid input or configuration,
+65: unusable checkpoint), a message naming the problem, no traceback, the same answer
+when asked again (no crash loop), and the store byte-identical before and after: in
+particular another tenant's run ("victim") is never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline_runtime.storage import NotFound, Store, open_store
+from tests.conftest import GCSEmulator
+from tests.faults.pipelines import CHAIN
+from tests.faults.results import Results
+from tests.runtime.conftest import Runtime
+
+PARAMS = '{"mb": 0, "work_s": 0}'  # empty arrays and a 10 KB blob: small and quick'
+TENANT = "t1"
+
+
+def snapshot(store: Store, run: str) -> dict[str, str]:
+    """Every object but those of the other cases' runs (they change in parallel)."""
+    def mine(path: str) -> bool:
+        return not path.startswith(f"{TENANT}/c") or path.startswith(f"{TENANT}/{run}/")
+    lister = getattr(store, "fingerprints", None)
+    if lister is not None:
+        return {p: v for p, v in lister().items() if mine(p)}
+    return {p: hashlib.sha256(store.get(p)).hexdigest() for p in store.list("") if mine(p)}
+
+
+def commits(store: Store, run: str) -> list[str]:
+    return [p for p in store.list(f"{TENANT}/{run}/commits/") if p.endswith(".json")]
+
+
+def latest(store: Store, run: str) -> str:
+    return commits(store, run)[-1]
+
+
+def edit_latest(change: Callable[[dict[str, Any]], Any]) -> Callable[[Store, str], None]:
+    def apply(store: Store, run: str) -> None:
+        path = latest(store, run)
+        body = json.loads(store.get(path))
+        replaced = change(body)
+        store.put(path, json.dumps(body if replaced is None else replaced).encode())
+    return apply
+
+
+def raw_latest(data: Callable[[bytes], bytes]) -> Callable[[Store, str], None]:
+    def apply(store: Store, run: str) -> None:
+        path = latest(store, run)
+        store.put(path, data(store.get(path)))
+    return apply
+
+
+def biggest_artifact(change: Callable[[bytes], bytes | None]) -> Callable[[Store, str], None]:
+    def apply(store: Store, run: str) -> None:
+        paths = store.list(f"{TENANT}/{run}/artifacts/")
+        path = max(paths, key=lambda p: len(store.get(p)))
+        new = change(store.get(path))
+        if new is None:
+            store.delete(path)
+        else:
+            store.put(path, new)
+    return apply
+
+
+def first_ref(body: dict[str, Any]) -> dict[str, Any]:
+    for node in body["context"]["dict"].values():
+        if "ref" in node:
+            return node["ref"]  # type: ignore[no-any-return]
+    raise AssertionError("no artifact reference in the commit")
+
+
+def set_key(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda b: b.__setitem__(key, value)
+
+
+def drop_key(key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda b: b.pop(key) and None
+
+
+def foreign_commit(store: Store, run: str) -> None:
+    # Someone else's commit (the victim's final one) copied into this run's next slot.
+    victim = store.get(latest_of(store, "victim", "v1"))
+    seq = int(latest(store, run).rsplit("/", 1)[-1][:-5]) + 1
+    store.put(f"{TENANT}/{run}/commits/{seq:08d}.json", victim)
+
+
+def latest_of(store: Store, tenant: str, run: str) -> str:
+    return [p for p in store.list(f"{tenant}/{run}/commits/")][-1]
+
+
+@dataclass
+class Case:
+    name: str
+    expect: int
+    says: str
+    """A part of the termination message that names the problem."""
+    corrupt: Callable[[Store, str], None] | None = None
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    params: str = PARAMS
+    bug: str = ""
+
+
+def traversal_ref(body: dict[str, Any]) -> None:
+    first_ref(body)["sha256"] = "../../../victim/v1/commits/00000001"
+
+
+CHECKPOINT_CASES = [
+    Case("truncated commit", 65, "not valid JSON", raw_latest(lambda b: b[:40])),
+    Case("empty commit", 65, "not valid JSON", raw_latest(lambda b: b"")),
+    Case("binary garbage commit", 65, "not valid JSON", raw_latest(lambda b: bytes(range(256)))),
+    Case("commit is a JSON list", 65, "not a commit object", raw_latest(lambda b: b"[1, 2]")),
+    Case("seed-format version 1.0", 65, "checkpoint_version '1.0'",
+         edit_latest(set_key("checkpoint_version", "1.0"))),
+    Case("future version 9.9", 65, "checkpoint_version '9.9'",
+         edit_latest(set_key("checkpoint_version", "9.9"))),
+    Case("commit without context", 65, "lacks context", edit_latest(drop_key("context"))),
+    Case("commit without completed_steps", 65, "lacks completed_steps",
+         edit_latest(drop_key("completed_steps"))),
+    Case("foreign pipeline name", 65, "belongs to pipeline 'other'",
+         edit_latest(set_key("pipeline_name", "other"))),
+    Case("foreign run id", 65, "belongs to pipeline", edit_latest(set_key("run_guid", "zzz"))),
+    Case("another tenant's commit in the log", 65, "belongs to pipeline", foreign_commit),
+    Case("attempt is a string", 65, "attempt", edit_latest(set_key("attempt", "seven")),
+         bug="attempt of another type than int: TypeError in Pipeline._Run.claim -> exit 1"),
+    Case("completed_steps is a string", 65, "completed_steps",
+         edit_latest(set_key("completed_steps", "abc")),
+         bug="parse_commit checks no field types: completed_steps 'abc' is read as steps "
+             "a, b, c and the run resumes from a corrupt commit -> exit 0"),
+    Case("context node of unknown shape", 65, "damaged",
+         edit_latest(lambda b: b["context"]["dict"].__setitem__("x1", {"weird": 1}))),
+    Case("artifact ref with path traversal", 65, "damaged", edit_latest(traversal_ref)),
+    Case("artifact ref with wrong size", 65, "damaged",
+         edit_latest(lambda b: first_ref(b).__setitem__("size", 3))),
+    Case("artifact missing", 65, "damaged", biggest_artifact(lambda b: None)),
+    Case("artifact bytes flipped", 65, "damaged",
+         biggest_artifact(lambda b: bytes([b[0] ^ 1]) + b[1:])),
+    Case("artifact truncated", 65, "damaged", biggest_artifact(lambda b: b[: len(b) // 2])),
+]
+
+HOSTILE_CASES = [
+    Case("tenant ../victim", 64, "tenant", args=["--tenant", "../victim"]),
+    Case("tenant victim/../../x", 64, "tenant", args=["--tenant", "victim/../../x"]),
+    Case("tenant of 300 characters", 64, "tenant", args=["--tenant", "t" * 300]),
+    Case("run id ../victim/v1", 64, "run id", args=["--run-id", "../victim/v1"]),
+    Case("run id ..", 64, "run id", args=["--run-id", ".."]),
+    Case("run id with a newline", 64, "run id", args=["--run-id", "a\nb"]),
+    Case("checkpoint uri with a host", 64, "file://", args=["--checkpoint-uri", "file://evil/x"]),
+    Case("checkpoint uri s3://", 64, "known schemes", args=["--checkpoint-uri", "s3://b/x"]),
+    Case("rerun from an unknown step", 64, "rerunFrom", args=["--rerun-from", "zzz"]),
+    Case("params of the wrong type", 64, "mb:", params='{"mb": "lots"}'),
+    Case("params not an object", 64, "params", params="[1, 2]"),
+    Case("params not JSON", 64, "params", params="{mb: 1"),
+    Case("params from a missing file", 64, "params", params="@/nonexistent/params.json"),
+    Case("huge unknown param (5 MB)", 64, "unknown param", params="@HUGE"),
+    Case("params nested 100000 deep", 64, "params", params="@DEEP",
+         bug="json.loads RecursionError in cli._load_params is not InvalidInput -> exit 1"),
+    Case("bad RESPAWN_RESUME_POLICY", 64, "resume", env={"RESPAWN_RESUME_POLICY": "Bogus"},
+         bug="an env default bypasses argparse choices; ResumePolicy('Bogus') ValueError -> 1"),
+    Case("bad RESPAWN_RETAIN", 64, "retain", env={"RESPAWN_RETAIN": "Bogus"},
+         bug="an env default bypasses argparse choices; RetainPolicy('Bogus') ValueError -> 1"),
+    Case("bad RESPAWN_TERM_DEADLINE_SECONDS", 64, "TERM_DEADLINE",
+         env={"RESPAWN_TERM_DEADLINE_SECONDS": "soon"},
+         bug="float() of the env default in cli._parser raises before any handler -> 1, "
+             "no termination log"),
+    Case("bad RESPAWN_PROGRESS_INTERVAL_SECONDS", 64, "PROGRESS_INTERVAL",
+         env={"RESPAWN_PROGRESS_INTERVAL_SECONDS": "often"},
+         bug="float() in Pipeline.__init__ raises ValueError -> exit 1"),
+]
+
+
+@dataclass
+class Outcome:
+    case: Case
+    code: int
+    message: str
+    problems: list[str]
+    touched: list[str]
+
+
+class Corpus:
+    """One store holding a victim tenant's finished run and a template run to copy."""
+
+    def __init__(self, tmp: Path, uri: str, fingerprints: Callable[[], dict[str, str]] | None
+                 = None) -> None:
+        self.tmp, self.uri, self.store = tmp, uri, open_store(uri)
+        self.ask_twice = uri.startswith("file:")
+        if fingerprints is not None:  # gs://: md5 and generation from one listing
+            self.store.fingerprints = fingerprints  # type: ignore[attr-defined]
+        self.rt = Runtime(tmp)
+        for tenant, run in (("victim", "v1"), (TENANT, "template")):
+            code, text, _ = self.rt.run(["run", CHAIN, "--params", PARAMS, "--run-id", run,
+                                         "--tenant", tenant, "--checkpoint-uri", uri,
+                                         "--retain", "Always"])
+            assert code == 0, text
+        (tmp / "huge.json").write_text(json.dumps({"mb": 1, "colour": "x" * 5_000_000}))
+        (tmp / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+
+    def copy_template(self, run: str) -> None:
+        """A finished run `run`: the template's objects with the run id rewritten."""
+        src = f"{TENANT}/template/"
+        for path in self.store.list(src):
+            data = self.store.get(path)
+            if "/commits/" in path:
+                body = json.loads(data)
+                body["run_guid"] = run
+                data = json.dumps(body).encode()
+            self.store.put(f"{TENANT}/{run}/" + path[len(src):], data)
+
+    def attempt(self, case: Case, run: str) -> tuple[int, str, str]:
+        params = case.params.replace("@HUGE", f"@{self.tmp}/huge.json").replace(
+            "@DEEP", f"@{self.tmp}/deep.json")
+        args = ["run", CHAIN, "--params", params, "--run-id", run, "--tenant", TENANT,
+                "--checkpoint-uri", self.uri, "--retain", "Always", *case.args]
+        code, text, term = self.rt.run(args, env=case.env, timeout=60)
+        return code, (term or {}).get("message", ""), text
+
+    def play(self, case: Case, index: int) -> Outcome:
+        run = f"c{index}"
+        problems: list[str] = []
+        if case.corrupt is not None:
+            self.copy_template(run)
+            case.corrupt(self.store, run)
+        before = snapshot(self.store, run)
+        answers = []
+        for _ in range(2 if case.expect == 65 and self.ask_twice else 1):
+            # Asked again (an operator retry): the same answer, no crash loop.
+            code, message, text = self.attempt(case, run)
+            answers.append((code, message))
+            if "Traceback" in text:
+                problems.append("printed a traceback")
+        code, message = answers[0]
+        if code != case.expect:
+            problems.append(f"exit {code}, expected {case.expect}: {message[:200]!r}")
+        elif case.says.lower() not in message.lower():
+            problems.append(f"message does not name the problem ({case.says!r}): "
+                            f"{message[:200]!r}")
+        if len(message.encode()) > 4096:
+            problems.append(f"message of {len(message.encode())} bytes (termination log "
+                            "holds 4096)")
+        if len({a for a in answers}) > 1:
+            problems.append(f"answered differently when asked again: {answers}")
+        after = snapshot(self.store, run)
+        touched = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+        if touched:
+            problems.append(f"changed the store: {touched[:5]}")
+        return Outcome(case, code, message, problems, touched)
+
+
+def play_corpus(results: Results, corpus: Corpus, cases: list[Case], scenario: str,
+                test: str) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda ic: corpus.play(ic[1], ic[0]), enumerate(cases)))
+    victim = [o for o in outcomes if any("/victim/" in p or p.startswith("victim/")
+                                         for p in o.touched)]
+    known = [o for o in outcomes if o.case.bug]
+    failed = [o for o in outcomes if o.problems and not o.case.bug]
+    fixed = [o for o in known if not o.problems]
+    results.record(scenario, runs=len(cases), faults=len(cases),
+                   correct=sum(not o.problems for o in outcomes), lost=len(victim), test=test,
+                   details=[f"{o.case.name}: {'; '.join(o.problems)}" for o in outcomes
+                            if o.problems],
+                   note=(f"{len(known)} known bugs (xfail test_known_bad_input_bugs)"
+                         if known else ""))
+    assert not failed, "\n".join(f"{o.case.name}: {'; '.join(o.problems)}" for o in failed)
+    assert not fixed, ("fixed, drop the bug mark: "
+                       + ", ".join(o.case.name for o in fixed))
+
+
+def test_bad_checkpoints_and_hostile_input_file(results: Results, tmp_path: Path) -> None:
+    corpus = Corpus(tmp_path, f"file://{tmp_path}/ck")
+    play_corpus(results, corpus, [c for c in CHECKPOINT_CASES + HOSTILE_CASES if not c.bug],
+                "Bad input: corrupt/foreign checkpoints, hostile ids and params (file://)",
+                "test_bad_checkpoints_and_hostile_input_file")
+
+
+def test_bad_checkpoints_and_hostile_ids_gcs(results: Results, tmp_path: Path,
+                                             gcs_emulator: GCSEmulator) -> None:
+    bucket = gcs_emulator.make_bucket("bad-input")
+    client = gcs_emulator.client()
+
+    def fingerprints() -> dict[str, str]:
+        return {b.name.removeprefix("ck/"): f"{b.md5_hash}/{b.generation}"
+                for b in client.list_blobs(bucket, prefix="ck/")}
+    corpus = Corpus(tmp_path, f"gs://{bucket}/ck", fingerprints)
+    # What differs by store: reading damaged objects, ids that would escape the prefix.
+    names = {"truncated commit", "commit is a JSON list", "foreign run id",
+             "another tenant's commit in the log", "artifact ref with path traversal",
+             "artifact missing", "artifact bytes flipped", "tenant ../victim",
+             "run id ../victim/v1"}
+    cases = [c for c in CHECKPOINT_CASES + HOSTILE_CASES if c.name in names]
+    play_corpus(results, corpus, cases,
+                "Bad input: corrupt/foreign checkpoints, hostile ids (gs://)",
+                "test_bad_checkpoints_and_hostile_ids_gcs")
+
+
+@pytest.mark.parametrize("case", [c for c in CHECKPOINT_CASES + HOSTILE_CASES if c.bug],
+                         ids=lambda c: c.name.replace(" ", "-"))
+def test_known_bad_input_bugs(results: Results, tmp_path: Path, case: Case,
+                              request: pytest.FixtureRequest) -> None:
+    request.applymarker(pytest.mark.xfail(strict=True, reason=f"BUG: {case.bug}"))
+    corpus = Corpus(tmp_path, f"file://{tmp_path}/ck")
+    outcome = corpus.play(case, 0)
+    results.record("Bad input: known bugs (exit 1 instead of 64/65)", runs=1, faults=1,
+                   correct=int(not outcome.problems), test=f"test_known_bad_input_bugs",
+                   details=[f"{case.name}: {'; '.join(outcome.problems)}"]
+                   if outcome.problems else [], note="xfail until fixed")
+    assert not outcome.problems, "; ".join(outcome.problems)
