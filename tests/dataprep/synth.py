@@ -7,33 +7,9 @@ import os
 import cv2
 import numpy as np
 
+from respawn_local.sample_video import make_video
 
-def make_video(path: str | os.PathLike[str], frames: int = 120, width: int = 160, height: int = 120,
-               fourcc: str = "mp4v", fps: float = 25.0) -> str:
-    """Write a video of moving shapes over a drifting gradient; every frame differs."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot write {fourcc} to {path}")
-    ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :]
-    rows = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    base = np.empty((height, width, 3), np.uint8)
-    try:
-        for i in range(frames):
-            base[..., 0] = ((ramp + 3 * i) % 256).astype(np.uint8)
-            base[..., 1] = ((rows + 2 * i) % 256).astype(np.uint8)
-            base[..., 2] = 64
-            frame = base.copy()
-            cx = int(width / 2 + width / 3 * np.sin(i / 9))
-            cv2.circle(frame, (cx, height // 2), max(4, height // 6), (0, 0, 255), -1)
-            x = (5 * i) % max(1, width - height // 4)
-            cv2.rectangle(frame, (x, height // 8), (x + height // 4, height // 8 + height // 4),
-                          (255, 255, 255), -1)
-            cv2.putText(frame, str(i), (4, height - 6), cv2.FONT_HERSHEY_SIMPLEX, height / 240,
-                        (0, 255, 0), 1)
-            writer.write(frame)
-    finally:
-        writer.release()
-    return str(path)
+__all__ = ["draw_face", "make_face_video", "make_video"]
 
 
 def draw_face(img: np.ndarray, cx: int, cy: int, r: int) -> None:
