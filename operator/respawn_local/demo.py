@@ -28,6 +28,7 @@ import yaml
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.sample_video import make_video
+from respawn_local.testkit import WaitTimeout, wait_for
 from respawn_operator.crdgen import build_crd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,17 +39,6 @@ TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"demo: timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Table:
@@ -128,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"  kubectl works too: kubectl --kubeconfig {kubeconfig} get pipelineruns")
     try:
         return run_demo(api, sim, work, video, args, started)
+    except WaitTimeout as e:
+        raise SystemExit(f"demo: {e}") from None
     finally:
         operator.terminate()
         try:
@@ -158,7 +150,7 @@ def run_demo(api: ApiServerThread, sim: PodSim, work: Path, video: Path,
             if st.get("phase") == "Failed":
                 raise SystemExit(f"demo: the run failed: {st.get('message')}")
             return st if pred(st) else None
-        return wait(check, timeout, what)  # type: ignore[no-any-return]
+        return wait_for(check, timeout, what, interval=0.1)
 
     watch_until(lambda st: st.get("currentStep") == args.preempt_at
                 and st.get("phase") == "Running", 90, f"step {args.preempt_at} to run")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
+
+from respawn_local.testkit import wait_for  # noqa: F401 - the emulator tests import it from here
 
 PY = sys.executable
 
@@ -57,19 +57,6 @@ WIDGET_CRD: dict[str, Any] = {
 def widget(name: str, size: int = 1, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "test.respawn.dev/v1", "kind": "Widget", "metadata": {"name": name},
             "spec": {"size": size, **spec}}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
 
 
 def http(url: str, method: str, path: str, body: Any = None, content_type: str = "application/json",
