@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime
@@ -12,9 +11,6 @@ from tests.runtime.conftest import Runtime
 ORDERED = "tests.faults.pipelines:Ordered"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RunLog.append serialises commits with "
-                   "sort_keys=True, so dicts in a resumed context come back key-sorted and "
-                   "a step that iterates one writes different output than a clean run")
 def test_resumed_context_keeps_dict_order(results: Results, tmp_path: Path) -> None:
     rt = Runtime(tmp_path)
     uri, clean, resumed = f"file://{tmp_path}/ck", tmp_path / "clean.txt", tmp_path / "res.txt"
@@ -34,7 +30,6 @@ def test_resumed_context_keeps_dict_order(results: Results, tmp_path: Path) -> N
     same = clean.read_bytes() == resumed.read_bytes()
     results.record("Resume sees the clean run's context (dict order)", runs=1, faults=1,
                    correct=int(same), test="test_resumed_context_keeps_dict_order",
-                   note="known bug (xfail): commits are written with sorted keys",
                    details=[] if same else [f"clean {clean.read_text()!r} resumed "
                                            f"{resumed.read_text()!r}"])
     assert clean.read_text() == "zeta,alpha,mid;zeta,alpha\n"

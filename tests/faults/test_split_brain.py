@@ -123,7 +123,7 @@ def play(results: Results, tmp: Path, uri: str, name: str, store: str,
         if not final or final[-1]["attempt"] != winner:
             problems.append(f"final commit by {final and final[-1]['attempt']}, "
                             f"winner was attempt {winner}")
-    # Which stale attempts ran the output step (checked by the xfail test below).
+    # Which stale attempts ran the output step (checked by the test below).
     p.stale_outputs = [a for s, a, _ in p.rt.executions()
                        if s == "finish" and a != winner and p.codes.get(a) == 76]
     stale = sum(1 for c in p.codes.values() if c in (76, -9))
@@ -185,10 +185,6 @@ def test_stale_attempt_wakes_after_cleanup_uploads_nothing(results: Results, tmp
     assert info["kind"] == "tombstone" and info["outcome"] == "Succeeded"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the step thread runs ahead of a stuck commit "
-                   "without bound (pipeline.py _check_between_steps only looks at "
-                   "worker.error): a stale attempt whose commit is held runs every remaining "
-                   "step, output included, before it learns it was superseded")
 @pytest.mark.parametrize("store", ["file", "gs"])
 def test_stale_attempt_does_not_run_the_output_step(results: Results, tmp_path: Path,
                                                     store: str,
@@ -203,6 +199,5 @@ def test_stale_attempt_does_not_run_the_output_step(results: Results, tmp_path: 
     results.record(f"Stale attempt with a held commit stops before the output step "
                    f"({store}://)", runs=1, faults=1, correct=int(not p.stale_outputs),
                    duplicates=len(p.stale_outputs),
-                   test=f"test_stale_attempt_does_not_run_the_output_step[{store}]",
-                   note="known bug (xfail): steps run ahead of a stuck commit")
+                   test=f"test_stale_attempt_does_not_run_the_output_step[{store}]")
     assert p.stale_outputs == [], f"stale attempts {p.stale_outputs} ran the output step"

@@ -151,9 +151,6 @@ def test_storage_down_exits_75_then_resumes_identical(results: Results, tmp_path
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: storage/gcs.py uses a 120 s read timeout per "
-                   "request, so a storage that accepts connections but never answers stalls "
-                   "each call for 120 s whatever RESPAWN_STORAGE_RETRY_SECONDS says")
 def test_hung_storage_gives_up_within_the_retry_budget(results: Results, tmp_path: Path,
                                                       proxy: FaultProxy, bucket: str) -> None:
     run_tmp = tmp_path / "run"
@@ -176,6 +173,6 @@ def test_hung_storage_gives_up_within_the_retry_budget(results: Results, tmp_pat
     ok = code == 75
     results.record("Storage hangs (accepts, never answers) -> exit 75 in budget (gs://)",
                    runs=1, faults=1, correct=int(ok), test="test_hung_storage_gives_up_"
-                   "within_the_retry_budget", note="known bug (xfail): 120 s read timeout",
+                   "within_the_retry_budget", 
                    details=[] if ok else [f"still running 12 s after storage hung (exit {code})"])
     assert ok

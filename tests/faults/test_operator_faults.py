@@ -1,0 +1,423 @@
+"""Operator scenarios: the real `respawn-operator` (kopf) against the Kubernetes API
+emulator, the pod simulator running real `pipeline-runtime` processes.
+
+* API faults: 500/429 answers, dropped watch streams, the API server gone (hanging or
+  refusing) for a while: every run converges, one Job per attempt, status complete.
+* Operator crash: SIGKILL the operator at seeded random moments of several runs'
+  lives (sometimes preempting a pod while it is down), restart it: every run finishes
+  exactly once.
+* Malformed PipelineRuns: each is refused with 422 by the schema, or marked Failed
+  with a message naming the problem; the operator never crashes and another tenant's
+  checkpoint is never touched.
+
+Sizes: $RESPAWN_FAULT_OPERATOR_KILLS (default 16; the issue's 50 under -m slow with
+RESPAWN_FAULT_OPERATOR_KILLS=50), $RESPAWN_FAULT_API_DOWN_SECONDS (default 4; 30 for
+the issue's "API gone for 30 s").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from respawn_local.apiserver import ApiError, ApiServerThread
+from respawn_local.podsim import PodSim
+from tests.conftest import wait_for
+from tests.faults.harness import full_history, lost_in_history, fenced_writes, reran_after_commit
+from tests.faults.results import Results, runs_from_env
+from tests.operator.test_op_e2e import NS, ROOT, Cluster, OperatorProcess
+
+SEED = runs_from_env("RESPAWN_FAULT_SEED", 20261130)
+KILLS = runs_from_env("RESPAWN_FAULT_OPERATOR_KILLS", 16)
+API_DOWN = float(os.environ.get("RESPAWN_FAULT_API_DOWN_SECONDS") or 4)
+OUTPUT = "a,b,c,d,e 11111\n"
+"""What tests/operator/op_pipelines.py Steps writes when every step ran exactly once."""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("op-faults")
+    api = ApiServerThread()
+    api.start()
+    kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))
+    api.create(yaml.safe_load((ROOT / "crds" / "pipelineruns.respawn.dev.yaml").read_text()))
+    sim = PodSim(api.url, work_dir=str(tmp / "podsim"))
+    sim.start()
+    env = {**os.environ, "KUBECONFIG": kubeconfig,
+           "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp / 'checkpoints'}",
+           "RESPAWN_DEFAULT_IMAGE": "respawn:test", "RESPAWN_METRICS_PORT": "0",
+           "RESPAWN_RESYNC_SECONDS": "2", "RESPAWN_CLEANUP_TIMEOUT_SECONDS": "30"}
+    op = OperatorProcess(env, tmp / "operator.log")
+    op.start()
+    try:
+        yield Cluster(api, sim, op, tmp, kubeconfig, 0)
+    finally:
+        op.stop()
+        sim.stop()
+        api.stop()
+        print(f"operator log: {tmp / 'operator.log'}")
+
+
+def ckpt_uri(cluster: Cluster) -> str:
+    return f"file://{cluster.tmp / 'checkpoints'}"
+
+
+def judge(cluster: Cluster, name: str) -> tuple[list[str], int, int]:
+    """(problems, lost, duplicates) of a run that should have Succeeded exactly once."""
+    problems: list[str] = []
+    st = cluster.status(name)
+    if st.get("phase") != "Succeeded":
+        return [f"{name}: phase {st.get('phase')}: {st.get('message')}"], 0, 0
+    out = cluster.tmp / f"{name}.out"
+    if not out.exists() or out.read_text() != OUTPUT:
+        problems.append(f"{name}: output {out.read_text() if out.exists() else None!r}")
+    attempts = st.get("attempts") or []
+    n = st.get("attempt", 0)
+    jobs = cluster.jobs(name)
+    duplicates = 0
+    if jobs != [f"{name}-a{i}" for i in range(1, n + 1)] or len(attempts) != n:
+        duplicates += max(0, len(jobs) - n)
+        problems.append(f"{name}: jobs {jobs}, status.attempt {n}, {len(attempts)} attempts")
+    succeeded = [a for a in attempts if a.get("outcome") == "Succeeded"]
+    if len(succeeded) != 1 or attempts[-1].get("outcome") != "Succeeded":
+        duplicates += max(0, len(succeeded) - 1)
+        problems.append(f"{name}: outcomes {[a.get('outcome') for a in attempts]}")
+    if st.get("completedSteps") != 5 or st.get("totalSteps") != 5:
+        problems.append(f"{name}: status lost steps: {st.get('completedSteps')}/"
+                        f"{st.get('totalSteps')}")
+    history = full_history(ckpt_uri(cluster), st["runId"], st.get("tenant") or "default")
+    executions = [(s, a, 0) for s, a in cluster.executions(name)]
+    lost, why_lost = lost_in_history(history)
+    fenced, why_fenced = fenced_writes(history)
+    reran, _, why_reran = reran_after_commit(executions, history)
+    problems += [f"{name}: {p}" for p in why_lost + why_fenced + why_reran]
+    return problems, lost, duplicates + fenced + reran
+
+
+def submit(cluster: Cluster, name: str, step_s: float = 0.3) -> None:
+    cluster.submit(name, {"step_s": step_s}, checkpoint={"retain": "Always"},
+                   budgets={"maxPreemptions": 50,
+                            "backoff": {"initialSeconds": 1, "maxSeconds": 2}})
+
+
+def operator_alive(cluster: Cluster) -> bool:
+    return cluster.op.proc is not None and cluster.op.proc.poll() is None
+
+
+def not_podsim(request: Any) -> bool:
+    # Faults aimed at the operator: the pod simulator stands for kubelet and the Job
+    # controller, whose own retries are not under test here.
+    return not request.headers.get("User-Agent", "").startswith("respawn-podsim")
+
+
+@pytest.mark.timeout(300)
+def test_api_faults_every_run_converges_without_duplicate_jobs(results: Results,
+                                                                cluster: Cluster) -> None:
+    rng = random.Random(f"{SEED}-api")
+    names = [f"apif-{i}" for i in range(4)]
+    before = cluster.api.faults.injected
+    plan = ["500", "429", "watches", "hang", "500", "refuse", "watches", "429"]
+    rng.shuffle(plan)
+    injected_by_us = 0
+    for i, name in enumerate(names):
+        submit(cluster, name)
+        for kind in plan[2 * i:2 * i + 2]:
+            time.sleep(rng.uniform(0.1, 0.8))  # when the fault lands is the input
+            if kind in ("500", "429"):
+                cluster.api.faults.fail_next(rng.randint(1, 4), int(kind), match=not_podsim,
+                                             retry_after=1 if kind == "429" else None)
+            elif kind == "watches":
+                injected_by_us += cluster.api.faults.close_watches()
+            else:
+                cluster.api.faults.pause(API_DOWN, refuse=kind == "refuse")
+                injected_by_us += 1
+    deadline = 90 + 2 * API_DOWN
+    for name in names:
+        try:
+            cluster.wait_phase(name, "Succeeded", timeout=deadline)
+        except AssertionError:
+            pass
+    problems, lost, dups = [], 0, 0
+    for name in names:
+        p, lo, du = judge(cluster, name)
+        problems += p
+        lost += lo
+        dups += du
+    if not operator_alive(cluster):
+        problems.append("the operator process died")
+    results.record("Kubernetes API faults: 500/429, dropped watches, API down "
+                   f"{API_DOWN:g}s (operator)", runs=len(names),
+                   faults=cluster.api.faults.injected - before + injected_by_us,
+                   correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
+                   lost=lost, duplicates=dups,
+                   test="test_api_faults_every_run_converges_without_duplicate_jobs",
+                   details=problems)
+    assert not problems, "\n".join(problems)
+
+
+def running_pods(cluster: Cluster, prefix: str) -> list[str]:
+    return [p["metadata"]["name"] for p in cluster.api.list("pods", NS)
+            if p["metadata"]["name"].startswith(prefix) and p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240 + 6 * KILLS)
+def test_operator_killed_at_random_points_every_run_finishes_once(results: Results,
+                                                                  cluster: Cluster) -> None:
+    rng = random.Random(f"{SEED}-operator")
+    names: list[str] = []
+    preempted = 0
+    for k in range(KILLS):
+        if k % 4 == 0:  # a new run every few kills: kills land at every stage of a life
+            names.append(f"opk-{len(names)}")
+            submit(cluster, names[-1], step_s=0.25)
+        wait_for(lambda: operator_alive(cluster), 10, "the operator to run")
+        time.sleep(rng.uniform(0.2, 2.0))  # the kill moment is the input under test
+        cluster.op.kill()
+        if rng.random() < 0.3:  # the pod is preempted while nobody watches
+            live = running_pods(cluster, "opk-")
+            if live:
+                cluster.sim.preempt(rng.choice(live), NS, reason="TerminationByKubelet",
+                                    grace=10, wait=False)
+                preempted += 1
+        time.sleep(rng.uniform(0.0, 1.0))  # downtime
+        cluster.op.start()
+    for name in names:
+        try:
+            cluster.wait_phase(name, "Succeeded", timeout=120)
+        except AssertionError:
+            pass
+    problems, lost, dups = [], 0, 0
+    for name in names:
+        p, lo, du = judge(cluster, name)
+        problems += p
+        lost += lo
+        dups += du
+    results.record("Operator SIGKILLed at random points and restarted", runs=len(names),
+                   faults=KILLS + preempted,
+                   correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
+                   lost=lost, duplicates=dups,
+                   test="test_operator_killed_at_random_points_every_run_finishes_once",
+                   details=problems)
+    assert not problems, "\n".join(problems)
+
+
+# -- malformed PipelineRuns ------------------------------------------------------------
+
+def base_spec(name: str) -> dict[str, Any]:
+    return {"pipeline": "op_pipelines:Steps", "params": {"step_s": 0.05}}
+
+
+def _deep(n: int) -> Any:
+    value: Any = 1
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+MALFORMED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+    # (case, spec changes (None removes a key), words one of which the Failed message holds)
+    ("pipeline is a number", {"pipeline": 123}, ("pipeline",)),
+    ("pipeline missing", {"pipeline": None}, ("pipeline",)),
+    ("pipeline with a path", {"pipeline": "../../evil:X"}, ("pipeline",)),
+    ("pipeline module:Class not importable", {"pipeline": "no_such_module:Nope"},
+     ("pipeline", "module")),
+    ("unknown registered pipeline", {"pipeline": "no-such-pipeline"}, ("pipeline",)),
+    ("pipeline that is not a Pipeline", {"pipeline": "os:path"}, ("pipeline",)),
+    ("params is a string", {"params": "step_s=1"}, ("params",)),
+    ("params is a list", {"params": [1, 2]}, ("params",)),
+    ("param of the wrong type", {"params": {"step_s": "slow"}}, ("step_s",)),
+    ("unknown param", {"params": {"colour": "red"}}, ("colour",)),
+    ("params nested 300 deep", {"params": {"deep": _deep(300)}}, ("deep", "params")),
+    ("maxFailures negative", {"budgets": {"maxFailures": -1}}, ("maxFailures",)),
+    ("maxPreemptions negative", {"budgets": {"maxPreemptions": -5}}, ("maxPreemptions",)),
+    ("maxPreemptions a string", {"budgets": {"maxPreemptions": "many"}}, ("maxPreemptions",)),
+    ("backoff initialSeconds negative", {"budgets": {"backoff": {"initialSeconds": -1}}},
+     ("initialSeconds",)),
+    ("backoff initial above max", {"budgets": {"backoff": {"initialSeconds": 60,
+                                                           "maxSeconds": 5}}},
+     ("maxSeconds",)),
+    ("onDemandAfterPreemptions negative", {"onDemandAfterPreemptions": -1},
+     ("onDemandAfterPreemptions",)),
+    ("activeDeadlineSeconds negative", {"activeDeadlineSeconds": -1}, ("activeDeadline",)),
+    ("activeDeadlineSeconds a string", {"activeDeadlineSeconds": "soon"}, ("activeDeadline",)),
+    ("suspend a string", {"suspend": "yes"}, ("suspend",)),
+    ("retain unknown", {"checkpoint": {"retain": "Sometimes"}}, ("retain",)),
+    ("resume unknown", {"checkpoint": {"resume": "Maybe"}}, ("resume",)),
+    ("checkpoint uri s3://", {"checkpoint": {"uri": "s3://bucket/x"}}, ("uri", "scheme")),
+    ("checkpoint uri ftp://", {"checkpoint": {"uri": "ftp://host/x"}}, ("uri", "scheme")),
+    ("checkpoint uri without scheme", {"checkpoint": {"uri": "/tmp/x"}}, ("uri", "scheme")),
+    ("checkpoint uri file:// with a host", {"checkpoint": {"uri": "file://evil/x"}},
+     ("uri", "file://")),
+    ("checkpoint uri gs:// without bucket", {"checkpoint": {"uri": "gs://"}}, ("uri",)),
+    ("tenant ../other", {"tenant": "../other"}, ("tenant",)),
+    ("tenant a/b", {"tenant": "a/b"}, ("tenant",)),
+    ("tenant ..", {"tenant": ".."}, ("tenant",)),
+    ("tenant with .. inside", {"tenant": "a..b"}, ("tenant",)),
+    ("tenant of 300 characters", {"tenant": "t" * 300}, ("tenant",)),
+    ("tenant with capitals and spaces", {"tenant": "Tenant One"}, ("tenant",)),
+    ("rerunFrom a number", {"rerunFrom": 5}, ("rerunFrom",)),
+    ("env not a list", {"env": "LOG_LEVEL=debug"}, ("env",)),
+    ("env entry without name", {"env": [{"value": "x"}]}, ("env", "name")),
+    ("env overriding the fencing token", {"env": [{"name": "RESPAWN_ATTEMPT", "value": "999"}]},
+     ("RESPAWN_",)),
+    ("nodeSelector value a number", {"nodeSelector": {"pool": 1}}, ("nodeSelector",)),
+    ("tolerations not a list", {"tolerations": "spot"}, ("tolerations",)),
+    ("typo in a field name (pipelne)", {"pipeline": None, "pipelne": "op_pipelines:Steps"},
+     ("pipeline",)),
+    ("image empty", {"image": ""}, ("image",)),
+]
+
+LONG_NAMES = [
+    ("name of 63 characters", "n" * 63),
+    ("name of 200 characters", "n" * 200),
+    ("name of 253 characters", "n" * 253),
+]
+
+
+KNOWN_BUGS: list[tuple[str, dict[str, Any], tuple[str, ...], str]] = [
+    ("params of 200 KB", {"params": {"out": "x" * 200_000}}, ("params",),
+     "params travel in one environment variable (RESPAWN_PARAMS); above 128 KiB the "
+     "container cannot start (E2BIG), the operator counts that as an infrastructure loss "
+     "and retries an input that can never work instead of failing it with a size message"),
+    ("rerunFrom unknown step on a new run", {"rerunFrom": "zzz"}, ("rerunFrom", "zzz"),
+     "rerunFrom is ignored on a run's first attempt, so a step name that does not exist "
+     "is never reported: the run Succeeds"),
+    ("resources with a bad quantity", {"resources": {"limits": {"cpu": "lots"}}},
+     ("cpu", "quantity", "resources"),
+     "the CRD schema does not check quantities; a real API server refuses the Job (422) "
+     "while the emulator and the operator let the run Succeed"),
+    ("serviceAccountName invalid", {"serviceAccountName": "Bad_Name!"},
+     ("serviceAccountName",),
+     "the CRD schema does not check serviceAccountName; a real API server refuses the Job"),
+]
+
+
+def pipelinerun(name: str, change: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {**base_spec(name),
+                 "env": [{"name": "PYTHONPATH", "value": str(ROOT / "tests" / "operator")}]}}
+    for key, value in change.items():
+        if value is None:
+            body["spec"].pop(key, None)
+        else:
+            body["spec"][key] = value
+    return body
+
+
+@pytest.mark.parametrize("case", KNOWN_BUGS, ids=lambda c: c[0].replace(" ", "-"))
+def test_malformed_pipelinerun_known_bugs(results: Results, cluster: Cluster,
+                                          case: tuple[str, dict[str, Any], tuple[str, ...], str],
+                                          request: pytest.FixtureRequest) -> None:
+    title, change, words, bug = case
+    request.applymarker(pytest.mark.xfail(strict=True, reason=f"BUG: {bug}"))
+    name = f"known-{KNOWN_BUGS.index(case)}"
+    verdict = ""
+    try:
+        cluster.api.create(pipelinerun(name, change), namespace=NS)
+    except ApiError as e:
+        verdict = "" if e.code == 422 else f"refused with {e.code}"
+    else:
+        try:
+            wait_for(lambda: cluster.status(name).get("phase") in ("Failed", "Succeeded"), 20,
+                     f"{name} to settle")
+        except AssertionError:
+            pass
+        st = cluster.status(name)
+        message = st.get("message") or ""
+        if st.get("phase") != "Failed":
+            verdict = f"{st.get('phase')} (expected 422 or Failed): {message[:200]!r}"
+        elif not any(w.lower() in message.lower() for w in words):
+            verdict = f"Failed without naming {words}: {message[:200]!r}"
+    results.record("Malformed PipelineRuns: known bugs", runs=1, faults=1,
+                   correct=int(not verdict), test=f"test_malformed_pipelinerun_known_bugs",
+                   details=[f"{title}: {verdict}"] if verdict else [], note="xfail until fixed")
+    assert not verdict, verdict
+
+
+def test_malformed_pipelineruns_are_refused_or_failed_with_a_message(results: Results,
+                                                                     cluster: Cluster) -> None:
+    other = cluster.tmp / "checkpoints" / "other"
+    other.mkdir(parents=True, exist_ok=True)
+    (other / "keep.txt").write_text("another tenant's data")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in other.rglob("*")
+              if p.is_file()}
+    outcomes: dict[str, str] = {}
+    problems: list[str] = []
+    accepted: dict[str, tuple[str, tuple[str, ...]]] = {}
+    cases = [(c, f"bad-{i}", spec, words) for i, (c, spec, words) in enumerate(MALFORMED)]
+    for case, name, change, words in cases:
+        try:
+            cluster.api.create(pipelinerun(name, change), namespace=NS)
+        except ApiError as e:
+            outcomes[case] = f"refused {e.code}"
+            if e.code not in (400, 413, 422):
+                problems.append(f"{case}: refused with {e.code}, expected 422")
+            continue
+        accepted[case] = (name, words)
+    for case, long_name in LONG_NAMES:
+        try:
+            cluster.submit(long_name, {"step_s": 0.05})
+        except ApiError as e:
+            outcomes[case] = f"refused {e.code}"
+            continue
+        accepted[case] = (long_name, ("name", "run id"))
+
+    def settled(name: str) -> bool:
+        return cluster.status(name).get("phase") in ("Failed", "Succeeded")
+
+    for case, (name, words) in accepted.items():
+        try:
+            wait_for(lambda: settled(name), 60, f"{case} to settle")
+        except AssertionError:
+            problems.append(f"{case}: accepted, still {cluster.status(name).get('phase')} "
+                            "after 60 s")
+            continue
+        st = cluster.status(name)
+        message = st.get("message") or ""
+        outcomes[case] = f"{st['phase']}: {message[:120]}"
+        if case.startswith("name of"):
+            # Long names are fine if the operator copes (Job names are shortened).
+            if st["phase"] == "Succeeded" and all(len(j) <= 63 for j in cluster.jobs(name)):
+                continue
+            if st["phase"] == "Failed" and any(w in message.lower() for w in words):
+                continue
+        if st["phase"] == "Succeeded":
+            problems.append(f"{case}: accepted and Succeeded; expected 422 or Failed")
+        elif not any(w.lower() in message.lower() for w in words):
+            problems.append(f"{case}: Failed, but the message names none of {words}: "
+                            f"{message[:200]!r}")
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in other.rglob("*")
+             if p.is_file()}
+    touched = sorted(str(p) for p in set(before) | set(after) if before.get(p) != after.get(p))
+    if touched:
+        problems.append(f"another tenant's checkpoint folder changed: {touched[:5]}")
+    if not operator_alive(cluster):
+        problems.append("the operator process died")
+    # Still serving: a good run after the corpus finishes.
+    submit(cluster, "after-corpus", step_s=0.05)
+    try:
+        cluster.wait_phase("after-corpus", "Succeeded", timeout=60)
+    except AssertionError:
+        problems.append("a good run after the corpus did not succeed")
+    total = len(MALFORMED) + len(LONG_NAMES)
+    bad_cases = {p.split(":", 1)[0] for p in problems}
+    results.record("Malformed PipelineRuns (operator + API schema)", runs=total, faults=total,
+                   correct=total - len(bad_cases & set(outcomes)),
+                   lost=len(touched), test="test_malformed_pipelineruns_are_refused_or_failed_"
+                   "with_a_message", details=problems)
+    (cluster.tmp / "malformed-outcomes.txt").write_text(
+        "\n".join(f"{c} -> {o}" for c, o in outcomes.items()))
+    print("\n".join(f"{c} -> {o}" for c, o in outcomes.items()))
+    assert not problems, "\n".join(problems)
