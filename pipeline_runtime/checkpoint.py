@@ -145,7 +145,8 @@ class RunLog:
     def append(self, seq: int, body: dict[str, Any]) -> None:
         """Create commit `seq`; raise Superseded if someone else holds the slot."""
         body["seq"] = seq
-        data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        # Key order is kept: a resumed step must see dicts in the order a clean run does.
+        data = json.dumps(body, separators=(",", ":")).encode()
         try:
             self.store.put(self._p(_slot(seq)), data, if_absent=True)
         except PreconditionFailed:
@@ -232,7 +233,30 @@ def parse_commit(raw: bytes, where: str) -> dict[str, Any]:
         missing = [f for f in missing if f not in ("context",)]
     if missing:
         raise CorruptCheckpoint(f"{where} lacks {', '.join(missing)}")
+    for name, kind, ok in _FIELD_TYPES:
+        if name in body and not ok(body[name]):
+            raise CorruptCheckpoint(f"{where}: {name} should be {kind}, found {body[name]!r:.60}")
     return body
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_FIELD_TYPES: list[tuple[str, str, Any]] = [
+    ("seq", "an integer", _int),
+    ("attempt", "an integer", _int),
+    ("kind", "a commit kind", lambda v: v in ("claim", "step", "progress", "failed", "final",
+                                             "tombstone")),
+    ("pipeline_name", "a string", lambda v: isinstance(v, str)),
+    ("run_guid", "a string", lambda v: isinstance(v, str)),
+    ("completed_steps", "a list of step names",
+     lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    ("context", "a context node",
+     lambda v: isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("json", "dict", "ref")),
+    ("steps_summary", "an object", lambda v: v is None or isinstance(v, dict)),
+    ("progress", "an object", lambda v: v is None or isinstance(v, dict)),
+]
 
 
 def new_nonce() -> str:

@@ -58,17 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", dest="resume", action="store_true",
                      default=_bool_env(c.ENV_RESUME, True), help="[RESPAWN_RESUME] (default)")
     run.add_argument("--no-resume", dest="resume", action="store_false")
+    # Values that may come from the environment are checked in cmd_run (argparse does
+    # not check defaults), so a bad RESPAWN_* value gets exit 64 like a bad flag.
     run.add_argument("--resume-policy", default=_env_default(c.ENV_RESUME_POLICY, "Compatible"),
-                     choices=[p.value for p in c.ResumePolicy], help="[RESPAWN_RESUME_POLICY]")
+                     help="Strict | Compatible | Restart [RESPAWN_RESUME_POLICY]")
     run.add_argument("--attempt", type=int, default=_env_default(c.ENV_ATTEMPT),
                      help="fencing token; default: one more than the last [RESPAWN_ATTEMPT]")
     run.add_argument("--retain", default=_env_default(c.ENV_RETAIN, "OnFailure"),
-                     choices=[p.value for p in c.RetainPolicy], help="[RESPAWN_RETAIN]")
+                     help="Always | OnFailure | Never [RESPAWN_RETAIN]")
     run.add_argument("--tenant", default=_env_default(c.ENV_TENANT), help="[RESPAWN_TENANT]")
     run.add_argument("--rerun-from", default=_env_default(c.ENV_RERUN_FROM) or None,
                      help="discard this step and later ones, run them again [RESPAWN_RERUN_FROM]")
-    run.add_argument("--term-deadline", type=float,
-                     default=float(_env_default(c.ENV_TERM_DEADLINE, "10")),
+    run.add_argument("--term-deadline", default=_env_default(c.ENV_TERM_DEADLINE, "10"),
                      help="seconds from SIGTERM to a forced exit 143 [RESPAWN_TERM_DEADLINE_SECONDS]")
     run.set_defaults(func=cmd_run)
 
@@ -116,6 +117,8 @@ def _load_params(raw: str | None) -> dict[str, Any]:
         value = json.loads(raw)
     except json.JSONDecodeError as e:
         raise InvalidInput(f"params: not valid JSON ({e})") from None
+    except RecursionError:
+        raise InvalidInput("params: nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidInput("params: must be a JSON object")
     return value
@@ -125,7 +128,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .errors import InvalidInput, exit_code_for
     from .reporting import Reporter
 
-    STOP.deadline_seconds = args.term_deadline
     reporter = Reporter()
 
     def on_deadline() -> None:
@@ -137,6 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     STOP.on_deadline = on_deadline
     try:
+        _check_run_args(args)
+        STOP.deadline_seconds = args.term_deadline
         if not args.pipeline:
             known = ", ".join(sorted(_registered())) or "none"
             raise InvalidInput(f"pipeline: none given; registered pipelines: {known}")
@@ -170,6 +174,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(code, reason, message, reporter)
     finally:
         reporter.close()
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """Check what argparse cannot (values from RESPAWN_* defaults); convert in place."""
+    from .errors import InvalidInput
+
+    for name, enum, env in (("resume_policy", c.ResumePolicy, c.ENV_RESUME_POLICY),
+                            ("retain", c.RetainPolicy, c.ENV_RETAIN)):
+        value = getattr(args, name)
+        if value not in [p.value for p in enum]:
+            raise InvalidInput(f"{name.replace('_', '-')}: {value!r} is not one of "
+                               f"{', '.join(p.value for p in enum)} (flag or {env})")
+    try:
+        args.term_deadline = float(args.term_deadline)
+    except ValueError:
+        raise InvalidInput(f"term-deadline: {args.term_deadline!r} is not a number of seconds "
+                           f"(flag or {c.ENV_TERM_DEADLINE})") from None
 
 
 def _registered() -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -48,10 +49,22 @@ class CommitWorker:
             self._pending += 1
         self._queue.put((body, context_plan, progress_plan))
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued commit is done (or failed); False on timeout."""
+    def flush(self, timeout: float | None = None, at_most: int = 0,
+              stop: Callable[[], bool] | None = None) -> bool:
+        """Wait until at most `at_most` commits are queued or running.
+
+        Returns False on timeout, or as soon as `stop()` is true (polled).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout)
+            while self._pending > at_most and self.error is None:
+                if stop is not None and stop():
+                    return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(0.1 if left is None else min(0.1, left))
+            return True
 
     def raise_if_failed(self) -> None:
         if self.error is not None:

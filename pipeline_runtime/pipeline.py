@@ -41,17 +41,24 @@ class StepInfo:
     name: str
     version: str
     fn: Callable[[Any, StepContext], Any]
+    overlap: bool = True
 
 
 def step(fn: Callable[..., Any] | None = None, *, version: str = "1",
-         name: str | None = None) -> Any:
+         name: str | None = None, overlap: bool = True) -> Any:
     """Mark a method as a pipeline step; steps run in definition order.
 
     Bump `version` when a step's output changes meaning: under `resume:
     Compatible`, completed steps are kept only up to the first changed one.
+
+    A step starts while the previous step's checkpoint is still uploading
+    (`overlap=True`). A step with effects outside `ctx` (writing the final
+    output, calling another service) sets `overlap=False`: it starts only once
+    every earlier commit has landed, so an attempt that lost the run (a stale
+    pod) learns it before doing them.
     """
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        f.__respawn_step__ = StepInfo(name or f.__name__, version, f)  # type: ignore[attr-defined]
+        f.__respawn_step__ = StepInfo(name or f.__name__, version, f, overlap)  # type: ignore[attr-defined]
         return f
 
     return mark(fn) if fn is not None else mark
@@ -147,10 +154,16 @@ class Pipeline:
         self.tenant = tenant_id or "default"
         self.attempt = attempt
         self._store = store
-        self.resume_policy = ResumePolicy(resume_policy)
-        self.retain = RetainPolicy(retain)
+        try:
+            self.resume_policy = ResumePolicy(resume_policy)
+            self.retain = RetainPolicy(retain)
+        except ValueError as e:
+            raise InvalidInput(f"checkpoint policy: {e}") from None
         self.on_event = on_event or (lambda event, fields: None)
-        self.progress_interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, "30"))
+        try:
+            self.progress_interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, "30"))
+        except ValueError:
+            raise InvalidInput(f"{PROGRESS_INTERVAL_ENV}: not a number of seconds") from None
 
     # -- definition ------------------------------------------------------------
     @classmethod
@@ -425,7 +438,7 @@ class _Run:
                 if info.name in self.completed:
                     result.skipped.append(info.name)
                     continue
-                self._check_between_steps()
+                self._check_between_steps(info)
                 self.run_step(info, ctx, base)
                 result.executed.append(info.name)
             self.current = None
@@ -441,8 +454,13 @@ class _Run:
         self.emit("succeeded", attempt=attempt, total=len(self.names))
         return result
 
-    def _check_between_steps(self) -> None:
+    def _check_between_steps(self, nxt: StepInfo) -> None:
         if self.worker is not None:
+            # Run ahead by one commit at most: the upload of the step just done may
+            # overlap with this one, older commits must have landed. Otherwise a
+            # stale attempt whose commits hang would run every remaining step.
+            self.worker.flush(at_most=1 if nxt.overlap else 0,
+                              stop=lambda: STOP.requested)
             self.worker.raise_if_failed()
         if STOP.requested:
             self._stop("between steps")

@@ -329,7 +329,7 @@ class DataPrepPipeline(Pipeline):
         }
 
     # -- 6 -------------------------------------------------------------------
-    @step
+    @step(overlap=False)  # writes outside ctx: only while this attempt still owns the run
     def write_dataset(self, ctx: StepContext) -> None:
         """Write `shard_size`-crop `.npz` shards, then `manifest.jsonl` last; then drop the work chunks.
 

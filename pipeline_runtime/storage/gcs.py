@@ -42,9 +42,14 @@ class GCSStore:
         self.prefix = parsed.path.strip("/")
         self._client = client or _client()
         self._bucket = self._client.bucket(parsed.netloc)
-        seconds = float(os.environ.get(RETRY_SECONDS_ENV, "60"))
+        try:
+            seconds = float(os.environ.get(RETRY_SECONDS_ENV, "60"))
+        except ValueError:
+            raise ValueError(f"{RETRY_SECONDS_ENV}: not a number of seconds") from None
         self._retry = DEFAULT_RETRY.with_timeout(seconds)
-        self._timeout = (10, 120)
+        # Per request: (connect, read-inactivity). A storage that accepts connections
+        # and never answers must not hold a call longer than the retry budget allows.
+        self._timeout = (min(10.0, max(1.0, seconds)), min(60.0, max(5.0, seconds)))
         self._gexc = gexc
 
     def _name(self, path: str, *, prefix: bool = False) -> str:

@@ -118,7 +118,7 @@ class Chain(Pipeline):
     def d(self, ctx: Any) -> None:
         self._derive(ctx, "x4", 4)
 
-    @step
+    @step(overlap=False)  # writes the output file
     def e(self, ctx: Any) -> None:
         record(ctx.step_name, ctx.attempt)
         digest = hashlib.sha256()
