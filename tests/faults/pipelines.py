@@ -7,7 +7,8 @@ progress. Its output is a digest of everything, so any lost or doubled work show
 
 Gates make a process hold still at a chosen moment until the test releases it:
 $GATE names the moment ("step:scan" at the end of a step's compute, "commit:5"
-before commit 5 is created, "artifact:2" before the 2nd artifact write) and
+before commit 5 is created, "artifact:2" before the 2nd artifact write, "delete:1"
+before the first delete of the cleanup that follows the tombstone) and
 $GATE_FILE the release file; the process writes "$GATE_FILE.waiting" when it holds.
 Unlike PausingStore (tests/runtime/pipelines_for_tests.py), which hangs until
 killed, a gated process carries on when released: that is what a split-brain
@@ -51,6 +52,7 @@ class GatedStore:
         self.inner = inner
         self.uri = inner.uri
         self.artifacts = 0
+        self.deletes = 0
 
     def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
         if "/artifacts/" in path:
@@ -70,6 +72,8 @@ class GatedStore:
         return self.inner.list(prefix)
 
     def delete(self, path: str) -> None:
+        self.deletes += 1
+        gate(f"delete:{self.deletes}")  # cleanup: the tombstone is written, deletes follow
         self.inner.delete(path)
 
 
@@ -87,7 +91,7 @@ class Sweep(Pipeline):
 
     def open_store(self) -> Store | None:
         store = super().open_store()
-        gated = os.environ.get("GATE", "").startswith(("commit:", "artifact:"))
+        gated = os.environ.get("GATE", "").startswith(("commit:", "artifact:", "delete:"))
         return GatedStore(store) if store is not None and gated else store
 
     def _end(self, ctx: Any) -> None:

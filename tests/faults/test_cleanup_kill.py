@@ -1,0 +1,57 @@
+"""A run killed while it cleans up after success (the tombstone is written, the
+artifacts are being deleted) is finished: the next attempt must not run it again.
+
+This is what a pod preempted in its last second looks like to the operator: no exit 0,
+so it starts another attempt with resume on.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GCSEmulator, wait_for
+from tests.faults.harness import FAULT_ENV, reference, run_args
+from tests.faults.results import Results
+from tests.runtime.conftest import Runtime, termination
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: _Run.base_state (pipeline.py) treats a tombstone "
+                   "as 'start over' even with outcome Succeeded, resume on and no rerun-from: "
+                   "a run killed during its success cleanup runs every step again")
+@pytest.mark.parametrize("store", ["file", "gs"])
+def test_killed_during_cleanup_the_next_attempt_does_not_run_again(
+        results: Results, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
+    if store == "gs":
+        emu: GCSEmulator = request.getfixturevalue("gcs_emulator")
+        uri = f"gs://{emu.make_bucket('cleanup-kill')}/ck"
+    else:
+        uri = f"file://{tmp_path}/ck"
+    ref = reference("sweep", tmp_path / "reference-sweep")
+    rt, out, gate = Runtime(tmp_path), tmp_path / "out.txt", tmp_path / "gate"
+    proc = rt.start(run_args("sweep", uri, out, 1, run_id="tidy", retain="OnFailure"),
+                    env={**FAULT_ENV, "GATE": "delete:1", "GATE_FILE": str(gate)})
+    wait_for(lambda: Path(f"{gate}.waiting").exists() or proc.poll() is not None, 60,
+             "the run to start its cleanup")
+    assert proc.poll() is None, "the run ended before its cleanup"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    first_output = out.read_bytes()
+    code, text, term = rt.run(run_args("sweep", uri, out, 2, run_id="tidy", retain="OnFailure"),
+                              env=FAULT_ENV)
+    again = [s for s, a, _ in rt.executions() if a == 2]
+    problems = []
+    if first_output != ref.out or out.read_bytes() != ref.out:
+        problems.append("output differs from the clean run")
+    if again:
+        problems.append(f"attempt 2 ran {again} again after attempt 1's tombstone "
+                        "(outcome Succeeded)")
+    if code not in (0, 76):
+        problems.append(f"attempt 2 exited {code}: {term}")
+    results.record(f"Killed during cleanup after success ({store}://)", runs=1, faults=1,
+                   correct=int(not problems), duplicates=len(again),
+                   test=f"test_killed_during_cleanup_the_next_attempt_does_not_run_again[{store}]",
+                   details=problems)
+    assert not problems, "\n".join(problems)
