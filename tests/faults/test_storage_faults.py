@@ -8,6 +8,7 @@ down, and resume byte-identical once storage is back.
 from __future__ import annotations
 
 import random
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -173,6 +174,47 @@ def test_hung_storage_gives_up_within_the_retry_budget(results: Results, tmp_pat
     ok = code == 75
     results.record("Storage hangs (accepts, never answers) -> exit 75 in budget (gs://)",
                    runs=1, faults=1, correct=int(ok), test="test_hung_storage_gives_up_"
-                   "within_the_retry_budget", 
+                   "within_the_retry_budget",
                    details=[] if ok else [f"still running 12 s after storage hung (exit {code})"])
     assert ok
+
+
+@pytest.mark.parametrize("fault", ["latency", "503", "hang"])
+def test_sigterm_while_storage_struggles_exits_by_the_deadline_then_resumes(
+        results: Results, tmp_path: Path, proxy: FaultProxy, bucket: str, fault: str) -> None:
+    """A spot VM's notice does not wait for storage: SIGTERM while every request is slow,
+    refused with 503 or never answered must still end the pod within --term-deadline
+    (143, or 75 when storage gave up first), and the next attempt resumes identical."""
+    ref = reference("sweep", tmp_path / "reference-sweep")
+    uri, run_id, deadline = f"gs://{bucket}/term", "term", 3.0
+    run_tmp = tmp_path / "run"
+    run_tmp.mkdir()
+    rt, out = Runtime(run_tmp), run_tmp / "out.txt"
+    args = run_args("sweep", uri, out, 1, run_id=run_id)
+    proc = rt.start([*args, "--term-deadline", str(deadline)], env=through(proxy))
+    wait_for(lambda: any(s == "scan" for s, _, _ in rt.executions()) or proc.poll() is not None,
+             60, "the run to reach step scan")
+    if fault == "latency":
+        proxy.latency(1.0)
+    else:
+        proxy.down(fault)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    first = proc.wait(60)
+    took = time.monotonic() - sent
+    term = termination(proc)
+    proxy.latency(0)
+    proxy.up()
+    code, _, _ = rt.run(run_args("sweep", uri, out, 2, run_id=run_id), env=through(proxy))
+    verdict = verify(rt, uri, run_id, "sweep", out, last_code=code, ref=ref)
+    problems = list(verdict.problems)
+    if first not in (143, 75) or term is None:
+        problems.append(f"SIGTERM with storage {fault}: exit {first}, {term}")
+    if took > deadline + 2:
+        problems.append(f"SIGTERM with storage {fault}: took {took:.1f}s, deadline {deadline}s")
+    results.record("SIGTERM while storage is slow / 503 / hung -> exit by deadline -> resume "
+                   "(gs://)", runs=1, faults=2, correct=int(not problems), lost=verdict.lost,
+                   duplicates=verdict.duplicates,
+                   test=f"test_sigterm_while_storage_struggles_exits_by_the_deadline_then_resumes"
+                   f"[{fault}]", details=problems)
+    assert not problems, "\n".join(problems)
