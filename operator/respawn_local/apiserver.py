@@ -405,7 +405,8 @@ def apply_schema(schema: Obj, value: Any, path: str, errors: list[Obj], prune: b
     if not _type_ok(schema, value):
         shown = type(value).__name__
         t = "string" if isinstance(value, str) else {"dict": "object", "list": "array", "bool": "boolean", "int": "integer", "float": "number"}.get(shown, shown)
-        err("FieldValueTypeInvalid", f'Invalid value: "{t}": {path} in body must be of type {schema.get("type")}: "{t}"')
+        want = "integer,string" if schema.get("x-kubernetes-int-or-string") else schema.get("type")
+        err("FieldValueTypeInvalid", f'Invalid value: "{t}": {path} in body must be of type {want}: "{t}"')
         return value
     if "enum" in schema and value not in schema["enum"]:
         supported = ", ".join(_fmt(v) for v in schema["enum"])

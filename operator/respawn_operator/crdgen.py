@@ -37,6 +37,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         target = defs[node["$ref"].split("/")[-1]]
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
         return _structural(merged, defs)
+    if node.get("x-kubernetes-int-or-string"):
+        # The one anyOf a structural schema allows: integer or string (quantities).
+        out = {k: v for k, v in node.items() if k not in _DROP and k != "anyOf"}
+        return {"anyOf": [{"type": "integer"}, {"type": "string"}], **out}
     any_of = node.get("anyOf")
     if any_of is not None:
         non_null = [a for a in any_of if a.get("type") != "null"]

@@ -210,8 +210,9 @@ def build_job(
     }
     if config.image_pull_policy:
         container["imagePullPolicy"] = config.image_pull_policy
-    if spec.resources:
-        container["resources"] = copy.deepcopy(spec.resources)
+    resources = spec.resources.model_dump(by_alias=True, exclude_none=True) if spec.resources else None
+    if resources:
+        container["resources"] = copy.deepcopy(resources)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": grace_seconds(run, config),

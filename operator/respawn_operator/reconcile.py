@@ -282,7 +282,9 @@ def decide(
         st.rerun = None
     rerun_needed = spec.rerun_from is not None and (st.rerun is None or st.rerun.step != spec.rerun_from)
     if rerun_needed and st.attempt == 0:
-        # Nothing ran yet, so there is nothing to discard: the first attempt runs every step.
+        # Nothing ran yet, so there is nothing to discard, but the first attempt still gets
+        # RESPAWN_RERUN_FROM: the runtime checks the step name (exit 64 if the pipeline has
+        # no such step) and otherwise runs every step. Recorded so it is not repeated.
         st.rerun = RerunRecord(step=spec.rerun_from or "", generation=r.generation, attempt=1)
         rerun_needed = False
     if (st.phase or Phase.PENDING).finished and not rerun_needed:
@@ -342,7 +344,7 @@ def _track_running(r: _Round, rec: AttemptRecord, obs: Observed) -> None:
 
 
 _FATAL_HINTS = {
-    "InvalidInput": "fix spec.params or spec.pipeline",
+    "InvalidInput": "fix spec.params, spec.pipeline or spec.rerunFrom",
     "IncompatibleCheckpoint": "the pipeline changed since the checkpoint: use spec.checkpoint.resume "
                               "Compatible or Restart",
     "DeadlineExceeded": "raise spec.activeDeadlineSeconds",
@@ -399,9 +401,10 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
     """Start attempt N+1, unless the deadline is spent or a failure backoff is still running."""
     st, d, spec, now = r.st, r.d, run.spec, r.now
     rerun_from = None
-    if st.rerun is not None and st.attempt >= st.rerun.attempt and not _rerun_confirmed(st):
-        # The re-run's first attempt ended before it committed anything: the discard may
-        # not have happened, so the next attempt asks for it again (it is idempotent).
+    if st.rerun is not None and st.attempt + 1 >= st.rerun.attempt and not _rerun_confirmed(st):
+        # The re-run's first attempt (attempt 1 of a run created with rerunFrom), or a later
+        # one when the re-run's first attempt ended before it committed anything: the
+        # discard may not have happened, so the next attempt asks for it (it is idempotent).
         rerun_from = st.rerun.step
     if rerun_needed and spec.rerun_from is not None:
         rerun_from = spec.rerun_from
@@ -436,6 +439,8 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
     st.start_time = st.start_time or fmt(now)
     st.phase = Phase.PENDING if attempt == 1 else Phase.RETRYING
     how = f"resuming after step {resumed_from}" if resumed_from else (
+        f"from the start (rerunFrom {rerun_from}: nothing to discard yet)"
+        if rerun_from and st.rerun is not None and st.rerun.attempt == 1 else
         f"re-running from step {rerun_from}" if rerun_from else "from the start")
     d.events.append(Event("Normal", "AttemptStarted", f"attempt {attempt} started ({how})"))
     if resumed_from:

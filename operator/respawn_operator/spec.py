@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from pipeline_runtime.contracts import ResumePolicy, RetainPolicy
@@ -32,6 +33,27 @@ TENANT_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
 """Tenants become a path segment of the checkpoint URI: no slashes, no dots at the ends."""
 CHECKPOINT_URI_PATTERN = r"^(gs|file|memory)://.+$"
 RESERVED_ENV_PREFIX = "RESPAWN_"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A Kubernetes DNS-1123 subdomain (service account names); at most 253 characters."""
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
+    r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+"""A Kubernetes resource quantity (``500m``, ``2Gi``, ``1e3``), as the API server checks it."""
+PARAMS_MAX_BYTES = 100 * 1024
+"""Largest ``spec.params`` (compact JSON). Params travel in one environment variable,
+``RESPAWN_PARAMS``, and Linux refuses to start a process with a variable above 128 KiB
+(``MAX_ARG_STRLEN``); the margin leaves room for the variable's name."""
+
+Quantity = Annotated[
+    StrictInt | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
+    WithJsonSchema({
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
+    }),
+]
+"""A Kubernetes quantity: an integer or a string such as ``500m`` or ``4Gi``."""
 
 _PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
 
@@ -93,6 +115,14 @@ class EnvVar(_Model):
     value_from: dict[str, Any] | None = Field(None, json_schema_extra=_PRESERVE)
 
 
+class ResourceRequirements(_Model):
+    """Container ResourceRequirements; ``limits`` and ``requests`` values are quantities."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    limits: dict[str, Quantity] | None = Field(None, description='e.g. {cpu: "2", memory: 4Gi}.')
+    requests: dict[str, Quantity] | None = Field(None, description='e.g. {cpu: 500m, memory: 1Gi}.')
+
+
 class PodTemplateOverrides(_Model):
     """Extra pod metadata and spec fields, merged over what the operator builds."""
 
@@ -144,8 +174,14 @@ class PipelineRunSpec(_Model):
         None, ge=0, description="Time a stopped pod gets to commit its checkpoint (default 30)."
     )
     env: list[EnvVar] = Field(default_factory=list, description="Added to the pipeline container.")
-    service_account_name: str | None = Field(None, min_length=1)
-    resources: dict[str, Any] | None = Field(
+    service_account_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Service account of the attempt pods (a DNS-1123 subdomain); default from config.",
+    )
+    resources: ResourceRequirements | None = Field(
         None, json_schema_extra=_PRESERVE, description="Container ResourceRequirements."
     )
     node_selector: dict[str, str] | None = None
@@ -154,6 +190,18 @@ class PipelineRunSpec(_Model):
     )
     affinity: dict[str, Any] | None = Field(None, json_schema_extra=_PRESERVE)
     pod_template: PodTemplateOverrides | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _params_size(self) -> PipelineRunSpec:
+        size = params_size(self.params)
+        if size > PARAMS_MAX_BYTES:
+            raise ValueError(
+                f"spec.params is {_kib(size)} as compact JSON, above the limit of "
+                f"{_kib(PARAMS_MAX_BYTES)}: params travel in one environment variable "
+                f"(RESPAWN_PARAMS), which Linux caps at 128 KiB; put large inputs in a file "
+                "(gs:// or file://) and pass its URI as a param instead"
+            )
+        return self
 
     @pydantic.model_validator(mode="after")
     def _env_names(self) -> PipelineRunSpec:
@@ -168,6 +216,15 @@ class PipelineRunSpec(_Model):
                 raise ValueError(f"env {var.name} is listed twice")
             seen.add(var.name)
         return self
+
+
+def params_size(params: dict[str, Any]) -> int:
+    """Bytes of ``params`` as the operator passes them (compact JSON, ASCII escapes)."""
+    return len(json.dumps(params, separators=(",", ":"), sort_keys=True).encode())
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.0f} KiB ({size} bytes)"
 
 
 class Phase(str, enum.Enum):

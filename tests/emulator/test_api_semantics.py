@@ -256,3 +256,38 @@ def test_pod_spec_and_job_template_are_immutable(api: ApiServerThread) -> None:
     patched = api.patch("jobs", "j", {"spec": {"suspend": True, "template": {"spec": {"nodeSelector": {"pool": "spot"}}}}})
     assert patched["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "spot"}  # suspended, never started
     assert patched["metadata"]["generation"] == job["metadata"]["generation"] + 1
+
+
+QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+
+
+def test_int_or_string_with_a_pattern_validates_quantities(api: ApiServerThread) -> None:
+    # The form controller-gen (and respawn_operator.crdgen) emits for resource.Quantity.
+    crd: dict[str, Any] = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "quotas.test.respawn.dev"},
+        "spec": {"group": "test.respawn.dev", "scope": "Namespaced",
+                 "names": {"plural": "quotas", "singular": "quota", "kind": "Quota"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "properties": {"spec": {"type": "object", "properties": {"limits": {
+                         "type": "object", "additionalProperties": {
+                             "anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY,
+                             "x-kubernetes-int-or-string": True}}}}}}}}]}}
+    api.create(crd)
+    path = "/apis/test.respawn.dev/v1/namespaces/default/quotas"
+
+    def post(name: str, limits: dict[str, Any]) -> tuple[int, Any]:
+        return http(api.url, "POST", path, {"apiVersion": "test.respawn.dev/v1", "kind": "Quota",
+                                            "metadata": {"name": name}, "spec": {"limits": limits}})
+
+    status, body = post("good", {"cpu": 2, "mem": "4Gi", "m": "500m", "e": "1e3", "f": ".5", "neg": "-1"})
+    assert status == 201 and body["spec"]["limits"]["cpu"] == 2 and body["spec"]["limits"]["mem"] == "4Gi"
+    status, body = post("word", {"cpu": "lots"})
+    assert status == 422 and body["details"]["causes"][0]["field"] == "spec.limits.cpu"
+    assert "should match" in body["message"]
+    for i, bad in enumerate(["4GB", "1.5.2", "", " 1", "2 Gi"]):
+        status, _ = post(f"bad-{i}", {"mem": bad})
+        assert status == 422, bad
+    for i, bad in enumerate([1.5, True, [1], {"v": 1}]):
+        status, body = post(f"typed-{i}", {"mem": bad})
+        assert status == 422 and "must be of type integer,string" in body["message"], bad

@@ -18,14 +18,20 @@ def test_checked_in_crd_matches_generator() -> None:
 
 
 def _walk(node: object, path: str = "") -> list[str]:
-    """Paths of schema nodes that are not structural (no type, refs, anyOf)."""
+    """Paths of schema nodes that are not structural (no type, refs, anyOf).
+
+    The one anyOf allowed is Kubernetes' int-or-string form (quantities)."""
     bad: list[str] = []
     if isinstance(node, dict):
-        if "$ref" in node or "anyOf" in node or "allOf" in node:
+        int_or_string = node.get("x-kubernetes-int-or-string") is True and "type" not in node and (
+            node.get("anyOf") == [{"type": "integer"}, {"type": "string"}])
+        if "$ref" in node or ("anyOf" in node and not int_or_string) or "allOf" in node:
             bad.append(path)
         if "properties" in node or "items" in node:
             if "type" not in node:
                 bad.append(path)
+        if isinstance(node.get("additionalProperties"), dict):
+            bad += _walk(node["additionalProperties"], f"{path}{{}}")
         for key, sub in node.get("properties", {}).items():
             if "type" not in sub and not sub.get("x-kubernetes-preserve-unknown-fields"):
                 bad.append(f"{path}.{key}")
@@ -67,11 +73,42 @@ def test_crd_passes_kubernetes_validate() -> None:
         ({"pipeline": "x:Y", "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "twice"),
         ({"pipeline": "not a name"}, "spec.pipeline"),
         ({"pipeline": "x:Y", "rerunFrom": "crop-frames"}, "spec.rerunFrom"),
+        ({"pipeline": "x:Y", "params": {"text": "x" * 200_000}},
+         r"spec.params is 195 KiB .*limit of 100 KiB.*URI"),
+        ({"pipeline": "x:Y", "resources": {"limits": {"cpu": "lots"}}}, r"spec.resources.limits.cpu"),
+        ({"pipeline": "x:Y", "resources": {"requests": {"memory": 1.5}}}, r"spec.resources.requests.memory"),
+        ({"pipeline": "x:Y", "serviceAccountName": "Bad_Name!"}, "spec.serviceAccountName"),
+        ({"pipeline": "x:Y", "serviceAccountName": "a" * 254}, "spec.serviceAccountName"),
     ],
 )
 def test_invalid_spec_message_says_what_to_fix(spec: dict, fragment: str) -> None:
     with pytest.raises(SpecError, match=fragment):
         parse_spec(spec)
+
+
+def test_params_limit_and_quantities_that_pass() -> None:
+    from respawn_operator.spec import PARAMS_MAX_BYTES
+
+    spec = parse_spec({"pipeline": "x:Y", "params": {"t": "x" * (PARAMS_MAX_BYTES - 10)},
+                       "serviceAccountName": "runner.team-a",
+                       "resources": {"limits": {"cpu": 2, "memory": "8Gi", "nvidia.com/gpu": "1"},
+                                     "requests": {"cpu": "500m", "memory": "1e9", "ephemeral-storage": ".5Ti"},
+                                     "claims": [{"name": "gpu"}]}})
+    assert spec.resources is not None
+    assert spec.resources.model_dump(by_alias=True, exclude_none=True)["claims"] == [{"name": "gpu"}]
+
+
+def test_quantity_schema_is_kubernetes_int_or_string() -> None:
+    from respawn_operator.spec import QUANTITY_PATTERN
+
+    crd = yaml.safe_load(crdgen.CRD_PATH.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for key in ("limits", "requests"):
+        values = spec["properties"]["resources"]["properties"][key]["additionalProperties"]
+        assert values == {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_PATTERN,
+                          "x-kubernetes-int-or-string": True}
+    sa = spec["properties"]["serviceAccountName"]
+    assert sa["maxLength"] == 253 and sa["pattern"].startswith("^[a-z0-9]")
 
 
 def test_examples_parse() -> None:

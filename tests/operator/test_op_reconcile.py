@@ -148,6 +148,42 @@ def test_rerun_from_on_finished_run_starts_one_new_attempt() -> None:
     assert d.create_job is None and body["status"]["phase"] == "Succeeded"
 
 
+def env_of(d: Decision) -> dict[str, Any]:
+    assert d.create_job is not None
+    return {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_rerun_from_in_the_creating_manifest_is_checked_by_the_first_attempt() -> None:
+    body, d = step(new_run(rerunFrom="zzz"), Observed())
+    assert env_of(d)["RESPAWN_RERUN_FROM"] == "zzz"  # the runtime checks the step name
+    st = body["status"]
+    assert st["rerun"] == {"step": "zzz", "generation": 1, "attempt": 1}
+    assert st["attempts"][0]["rerunFrom"] == "zzz" and st["phase"] == "Pending"
+    assert [e.reason for e in d.events] == ["AttemptStarted"]  # no RerunRequested: nothing ran
+    # The runtime does not know the step: exit 64 fails the run with its message.
+    term = {"error": "InvalidInput", "message": "rerunFrom: unknown step 'zzz'; steps are a, b"}
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 64, message=term)))
+    st = body["status"]
+    assert st["phase"] == "Failed" and "rerunFrom: unknown step 'zzz'" in st["message"]
+    assert d.create_job is None
+
+
+def test_rerun_from_in_the_creating_manifest_is_not_repeated_after_a_commit() -> None:
+    body, d = step(new_run(rerunFrom="crop"), Observed())
+    assert env_of(d)["RESPAWN_RERUN_FROM"] == "crop"
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)))  # lost before any commit
+    assert env_of(d)["RESPAWN_RERUN_FROM"] == "crop" and body["status"]["attempt"] == 2
+    committed = {"attempt": 2, "lastCheckpoint": {"step": "a", "seq": 1, "attempt": 2}}
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running", progress=committed), node_exists=True))
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)))
+    assert "RESPAWN_RERUN_FROM" not in env_of(d)  # resumes; the rerun is not asked again
+    body["metadata"]["generation"] = 2  # another edit keeping the same rerunFrom
+    body, d = step(body, Observed(job=JOB, pod=pod("Succeeded", 0)))
+    assert body["status"]["phase"] == "Succeeded" and body["status"]["preemptions"] == 2
+    body, d = step(body, Observed())
+    assert d.create_job is None and body["status"]["phase"] == "Succeeded"
+
+
 def test_node_lost_force_deletes_and_moves_on() -> None:
     body, _ = step(new_run(), Observed())
     body, d = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=False))
@@ -231,11 +267,13 @@ def test_spot_is_taken_from_node_labels_and_kept_when_the_node_vanishes() -> Non
 def test_rejected_job_fails_the_run_without_a_phantom_attempt() -> None:
     from respawn_operator.reconcile import reject_attempt
 
-    body = new_run(resources={"limits": {"memory": "lots"}})
+    # Quantities pass the schema one by one; the API server still refuses requests above limits.
+    body = new_run(resources={"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}})
     d = decide(body, Observed(), T0, CONFIG)
-    reject_attempt(d, body, 'spec.template.spec.containers[0].resources.limits[memory]: Invalid value: "lots"', T0)
+    reject_attempt(d, body, 'spec.template.spec.containers[0].resources.requests: Invalid value: "2Gi": '
+                   "must be less than or equal to memory limit of 1Gi", T0)
     st = apply(body, d)["status"]
     assert st["phase"] == "Failed" and st["attempt"] == 0 and st.get("attempts", []) == []
-    assert "lots" in st["message"] and d.create_job is None
+    assert "memory limit" in st["message"] and d.create_job is None
     assert next(c for c in st["conditions"] if c["type"] == "Succeeded")["reason"] == "JobRejected"
     assert [e.reason for e in d.events] == ["JobRejected"]
