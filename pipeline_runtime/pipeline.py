@@ -365,7 +365,16 @@ class _Run:
                 "`pipeline-runtime inspect`")
         body = latest.body
         if body.get("kind") == "tombstone":
-            return fresh  # finished and cleaned up; a newer attempt starts over
+            # Retired. A success is final: an attempt started after it (e.g. the pod
+            # was killed during the cleanup) has nothing left to do, not everything.
+            # Other outcomes left no state to resume from: start over.
+            done = body.get("completed_steps") or []
+            if (body.get("outcome") == "Succeeded" and rerun_from is None
+                    and done == self.names and body.get("fingerprint") == self.fp
+                    and body.get("params_hash") == self.phash):
+                return _Base(list(done), {}, None, dict(body.get("steps_summary") or {}),
+                             {"seq": body["seq"], "step": done[-1], "attempt": body["attempt"]})
+            return fresh
         if body["pipeline_name"] != self.p.pipeline_name() or body["run_guid"] != self.p.run_id:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} belongs to pipeline {body['pipeline_name']!r} run "

@@ -18,9 +18,6 @@ from tests.faults.results import Results
 from tests.runtime.conftest import Runtime, termination
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _Run.base_state (pipeline.py) treats a tombstone "
-                   "as 'start over' even with outcome Succeeded, resume on and no rerun-from: "
-                   "a run killed during its success cleanup runs every step again")
 @pytest.mark.parametrize("store", ["file", "gs"])
 def test_killed_during_cleanup_the_next_attempt_does_not_run_again(
         results: Results, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
