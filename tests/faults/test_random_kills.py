@@ -21,12 +21,14 @@ import pytest
 
 from tests.conftest import GCSEmulator
 from tests.faults.harness import FAULT_ENV, PIPELINES, Verdict, reference, run_args, verify
+from tests.faults.proxy import ANY, ARTIFACTS, COMMITS, FaultProxy, started
 from tests.faults.results import Results, runs_from_env
 from tests.runtime.conftest import Runtime
 
 SEED = runs_from_env("RESPAWN_FAULT_SEED", 20261130)
 FILE_RUNS = runs_from_env("RESPAWN_FAULT_RUNS", 16)
 GS_RUNS = runs_from_env("RESPAWN_FAULT_RUNS_GS", runs_from_env("RESPAWN_FAULT_RUNS", 8))
+CHAOS_RUNS = runs_from_env("RESPAWN_FAULT_RUNS_CHAOS", 6)
 PARALLEL = runs_from_env("RESPAWN_FAULT_PARALLEL", 2)
 MAX_ATTEMPTS = 8
 
@@ -36,16 +38,35 @@ EXPECTED = {signal.SIGKILL: {0, -signal.SIGKILL},
             signal.SIGTERM: {0, 143, -signal.SIGTERM}}
 
 
-def kill_and_resume(index: int, seed: int, tmp: Path, uri: str) -> tuple[Verdict, int, str]:
-    """One run: (verdict, kills, what happened)."""
+def storage_chaos(proxy: FaultProxy, rng: random.Random) -> str:
+    """Arm one seeded storage fault for the coming attempt; say which."""
+    kind = rng.choice(["503", "429", "drop-upload", "lost-answer", "none"])
+    skip = rng.randint(0, 12)
+    if kind in ("503", "429"):
+        proxy.fail_next(rng.randint(1, 2), int(kind), ANY, skip)
+    elif kind == "drop-upload":
+        proxy.drop_next(1, match=ARTIFACTS, skip=rng.randint(0, 3))
+    elif kind == "lost-answer":
+        proxy.drop_next(1, after=True, match=COMMITS, skip=rng.randint(0, 6))
+    return kind
+
+
+def kill_and_resume(index: int, seed: int, tmp: Path, uri: str,
+                    proxy: FaultProxy | None = None) -> tuple[Verdict, int, str]:
+    """One run: (verdict, faults, what happened). With `proxy`, storage faults too."""
     rng = random.Random(f"{seed}-{index}")
     pipeline = rng.choice(sorted(PIPELINES))
     ref = reference(pipeline, tmp.parent / f"reference-{pipeline}")
     rt, out, run_id = Runtime(tmp), tmp / "out.txt", f"k{index}"
     planned = rng.choice([1, 1, 2, 3])
     kills, attempt, story = 0, 1, [pipeline]
+    env = dict(FAULT_ENV)
+    if proxy is not None:
+        env.update(STORAGE_EMULATOR_HOST=proxy.url, RESPAWN_STORAGE_RETRY_SECONDS="5")
     while True:
-        proc = rt.start(run_args(pipeline, uri, out, attempt, run_id=run_id), env=FAULT_ENV)
+        if proxy is not None:
+            story.append(f"a{attempt}:storage-{storage_chaos(proxy, rng)}")
+        proc = rt.start(run_args(pipeline, uri, out, attempt, run_id=run_id), env=env)
         if kills < planned:
             # The kill moment is the input under test: anywhere in a clean run's time.
             delay = rng.uniform(0.0, 1.05) * ref.seconds
@@ -57,7 +78,7 @@ def kill_and_resume(index: int, seed: int, tmp: Path, uri: str) -> tuple[Verdict
                 kills += 1
                 code = proc.wait(60)
                 story.append(f"a{attempt}:{sig.name}@{delay:.2f}s->{code}")
-                if code not in EXPECTED[sig]:
+                if code not in EXPECTED[sig] | ({75} if proxy else set()):
                     return (Verdict(False, problems=[f"attempt {attempt} answered {sig.name} "
                                                      f"with exit {code}"]), kills, " ".join(story))
         else:
@@ -67,15 +88,21 @@ def kill_and_resume(index: int, seed: int, tmp: Path, uri: str) -> tuple[Verdict
             break
         attempt += 1
     verdict = verify(rt, uri, run_id, pipeline, out, last_code=code)
-    return verdict, kills, " ".join(story)
+    return verdict, kills + (proxy.injected if proxy else 0), " ".join(story)
 
 
 def sweep(results: Results, scenario: str, runs: int, tmp: Path, uri_for: object,
-          test: str) -> None:
+          test: str, upstream: str | None = None) -> None:
     def one(i: int) -> tuple[Verdict, int, str]:
         run_tmp = tmp / f"run{i}"
         run_tmp.mkdir()
-        return kill_and_resume(i, SEED, run_tmp, uri_for(i, run_tmp))  # type: ignore[operator]
+        proxy = started(upstream) if upstream else None  # one per run: faults stay apart
+        try:
+            return kill_and_resume(i, SEED, run_tmp, uri_for(i, run_tmp),  # type: ignore[operator]
+                                   proxy)
+        finally:
+            if proxy is not None:
+                proxy.stop()
 
     for name in sorted(PIPELINES):  # the references first, one at a time
         reference(name, tmp / f"reference-{name}")
@@ -105,3 +132,16 @@ def test_random_kills_resume_byte_identical_gcs(results: Results, tmp_path: Path
     bucket = gcs_emulator.make_bucket("random-kills")
     sweep(results, "Random SIGKILL/SIGTERM + resume (gs://)", GS_RUNS, tmp_path,
           lambda i, run_tmp: f"gs://{bucket}/sweep{i}", "test_random_kills_resume_byte_identical_gcs")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120 + 12 * CHAOS_RUNS)
+def test_random_kills_with_storage_faults_resume_byte_identical_gcs(
+        results: Results, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
+    """Kills and, before every attempt, one seeded storage fault (a 503/429 burst, a dropped
+    upload, the answer to a landed commit lost) through tests/faults/proxy.py."""
+    bucket = gcs_emulator.make_bucket("random-kills-chaos")
+    sweep(results, "Random kills + storage faults + resume (gs://)", CHAOS_RUNS, tmp_path,
+          lambda i, run_tmp: f"gs://{bucket}/chaos{i}",
+          "test_random_kills_with_storage_faults_resume_byte_identical_gcs",
+          upstream=gcs_emulator.url)
