@@ -7,11 +7,13 @@ so it starts another attempt with resume on.
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
 import pytest
 
+from pipeline_runtime.storage import open_store
 from tests.conftest import GCSEmulator, wait_for
 from tests.faults.harness import FAULT_ENV, reference, run_args
 from tests.faults.results import Results
@@ -47,6 +49,15 @@ def test_killed_during_cleanup_the_next_attempt_does_not_run_again(
                         "(outcome Succeeded)")
     if code not in (0, 76):
         problems.append(f"attempt 2 exited {code}: {term}")
+    # The interrupted cleanup is finished by someone: no artifact of the run is left, and
+    # every commit but the newest tombstone is a stub.
+    store = open_store(uri)
+    left = store.list("default/tidy/artifacts/")
+    kinds = [json.loads(store.get(p)).get("kind") for p in store.list("default/tidy/commits/")]
+    if left:
+        problems.append(f"{len(left)} artifacts left after the run was retired")
+    if kinds[-1:] != ["tombstone"] or set(kinds[:-1]) - {"stub", "tombstone"}:
+        problems.append(f"commits after retirement: {kinds}")
     results.record(f"Killed during cleanup after success ({store}://)", runs=1, faults=1,
                    correct=int(not problems), duplicates=len(again),
                    test=f"test_killed_during_cleanup_the_next_attempt_does_not_run_again[{store}]",
