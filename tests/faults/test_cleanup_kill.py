@@ -51,9 +51,10 @@ def test_killed_during_cleanup_the_next_attempt_does_not_run_again(
         problems.append(f"attempt 2 exited {code}: {term}")
     # The interrupted cleanup is finished by someone: no artifact of the run is left, and
     # every commit but the newest tombstone is a stub.
-    store = open_store(uri)
-    left = store.list("default/tidy/artifacts/")
-    kinds = [json.loads(store.get(p)).get("kind") for p in store.list("default/tidy/commits/")]
+    objects = open_store(uri)
+    left = objects.list("default/tidy/artifacts/")
+    kinds = [json.loads(objects.get(p)).get("kind")
+             for p in objects.list("default/tidy/commits/")]
     if left:
         problems.append(f"{len(left)} artifacts left after the run was retired")
     if kinds[-1:] != ["tombstone"] or set(kinds[:-1]) - {"stub", "tombstone"}:
