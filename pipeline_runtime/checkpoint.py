@@ -173,6 +173,10 @@ class RunLog:
     def put_artifact(self, path: str, data: bytes | memoryview) -> None:
         self.store.put(self._p(path), data)
 
+    def delete_commit(self, seq: int) -> None:
+        """Only for taking back a commit that landed in a purged run."""
+        self.store.delete(self._p(_slot(seq)))
+
     def delete_artifact(self, path: str) -> None:
         self.store.delete(self._p(path))
 

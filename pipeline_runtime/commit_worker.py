@@ -29,6 +29,8 @@ class CommitWorker:
         self.pool = pool
         self.on_commit = on_commit
         self.seq = 0
+        self.claim_seq: int | None = None
+        """Our claim's slot: it exists for as long as the run does (retiring stubs it)."""
         self.error: BaseException | None = None
         self._context_json: Any = {"dict": {}}
         self._queue: queue.Queue[tuple[dict[str, Any], Any, Any] | None] = queue.Queue()
@@ -40,6 +42,7 @@ class CommitWorker:
         """Write the attempt's claim synchronously at `seq`; raises Superseded if taken."""
         self.seq = seq - 1
         self._commit(body, context_plan, progress_plan)
+        self.claim_seq = seq
         self._thread = threading.Thread(target=self._loop, name="respawn-commit", daemon=True)
         self._thread.start()
 
@@ -91,10 +94,17 @@ class CommitWorker:
                     self._pending -= 1
                     self._idle.notify_all()
 
+    def _purged(self) -> bool:
+        """The run's checkpoint was deleted (`cleanup --purge`): no slot is left to fence
+        with, so the vanished claim is the signal."""
+        return self.claim_seq is not None and not self.runlog.slot_taken(self.claim_seq)
+
     def _commit(self, body: dict[str, Any], context_plan: Any, progress_plan: Any) -> None:
         if self.runlog.slot_taken(self.seq + 1):
             # Someone else wrote after us: don't upload for a commit that must fail.
             self.runlog.append(self.seq + 1, body)  # raises Superseded with the reason
+        if self._purged():
+            raise Superseded("the run's checkpoint was deleted; this attempt stops")
         uploaded = 0
         new_shas: list[str] = []
         if context_plan is not None:
@@ -117,6 +127,12 @@ class CommitWorker:
                 for sha in new_shas:
                     self.runlog.delete_artifact(artifact_path(sha))
             raise
+        if self._purged():
+            # Purged while we uploaded: take back what we wrote, leave nothing behind.
+            self.runlog.delete_commit(self.seq + 1)
+            for sha in new_shas:
+                self.runlog.delete_artifact(artifact_path(sha))
+            raise Superseded("the run's checkpoint was deleted; this attempt stops")
         self.seq += 1
         if context_plan is not None:
             self._context_json = context_json

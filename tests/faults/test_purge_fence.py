@@ -18,10 +18,6 @@ from tests.faults.results import Results
 from tests.runtime.conftest import Runtime
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after `cleanup --purge` no commit is left to "
-                   "fence with, so a live stale attempt's next create-only commit lands on an "
-                   "empty slot (CommitWorker._commit checks only that slot seq+1 is free): "
-                   "the purged run comes back, artifacts and all, and the attempt exits 0")
 @pytest.mark.parametrize("store", ["file", "gs"])
 def test_live_attempt_does_not_resurrect_a_purged_run(results: Results, tmp_path: Path,
                                                       store: str,
