@@ -65,13 +65,20 @@ class Results:
         # Written after every record: a session killed by a timeout keeps what it had.
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"records": [asdict(r) for r in self.records]}, indent=1))
+        tmp.write_text(json.dumps({"sizes": sizes(), "records": [asdict(r) for r in self.records]},
+                                  indent=1))
         os.replace(tmp, self.path)
 
 
-def load(path: Path) -> list[Record]:
+def sizes() -> dict[str, str]:
+    """The RESPAWN_FAULT_* settings of this session (sizes, seed)."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("RESPAWN_FAULT_")}
+
+
+def load(path: Path) -> tuple[list[Record], dict[str, str]]:
+    """(records, sizes) of one results file."""
     data: dict[str, Any] = json.loads(Path(path).read_text())
-    return [Record(**r) for r in data["records"]]
+    return [Record(**r) for r in data["records"]], dict(data.get("sizes", {}))
 
 
 def runs_from_env(name: str, default: int) -> int:

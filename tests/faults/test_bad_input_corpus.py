@@ -110,7 +110,6 @@ class Case:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     params: str = PARAMS
-    bug: str = ""
 
 
 def traversal_ref(body: dict[str, Any]) -> None:
@@ -258,23 +257,16 @@ def play_corpus(results: Results, corpus: Corpus, cases: list[Case], scenario: s
         outcomes = list(pool.map(lambda ic: corpus.play(ic[1], ic[0]), enumerate(cases)))
     victim = [o for o in outcomes if any("/victim/" in p or p.startswith("victim/")
                                          for p in o.touched)]
-    known = [o for o in outcomes if o.case.bug]
-    failed = [o for o in outcomes if o.problems and not o.case.bug]
-    fixed = [o for o in known if not o.problems]
+    failed = [f"{o.case.name}: {'; '.join(o.problems)}" for o in outcomes if o.problems]
     results.record(scenario, runs=len(cases), faults=len(cases),
-                   correct=sum(not o.problems for o in outcomes), lost=len(victim), test=test,
-                   details=[f"{o.case.name}: {'; '.join(o.problems)}" for o in outcomes
-                            if o.problems],
-                   note=(f"{len(known)} known bugs (xfail test_known_bad_input_bugs)"
-                         if known else ""))
-    assert not failed, "\n".join(f"{o.case.name}: {'; '.join(o.problems)}" for o in failed)
-    assert not fixed, ("fixed, drop the bug mark: "
-                       + ", ".join(o.case.name for o in fixed))
+                   correct=len(cases) - len(failed), lost=len(victim), test=test,
+                   details=failed)
+    assert not failed, "\n".join(failed)
 
 
 def test_bad_checkpoints_and_hostile_input_file(results: Results, tmp_path: Path) -> None:
     corpus = Corpus(tmp_path, f"file://{tmp_path}/ck")
-    play_corpus(results, corpus, [c for c in CHECKPOINT_CASES + HOSTILE_CASES if not c.bug],
+    play_corpus(results, corpus, CHECKPOINT_CASES + HOSTILE_CASES,
                 "Bad input: corrupt/foreign checkpoints, hostile ids and params (file://)",
                 "test_bad_checkpoints_and_hostile_input_file")
 

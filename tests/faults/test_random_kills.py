@@ -28,7 +28,7 @@ from tests.runtime.conftest import Runtime
 SEED = runs_from_env("RESPAWN_FAULT_SEED", 20261130)
 FILE_RUNS = runs_from_env("RESPAWN_FAULT_RUNS", 16)
 GS_RUNS = runs_from_env("RESPAWN_FAULT_RUNS_GS", runs_from_env("RESPAWN_FAULT_RUNS", 8))
-CHAOS_RUNS = runs_from_env("RESPAWN_FAULT_RUNS_CHAOS", 6)
+CHAOS_RUNS = runs_from_env("RESPAWN_FAULT_RUNS_CHAOS", 4)
 PARALLEL = runs_from_env("RESPAWN_FAULT_PARALLEL", 2)
 MAX_ATTEMPTS = 8
 
