@@ -6,7 +6,11 @@ handler before numpy and pydantic are imported (a pod may be stopped at any mome
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real names, for type checkers; at run time they load lazily
+    from .errors import IncompatibleCheckpoint, InvalidInput, StepFailed, Terminated
+    from .pipeline import Pipeline, RunSummary, StepContext, step
 
 __all__ = ["IncompatibleCheckpoint", "InvalidInput", "Pipeline", "RunSummary", "StepContext",
            "StepFailed", "Terminated", "step"]

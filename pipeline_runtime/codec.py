@@ -106,8 +106,8 @@ def snapshot(value: Any, where: str = "value") -> Any:
 
 def _leaf_bytes(leaf: _Leaf) -> memoryview | bytes:
     if leaf.kind == "ndarray":
-        arr = leaf.obj if leaf.obj.flags.c_contiguous else np.ascontiguousarray(leaf.obj)
-        return memoryview(arr).cast("B") if arr.size else b""
+        arr: np.ndarray = np.ascontiguousarray(leaf.obj)  # no copy when already contiguous
+        return arr.data.cast("B") if arr.size else b""
     data = leaf.obj if leaf.kind == "bytes" else leaf.data
     assert isinstance(data, bytes)
     return data

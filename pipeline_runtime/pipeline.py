@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, overload
 
 import pydantic
 
@@ -42,6 +42,18 @@ class StepInfo:
     version: str
     fn: Callable[[Any, StepContext], Any]
     overlap: bool = True
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def step(fn: F) -> F: ...
+
+
+@overload
+def step(*, version: str = "1", name: str | None = None,
+         overlap: bool = True) -> Callable[[F], F]: ...
 
 
 def step(fn: Callable[..., Any] | None = None, *, version: str = "1",
@@ -131,16 +143,19 @@ class RunSummary:
     checkpoint_uri: str | None = None
 
 
+class NoParams(pydantic.BaseModel):
+    """The params of a pipeline that takes none."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
 class Pipeline:
     """Base class: subclass it, add a pydantic `Params` and @step methods."""
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
-
-    class Params(pydantic.BaseModel):
-        """Override with the pipeline's own parameters."""
-
-        model_config = pydantic.ConfigDict(extra="forbid")
+    Params: ClassVar[type[pydantic.BaseModel]] = NoParams
+    """Override with the pipeline's own pydantic model (a nested `class Params`)."""
 
     def __init__(self, params: Any = None, *, checkpoint_uri: str | None = None,
                  run_id: str | None = None, tenant_id: str | None = None,

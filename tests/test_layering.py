@@ -1,4 +1,4 @@
-"""The layering written in pyproject.toml ([tool.importlinter]) holds."""
+"""The layering written in pyproject.toml ([tool.importlinter]) holds; the runtime type-checks."""
 
 from __future__ import annotations
 
@@ -15,3 +15,10 @@ def test_import_contracts_are_kept() -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 kept, 0 broken" in done.stdout
+
+
+def test_runtime_and_examples_type_check_strict() -> None:
+    done = subprocess.run([str(VENV_BIN / "mypy"), "pipeline_runtime", "examples/custom_pipeline.py"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success: no issues found" in done.stdout

@@ -24,7 +24,7 @@ def _client() -> Any:
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"),
-                              credentials=AnonymousCredentials())
+                              credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     return storage.Client()
 
 
