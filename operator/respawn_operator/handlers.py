@@ -56,6 +56,37 @@ from respawn_operator.timeutil import fmt, now, parse
 
 log = logging.getLogger("respawn.operator")
 Key = tuple[str, str]
+Facts = tuple[Any, ...]
+
+
+def run_facts(body: dict[str, Any]) -> Facts:
+    """What a reconcile of a run depends on: uid, generation, deletion, spec and status.
+
+    Everything else (resourceVersion, kopf's finalizer and annotations, labels,
+    managedFields) changes nothing :func:`reconcile.decide` or the Job builder reads.
+    """
+    meta = body.get("metadata") or {}
+    return (meta.get("uid"), meta.get("generation"), meta.get("deletionTimestamp"),
+            body.get("spec"), body.get("status"))
+
+
+class NoDiffBaseStorage(kopf.DiffBaseStorage):
+    """kopf keeps no diff-base ("last-handled-configuration") on the runs.
+
+    A diff-base only serves create/update/field handlers; the operator has none (every
+    event pokes the reconciler, which compares the state itself). kopf's annotation
+    would cost a second PATCH of every new run. With an empty essence, old and new
+    always agree: kopf sees NOOP (or RESUME) causes, and still runs the delete handler.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return {}
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
 
 
 def status_patch(new: PipelineRunStatus) -> dict[str, Any]:
@@ -101,8 +132,52 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
         self.known: set[Key] = set()
-        self.written: dict[Key, str | None] = {}
-        """The resourceVersion of each run's last status write: its watch echo needs no reconcile."""
+        self.bodies: dict[Key, dict[str, Any]] = {}
+        """The newest state of each run known in order (watch events, our status writes),
+        so a reconcile needs no GET. Absent: GET it. Read-only (kopf's event objects)."""
+        self.pending: dict[Key, tuple[str | None, Facts]] = {}
+        """A status write whose watch echo has not arrived: (its resourceVersion, the facts
+        of the run it was decided on). Events until the echo are older than the write."""
+        self.seen: dict[Key, Facts] = {}
+        """The facts of the run as last reconciled (or as our status write left it): an
+        event with the same facts (kopf's finalizer patch, our own echo) needs no round."""
+        self.writing: dict[Key, list[tuple[str | None, dict[str, Any]]]] = {}
+        """Events of a run that arrived while its status write was in flight (sorted out
+        when the write answers: the watch and the answer race)."""
+
+    # Run events --------------------------------------------------------------------------
+
+    def note_run(self, key: Key, obj: dict[str, Any]) -> bool:
+        """Take in a watch event's object of a run; ``True`` if it needs a reconcile."""
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        inflight = self.writing.get(key)
+        if inflight is not None:
+            inflight.append((rv, obj))
+            return False  # the write's answer decides (a failed write reads the run afresh)
+        facts = run_facts(obj)
+        pending = self.pending.get(key)
+        if pending is not None:
+            written_rv, before = pending
+            if (rv is not None and rv == written_rv) or facts == self.seen.get(key):
+                del self.pending[key]  # the echo of our own status write (or what it wrote)
+                self.bodies[key] = obj
+                return False
+            if facts == before:
+                return False  # an event from before our write (e.g. kopf's finalizer patch)
+            # Older or newer than our write? The watch cannot tell: read the run afresh.
+            del self.pending[key]
+            self.bodies.pop(key, None)
+            return True
+        self.bodies[key] = obj
+        return facts != self.seen.get(key)
+
+    def forget(self, key: Key) -> None:
+        """The run is gone: drop what is known of it."""
+        self.known.discard(key)
+        self.bodies.pop(key, None)
+        self.pending.pop(key, None)
+        self.seen.pop(key, None)
+        self.writing.pop(key, None)
 
     # Queue -----------------------------------------------------------------------------
 
@@ -146,6 +221,7 @@ class Reconciler:
         try:
             return await self.reconcile(namespace, name)
         except ApiError as exc:
+            self.bodies.pop((namespace, name), None)  # whatever went wrong, read the run afresh
             kind, delay = sort_api_error(exc)
             metrics.API_ERRORS.labels(kind.value).inc()
             if kind is ErrorKind.CONFLICT:
@@ -153,6 +229,7 @@ class Reconciler:
             log.warning("reconcile %s/%s: %s (retry in %.0fs)", namespace, name, exc, max(delay, 1.0))
             return max(delay, 1.0)
         except Exception:  # a bug must not kill the loop of every other run
+            self.bodies.pop((namespace, name), None)
             log.exception("reconcile %s/%s crashed; retrying in 5s", namespace, name)
             return 5.0
         finally:
@@ -174,18 +251,26 @@ class Reconciler:
         while True:
             await asyncio.sleep(self.config.resync_seconds)
             for key in list(self.known):
+                self.bodies.pop(key, None)  # a resync reads the run afresh (a watch event may be lost)
                 self.poke(*key, delay=random.uniform(0, min(2.0, self.config.resync_seconds / 2)))
 
     # One round -----------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
-        """Observe, decide, act. Returns seconds until the next look, if one is due."""
-        body = await self.client.get(PIPELINERUNS, name, namespace)
+        """Observe, decide, act. Returns seconds until the next look, if one is due.
+
+        The run comes from the watch (or our last status write) when its newest state is
+        known in order; otherwise, and after any error or a resync, it is read with a GET.
+        """
         key = (namespace, name)
+        body = self.bodies.get(key)
         if body is None:
-            self.known.discard(key)
+            body = await self.client.get(PIPELINERUNS, name, namespace)
+        if body is None:
+            self.forget(key)
             self.phases.set(key, None)
             return None
+        self.seen[key] = run_facts(body)
         if body["metadata"].get("deletionTimestamp"):
             return None  # the delete handler owns the run now
         obs = await self.observe(body)
@@ -269,16 +354,45 @@ class Reconciler:
         if "attempt" in old:
             ops.append({"op": "test", "path": "/status/attempt", "value": old["attempt"]})
         ops.append({"op": "add", "path": "/status", "value": new})
+        key = (meta["namespace"], meta["name"])
+        inflight: list[tuple[str | None, dict[str, Any]]] = []
+        self.writing[key] = inflight
         try:
             written = await self.client.request(
                 "PATCH", PIPELINERUNS.path(meta["namespace"], meta["name"], "status"),
                 body=ops, content_type="application/json-patch+json")
-            self.written[(meta["namespace"], meta["name"])] = (written.get("metadata") or {}).get("resourceVersion")
         except ApiError as exc:
             # A failed JSON-patch test answers 422 (or 409): someone else moved the run on.
             if sort_api_error(exc)[0] in (ErrorKind.CONFLICT, ErrorKind.INVALID):
                 raise ApiError(409, "Conflict", f"status changed under us: {exc.message}") from exc
             raise
+        finally:
+            if self.writing.get(key) is inflight:
+                del self.writing[key]
+        self._wrote(key, body, written, inflight)
+
+    def _wrote(self, key: Key, body: dict[str, Any], written: dict[str, Any],
+               inflight: list[tuple[str | None, dict[str, Any]]]) -> None:
+        """Our status write answered with the whole run: the newest state, no GET needed."""
+        rv = (written.get("metadata") or {}).get("resourceVersion")
+        if (written.get("metadata") or {}).get("uid") != body["metadata"].get("uid") or not rv:
+            self.bodies.pop(key, None)  # not the run as stored: read it next time
+            self.pending.pop(key, None)
+            return
+        before, after = run_facts(body), run_facts(written)
+        self.seen[key] = after
+        if rv in [event_rv for event_rv, _ in inflight]:
+            # The echo beat the answer: the events after it are newer still.
+            self.pending.pop(key, None)
+            newest = inflight[-1][1]
+        else:
+            # Every event so far is older than the write (the watch is ordered); until its
+            # echo arrives, the answer is the newest state.
+            self.pending[key] = (rv, before)
+            newest = written
+        self.bodies[key] = newest
+        if after[:4] != before[:4] or run_facts(newest) != after:
+            self.poke(*key)  # the run changed while we decided: look again
 
     async def create_attempt_job(self, body: dict[str, Any], d: Decision) -> None:
         job = d.create_job
@@ -362,7 +476,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
     settings.persistence.finalizer = "respawn.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="respawn.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="respawn.dev")
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()  # no create/update handlers: no diff-base
     settings.posting.level = logging.WARNING
     settings.watching.reconnect_backoff = 1.0
     settings.batching.batch_window = 0.01  # we coalesce per run ourselves; do not wait 0.1 s per event
@@ -390,15 +504,13 @@ async def on_run_event(event: dict[str, Any], name: str, namespace: str, uid: st
     rec = _reconciler()
     key = (namespace, name)
     if event.get("type") == "DELETED":
-        rec.known.discard(key)
-        rec.written.pop(key, None)
+        rec.forget(key)
         rec.phases.set(key, None)
         rec.pods.forget(namespace, uid)
         return
-    rv = (event.get("object") or {}).get("metadata", {}).get("resourceVersion")
-    if rv and rec.written.get(key) == rv:
-        return  # the echo of our own status write
-    rec.poke(namespace, name)
+    obj = event.get("object")
+    if not isinstance(obj, dict) or rec.note_run(key, obj):
+        rec.poke(namespace, name)  # not for the echo of our own write, nor for kopf's metadata patches
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})

@@ -1,0 +1,187 @@
+"""The reconciler reads a run from the watch and from its own status writes, not with a GET.
+
+These drive ``handlers.Reconciler`` against a fake API client (no server, no kopf): which
+watch events start a round, which body a round decides on, and when it reads afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from respawn_operator.config import OperatorConfig
+from respawn_operator.handlers import Reconciler
+from respawn_operator.kube import ApiError
+
+KEY = ("ns", "r")
+
+
+class FakeApi:
+    """One PipelineRun in a dict; records each request as (verb, resource)."""
+
+    def __init__(self) -> None:
+        self.run: dict[str, Any] = {
+            "apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
+            "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "1"},
+            "spec": {"pipeline": "dataprep"}}
+        self.rv = 1
+        self.calls: list[tuple[str, str]] = []
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.on_patch: Any = None
+        """Called with the stored run after a status write, before the answer (a racing watch)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.run)
+
+    def change(self, **meta_or_spec: Any) -> dict[str, Any]:
+        """Someone else changes the run: ``spec`` replaces the spec (new generation), else metadata."""
+        self.rv += 1
+        self.run["metadata"]["resourceVersion"] = str(self.rv)
+        if "spec" in meta_or_spec:
+            self.run["spec"] = meta_or_spec["spec"]
+            self.run["metadata"]["generation"] += 1
+        else:
+            self.run["metadata"].update(meta_or_spec)
+        return self.snapshot()
+
+    async def get(self, res: Any, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        self.calls.append(("get", res.plural))
+        if res.plural == "pipelineruns":
+            return self.snapshot()
+        return copy.deepcopy(self.jobs.get(name))
+
+    async def list(self, res: Any, namespace: str | None = None, *, labels: Any = None) -> list[dict[str, Any]]:
+        self.calls.append(("list", res.plural))
+        return []
+
+    async def create(self, res: Any, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        self.calls.append(("create", res.plural))
+        self.jobs[body["metadata"]["name"]] = copy.deepcopy(body)
+        return body
+
+    async def delete(self, res: Any, name: str, namespace: str | None = None, **_: Any) -> bool:
+        self.calls.append(("delete", res.plural))
+        return self.jobs.pop(name, None) is not None
+
+    async def request(self, method: str, path: str, *, body: Any = None, params: Any = None,
+                      content_type: str = "application/json") -> dict[str, Any]:
+        if path.endswith("/events"):
+            self.calls.append(("create", "events"))
+            return {}
+        assert method == "PATCH" and path.endswith("/status")
+        self.calls.append(("patch", "pipelineruns/status"))
+        for op in body:
+            if op["op"] == "test" and (self.run.get("status") or {}).get("attempt") != op["value"]:
+                raise ApiError(422, "Invalid", "test operation failed")
+            if op["op"] == "add":
+                self.run["status"] = copy.deepcopy(op["value"])
+        self.rv += 1
+        self.run["metadata"]["resourceVersion"] = str(self.rv)
+        if self.on_patch is not None:
+            self.on_patch(self.snapshot())
+        return self.snapshot()
+
+
+def reconciler(api: FakeApi) -> tuple[Reconciler, list[str]]:
+    rec = Reconciler(api, OperatorConfig(default_checkpoint_uri="file:///ckpt"))  # type: ignore[arg-type]
+    pokes: list[str] = []
+    rec.poke = lambda namespace, name, delay=0.0: pokes.append(name)  # type: ignore[method-assign]
+    return rec, pokes
+
+
+def test_a_new_run_is_started_from_its_watch_event_without_a_get() -> None:
+    api = FakeApi()
+    rec, pokes = reconciler(api)
+    added = api.snapshot()
+    assert rec.note_run(KEY, added)
+    asyncio.run(rec.reconcile(*KEY))
+    assert sorted(api.calls) == [("create", "events"), ("create", "jobs"), ("patch", "pipelineruns/status")]
+    assert api.run["status"]["attempt"] == 1 and pokes == []
+
+    # kopf's finalizer patch, made before our write, arrives after its answer: nothing new.
+    older = copy.deepcopy(added)
+    older["metadata"].update(resourceVersion="1a", finalizers=["respawn.dev/finalizer"])
+    assert not rec.note_run(KEY, older)
+    assert rec.bodies[KEY]["status"]["attempt"] == 1  # still our write's answer
+    # The echo of our write: nothing to do either.
+    assert not rec.note_run(KEY, api.snapshot())
+    assert KEY not in rec.pending
+    # kopf's annotations after the write change nothing the reconciler reads.
+    assert not rec.note_run(KEY, api.change(annotations={"respawn.dev/x": "y"}))
+
+    # A second round (e.g. a Job event) needs no GET of the run: attempt 1 is observed.
+    api.calls.clear()
+    asyncio.run(rec.reconcile(*KEY))
+    assert ("get", "pipelineruns") not in api.calls and ("get", "jobs") in api.calls
+    assert api.run["status"]["attempt"] == 1
+
+
+def test_a_spec_change_pokes_and_the_round_decides_on_the_new_spec() -> None:
+    api = FakeApi()
+    rec, _ = reconciler(api)
+    rec.note_run(KEY, api.snapshot())
+    asyncio.run(rec.reconcile(*KEY))
+    assert not rec.note_run(KEY, api.snapshot())  # echo
+    assert rec.note_run(KEY, api.change(spec={"pipeline": "dataprep", "suspend": True}))
+    api.calls.clear()
+    asyncio.run(rec.reconcile(*KEY))
+    assert ("get", "pipelineruns") not in api.calls
+    assert api.run["status"]["attempts"][-1]["stopping"] == "Suspended"
+
+
+def test_an_event_that_cannot_be_ordered_against_our_write_means_a_get() -> None:
+    api = FakeApi()
+    rec, _ = reconciler(api)
+    rec.note_run(KEY, api.snapshot())
+    asyncio.run(rec.reconcile(*KEY))
+    # Before the echo, an event with a spec we never saw: older or newer than our write?
+    odd = api.snapshot()
+    odd["metadata"].update(resourceVersion="99", generation=7)
+    odd["spec"] = {"pipeline": "dataprep", "suspend": True}
+    assert rec.note_run(KEY, odd)
+    assert KEY not in rec.bodies and KEY not in rec.pending
+    api.calls.clear()
+    asyncio.run(rec.reconcile(*KEY))
+    assert api.calls[0] == ("get", "pipelineruns")
+
+
+def test_the_echo_can_beat_the_write_answer_and_later_events_win() -> None:
+    api = FakeApi()
+    rec, pokes = reconciler(api)
+    rec.note_run(KEY, api.snapshot())
+    newer: list[dict[str, Any]] = []
+
+    def racing_watch(stored: dict[str, Any]) -> None:
+        assert not rec.note_run(KEY, stored)  # the echo, before the answer
+        newer.append(api.change(spec={"pipeline": "dataprep", "suspend": True}))
+        assert not rec.note_run(KEY, newer[-1])  # and a user's edit right after it
+
+    api.on_patch = racing_watch
+    asyncio.run(rec.reconcile(*KEY))
+    assert rec.bodies[KEY] is newer[0] and KEY not in rec.pending
+    assert pokes == ["r"]  # the edit needs a round
+
+
+def test_a_failed_status_write_reads_the_run_afresh() -> None:
+    api = FakeApi()
+    rec, _ = reconciler(api)
+    rec.note_run(KEY, api.snapshot())
+    asyncio.run(rec.reconcile(*KEY))
+    rec.note_run(KEY, api.snapshot())  # echo: attempt 1
+    api.run["status"]["attempt"] = 5  # another writer moved on; its event is not here yet
+    api.jobs.clear()  # so this round has something to write (attempt 1's Job is gone)
+    delay = asyncio.run(rec._reconcile_safely(*KEY))
+    assert delay == 0.05 and KEY not in rec.bodies  # conflict: read again at once
+    api.calls.clear()
+    asyncio.run(rec._reconcile_safely(*KEY))
+    assert api.calls[0] == ("get", "pipelineruns")
+
+
+def test_deleted_runs_are_forgotten() -> None:
+    api = FakeApi()
+    rec, _ = reconciler(api)
+    rec.note_run(KEY, api.snapshot())
+    asyncio.run(rec.reconcile(*KEY))
+    rec.forget(KEY)
+    assert KEY not in rec.bodies and KEY not in rec.pending and KEY not in rec.seen
