@@ -75,7 +75,8 @@ def judge(cluster: Cluster, name: str) -> tuple[list[str], int, int]:
     problems: list[str] = []
     st = cluster.status(name)
     if st.get("phase") != "Succeeded":
-        return [f"{name}: phase {st.get('phase')}: {st.get('message')}"], 0, 0
+        return [f"{name}: phase {st.get('phase')}: {st.get('message')}; pods: "
+                f"{pods_seen(cluster, name)}"], 0, 0
     out = cluster.tmp / f"{name}.out"
     if not out.exists() or out.read_text() != OUTPUT:
         problems.append(f"{name}: output {out.read_text() if out.exists() else None!r}")
@@ -105,6 +106,16 @@ def judge(cluster: Cluster, name: str) -> tuple[list[str], int, int]:
     reran, _, why_reran = reran_after_commit(executions, history)
     problems += [f"{name}: {p}" for p in why_lost + why_fenced + why_reran]
     return problems, lost, duplicates + fenced + reran
+
+
+def pods_seen(cluster: Cluster, name: str) -> list[str]:
+    """What the API says about the run's pods (for a run that did not converge)."""
+    uid = cluster.run(name)["metadata"]["uid"]
+    seen = []
+    for pod in cluster.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid}"):
+        states = [c.get("state") for c in pod["status"].get("containerStatuses") or []]
+        seen.append(f"{pod['metadata']['name']} {pod['status'].get('phase')} {states}")
+    return seen
 
 
 def submit(cluster: Cluster, name: str, step_s: float = 0.3) -> None:
@@ -383,4 +394,28 @@ def test_malformed_pipelineruns_are_refused_or_failed_with_a_message(results: Re
     (cluster.tmp / "malformed-outcomes.txt").write_text(
         "\n".join(f"{c} -> {o}" for c, o in outcomes.items()))
     print("\n".join(f"{c} -> {o}" for c, o in outcomes.items()))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: respawn_local/podsim.py PodSim._request gives up "
+                   "after 20 tries (~19 s of back-off), so a pod that ends while the API "
+                   "refuses connections for longer keeps phase Running for ever (a kubelet "
+                   "keeps syncing pod status until it lands) and the run never converges")
+def test_run_that_finishes_while_the_api_is_gone_converges(results: Results,
+                                                           cluster: Cluster) -> None:
+    name = "api-gone-at-the-end"
+    submit(cluster, name, step_s=0.5)
+    cluster.wait_status(name, lambda st: (st.get("completedSteps") or 0) >= 3,
+                        "3 steps committed")
+    # The last two steps (about 1 s) end while the API server refuses connections.
+    cluster.api.faults.pause(25, refuse=True)
+    try:
+        cluster.wait_phase(name, "Succeeded", timeout=25 + 30)
+    except AssertionError:
+        pass
+    problems, lost, dups = judge(cluster, name)
+    results.record("Run ends while the API refuses connections for 25 s (operator)", runs=1,
+                   faults=1, correct=int(not problems), lost=lost, duplicates=dups,
+                   test="test_run_that_finishes_while_the_api_is_gone_converges",
+                   details=problems, note="podsim bug, pinned by an xfail test")
     assert not problems, "\n".join(problems)
