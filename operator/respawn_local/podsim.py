@@ -44,6 +44,10 @@ NODE_SHUTDOWN_MESSAGE = "Pod was terminated in response to imminent node shutdow
 _HOST_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT", "PYTHONDONTWRITEBYTECODE")
 
 
+API_RETRY_SECONDS = 300.0
+"""How long the simulator keeps retrying a request while the API server is down."""
+
+
 @dataclasses.dataclass
 class SimNode:
     """A simulated node."""
@@ -373,24 +377,29 @@ class PodSim:
                        content_type: str = "application/json", ok404: bool = False) -> Obj | None:
         assert self._session is not None
         data = json.dumps(body) if body is not None else None
-        for attempt in range(20):
+        # Like a kubelet, keep trying while the API server is away (a pod's end must
+        # reach the API whenever it comes back), within API_RETRY_SECONDS.
+        deadline = time.monotonic() + API_RETRY_SECONDS
+        attempt = 0
+        while True:
+            attempt += 1
+            last_try = time.monotonic() > deadline or self._stopping
             try:
                 async with self._session.request(method, self.api_url + path, data=data, params=params,
                                                  headers={"Content-Type": content_type}) as resp:
                     text = await resp.text()
                     if resp.status == 404 and ok404:
                         return None
-                    if resp.status in (429, 500, 503) and attempt < 19:
-                        await asyncio.sleep(0.1 * (attempt + 1))
+                    if resp.status in (429, 500, 503) and not last_try:
+                        await asyncio.sleep(min(1.0, 0.1 * attempt))
                         continue
                     if resp.status >= 400:
                         raise _HttpError(resp.status, text)
                     return json.loads(text) if text else {}
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
-                if attempt == 19:
+                if last_try:
                     raise
-                await asyncio.sleep(0.1 * (attempt + 1))
-        return None
+                await asyncio.sleep(min(1.0, 0.1 * attempt))
 
     @staticmethod
     def _path(kind: str, ns: str | None, name: str | None = None, sub: str | None = None) -> str:

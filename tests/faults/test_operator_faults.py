@@ -397,10 +397,6 @@ def test_malformed_pipelineruns_are_refused_or_failed_with_a_message(results: Re
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: respawn_local/podsim.py PodSim._request gives up "
-                   "after 20 tries (~19 s of back-off), so a pod that ends while the API "
-                   "refuses connections for longer keeps phase Running for ever (a kubelet "
-                   "keeps syncing pod status until it lands) and the run never converges")
 def test_run_that_finishes_while_the_api_is_gone_converges(results: Results,
                                                            cluster: Cluster) -> None:
     name = "api-gone-at-the-end"
@@ -417,5 +413,5 @@ def test_run_that_finishes_while_the_api_is_gone_converges(results: Results,
     results.record("Run ends while the API refuses connections for 25 s (operator)", runs=1,
                    faults=1, correct=int(not problems), lost=lost, duplicates=dups,
                    test="test_run_that_finishes_while_the_api_is_gone_converges",
-                   details=problems, note="podsim bug, pinned by an xfail test")
+                   details=problems)
     assert not problems, "\n".join(problems)
