@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from pipeline_runtime import Pipeline, step
 from pipeline_runtime.storage import Store
+from tests.runtime.pipelines_for_tests import StoreWrapper
 from tests.runtime.pipelines_for_tests import record
 
 SWEEP = "tests.faults.pipelines:Sweep"
@@ -45,12 +46,11 @@ def gate(moment: str) -> None:
         time.sleep(0.01)
 
 
-class GatedStore:
+class GatedStore(StoreWrapper):
     """Wraps a store; holds at the commit or artifact write named by $GATE."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.uri = inner.uri
+        super().__init__(inner)
         self.artifacts = 0
         self.deletes = 0
 
@@ -61,15 +61,6 @@ class GatedStore:
         elif "/commits/" in path and if_absent:
             gate(f"commit:{int(path.rsplit('/', 1)[-1].split('.')[0])}")
         self.inner.put(path, data, if_absent=if_absent)
-
-    def get(self, path: str) -> bytes:
-        return self.inner.get(path)
-
-    def exists(self, path: str) -> bool:
-        return self.inner.exists(path)
-
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
 
     def delete(self, path: str) -> None:
         self.deletes += 1

@@ -28,7 +28,30 @@ def record(step_name: str, attempt: int, start: int = 0) -> None:
             f.write(f"{step_name} {attempt} {start}\n")
 
 
-class PausingStore:
+class StoreWrapper:
+    """Passes every call to `inner`; subclasses intercept what a test needs."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.uri = inner.uri
+
+    def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
+        self.inner.put(path, data, if_absent=if_absent)
+
+    def get(self, path: str) -> bytes:
+        return self.inner.get(path)
+
+    def exists(self, path: str) -> bool:
+        return self.inner.exists(path)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.inner.list(prefix)
+
+    def delete(self, path: str) -> None:
+        self.inner.delete(path)
+
+
+class PausingStore(StoreWrapper):
     """Wraps a store; at the write named by $PAUSE_AT, touch $PAUSE_MARKER and hang.
 
     PAUSE_AT: "artifact-before:N" (before the Nth artifact write starts),
@@ -36,8 +59,7 @@ class PausingStore:
     """
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.uri = inner.uri
+        super().__init__(inner)
         self.artifacts = 0
         self.when = os.environ.get("PAUSE_AT", "")
 
@@ -56,18 +78,6 @@ class PausingStore:
             if path.endswith(f"{seq:08d}.json"):
                 self._pause()
         self.inner.put(path, data, if_absent=if_absent)
-
-    def get(self, path: str) -> bytes:
-        return self.inner.get(path)
-
-    def exists(self, path: str) -> bool:
-        return self.inner.exists(path)
-
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
-
-    def delete(self, path: str) -> None:
-        self.inner.delete(path)
 
 
 class Chain(Pipeline):
