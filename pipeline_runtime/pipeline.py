@@ -239,6 +239,8 @@ class Pipeline:
             raise InvalidInput(f"rerunFrom: unknown step {rerun_from!r}; steps are "
                                f"{', '.join(names)}")
         validated = self.validate_params(params)
+        if self.attempt is not None and (not isinstance(self.attempt, int) or self.attempt < 1):
+            raise InvalidInput(f"attempt: {self.attempt!r} is not an attempt number (1, 2, ...)")
         try:
             check_name("run id", self.run_id)
             check_name("tenant", self.tenant)

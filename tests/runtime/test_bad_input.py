@@ -52,6 +52,9 @@ def test_hostile_run_ids_and_tenants_are_refused(runtime: Runtime, tmp_path: Pat
 def test_usage_error_exit_64(runtime: Runtime) -> None:
     code, _, term = runtime.run(["run", CHAIN, "--attempt", "many"])
     assert code == 64 and term is not None and "attempt" in term["message"]
+    for bad in ("0", "-3"):
+        code, _, term = runtime.run(["run", CHAIN, f"--attempt={bad}"])
+        assert code == 64 and term is not None and term["message"].startswith("attempt:")
 
 
 def test_unsupported_checkpoint_scheme_exit_64(runtime: Runtime) -> None:
