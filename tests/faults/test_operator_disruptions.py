@@ -19,7 +19,7 @@ import pytest
 from respawn_local.podsim import SimNode
 from tests.conftest import wait_for
 from tests.faults.results import Results, runs_from_env
-from tests.faults.test_operator_faults import SEED, cluster, judge  # noqa: F401 - fixture
+from tests.faults.test_operator_faults import SEED, cluster, settle_and_judge  # noqa: F401 - fixture
 from tests.operator.test_op_e2e import NS, Cluster
 
 RUNS = runs_from_env("RESPAWN_FAULT_OPERATOR_RUNS", 6)
@@ -91,17 +91,8 @@ def test_random_disruptions_every_run_finishes_exactly_once(results: Results,
     with ThreadPoolExecutor(len(names)) as pool:
         done = dict(zip(names, pool.map(lambda n: disrupt(cluster, plans[n][0], n, plans[n][1]),
                                         names)))
-    for name in names:
-        try:
-            cluster.wait_phase(name, "Succeeded", timeout=120)
-        except AssertionError:
-            pass
-    problems, lost, dups = [], 0, 0
-    for name in names:
-        p, lo, du = judge(cluster, name)
-        problems += [f"{x} (disruptions: {done[name]})" for x in p]
-        lost += lo
-        dups += du
+    by_run, lost, dups = settle_and_judge(cluster, names, 120)
+    problems = [f"{x} (disruptions: {done[n]})" for n, found in by_run.items() for x in found]
     injected = sum(1 for d in done.values() for k in d if "not injected" not in k)
     results.record("Pods preempted / evicted / deleted / node lost at random (operator)",
                    runs=len(names), faults=injected,

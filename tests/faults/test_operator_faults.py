@@ -22,18 +22,15 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from respawn_local.apiserver import ApiError, ApiServerThread
-from respawn_local.podsim import PodSim
+from respawn_local.apiserver import ApiError
 from tests.conftest import wait_for
 from tests.faults.harness import full_history, lost_in_history, fenced_writes, reran_after_commit
 from tests.faults.results import Results, runs_from_env
-from tests.operator.test_op_e2e import NS, ROOT, Cluster, OperatorProcess
+from tests.operator.test_op_e2e import NS, ROOT, Cluster, running_cluster
 
 SEED = runs_from_env("RESPAWN_FAULT_SEED", 20261130)
 KILLS = runs_from_env("RESPAWN_FAULT_OPERATOR_KILLS", 16)
@@ -44,26 +41,27 @@ OUTPUT = "a,b,c,d,e 11111\n"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("op-faults")
-    api = ApiServerThread()
-    api.start()
-    kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))
-    api.create(yaml.safe_load((ROOT / "crds" / "pipelineruns.respawn.dev.yaml").read_text()))
-    sim = PodSim(api.url, work_dir=str(tmp / "podsim"))
-    sim.start()
-    env = {**os.environ, "KUBECONFIG": kubeconfig,
-           "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp / 'checkpoints'}",
-           "RESPAWN_DEFAULT_IMAGE": "respawn:test", "RESPAWN_METRICS_PORT": "0",
-           "RESPAWN_RESYNC_SECONDS": "2", "RESPAWN_CLEANUP_TIMEOUT_SECONDS": "30"}
-    op = OperatorProcess(env, tmp / "operator.log")
-    op.start()
-    try:
-        yield Cluster(api, sim, op, tmp, kubeconfig, 0)
-    finally:
-        op.stop()
-        sim.stop()
-        api.stop()
-        print(f"operator log: {tmp / 'operator.log'}")
+    with running_cluster(tmp_path_factory.mktemp("op-faults"),
+                         RESPAWN_CLEANUP_TIMEOUT_SECONDS="30") as c:
+        yield c
+
+
+def settle_and_judge(cluster: Cluster, names: list[str], timeout: float
+                     ) -> tuple[dict[str, list[str]], int, int]:
+    """Give every run until `timeout` to succeed, then judge each:
+    (problems by run, lost, duplicates)."""
+    for name in names:
+        try:
+            cluster.wait_phase(name, "Succeeded", timeout=timeout)
+        except AssertionError:
+            pass  # judged below, with the reason
+    by_run: dict[str, list[str]] = {}
+    lost = dups = 0
+    for name in names:
+        by_run[name], lo, du = judge(cluster, name)
+        lost += lo
+        dups += du
+    return by_run, lost, dups
 
 
 def ckpt_uri(cluster: Cluster) -> str:
@@ -156,17 +154,8 @@ def test_api_faults_every_run_converges_without_duplicate_jobs(results: Results,
                 cluster.api.faults.pause(API_DOWN, refuse=kind == "refuse")
                 injected_by_us += 1
     deadline = 90 + 2 * API_DOWN
-    for name in names:
-        try:
-            cluster.wait_phase(name, "Succeeded", timeout=deadline)
-        except AssertionError:
-            pass
-    problems, lost, dups = [], 0, 0
-    for name in names:
-        p, lo, du = judge(cluster, name)
-        problems += p
-        lost += lo
-        dups += du
+    by_run, lost, dups = settle_and_judge(cluster, names, deadline)
+    problems = [p for found in by_run.values() for p in found]
     if not operator_alive(cluster):
         problems.append("the operator process died")
     results.record("Kubernetes API faults: 500/429, dropped watches, API down "
@@ -207,17 +196,8 @@ def test_operator_killed_at_random_points_every_run_finishes_once(results: Resul
                 preempted += 1
         time.sleep(rng.uniform(0.0, 1.0))  # downtime
         cluster.op.start()
-    for name in names:
-        try:
-            cluster.wait_phase(name, "Succeeded", timeout=120)
-        except AssertionError:
-            pass
-    problems, lost, dups = [], 0, 0
-    for name in names:
-        p, lo, du = judge(cluster, name)
-        problems += p
-        lost += lo
-        dups += du
+    by_run, lost, dups = settle_and_judge(cluster, names, 120)
+    problems = [p for found in by_run.values() for p in found]
     results.record("Operator SIGKILLed at random points and restarted", runs=len(names),
                    faults=KILLS + preempted,
                    correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
@@ -405,11 +385,8 @@ def test_run_that_finishes_while_the_api_is_gone_converges(results: Results,
                         "3 steps committed")
     # The last two steps (about 1 s) end while the API server refuses connections.
     cluster.api.faults.pause(25, refuse=True)
-    try:
-        cluster.wait_phase(name, "Succeeded", timeout=25 + 30)
-    except AssertionError:
-        pass
-    problems, lost, dups = judge(cluster, name)
+    by_run, lost, dups = settle_and_judge(cluster, [name], 25 + 30)
+    problems = by_run[name]
     results.record("Run ends while the API refuses connections for 25 s (operator)", runs=1,
                    faults=1, correct=int(not problems), lost=lost, duplicates=dups,
                    test="test_run_that_finishes_while_the_api_is_gone_converges",

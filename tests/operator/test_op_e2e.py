@@ -8,6 +8,7 @@ each test uses its own PipelineRun names. Waits poll the API with deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -135,34 +136,40 @@ class Cluster:
         self.api.patch("pipelineruns", name, {"spec": spec}, NS)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("op-e2e")
+@contextlib.contextmanager
+def running_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
+    """Emulator + CRD + pod simulator + the operator process; `env` adds operator settings."""
     api = ApiServerThread()
     api.start()
     kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))
     api.create(yaml.safe_load((ROOT / "crds" / "pipelineruns.respawn.dev.yaml").read_text()))
     sim = PodSim(api.url, work_dir=str(tmp / "podsim"))
     sim.start()
-    metrics_port = free_port()
-    env = {
-        **os.environ,
+    settings = {
         "KUBECONFIG": kubeconfig,
         "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp / 'checkpoints'}",
         "RESPAWN_DEFAULT_IMAGE": "respawn:test",
-        "RESPAWN_METRICS_PORT": str(metrics_port),
+        "RESPAWN_METRICS_PORT": "0",
         "RESPAWN_RESYNC_SECONDS": "2",
         "RESPAWN_CLEANUP_TIMEOUT_SECONDS": "60",
+        **env,
     }
-    op = OperatorProcess(env, tmp / "operator.log")
+    op = OperatorProcess({**os.environ, **settings}, tmp / "operator.log")
     op.start()
     try:
-        yield Cluster(api, sim, op, tmp, kubeconfig, metrics_port)
+        yield Cluster(api, sim, op, tmp, kubeconfig, int(settings["RESPAWN_METRICS_PORT"]))
     finally:
         op.stop()
         sim.stop()
         api.stop()
         print(f"operator log: {tmp / 'operator.log'}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("op-e2e"),
+                         RESPAWN_METRICS_PORT=str(free_port())) as c:
+        yield c
 
 
 def outcomes(st: Obj) -> list[tuple[str, str]]:
