@@ -22,8 +22,16 @@ from pipeline_runtime.storage import open_store
 
 from . import augment as aug
 from . import regions, shards
-from .video_io import FINGERPRINT_BYTES, TICK_FRAMES, FrameReader, VideoError, fetch_video, fingerprint, iter_frames, probe
-from .work_store import CorruptChunk, NpyBuffer, WorkStore
+from .kept_frames import KeptFrames
+from .video_io import (
+    TICK_FRAMES,
+    FrameReader,
+    VideoError,
+    fetch_video,
+    iter_frames,
+    probe,
+)
+from .work_store import CorruptChunk, WorkStore
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +130,7 @@ class DataPrepPipeline(Pipeline):
     """Video -> frames -> regions -> crops -> augmented crops -> sharded dataset + manifest."""
 
     name = "dataprep"
-    version = "1"
+    version = "2"  # 2: xxh3 frame fingerprints and work chunks, crops cut in extract_frames
     Params = DataPrepParams
     _video_cache: tuple[str, str] | None = None  # (sha256, local path) of the fetched video
 
@@ -143,66 +151,69 @@ class DataPrepPipeline(Pipeline):
     # -- 2 -------------------------------------------------------------------
     @step
     def extract_frames(self, ctx: StepContext) -> None:
-        """Decode the video once, keep every `frame_stride`-th frame, record each kept frame's fingerprint.
+        """Decode the video once, keep every `frame_stride`-th frame: its index, its fingerprint
+        and, in center and grid modes, its crops.
 
-        Progress (decoder position and the fingerprints so far) is saved after
-        every `chunk_size` kept frames, so a stop in a long video resumes there.
+        The boxes of center and grid follow from the frame size alone, so the
+        pixels the later steps need are cut here, while each frame is decoded,
+        and go to the work store in chunks; crop then has nothing left to decode.
+        Progress (decoder position, the frames kept, the chunks stored) is saved
+        after every chunk and at least once a second.
         """
         p: DataPrepParams = ctx.params
         path = self._local_video(ctx)
-        state = ctx.progress or {"next_frame": 0, "index": [], "fingerprint": [], "resumed_at": []}
-        next_frame: int = state["next_frame"]
-        index_chunks: list[np.ndarray] = list(state["index"])
-        fp_chunks: list[np.ndarray] = list(state["fingerprint"])
+        video = ctx["video"]
+        boxes = regions.geometry_boxes(p.mode, video["width"], video["height"], p.crop_size)
+        state = ctx.progress or {"next_frame": 0, "index": [], "fingerprint": [], "windows": [], "resumed_at": []}
         resumed_at: list[int] = list(state["resumed_at"])
-        kept = sum(len(c) for c in index_chunks)
+        work = self._work(ctx) if boxes else None
+        kept = KeptFrames(state, p.chunk_size, p.crop_size, boxes, work)
         limit = p.max_frames
-        idx_buf: list[int] = []
-        fp_buf: list[bytes] = []
         beat = _Heartbeat(ctx, state)
-        with FrameReader(path, tick=beat) as reader:
-            if ctx.progress is not None:
-                resumed_at.append(next_frame)
-                anchor = (int(index_chunks[-1][-1]), bytes(fp_chunks[-1][-1])) if index_chunks else None
-                reader.seek(next_frame, anchor=anchor)
-                log.warning("extract_frames: resuming at frame %d (%d frames kept so far, seek %s)",
-                            next_frame, kept, "verified" if reader.seeks else "by decoding from 0")
-            reader.tick = None  # from here on the loop below saves progress itself
-            done = limit is not None and kept >= limit
-            while not done:
-                if reader.position % p.frame_stride:
-                    # grab() skips colour conversion: cheaper than read() for dropped frames.
-                    step_over = min(p.frame_stride - reader.position % p.frame_stride, TICK_FRAMES)
-                    if not reader.skip(step_over):
-                        break
-                else:
-                    frame = reader.read()
-                    if frame is None:
-                        break
-                    idx_buf.append(reader.position - 1)
-                    fp_buf.append(fingerprint(frame))
-                    kept += 1
-                    done = limit is not None and kept >= limit
-                if len(idx_buf) == p.chunk_size or done or beat.due():
-                    if idx_buf:
-                        index_chunks.append(np.asarray(idx_buf, dtype=np.int64))
-                        fp_chunks.append(_fp_array(fp_buf))
-                        idx_buf, fp_buf = [], []
-                    beat.save({"next_frame": reader.position, "index": list(index_chunks),
-                               "fingerprint": list(fp_chunks), "resumed_at": resumed_at})
-            decoded = reader.position
-        if idx_buf:
-            index_chunks.append(np.asarray(idx_buf, dtype=np.int64))
-            fp_chunks.append(_fp_array(fp_buf))
-        if not index_chunks:
+        try:
+            with FrameReader(path, tick=beat) as reader:
+                if ctx.progress is not None:
+                    resumed_at.append(kept.next_frame)
+                    reader.seek(kept.next_frame, anchor=kept.anchor)
+                    log.warning("extract_frames: resuming at frame %d (%d frames kept so far, seek %s)",
+                                kept.next_frame, kept.count, "verified" if reader.seeks else "by decoding from 0")
+                reader.tick = None  # from here on the loop below saves progress itself
+                done = limit is not None and kept.count >= limit
+                while not done:
+                    if reader.position % p.frame_stride:
+                        # grab() skips colour conversion: cheaper than read() for dropped frames.
+                        step_over = min(p.frame_stride - reader.position % p.frame_stride, TICK_FRAMES)
+                        if not reader.skip(step_over):
+                            break
+                    else:
+                        frame = reader.read()
+                        if frame is None:
+                            break
+                        kept.add(reader.position - 1, frame)
+                        done = limit is not None and kept.count >= limit
+                    if kept.full and not done:
+                        if kept.flush(reader.position, wait=False):
+                            beat.save(kept.state(resumed_at))
+                    elif done or beat.due():
+                        kept.flush(reader.position, wait=True)
+                        beat.save(kept.state(resumed_at))
+                kept.flush(reader.position, wait=True)
+                decoded = reader.position
+        finally:
+            kept.close()
+            if work is not None:
+                work.close()
+        if not kept.index:
             raise InvalidInput(f"video_uri: no frame of {p.video_uri} could be decoded")
         ctx["frames"] = {
-            "index": np.concatenate(index_chunks),
-            "fingerprint": np.concatenate(fp_chunks),
+            "index": np.concatenate(kept.index),
+            "fingerprint": np.concatenate(kept.fingerprint),
+            "windows": kept.windows,
             "decoded": decoded,
             "resumed_at": resumed_at,
         }
-        log.info("extract_frames: kept %d of %d decoded frames", kept, decoded)
+        log.info("extract_frames: kept %d of %d decoded frames%s", kept.count, decoded,
+                 f", cut their {p.mode} crops into {len(kept.windows)} chunks" if boxes else "")
 
     # -- 3 -------------------------------------------------------------------
     @step
@@ -212,9 +223,8 @@ class DataPrepPipeline(Pipeline):
         frames = ctx["frames"]
         n = len(frames["index"])
         width, height = ctx["video"]["width"], ctx["video"]["height"]
-        if p.mode in ("center", "grid"):
-            per_frame = ([regions.center_box(width, height, p.crop_size)] if p.mode == "center"
-                         else regions.grid_boxes(width, height, p.crop_size))
+        per_frame = regions.geometry_boxes(p.mode, width, height, p.crop_size)
+        if per_frame is not None:
             boxes = np.tile(np.asarray(per_frame, dtype=np.int32), (n, 1))
             owner = np.repeat(np.arange(n, dtype=np.int64), len(per_frame))
         else:
@@ -249,16 +259,29 @@ class DataPrepPipeline(Pipeline):
     # -- 4 -------------------------------------------------------------------
     @step
     def crop(self, ctx: StepContext) -> None:
-        """Cut every box as a `crop_size` square; crops go to the work store in chunks of `chunk_size`.
+        """Every box as a `crop_size` square, in work-store chunks.
 
-        Chunk c always holds boxes [c*chunk_size, (c+1)*chunk_size), whatever
-        attempt wrote it, so a resumed attempt continues at the first chunk its
-        progress does not list and rewrites nothing else.
+        In center and grid modes extract_frames already cut them: crop checks its
+        chunks are all still there and takes them over. Otherwise (faces mode, or
+        a rerun after a finished run deleted the chunks) it decodes the frames that
+        have boxes and cuts them, in chunks of `chunk_size` crops. Chunk c always
+        holds boxes [c*chunk_size, (c+1)*chunk_size), so a resumed attempt
+        continues at the first chunk its progress does not list.
         """
         p: DataPrepParams = ctx.params
         frames, found = ctx["frames"], ctx["regions"]
         boxes, owner = found["boxes"], found["frame_pos"]
         total, size, per = len(owner), p.crop_size, p.chunk_size
+        if ctx.progress is None and frames["windows"]:
+            cut, store = frames["windows"], self._work(ctx).store
+            gone = [ref["path"] for ref in cut if not store.exists(ref["path"])]
+            if not gone and sum(ref["count"] for ref in cut) == total:
+                ctx["crops"] = {"chunks": cut, "count": total, "crop_size": size, "resumed_at_chunk": [],
+                                "cut_in": "extract_frames"}
+                log.info("crop: %d crops in %d chunks, cut by extract_frames", total, len(cut))
+                return
+            log.warning("crop: %d of the %d chunks extract_frames cut are gone (a finished run deletes them); "
+                        "cutting again from the video", len(gone), len(cut))
         state = ctx.progress or {"chunks": [], "resumed_at_chunk": []}
         refs: list[dict[str, Any]] = list(state["chunks"])
         resumed_at = list(state["resumed_at_chunk"]) + ([len(refs)] if ctx.progress is not None else [])
@@ -274,7 +297,7 @@ class DataPrepPipeline(Pipeline):
                 b = max(int(first_box[k]), done)
                 while b < total and owner[b] == positions[k]:
                     if chunk is None:
-                        chunk, fill = NpyBuffer((min(per, total - number * per), size, size, 3)), 0
+                        chunk, fill = work.buffer((min(per, total - number * per), size, size, 3)), 0
                     chunk.array[fill] = regions.cut(frame, boxes[b], size)
                     fill, b = fill + 1, b + 1
                     if fill == len(chunk.array):
@@ -287,7 +310,8 @@ class DataPrepPipeline(Pipeline):
             refs.extend(work.drain())
         finally:
             work.close()
-        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": size, "resumed_at_chunk": resumed_at}
+        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": size, "resumed_at_chunk": resumed_at,
+                        "cut_in": "crop"}
         log.info("crop: %d crops in %d chunks", total, len(refs))
 
     # -- 5 -------------------------------------------------------------------
@@ -303,7 +327,7 @@ class DataPrepPipeline(Pipeline):
         try:
             for c in range(len(refs), len(crops["chunks"])):
                 batch = _load(work, crops["chunks"][c])
-                out = NpyBuffer(batch.shape)
+                out = work.buffer(batch.shape)
                 rows, shas = [], []
                 for i, crop in enumerate(batch):
                     d = aug.draw(p.seed, base + i)
@@ -421,10 +445,6 @@ def _load(work: WorkStore, ref: dict[str, Any]) -> np.ndarray:
     except CorruptChunk as e:
         raise InvalidInput(f"work_uri: {e}. A finished run deletes its work chunks, so re-running "
                            "augment or write_dataset alone cannot work: rerun from the crop step") from None
-
-
-def _fp_array(items: list[bytes]) -> np.ndarray:
-    return np.frombuffer(b"".join(items), dtype=np.uint8).reshape(-1, FINGERPRINT_BYTES).copy()
 
 
 def _shard_batches(work: WorkStore, refs: list[dict[str, Any]], shard_size: int,

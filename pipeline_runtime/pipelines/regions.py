@@ -38,6 +38,15 @@ def grid_boxes(width: int, height: int, crop_size: int) -> list[tuple[int, int, 
             for r in range(rows) for c in range(cols)]
 
 
+def geometry_boxes(mode: Mode, width: int, height: int, crop_size: int) -> list[tuple[int, int, int, int]] | None:
+    """Every frame's boxes when the frame size alone decides them (center, grid); None for faces."""
+    if mode == "center":
+        return [center_box(width, height, crop_size)]
+    if mode == "grid":
+        return grid_boxes(width, height, crop_size)
+    return None
+
+
 def faces_unavailable() -> str | None:
     """Why `faces` mode cannot run with the installed OpenCV, or None if it can.
 

@@ -3,29 +3,35 @@
 The runtime keeps the whole context in memory, so a context that grows with the
 video (every crop of a two-hour video) would make memory grow with it. Steps
 write each chunk here as one `.npy` object under a per-run prefix and keep only
-a small reference ({path, sha256, count}) in the context. Names are
-deterministic and contents are a pure function of the input, so a resumed
-attempt that writes a chunk again writes the same bytes (idempotent), and a
-reader checks the sha256 before trusting a chunk.
+a small reference ({path, xxh3_128, count}) in the context. A chunk's name ends
+in its own checksum (`crops/000003-<16 hex>.npy`), so two attempts that write
+chunk 3 (a stale pod still running, a resumed one) never overwrite each other's
+bytes, whatever either cut; a reader checks the checksum before trusting a chunk.
+
+The checksum is xxh3-128 (the `xxhash` package): these are scratch objects
+guarded against torn writes and bit rot, not an adversary, and xxh3 checks
+450 MB of crops in 0.02 s where sha256 took 0.26 s, time the decoder would wait.
 
 Writes go through one background thread, so hashing and storage I/O of chunk N
 overlap the decoding of chunk N+1; a step waits for a chunk's write before it
-records that chunk in its progress.
+records that chunk in its progress. The buffers of finished writes are handed
+out again by `buffer`, so a long step does not keep touching fresh memory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+import xxhash
 
 from pipeline_runtime.storage import NotFound, Store, open_store
 
@@ -65,20 +71,36 @@ class CorruptChunk(ValueError):
 
 
 class WorkStore:
-    """Arrays under `<uri>/<prefix>/`, addressed by name, verified by sha256."""
+    """Arrays under `<uri>/<prefix>/`, named by step-chosen name plus checksum, verified on read."""
 
     def __init__(self, uri: str, prefix: str, in_flight: int = 2) -> None:
         self.store: Store = open_store(uri)
         self.prefix = prefix.strip("/")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="work-store")
-        self._pending: deque[Future[dict[str, Any]]] = deque()
+        self._pending: deque[tuple[Future[dict[str, Any]], NpyBuffer]] = deque()
         self._in_flight = in_flight
+        self._free: list[NpyBuffer] = []
 
     def _write(self, name: str, data: memoryview | bytes, count: int) -> dict[str, Any]:
-        path = f"{self.prefix}/{name}.npy"
-        digest = hashlib.sha256(data).hexdigest()
+        digest = xxhash.xxh3_128_hexdigest(data)
+        path = f"{self.prefix}/{name}-{digest[:16]}.npy"
         self.store.put(path, data)
-        return {"path": path, "sha256": digest, "count": count}
+        return {"path": path, "xxh3_128": digest, "count": count}
+
+    def _write_chunk(self, name: str, chunk: NpyBuffer, rows: int | None,
+                     after: Sequence[Future[Any]]) -> dict[str, Any]:
+        for future in after:
+            future.result()  # a failed fill fails this write, and so the step
+        if rows is None or rows == len(chunk.array):
+            return self._write(name, chunk.data, len(chunk.array))
+        return self._write(name, npy_bytes(chunk.array[:rows]), rows)  # a partial chunk: rare
+
+    def buffer(self, shape: tuple[int, ...]) -> NpyBuffer:
+        """An NpyBuffer of `shape` (uint8) to fill and `submit`: a finished write's, if one fits."""
+        for i, buf in enumerate(self._free):
+            if buf.array.shape == shape:
+                return self._free.pop(i)
+        return NpyBuffer(shape)
 
     def put(self, name: str, array: np.ndarray | NpyBuffer) -> dict[str, Any]:
         """Store `array` as `<prefix>/<name>.npy` now; returns the reference to keep in the context."""
@@ -86,22 +108,40 @@ class WorkStore:
             return self._write(name, array.data, int(array.array.shape[0]))
         return self._write(name, npy_bytes(array), int(array.shape[0]))
 
-    def submit(self, name: str, chunk: NpyBuffer) -> list[dict[str, Any]]:
-        """Queue a write; returns the references of earlier writes that have now finished, in order.
+    def submit(self, name: str, chunk: NpyBuffer, rows: int | None = None,
+               after: Sequence[Future[Any]] = ()) -> list[dict[str, Any]]:
+        """Queue a write of `chunk` (its first `rows` rows, default all), to start once every
+        future in `after` is done (those still filling it); returns the references of
+        earlier writes that have now finished, in order.
 
         At most `in_flight` writes are outstanding, which bounds the memory held.
         """
-        self._pending.append(self._pool.submit(self._write, name, chunk.data, int(chunk.array.shape[0])))
+        self._pending.append((self._pool.submit(self._write_chunk, name, chunk, rows, after), chunk))
         done = []
-        while len(self._pending) >= self._in_flight or (self._pending and self._pending[0].done()):
-            done.append(self._pending.popleft().result())
+        while len(self._pending) >= self._in_flight:
+            done.append(self._finish())
+        return done + self.collect()
+
+    def collect(self) -> list[dict[str, Any]]:
+        """The references of the writes that have finished, in order, without waiting."""
+        done = []
+        while self._pending and self._pending[0][0].done():
+            done.append(self._finish())
         return done
 
     def drain(self) -> list[dict[str, Any]]:
         """Wait for every queued write; their references, in order."""
-        done = [f.result() for f in self._pending]
-        self._pending.clear()
+        done = []
+        while self._pending:
+            done.append(self._finish())
         return done
+
+    def _finish(self) -> dict[str, Any]:
+        future, chunk = self._pending.popleft()
+        ref = future.result()
+        if len(self._free) < self._in_flight + 1:
+            self._free.append(chunk)
+        return ref
 
     def close(self) -> None:
         """Stop the writer thread (after the writes already queued)."""
@@ -113,7 +153,7 @@ class WorkStore:
             data = self.store.get(ref["path"])
         except NotFound:
             raise CorruptChunk(f"{self.store.uri}/{ref['path']} is gone") from None
-        if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        if xxhash.xxh3_128_hexdigest(data) != ref["xxh3_128"]:
             raise CorruptChunk(f"{self.store.uri}/{ref['path']} does not match its checksum")
         array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
         return array

@@ -220,6 +220,9 @@ def test_stopped_in_extract_frames_resumes_from_its_saved_frame_index(
     assert 32 <= saved < 200
     info = resume(runtime, kill_video, out, ckpt)
     assert info["context"]["frames"]["resumed_at"] == [saved]
+    # The chunks listed at the stop were kept, the rest cut by the resumed attempt.
+    assert info["context"]["crops"]["cut_in"] == "extract_frames"
+    assert sum(c["count"] for c in info["context"]["crops"]["chunks"]) == 200
     assert files(out) == reference
 
 
@@ -270,16 +273,39 @@ def test_sigterm_between_progress_chunks_is_honoured_within_seconds(
     assert files(out) == files(ref)
 
 
-def test_killed_in_crop_resumes_with_the_chunks_already_stored(
-        runtime: Runtime, tmp_path: Path, kill_video: str, reference: dict[str, bytes]) -> None:
-    out, ckpt = tmp_path / "out", tmp_path / "ck"
-    proc = start_slow(runtime, kill_video, out, ckpt, frame_s=0.004)
+@pytest.mark.skipif(regions.faces_unavailable() is not None, reason=str(regions.faces_unavailable()))
+def test_killed_in_crop_resumes_with_the_chunks_already_stored(runtime: Runtime, tmp_path: Path) -> None:
+    # faces mode: boxes come from detect_regions, so crop decodes the video itself
+    # (center and grid crops are cut in extract_frames; see the test after this one).
+    path = make_face_video(tmp_path / "face.avi", frames=60)
+    params = {"video_uri": path, "mode": "faces", "crop_size": 64, "chunk_size": 8, "shard_size": 16, "seed": 5}
+    ref, out, ckpt = tmp_path / "ref", tmp_path / "out", tmp_path / "ck"
+    assert runtime.run(run_args("dataprep", {**params, "output_uri": str(ref)}, tmp_path / "ck-ref"))[0] == 0
+    # ~3 s in crop at 0.05 s a frame: the kill after two chunks lands well inside it.
+    proc = runtime.start(run_args(SLOW, {**params, "output_uri": str(out)}, ckpt),
+                         env={"DATAPREP_SLOW_FRAME_S": "0.05"})
     wait_for(lambda: len(progress_of(ckpt, "crop")) >= 2, 60, "crop to commit two chunks")
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
+    assert "crop" not in runtime.inspect(f"file://{ckpt}", "r1")["completed_steps"]
     stored = len(progress_of(ckpt, "crop")[-1]["chunks"])
-    info = resume(runtime, kill_video, out, ckpt)
-    assert info["context"]["crops"]["resumed_at_chunk"] == [stored]
+    code, text, _ = runtime.run(run_args("dataprep", {**params, "output_uri": str(out)}, ckpt, attempt=2))
+    assert code == 0, text
+    crops = runtime.inspect(f"file://{ckpt}", "r1")["context"]["crops"]
+    assert crops["cut_in"] == "crop" and crops["resumed_at_chunk"] == [stored]
+    assert files(out) == files(ref)
+
+
+def test_center_crops_are_cut_while_extract_frames_decodes(runtime: Runtime, tmp_path: Path,
+                                                           kill_video: str, reference: dict[str, bytes]) -> None:
+    out, ckpt = tmp_path / "out", tmp_path / "ck"
+    assert runtime.run(run_args("dataprep", {"video_uri": kill_video, "output_uri": str(out), **KILL_PARAMS},
+                                ckpt))[0] == 0
+    context = runtime.inspect(f"file://{ckpt}", "r1")["context"]
+    # crop took over extract_frames' chunks (16 frames x 1 centre crop each) without decoding.
+    assert context["crops"]["cut_in"] == "extract_frames"
+    assert context["crops"]["chunks"] == context["frames"]["windows"]
+    assert [c["count"] for c in context["crops"]["chunks"]] == [16] * 12 + [8]
     assert files(out) == reference
 
 
@@ -329,4 +355,6 @@ def test_rerun_from_augment_after_success_fails_at_once_naming_the_fix(
     assert term is not None and term["message"].startswith("work_uri:") and "rerun from the crop step" in term["message"]
     code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=4), "--rerun-from", "crop"])
     assert code == 0, text
+    # extract_frames' crop chunks went with the finished run: crop cut them again from the video.
+    assert runtime.inspect(f"file://{ckpt}", "r1")["context"]["crops"]["cut_in"] == "crop"
     assert files(out) == before

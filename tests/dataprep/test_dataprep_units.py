@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -16,10 +18,12 @@ import pytest
 from pipeline_runtime.pipelines import augment as aug
 from pipeline_runtime.pipelines import regions, shards
 from pipeline_runtime.pipelines.dataprep import DataPrepParams
+from pipeline_runtime.pipelines.kept_frames import KeptFrames
 from pipeline_runtime.pipelines.video_io import (FrameReader, VideoError, fetch_video, fingerprint,
                                                  iter_frames, probe, split_uri)
 from pipeline_runtime.pipelines.work_store import CorruptChunk, NpyBuffer, WorkStore, npy_bytes
 from tests.dataprep.synth import draw_face
+from tests.runtime.pipelines_for_tests import StoreWrapper
 
 
 def decode_all(path: str) -> list[np.ndarray]:
@@ -212,13 +216,16 @@ def test_work_store_round_trips_and_catches_corruption(tmp_path: Path) -> None:
     work = WorkStore(f"file://{tmp_path}", "_work/t/r1")
     arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     ref = work.put("crops/000000", arr)
-    assert ref["count"] == 2 and ref["path"] == "_work/t/r1/crops/000000.npy"
+    assert ref["count"] == 2 and ref["path"] == f"_work/t/r1/crops/000000-{ref['xxh3_128'][:16]}.npy"
     assert np.array_equal(work.get(ref), arr)
     assert work.put("crops/000000", arr) == ref  # same name, same bytes: idempotent
+    # A stale attempt that cut chunk 0 differently writes beside it, never over it.
+    other = work.put("crops/000000", arr[::-1])
+    assert other["path"] != ref["path"] and np.array_equal(work.get(ref), arr)
     (tmp_path / ref["path"]).write_bytes(b"garbage")
     with pytest.raises(CorruptChunk):
         work.get(ref)
-    assert work.clear() == 1 and work.store.list("_work/") == []
+    assert work.clear() == 2 and work.store.list("_work/") == []
     assert not (tmp_path / "_work").exists()  # no empty folders left in a local store
 
 
@@ -232,7 +239,7 @@ def test_work_store_writes_in_the_background_in_order(tmp_path: Path) -> None:
         assert len(refs) >= i  # at most one write is still outstanding
     refs += work.drain()
     work.close()
-    assert [r["path"] for r in refs] == [f"w/c{i}.npy" for i in range(5)]
+    assert [r["path"].split("-")[0] for r in refs] == [f"w/c{i}" for i in range(5)]
     for i, ref in enumerate(refs):
         assert np.array_equal(work.get(ref), np.full((3, 2), i, np.uint8))
         assert (tmp_path / ref["path"]).read_bytes() == npy_bytes(np.full((3, 2), i, np.uint8))
@@ -256,3 +263,62 @@ def test_defaults() -> None:
     p = DataPrepParams(video_uri="gs://b/v.mp4", output_uri="gs://b/out")
     assert (p.frame_stride, p.crop_size, p.mode, p.max_frames, p.seed) == (1, 224, "center", None, 0)
     assert p.augmentations == ["flip", "rotate", "brightness", "contrast"]
+
+
+class GatedStore(StoreWrapper):
+    """Holds every put until `gate` is set: a slow disk, so writes are still pending."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.gate = threading.Event()
+
+    def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
+        assert self.gate.wait(30), "the test never opened the gate"
+        super().put(path, data, if_absent=if_absent)
+
+
+def test_kept_frames_lists_only_frames_whose_crops_are_stored(tmp_path: Path) -> None:
+    frames = [np.full((40, 50, 3), i, np.uint8) for i in range(7)]
+    boxes = regions.grid_boxes(50, 40, 16)  # 3x2 tiles
+    work = WorkStore(f"file://{tmp_path}", "w", in_flight=3)  # room for both chunks below to wait
+    gated = GatedStore(work.store)
+    work.store = gated  # type: ignore[assignment]
+    kept = KeptFrames({"next_frame": 0, "index": [], "fingerprint": [], "windows": []},
+                      chunk_size=12, crop_size=16, boxes=boxes, work=work)
+    assert kept.per_chunk == 2  # 12 crops = 2 frames of 6 tiles
+    try:
+        for i in range(4):
+            kept.add(i, frames[i])
+            if kept.full:
+                assert not kept.flush(i + 1, wait=False)  # queued, not stored: nothing to list yet
+        assert kept.count == 4 and kept.state([])["next_frame"] == 0 and kept.anchor is None
+        gated.gate.set()
+        kept.add(4, frames[4])  # a partial chunk, as a heartbeat or the video's end leaves one
+        assert kept.flush(5, wait=True)
+    finally:
+        work.close()
+    state = kept.state([])
+    assert state["next_frame"] == 5 and kept.anchor == (4, fingerprint(frames[4]))
+    assert [c.tolist() for c in state["index"]] == [[0, 1], [2, 3], [4]]
+    assert [ref["count"] for ref in state["windows"]] == [12, 12, 6]
+    crops = np.concatenate([work.get(ref) for ref in state["windows"]])
+    expected = [regions.cut(frames[f], box, 16) for f in range(5) for box in boxes]
+    assert np.array_equal(crops, np.stack(expected))
+
+
+def test_kept_frames_without_boxes_lists_at_once() -> None:
+    kept = KeptFrames({"next_frame": 0, "index": [], "fingerprint": [], "windows": []}, chunk_size=2, crop_size=8)
+    frames = [np.full((10, 10, 3), i, np.uint8) for i in range(3)]
+    try:
+        for i, frame in enumerate(frames[:2]):
+            kept.add(i * 3, frame)
+        assert kept.full and kept.flush(5, wait=False)
+        assert kept.state([])["next_frame"] == 5
+        kept.add(6, frames[2])
+        assert not kept.full and kept.flush(9, wait=False)
+    finally:
+        kept.close()
+    state = kept.state([7])
+    assert state["next_frame"] == 9 and state["windows"] == [] and state["resumed_at"] == [7]
+    assert [c.tolist() for c in state["index"]] == [[0, 3], [6]]
+    assert [bytes(f) for f in np.concatenate(state["fingerprint"])] == [fingerprint(f) for f in frames]
