@@ -326,7 +326,7 @@ class DataPrepPipeline(Pipeline):
         work = self._work(ctx)
         try:
             for c in range(len(refs), len(crops["chunks"])):
-                batch = _load(work, crops["chunks"][c])
+                batch = _load(work, crops["chunks"][c], _cutting_step(p))
                 out = work.buffer(batch.shape)
                 rows, shas = [], []
                 for i, crop in enumerate(batch):
@@ -380,7 +380,7 @@ class DataPrepPipeline(Pipeline):
                      state["next_shard"])
         if start:
             log.warning("write_dataset: resuming at shard %d of %d", start, n_shards)
-        for number, images in _shard_batches(work, augmented["chunks"], p.shard_size, start):
+        for number, images in _shard_batches(work, augmented["chunks"], p.shard_size, start, _cutting_step(p)):
             lo = number * p.shard_size
             data = shards.encode_shard(images, np.arange(lo, lo + len(images), dtype=np.int64))
             out.put(shards.shard_name(number), data)
@@ -438,17 +438,27 @@ class DataPrepPipeline(Pipeline):
         return WorkStore(uri, f"_work/{ctx.tenant}/{ctx.run_id}")
 
 
-def _load(work: WorkStore, ref: dict[str, Any]) -> np.ndarray:
-    """A work chunk; a missing or damaged one fails the run at once (retrying cannot bring it back)."""
+def _cutting_step(p: DataPrepParams) -> str:
+    """The first step that makes the work chunks: extract_frames cuts center and grid crops, crop cuts faces."""
+    return "crop" if p.mode == "faces" else "extract_frames"
+
+
+def _load(work: WorkStore, ref: dict[str, Any], cutting_step: str) -> np.ndarray:
+    """A work chunk; a missing or damaged one fails the run at once (retrying cannot bring it back).
+
+    The message names the step to rerun from: the one that cuts the crops, since
+    every chunk after it derives from them (a damaged chunk keeps its name, so
+    crop's check that extract_frames' chunks are all there would pass it again).
+    """
     try:
         return work.get(ref)
     except CorruptChunk as e:
         raise InvalidInput(f"work_uri: {e}. A finished run deletes its work chunks, so re-running "
-                           "augment or write_dataset alone cannot work: rerun from the crop step") from None
+                           f"augment or write_dataset alone cannot work: rerun from the {cutting_step} step") from None
 
 
 def _shard_batches(work: WorkStore, refs: list[dict[str, Any]], shard_size: int,
-                   start_shard: int) -> Iterator[tuple[int, np.ndarray]]:
+                   start_shard: int, cutting_step: str) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (shard number, images) from `start_shard` on, holding one work chunk and one shard at a time."""
     total = sum(r["count"] for r in refs)
     starts = np.cumsum([0] + [r["count"] for r in refs])
@@ -460,7 +470,7 @@ def _shard_batches(work: WorkStore, refs: list[dict[str, Any]], shard_size: int,
         while at < hi:
             c = int(np.searchsorted(starts, at, side="right")) - 1
             if loaded is None or loaded[0] != c:
-                loaded = (c, _load(work, refs[c]))
+                loaded = (c, _load(work, refs[c], cutting_step))
             chunk = loaded[1]
             if images is None:
                 images = np.empty((hi - lo, *chunk.shape[1:]), chunk.dtype)

@@ -309,6 +309,30 @@ def test_center_crops_are_cut_while_extract_frames_decodes(runtime: Runtime, tmp
     assert files(out) == reference
 
 
+def test_a_damaged_work_chunk_fails_at_once_and_rerunning_from_the_named_step_mends_it(
+        runtime: Runtime, tmp_path: Path, kill_video: str, reference: dict[str, bytes]) -> None:
+    out, ckpt = tmp_path / "out", tmp_path / "ck"
+    proc = start_slow(runtime, kill_video, out, ckpt, shard_s=0.05)
+    wait_for(lambda: len(list(out.glob("shard-*.npz"))) >= 2, 60, "write_dataset to write two shards")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    # Bit rot in a chunk extract_frames cut, and in the augmented chunk write_dataset needs last.
+    for folder in ("windows", "augmented"):
+        victim = sorted((out / "_work").rglob(f"{folder}/*.npy"))[-1]
+        data = bytearray(victim.read_bytes())
+        data[-1] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    params = {"video_uri": kill_video, "output_uri": str(out), **KILL_PARAMS}
+    code, text, term = runtime.run(run_args("dataprep", params, ckpt, attempt=2))
+    assert code == 64, text
+    assert term is not None and term["message"].startswith("work_uri:") and "does not match its checksum" in term["message"]
+    assert "rerun from the extract_frames step" in term["message"]
+    # extract_frames cuts every chunk again; the damaged one is rewritten under its own name.
+    code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=3), "--rerun-from", "extract_frames"])
+    assert code == 0, text
+    assert files(out) == reference
+
+
 def test_rewriting_an_output_folder_leaves_no_stale_shards(runtime: Runtime, tmp_path: Path, kill_video: str,
                                                            reference: dict[str, bytes]) -> None:
     out = tmp_path / "out"
@@ -349,10 +373,11 @@ def test_rerun_from_augment_after_success_fails_at_once_naming_the_fix(
     code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=2), "--rerun-from", "write_dataset"])
     assert code == 0, text
     assert files(out) == before
-    # augment needs the crop chunks, which the finished run deleted.
+    # augment needs the crop chunks (cut by extract_frames in center mode), which the finished run deleted.
     code, text, term = runtime.run([*run_args("dataprep", params, ckpt, attempt=3), "--rerun-from", "augment"])
     assert code == 64, text
-    assert term is not None and term["message"].startswith("work_uri:") and "rerun from the crop step" in term["message"]
+    assert term is not None and term["message"].startswith("work_uri:")
+    assert "rerun from the extract_frames step" in term["message"]
     code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=4), "--rerun-from", "crop"])
     assert code == 0, text
     # extract_frames' crop chunks went with the finished run: crop cut them again from the video.
