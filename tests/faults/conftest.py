@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.results import OUT_ENV, Results
+from tests.operator.harness import Cluster, running_cluster
 
 _RESULTS: list[Results] = []
 
@@ -27,3 +28,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(
                 f"reliability results: {found.path} ({len(found.records)} records); "
                 f"render with: python -m tests.faults.report {found.path}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("op-faults"),
+                         RESPAWN_CLEANUP_TIMEOUT_SECONDS="30") as c:
+        yield c

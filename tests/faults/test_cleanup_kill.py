@@ -17,7 +17,7 @@ from pipeline_runtime.storage import open_store
 from tests.conftest import GCSEmulator, wait_for
 from tests.faults.harness import FAULT_ENV, reference, run_args
 from tests.faults.results import Results
-from tests.runtime.conftest import Runtime, termination
+from tests.runtime.conftest import Runtime
 
 
 @pytest.mark.parametrize("store", ["file", "gs"])

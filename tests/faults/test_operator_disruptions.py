@@ -19,8 +19,9 @@ import pytest
 from respawn_local.podsim import SimNode
 from tests.conftest import wait_for
 from tests.faults.results import Results, runs_from_env
-from tests.faults.test_operator_faults import SEED, cluster, settle_and_judge  # noqa: F401 - fixture
-from tests.operator.test_op_e2e import NS, Cluster
+from tests.faults.operator_runs import settle_and_judge
+from tests.faults.test_operator_faults import SEED
+from tests.operator.harness import NS, Cluster
 
 RUNS = runs_from_env("RESPAWN_FAULT_OPERATOR_RUNS", 6)
 SPOT = "cloud.google.com/gke-spot"

@@ -8,15 +8,11 @@ each test uses its own PipelineRun names. Waits poll the API with deadlines.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,143 +22,7 @@ import yaml
 from respawn_local.apiserver import ApiError, ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.testkit import free_port, wait_for
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-BIN = Path(sys.executable).parent
-NS = "default"
-Obj = dict[str, Any]
-
-
-class OperatorProcess:
-    """`respawn-operator` as a subprocess we can kill -9 and start again."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
-        out.write(f"\n===== start {self.starts} =====\n".encode())
-        out.flush()
-        self.proc = subprocess.Popen([str(BIN / "respawn-operator"), "--standalone", "-A"],
-                                     env=self.env, stdout=out, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-class Cluster:
-    def __init__(self, api: ApiServerThread, sim: PodSim, op: OperatorProcess, tmp: Path,
-                 kubeconfig: str, metrics_port: int) -> None:
-        self.api, self.sim, self.op, self.tmp = api, sim, op, tmp
-        self.kubeconfig = kubeconfig
-        self.metrics_port = metrics_port
-
-    def submit(self, name: str, params: Obj | None = None, **spec: Any) -> Obj:
-        body = {
-            "apiVersion": "respawn.dev/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "pipeline": "op_pipelines:Steps",
-                "params": {"out": str(self.tmp / f"{name}.out"), **(params or {})},
-                "env": [{"name": "PYTHONPATH", "value": str(HERE)},
-                        {"name": "EXEC_LOG", "value": str(self.tmp / f"{name}.exec")}],
-                "terminationGracePeriodSeconds": 10,
-                **spec,
-            },
-        }
-        return self.api.create(body, namespace=NS)
-
-    def run(self, name: str) -> Obj:
-        return self.api.get("pipelineruns", name, NS)
-
-    def status(self, name: str) -> Obj:
-        return self.run(name).get("status") or {}
-
-    def wait_status(self, name: str, pred: Callable[[Obj], Any], what: str, timeout: float = 60) -> Obj:
-        def check() -> Obj | None:
-            st = self.status(name)
-            return st if pred(st) else None
-        try:
-            return wait_for(check, timeout, f"{name}: {what}")  # type: ignore[no-any-return]
-        except AssertionError:
-            print(json.dumps(self.status(name), indent=1))
-            raise
-
-    def wait_phase(self, name: str, phase: str, timeout: float = 60) -> Obj:
-        return self.wait_status(name, lambda st: st.get("phase") == phase, f"phase {phase}", timeout)
-
-    def running_pod(self, name: str, attempt: int) -> str:
-        uid = self.run(name)["metadata"]["uid"]
-
-        def find() -> str | None:
-            pods = self.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}")
-            live = [p for p in pods if p["status"].get("phase") == "Running"]
-            return live[0]["metadata"]["name"] if live else None
-        return wait_for(find, 30, f"{name}: running pod of attempt {attempt}")  # type: ignore[no-any-return]
-
-    def jobs(self, name: str) -> list[str]:
-        uid = self.run(name)["metadata"]["uid"]
-        jobs = self.api.list("jobs", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/role=attempt")
-        return sorted(j["metadata"]["name"] for j in jobs)
-
-    def executions(self, name: str) -> list[tuple[str, int]]:
-        path = self.tmp / f"{name}.exec"
-        if not path.exists():
-            return []
-        return [(s, int(a)) for s, a in (line.split() for line in path.read_text().splitlines())]
-
-    def events(self, name: str) -> list[str]:
-        return [e.get("reason", "") for e in self.api.list("events", NS)
-                if e.get("involvedObject", {}).get("name") == name
-                and e.get("involvedObject", {}).get("kind") == "PipelineRun"]
-
-    def patch_spec(self, name: str, spec: Obj) -> None:
-        self.api.patch("pipelineruns", name, {"spec": spec}, NS)
-
-
-@contextlib.contextmanager
-def running_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
-    """Emulator + CRD + pod simulator + the operator process; `env` adds operator settings."""
-    api = ApiServerThread()
-    api.start()
-    kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))
-    api.create(yaml.safe_load((ROOT / "crds" / "pipelineruns.respawn.dev.yaml").read_text()))
-    sim = PodSim(api.url, work_dir=str(tmp / "podsim"))
-    sim.start()
-    settings = {
-        "KUBECONFIG": kubeconfig,
-        "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp / 'checkpoints'}",
-        "RESPAWN_DEFAULT_IMAGE": "respawn:test",
-        "RESPAWN_METRICS_PORT": "0",
-        "RESPAWN_RESYNC_SECONDS": "2",
-        "RESPAWN_CLEANUP_TIMEOUT_SECONDS": "60",
-        **env,
-    }
-    op = OperatorProcess({**os.environ, **settings}, tmp / "operator.log")
-    op.start()
-    try:
-        yield Cluster(api, sim, op, tmp, kubeconfig, int(settings["RESPAWN_METRICS_PORT"]))
-    finally:
-        op.stop()
-        sim.stop()
-        api.stop()
-        print(f"operator log: {tmp / 'operator.log'}")
+from tests.operator.harness import BIN, HERE, NS, ROOT, Cluster, Obj, running_cluster
 
 
 @pytest.fixture(scope="module")

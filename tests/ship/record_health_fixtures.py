@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.ship.record_health_fixtures
 
-Starts the operator e2e harness (tests/operator/test_op_e2e.py: the API emulator, the
+Starts the operator e2e harness (tests/operator/harness.py: the API emulator, the
 pod simulator running real ``pipeline-runtime`` processes, and a ``respawn-operator``
 subprocess), drives runs through preemption, failure and suspension, snapshots each
 PipelineRun whenever its phase (or ``spec.suspend``) changes, and writes them to
@@ -13,16 +13,17 @@ about half a minute; the committed file is what the tests read.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.operator import test_op_e2e as e2e
+from respawn_local.testkit import free_port
+from tests.operator import harness as e2e
 
 OUT = Path(__file__).parent / "fixtures" / "e2e_pipelineruns.yaml"
 HEALTH = {"Pending": "Progressing", "Running": "Progressing", "Retrying": "Progressing",
@@ -122,24 +123,9 @@ def _label(index: int, obj: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    with pytest.MonkeyPatch.context(), contextlib.ExitStack() as stack:
-        import tempfile
-
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-
-        class Factory:
-            def mktemp(self, name: str) -> Path:
-                path = tmp / name
-                path.mkdir()
-                return path
-
-        gen = e2e.cluster.__wrapped__(Factory())  # type: ignore[attr-defined]
-        cluster = next(gen)
-        try:
-            cases = record(cluster)
-        finally:
-            with contextlib.suppress(StopIteration):
-                next(gen)
+    with tempfile.TemporaryDirectory() as tmp, \
+            e2e.running_cluster(Path(tmp), RESPAWN_METRICS_PORT=str(free_port())) as cluster:
+        cases = record(cluster)
     header = ("# PipelineRuns as the real operator wrote them (respawn-operator against the API emulator,\n"
               "# pod simulator running pipeline-runtime), recorded by tests/ship/record_health_fixtures.py.\n"
               "# `health` is what DESIGN.md asks Argo CD to show; tests/ship/test_argocd_health.py checks it.\n")
