@@ -7,10 +7,11 @@ frames are re-decoded from the checksummed source instead of being stored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -326,17 +327,12 @@ class DataPrepPipeline(Pipeline):
         work = self._work(ctx)
         try:
             for c in range(len(refs), len(crops["chunks"])):
-                batch = _load(work, crops["chunks"][c], _cutting_step(p))
+                batch = self._chunk(ctx, work, "crops", c)
                 out = work.buffer(batch.shape)
-                rows, shas = [], []
-                for i, crop in enumerate(batch):
-                    d = aug.draw(p.seed, base + i)
-                    out.array[i] = aug.apply(crop, d, p.augmentations)
-                    rows.append(d.as_row())
-                    shas.append(hashlib.sha256(out.array[i].data).digest())
+                rows, shas = _augment_batch(p, batch, base, out.array)
                 base += len(batch)
-                draws.append(np.asarray(rows, dtype=np.float64).reshape(-1, 4))
-                digests.append(np.frombuffer(b"".join(shas), dtype=np.uint8).reshape(-1, 32))
+                draws.append(rows)
+                digests.append(shas)
                 finished = work.submit(f"augmented/{c:06d}", out)
                 if finished:
                     refs.extend(finished)
@@ -380,7 +376,8 @@ class DataPrepPipeline(Pipeline):
                      state["next_shard"])
         if start:
             log.warning("write_dataset: resuming at shard %d of %d", start, n_shards)
-        for number, images in _shard_batches(work, augmented["chunks"], p.shard_size, start, _cutting_step(p)):
+        load = functools.partial(self._chunk, ctx, work, "augmented")
+        for number, images in _shard_batches(load, augmented["chunks"], p.shard_size, start):
             lo = number * p.shard_size
             data = shards.encode_shard(images, np.arange(lo, lo + len(images), dtype=np.int64))
             out.put(shards.shard_name(number), data)
@@ -420,6 +417,43 @@ class DataPrepPipeline(Pipeline):
             }
 
     # -- helpers ---------------------------------------------------------------
+    def _chunk(self, ctx: StepContext, work: WorkStore, kind: str, c: int) -> np.ndarray:
+        """Chunk `c` of `ctx[kind]` ("crops" or "augmented"). One that is gone or damaged is made
+        again (crops cut from their frames decoded again; augmented from crop chunk `c`) and
+        must come out with the recorded checksum before it is used and written back."""
+        refs = ctx[kind]["chunks"]
+        try:
+            return work.get(refs[c])
+        except CorruptChunk as e:
+            log.warning("%s: making it again from the video", e)
+        lo = sum(r["count"] for r in refs[:c])
+        if kind == "crops":
+            array = self._cut_crops(ctx, lo, lo + refs[c]["count"])
+        else:
+            crops = self._chunk(ctx, work, "crops", c)
+            array = np.empty_like(crops)
+            _augment_batch(ctx.params, crops, lo, array)
+        try:
+            work.restore(refs[c], array)
+        except CorruptChunk as e:
+            raise InvalidInput(f"work_uri: {e}; rerun from the {_cutting_step(ctx.params)} step") from None
+        return array
+
+    def _cut_crops(self, ctx: StepContext, lo: int, hi: int) -> np.ndarray:
+        """Crops lo..hi-1, cut from frames decoded again (each checked against its fingerprint)."""
+        p: DataPrepParams = ctx.params
+        frames, found = ctx["frames"], ctx["regions"]
+        owner, boxes = found["frame_pos"][lo:hi], found["boxes"][lo:hi]
+        positions = np.unique(owner)
+        out = np.empty((hi - lo, p.crop_size, p.crop_size, 3), np.uint8)
+        i = 0
+        decoded = iter_frames(self._local_video(ctx), frames["index"][positions], frames["fingerprint"][positions])
+        for k, (_, frame) in enumerate(decoded):
+            while i < len(owner) and owner[i] == positions[k]:
+                out[i] = regions.cut(frame, boxes[i], p.crop_size)
+                i += 1
+        return out
+
     def _local_video(self, ctx: StepContext) -> str:
         """The video on local disk; re-fetched and checked against open_video's sha256 in a new pod."""
         cache = self._video_cache
@@ -443,22 +477,21 @@ def _cutting_step(p: DataPrepParams) -> str:
     return "crop" if p.mode == "faces" else "extract_frames"
 
 
-def _load(work: WorkStore, ref: dict[str, Any], cutting_step: str) -> np.ndarray:
-    """A work chunk; a missing or damaged one fails the run at once (retrying cannot bring it back).
+def _augment_batch(p: DataPrepParams, batch: np.ndarray, base: int,
+                   out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Augment crops base.. into `out`; their draws (n, 4) and the sha256 of each result (n, 32)."""
+    rows, shas = [], []
+    for i, crop in enumerate(batch):
+        d = aug.draw(p.seed, base + i)
+        out[i] = aug.apply(crop, d, p.augmentations)
+        rows.append(d.as_row())
+        shas.append(hashlib.sha256(out[i].data).digest())
+    return (np.asarray(rows, dtype=np.float64).reshape(-1, 4),
+            np.frombuffer(b"".join(shas), dtype=np.uint8).reshape(-1, 32))
 
-    The message names the step to rerun from: the one that cuts the crops, since
-    every chunk after it derives from them (a damaged chunk keeps its name, so
-    crop's check that extract_frames' chunks are all there would pass it again).
-    """
-    try:
-        return work.get(ref)
-    except CorruptChunk as e:
-        raise InvalidInput(f"work_uri: {e}. A finished run deletes its work chunks, so re-running "
-                           f"augment or write_dataset alone cannot work: rerun from the {cutting_step} step") from None
 
-
-def _shard_batches(work: WorkStore, refs: list[dict[str, Any]], shard_size: int,
-                   start_shard: int, cutting_step: str) -> Iterator[tuple[int, np.ndarray]]:
+def _shard_batches(load: Callable[[int], np.ndarray], refs: list[dict[str, Any]], shard_size: int,
+                   start_shard: int) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (shard number, images) from `start_shard` on, holding one work chunk and one shard at a time."""
     total = sum(r["count"] for r in refs)
     starts = np.cumsum([0] + [r["count"] for r in refs])
@@ -470,7 +503,7 @@ def _shard_batches(work: WorkStore, refs: list[dict[str, Any]], shard_size: int,
         while at < hi:
             c = int(np.searchsorted(starts, at, side="right")) - 1
             if loaded is None or loaded[0] != c:
-                loaded = (c, _load(work, refs[c], cutting_step))
+                loaded = (c, load(c))
             chunk = loaded[1]
             if images is None:
                 images = np.empty((hi - lo, *chunk.shape[1:]), chunk.dtype)

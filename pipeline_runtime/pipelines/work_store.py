@@ -12,6 +12,12 @@ The checksum is xxh3-128 (the `xxhash` package): these are scratch objects
 guarded against torn writes and bit rot, not an adversary, and xxh3 checks
 450 MB of crops in 0.02 s where sha256 took 0.26 s, time the decoder would wait.
 
+Chunks are scratch: every one can be made again from the video, and the
+pipeline does so when a chunk it needs is gone or fails its check (a node lost
+with its disk, a host crash that tore a file, a finished run that deleted them).
+So local writes skip fsync: forcing 450 MB of crops to disk while the decoder
+runs cost extract_frames 3-5%, to protect data that is never lost for good.
+
 Writes go through one background thread, so hashing and storage I/O of chunk N
 overlap the decoding of chunk N+1; a step waits for a chunk's write before it
 records that chunk in its progress. The buffers of finished writes are handed
@@ -34,6 +40,7 @@ import numpy as np
 import xxhash
 
 from pipeline_runtime.storage import NotFound, Store, open_store
+from pipeline_runtime.storage.local import FileStore
 
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype[Any] | type) -> bytes:
@@ -75,6 +82,8 @@ class WorkStore:
 
     def __init__(self, uri: str, prefix: str, in_flight: int = 2) -> None:
         self.store: Store = open_store(uri)
+        if isinstance(self.store, FileStore):
+            self.store.fsync = False  # scratch: a chunk lost in a host crash is made again (module doc)
         self.prefix = prefix.strip("/")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="work-store")
         self._pending: deque[tuple[Future[dict[str, Any]], NpyBuffer]] = deque()
@@ -146,6 +155,13 @@ class WorkStore:
     def close(self) -> None:
         """Stop the writer thread (after the writes already queued)."""
         self._pool.shutdown(wait=True)
+
+    def restore(self, ref: dict[str, Any], array: np.ndarray) -> None:
+        """Write `array` back under `ref` (a chunk made again); CorruptChunk unless it has the recorded bytes."""
+        data = npy_bytes(array)
+        if xxhash.xxh3_128_hexdigest(data) != ref["xxh3_128"]:
+            raise CorruptChunk(f"{self.store.uri}/{ref['path']} was lost, and making it again gave different bytes")
+        self.store.put(ref["path"], data)
 
     def get(self, ref: dict[str, Any]) -> np.ndarray:
         """Load a chunk by reference; CorruptChunk if its bytes changed."""

@@ -309,27 +309,25 @@ def test_center_crops_are_cut_while_extract_frames_decodes(runtime: Runtime, tmp
     assert files(out) == reference
 
 
-def test_a_damaged_work_chunk_fails_at_once_and_rerunning_from_the_named_step_mends_it(
+def test_damaged_and_lost_work_chunks_are_made_again_from_the_video(
         runtime: Runtime, tmp_path: Path, kill_video: str, reference: dict[str, bytes]) -> None:
     out, ckpt = tmp_path / "out", tmp_path / "ck"
     proc = start_slow(runtime, kill_video, out, ckpt, shard_s=0.05)
     wait_for(lambda: len(list(out.glob("shard-*.npz"))) >= 2, 60, "write_dataset to write two shards")
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    # Bit rot in a chunk extract_frames cut, and in the augmented chunk write_dataset needs last.
-    for folder in ("windows", "augmented"):
-        victim = sorted((out / "_work").rglob(f"{folder}/*.npy"))[-1]
-        data = bytearray(victim.read_bytes())
-        data[-1] ^= 0xFF
-        victim.write_bytes(bytes(data))
+    # Bit rot in the augmented chunk write_dataset needs last; the chunk extract_frames
+    # cut for it gone (a lost disk), so the repair must cut its crops again too.
+    damaged = sorted((out / "_work").rglob("augmented/*.npy"))[-1]
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    sorted((out / "_work").rglob("windows/*.npy"))[-1].unlink()
     params = {"video_uri": kill_video, "output_uri": str(out), **KILL_PARAMS}
-    code, text, term = runtime.run(run_args("dataprep", params, ckpt, attempt=2))
-    assert code == 64, text
-    assert term is not None and term["message"].startswith("work_uri:") and "does not match its checksum" in term["message"]
-    assert "rerun from the extract_frames step" in term["message"]
-    # extract_frames cuts every chunk again; the damaged one is rewritten under its own name.
-    code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=3), "--rerun-from", "extract_frames"])
+    code, text, _ = runtime.run(run_args("dataprep", params, ckpt, attempt=2))
     assert code == 0, text
+    assert f"{damaged.name} does not match its checksum: making it again from the video" in text
+    assert "is gone: making it again from the video" in text
     assert files(out) == reference
 
 
@@ -363,7 +361,7 @@ def test_source_video_replaced_during_the_run_is_refused(runtime: Runtime, tmp_p
     assert term is not None and term["message"].startswith("video_uri:") and "changed since open_video" in term["message"]
 
 
-def test_rerun_from_augment_after_success_fails_at_once_naming_the_fix(
+def test_rerun_from_augment_after_success_makes_the_deleted_chunks_again(
         runtime: Runtime, tmp_path: Path, video: Callable[..., str]) -> None:
     out, ckpt = tmp_path / "out", tmp_path / "ck"
     params = {"video_uri": video(frames=60), "output_uri": str(out), "crop_size": 32}
@@ -373,11 +371,11 @@ def test_rerun_from_augment_after_success_fails_at_once_naming_the_fix(
     code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=2), "--rerun-from", "write_dataset"])
     assert code == 0, text
     assert files(out) == before
-    # augment needs the crop chunks (cut by extract_frames in center mode), which the finished run deleted.
-    code, text, term = runtime.run([*run_args("dataprep", params, ckpt, attempt=3), "--rerun-from", "augment"])
-    assert code == 64, text
-    assert term is not None and term["message"].startswith("work_uri:")
-    assert "rerun from the extract_frames step" in term["message"]
+    # augment needs the crop chunks, which the finished run deleted: it cuts them again.
+    code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=3), "--rerun-from", "augment"])
+    assert code == 0, text
+    assert "windows/" in text and "is gone: making it again from the video" in text
+    assert files(out) == before
     code, text, _ = runtime.run([*run_args("dataprep", params, ckpt, attempt=4), "--rerun-from", "crop"])
     assert code == 0, text
     # extract_frames' crop chunks went with the finished run: crop cut them again from the video.

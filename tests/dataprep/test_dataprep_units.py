@@ -322,3 +322,15 @@ def test_kept_frames_without_boxes_lists_at_once() -> None:
     assert state["next_frame"] == 9 and state["windows"] == [] and state["resumed_at"] == [7]
     assert [c.tolist() for c in state["index"]] == [[0, 3], [6]]
     assert [bytes(f) for f in np.concatenate(state["fingerprint"])] == [fingerprint(f) for f in frames]
+
+
+def test_work_store_restores_a_chunk_only_with_its_recorded_bytes(tmp_path: Path) -> None:
+    work = WorkStore(f"file://{tmp_path}", "w")
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    ref = work.put("crops/000000", arr)
+    (tmp_path / ref["path"]).unlink()
+    with pytest.raises(CorruptChunk, match="making it again gave different bytes"):
+        work.restore(ref, arr + 1)
+    assert not (tmp_path / ref["path"]).exists()
+    work.restore(ref, arr.copy())
+    assert np.array_equal(work.get(ref), arr)
