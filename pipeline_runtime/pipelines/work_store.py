@@ -16,7 +16,7 @@ Chunks are scratch: every one can be made again from the video, and the
 pipeline does so when a chunk it needs is gone or fails its check (a node lost
 with its disk, a host crash that tore a file, a finished run that deleted them).
 So local writes skip fsync: forcing 450 MB of crops to disk while the decoder
-runs cost extract_frames 3-5%, to protect data that is never lost for good.
+runs cost extract_frames 3-10%, to protect data that is never lost for good.
 
 Writes go through one background thread, so hashing and storage I/O of chunk N
 overlap the decoding of chunk N+1; a step waits for a chunk's write before it
