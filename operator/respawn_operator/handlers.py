@@ -500,7 +500,8 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def on_run_event(event: dict[str, Any], name: str, namespace: str, uid: str, **_: Any) -> None:
+async def on_run_event(event: kopf.RawEvent, name: str, namespace: str | None, uid: str, **_: Any) -> None:
+    assert namespace is not None  # PipelineRuns are namespaced
     rec = _reconciler()
     key = (namespace, name)
     if event.get("type") == "DELETED":
@@ -508,14 +509,15 @@ async def on_run_event(event: dict[str, Any], name: str, namespace: str, uid: st
         rec.phases.set(key, None)
         rec.pods.forget(namespace, uid)
         return
-    obj = event.get("object")
+    obj: Any = event.get("object")  # the run as raw JSON (kopf types it as a partial RawBody)
     if not isinstance(obj, dict) or rec.note_run(key, obj):
         rec.poke(namespace, name)  # not for the echo of our own write, nor for kopf's metadata patches
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})
-async def on_job_event(event: dict[str, Any], body: kopf.Body, namespace: str, annotations: dict[str, str],
+async def on_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, annotations: kopf.Annotations,
                        **_: Any) -> None:
+    assert namespace is not None  # Jobs are namespaced
     run = annotations.get(ANNOTATION_RUN_NAME)
     # A Job matters once it has conditions (ended, suspended) or is gone, not when it appears.
     if run and (event.get("type") == "DELETED" or (body.get("status") or {}).get("conditions")
@@ -524,8 +526,9 @@ async def on_job_event(event: dict[str, Any], body: kopf.Body, namespace: str, a
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})
-async def on_pod_event(event: dict[str, Any], body: kopf.Body, namespace: str, labels: dict[str, str],
-                       annotations: dict[str, str], **_: Any) -> None:
+async def on_pod_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, labels: kopf.Labels,
+                       annotations: kopf.Annotations, **_: Any) -> None:
+    assert namespace is not None  # pods are namespaced
     rec = _reconciler()
     pod = copy.deepcopy(dict(body))
     rec.pods.store(namespace, labels[LABEL_RUN_UID], labels[LABEL_ATTEMPT], pod, event.get("type") == "DELETED")
@@ -535,13 +538,14 @@ async def on_pod_event(event: dict[str, Any], body: kopf.Body, namespace: str, l
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def on_delete(body: kopf.Body, name: str, namespace: str, uid: str, **_: Any) -> None:
+async def on_delete(body: kopf.Body, name: str, namespace: str | None, uid: str, **_: Any) -> None:
     """Stop the run's pods, then clean its checkpoint per ``checkpoint.retain`` with a short Job.
 
     It waits in place (polling once a second) rather than raising TemporaryError, which
     kopf would log as an error although nothing is wrong. Idempotent: after an operator
     restart kopf calls it again and it picks up where it was.
     """
+    assert namespace is not None  # PipelineRuns are namespaced
     rec = _reconciler()
     client, config = rec.client, rec.config
     started = time.monotonic()

@@ -129,9 +129,9 @@ class KubeClient:
 
         cfg = kubernetes.client.Configuration()
         try:
-            kubernetes.config.load_incluster_config(client_configuration=cfg)
+            kubernetes.config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=cfg)
+            kubernetes.config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         ctx: Any = None
         if cfg.host.startswith("https"):
             ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()

@@ -19,8 +19,10 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, WithJsonSchema
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
-from pipeline_runtime.contracts import ResumePolicy, RetainPolicy
+from pipeline_runtime.contracts import ResumePolicy
+from pipeline_runtime.contracts import RetainPolicy as RetainPolicy  # re-exported for the handlers
 
 PIPELINE_PATTERN = (
     r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
@@ -55,7 +57,7 @@ Quantity = Annotated[
 ]
 """A Kubernetes quantity: an integer or a string such as ``500m`` or ``4Gi``."""
 
-_PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+_PRESERVE: JsonDict = {"x-kubernetes-preserve-unknown-fields": True}
 
 
 class _Model(BaseModel):
@@ -290,9 +292,9 @@ class AttemptRecord(_Model):
     reason: str | None = None
     message: str | None = None
     exit_code: int | None = None
-    resumed_from: str | None = Field(None, description="Last committed step when this attempt started.")
+    resumed_from: str | None = Field(default=None, description="Last committed step when this attempt started.")
     rerun_from: str | None = None
-    stopping: str | None = Field(None, description="Why the operator is stopping this attempt (Suspended, RerunRequested).")
+    stopping: str | None = Field(default=None, description="Why the operator is stopping this attempt (Suspended, RerunRequested).")
 
 
 class RerunRecord(_Model):
@@ -312,17 +314,17 @@ class PipelineRunStatus(_Model):
     message: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
-    run_id: str | None = Field(None, description="The run id the runtime keys the checkpoint by.")
-    attempt: int = Field(0, description="Current attempt number; the fencing token.")
+    run_id: str | None = Field(default=None, description="The run id the runtime keys the checkpoint by.")
+    attempt: int = Field(default=0, description="Current attempt number; the fencing token.")
     preemptions: int = 0
     failures: int = 0
     current_step: str | None = None
     completed_steps: int | None = None
     total_steps: int | None = None
-    progress: str | None = Field(None, description='"completedSteps/totalSteps", for the Step column.')
+    progress: str | None = Field(default=None, description='"completedSteps/totalSteps", for the Step column.')
     last_checkpoint: CheckpointRef | None = None
     attempts: list[AttemptRecord] = Field(default_factory=list)
-    next_attempt_time: str | None = Field(None, description="When the next attempt starts (backoff).")
+    next_attempt_time: str | None = Field(default=None, description="When the next attempt starts (backoff).")
     rerun: RerunRecord | None = None
     start_time: str | None = None
     completion_time: str | None = None
