@@ -10,7 +10,7 @@ to a cutter thread that fingerprints them and copies their crops into the chunk
 being filled; a full chunk goes to the work store's writer thread. Decoding is
 the one cost the step cannot avoid, so everything else runs beside it: on 2 CPUs
 fingerprint and cut took 0.1 s of a 1 s decode of 3000 640x480 frames when done
-inline, and the handoff costs the decoding thread ~2 us a frame.
+inline, and the handoff costs the decoding thread ~5 us a frame.
 
 The state that progress may list (`state()`) lags the decoder: it covers the
 frames up to the end of the last chunk whose write has finished, never a frame

@@ -112,7 +112,7 @@ class WorkStore:
         return NpyBuffer(shape)
 
     def put(self, name: str, array: np.ndarray | NpyBuffer) -> dict[str, Any]:
-        """Store `array` as `<prefix>/<name>.npy` now; returns the reference to keep in the context."""
+        """Store `array` as `<prefix>/<name>-<checksum>.npy` now; returns the reference to keep in the context."""
         if isinstance(array, NpyBuffer):
             return self._write(name, array.data, int(array.array.shape[0]))
         return self._write(name, npy_bytes(array), int(array.shape[0]))
