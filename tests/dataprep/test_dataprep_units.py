@@ -278,7 +278,7 @@ class GatedStore(StoreWrapper):
 
 
 def test_kept_frames_lists_only_frames_whose_crops_are_stored(tmp_path: Path) -> None:
-    frames = [np.full((40, 50, 3), i, np.uint8) for i in range(7)]
+    frames = [np.full((40, 50, 3), i, np.uint8) for i in range(5)]
     boxes = regions.grid_boxes(50, 40, 16)  # 3x2 tiles
     work = WorkStore(f"file://{tmp_path}", "w", in_flight=3)  # room for both chunks below to wait
     gated = GatedStore(work.store)
@@ -296,6 +296,8 @@ def test_kept_frames_lists_only_frames_whose_crops_are_stored(tmp_path: Path) ->
         kept.add(4, frames[4])  # a partial chunk, as a heartbeat or the video's end leaves one
         assert kept.flush(5, wait=True)
     finally:
+        gated.gate.set()
+        kept.close()
         work.close()
     state = kept.state([])
     assert state["next_frame"] == 5 and kept.anchor == (4, fingerprint(frames[4]))
