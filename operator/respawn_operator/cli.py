@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 
 import kopf
 
@@ -23,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--standalone", action="store_true", help="no peering: assume this is the only replica")
     peering.add_argument("--peering", metavar="NAME", help="kopf peering object shared by the replicas (one active, others standby)")
-    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority of this replica; the highest works, the others stand by (default "
+                             "with --peering: a random one, since kopf pauses every replica when priorities tie)")
     parser.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8081/healthz")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -36,12 +39,20 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from respawn_operator import handlers  # noqa: F401  (registers the handlers)
 
+    # The chart's replicas are pods of one Deployment and cannot be given distinct fixed
+    # priorities; with equal ones kopf pauses them all ("Possibly conflicting operators
+    # with the same priority"), and no run is served. A random priority per process
+    # breaks the tie; the newest pod may outrank the active one, which then hands over.
+    priority = args.priority
+    if priority is None:
+        priority = random.SystemRandom().randint(1, 2**31 - 1) if args.peering else 0
+
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True if args.standalone else (False if args.peering else None),
         peering_name=args.peering,
-        priority=args.priority,
+        priority=priority,
         liveness_endpoint=args.liveness,
     )
     return 0

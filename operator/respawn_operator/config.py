@@ -44,6 +44,9 @@ class OperatorConfig:
     """Every live run is reconciled at least this often, e.g. to notice a vanished node (RESPAWN_RESYNC_SECONDS)."""
     cleanup_timeout_seconds: float = 300.0
     """How long deletion waits for the checkpoint-cleanup Job before giving up (RESPAWN_CLEANUP_TIMEOUT_SECONDS)."""
+    peering_lifetime_seconds: int = 60
+    """With --peering: how long this replica's keep-alive counts, so how long a standby waits
+    before it takes over from a replica that died without a goodbye (RESPAWN_PEERING_LIFETIME_SECONDS)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -73,5 +76,8 @@ class OperatorConfig:
             resync_seconds=float(env.get("RESPAWN_RESYNC_SECONDS", base.resync_seconds)),
             cleanup_timeout_seconds=float(
                 env.get("RESPAWN_CLEANUP_TIMEOUT_SECONDS", base.cleanup_timeout_seconds)
+            ),
+            peering_lifetime_seconds=int(
+                env.get("RESPAWN_PEERING_LIFETIME_SECONDS", base.peering_lifetime_seconds)
             ),
         )

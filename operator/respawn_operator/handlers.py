@@ -480,6 +480,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.reconnect_backoff = 1.0
     settings.batching.batch_window = 0.01  # we coalesce per run ourselves; do not wait 0.1 s per event
+    settings.peering.lifetime = config.peering_lifetime_seconds  # only used with --peering
     client = KubeClient.from_environment()
     STATE.reconciler = Reconciler(client, config)
     STATE.resync = asyncio.get_running_loop().create_task(STATE.reconciler.resync_forever())

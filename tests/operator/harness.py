@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,10 @@ Obj = dict[str, Any]
 class OperatorProcess:
     """`respawn-operator` as a subprocess we can kill -9 and start again."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: Sequence[str] = ("--standalone", "-A")) -> None:
         self.env = env
         self.log = log
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -45,7 +46,7 @@ class OperatorProcess:
         out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
         out.write(f"\n===== start {self.starts} =====\n".encode())
         out.flush()
-        self.proc = subprocess.Popen([str(BIN / "respawn-operator"), "--standalone", "-A"],
+        self.proc = subprocess.Popen([str(BIN / "respawn-operator"), *self.args],
                                      env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
