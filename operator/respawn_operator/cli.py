@@ -8,12 +8,27 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import getpass
 import logging
+import os
 import random
+import socket
 
 import kopf
 
 from respawn_operator.config import OperatorConfig
+
+
+def own_identity() -> str:
+    """This replica's name in the peering object, as kopf would pick it (``detect_own_id``):
+    the pod's name (``POD_ID``, which the chart sets), else ``user@host/timestamp/random``."""
+    pod = os.environ.get("POD_ID")
+    if pod is not None:
+        return pod
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+    rnd = "".join(random.choices("abcdefhijklmnopqrstuvwxyz0123456789", k=3))
+    return f"{getpass.getuser()}@{socket.gethostname()}/{stamp}/{rnd}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    from respawn_operator import handlers  # noqa: F401  (registers the handlers)
+    from respawn_operator import handlers  # registers the handlers
 
     # The chart's replicas are pods of one Deployment and cannot be given distinct fixed
     # priorities; with equal ones kopf pauses them all ("Possibly conflicting operators
@@ -47,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     if priority is None:
         priority = random.SystemRandom().randint(1, 2**31 - 1) if args.peering else 0
 
+    # kopf's pause stops only its watches; the reconciler's own loops ask a gate that
+    # applies kopf's peering rule to the same peering object, under the same identity.
+    identity = own_identity()
+    handlers.SETTINGS = handlers.Settings(identity=identity, peering=None if args.standalone else args.peering,
+                                          priority=priority, clusterwide=not namespaces,
+                                          namespaces=tuple(namespaces))
     kopf.run(
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True if args.standalone else (False if args.peering else None),

@@ -32,8 +32,10 @@ from respawn_operator.classify import pod_is_terminal
 from respawn_operator.config import OperatorConfig
 from respawn_operator.job_builder import build_cleanup_job, job_name
 from respawn_operator.kube import (
+    CLUSTER_PEERINGS,
     JOBS,
     NODES,
+    PEERINGS,
     PIPELINERUNS,
     PODS,
     ApiError,
@@ -42,6 +44,7 @@ from respawn_operator.kube import (
     as_kopf_error,
     sort_api_error,
 )
+from respawn_operator.peering import CLUSTER, PeeringGate
 from respawn_operator.reconcile import Decision, Observed, decide, reject_attempt
 from respawn_operator.spec import (
     Phase,
@@ -123,9 +126,11 @@ class PodCache:
 class Reconciler:
     """Per-run serialized, coalescing reconcile loop (a tiny work queue)."""
 
-    def __init__(self, client: KubeClient, config: OperatorConfig) -> None:
+    def __init__(self, client: KubeClient, config: OperatorConfig, gate: PeeringGate | None = None) -> None:
         self.client = client
         self.config = config
+        self.gate = gate or PeeringGate()
+        """With --peering: whether this replica may act (kopf's pause does not stop our own loops)."""
         self.pods = PodCache()
         self.phases = metrics.PhaseBook()
         self._tasks: dict[Key, asyncio.Task[None]] = {}
@@ -246,6 +251,42 @@ class Reconciler:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.client.close()
 
+    async def wait_active(self, namespace: str) -> None:
+        """Return once this replica may act on ``namespace`` (at once without peering)."""
+        while not self.gate.active(namespace):
+            await asyncio.sleep(self.gate.interval)
+
+    async def watch_peering_forever(self) -> None:
+        """With --peering: read the peering object(s) every ``gate.interval`` s into the gate.
+
+        Cluster-wide: the ClusterKopfPeering. Namespaced: the KopfPeering of every served
+        namespace named outright and of every namespace a run was looked at in. When a
+        peering turns active, the known runs it covers are looked at right away.
+        """
+        gate = self.gate
+        assert gate.enabled and gate.name is not None
+        while True:
+            for key in gate.objects():
+                try:
+                    if key == CLUSTER:
+                        peering = await self.client.get(CLUSTER_PEERINGS, gate.name)
+                    else:
+                        peering = await self.client.get(PEERINGS, gate.name, key)
+                    before = gate.current(key)
+                    after = gate.update(key, (peering or {}).get("status"), now(), missing=peering is None)
+                except ApiError as exc:  # keep the last verdict; kopf cannot do better without the API
+                    metrics.API_ERRORS.labels(sort_api_error(exc)[0].value).inc()
+                    log.warning("peering: cannot read %s%s: %s", gate.name, f" in {key}" if key else "", exc)
+                    continue
+                except Exception:  # a bug must not stop the gate (it would pause or free us for good)
+                    log.exception("peering: reading %s crashed", gate.name)
+                    continue
+                if after.active and not (before is not None and before.active):
+                    for ns, name in list(self.known):
+                        if gate.key(ns) == key:
+                            self.poke(ns, name)
+            await asyncio.sleep(gate.interval)
+
     async def resync_forever(self) -> None:
         """Poke every live run now and then: catches vanished nodes and lost watch events."""
         while True:
@@ -263,6 +304,9 @@ class Reconciler:
         known in order; otherwise, and after any error or a resync, it is read with a GET.
         """
         key = (namespace, name)
+        if not self.gate.active(namespace):
+            self.known.add(key)
+            return self.gate.interval  # a peer works (kopf paused us): no reads, no writes; look later
         body = self.bodies.get(key)
         if body is None:
             body = await self.client.get(PIPELINERUNS, name, namespace)
@@ -456,9 +500,26 @@ class Reconciler:
 
 
 @dataclasses.dataclass
+class Settings:
+    """What the command line says about this process; ``cli`` sets it before ``kopf.run``."""
+
+    identity: str = ""
+    """This replica's peering identity, the one kopf.run(identity=...) was given."""
+    peering: str | None = None
+    """The peering object's name with --peering; ``None``: standalone, always active."""
+    priority: int = 0
+    clusterwide: bool = True
+    namespaces: tuple[str, ...] = ()
+
+
+SETTINGS = Settings()
+
+
+@dataclasses.dataclass
 class _State:
     reconciler: Reconciler | None = None
     resync: asyncio.Task[None] | None = None
+    peering: asyncio.Task[None] | None = None
     metrics_started: bool = False
 
 
@@ -482,8 +543,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.batch_window = 0.01  # we coalesce per run ourselves; do not wait 0.1 s per event
     settings.peering.lifetime = config.peering_lifetime_seconds  # only used with --peering
     client = KubeClient.from_environment()
-    STATE.reconciler = Reconciler(client, config)
-    STATE.resync = asyncio.get_running_loop().create_task(STATE.reconciler.resync_forever())
+    gate = PeeringGate(identity=SETTINGS.identity, priority=SETTINGS.priority, name=SETTINGS.peering,
+                       clusterwide=SETTINGS.clusterwide, namespaces=SETTINGS.namespaces,
+                       lifetime=config.peering_lifetime_seconds)
+    STATE.reconciler = Reconciler(client, config, gate)
+    loop = asyncio.get_running_loop()
+    STATE.resync = loop.create_task(STATE.reconciler.resync_forever())
+    if gate.enabled:
+        STATE.peering = loop.create_task(STATE.reconciler.watch_peering_forever())
     if config.metrics_port and not STATE.metrics_started:
         import prometheus_client
 
@@ -493,8 +560,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    if STATE.resync is not None:
-        STATE.resync.cancel()
+    for task in (STATE.resync, STATE.peering):
+        if task is not None:
+            task.cancel()
     if STATE.reconciler is not None:
         await STATE.reconciler.shutdown()
     STATE.reconciler = None
@@ -551,6 +619,7 @@ async def on_delete(body: kopf.Body, name: str, namespace: str | None, uid: str,
     client, config = rec.client, rec.config
     started = time.monotonic()
     try:
+        await rec.wait_active(namespace)  # kopf may pause us mid-handler: a peer works then
         for job in await client.list(JOBS, namespace, labels={LABEL_RUN_UID: uid}):
             if (job["metadata"].get("labels") or {}).get(LABEL_ROLE) == "attempt":
                 await client.delete(JOBS, job["metadata"]["name"], namespace, propagation="Background")
@@ -559,6 +628,7 @@ async def on_delete(body: kopf.Body, name: str, namespace: str | None, uid: str,
                      if LABEL_ATTEMPT in (p["metadata"].get("labels") or {}) and not pod_is_terminal(p)]
             if not alive:
                 break
+            await rec.wait_active(namespace)
             for pod in alive:
                 if not pod["metadata"].get("deletionTimestamp"):
                     await client.delete(PODS, pod["metadata"]["name"], namespace)
@@ -570,6 +640,7 @@ async def on_delete(body: kopf.Body, name: str, namespace: str | None, uid: str,
         if cleanup_job is None:
             return
         job_name_ = cleanup_job["metadata"]["name"]
+        await rec.wait_active(namespace)
         if await client.get(JOBS, job_name_, namespace) is None:
             try:
                 await client.create(JOBS, cleanup_job, namespace)
@@ -583,6 +654,7 @@ async def on_delete(body: kopf.Body, name: str, namespace: str | None, uid: str,
             if "Complete" in conds:
                 return
             if "Failed" in conds or not existing or time.monotonic() - started > config.cleanup_timeout_seconds:
+                await rec.wait_active(namespace)
                 await rec.post_event(dict(body), "Warning", "CleanupFailed",
                                      f"checkpoint cleanup Job {job_name_} did not complete; the checkpoint "
                                      "may remain in storage: remove it with `pipeline-runtime cleanup`")
@@ -612,4 +684,4 @@ def _cleanup_job(body: kopf.Body, config: OperatorConfig) -> dict[str, Any] | No
     return build_cleanup_job(run, config, purge=True)
 
 
-__all__ = ["Reconciler", "status_patch"]
+__all__ = ["SETTINGS", "Reconciler", "Settings", "status_patch"]

@@ -107,6 +107,10 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 NODES = Resource("", "v1", "nodes", namespaced=False)
 PIPELINERUNS = Resource("respawn.dev", "v1alpha1", "pipelineruns")
+CLUSTER_PEERINGS = Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False)
+"""kopf's peering object of a cluster-wide operator (read by the peering gate, with --peering)."""
+PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings")
+"""kopf's peering object in each served namespace (namespaced operator, with --peering)."""
 
 
 class KubeClient:

@@ -20,7 +20,9 @@ a goodbye.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,12 +33,14 @@ import yaml
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.testkit import free_port, wait_for
-from tests.operator.harness import ROOT, Cluster, OperatorProcess
+from tests.operator.harness import NS, ROOT, Cluster, OperatorProcess
 
 PEERING = "respawn"  # the chart's operator.peering.name
 LIFETIME = 8  # seconds; keep-alives every 1..3 s, takeover at most LIFETIME s after the last one
 RESUMED = "Resuming operations after the pause"
 PAUSED = "Pausing operations in favour of"
+GATE_PAUSED = "peering: paused, "  # the operator's own loops (resync, delayed re-checks) follow kopf
+GATE_ACTIVE = "peering: active"
 
 
 class Replica(OperatorProcess):
@@ -157,3 +161,72 @@ def test_replicas_started_as_the_chart_starts_them_serve_runs(pair: tuple[Cluste
     winner = max(priorities, key=lambda p: priorities[p])
     working = {r.name: r.says(RESUMED) - r.says(PAUSED) for r in (first, second)}
     assert working == {r.name: int(r.name == winner) for r in (first, second)}
+
+
+@pytest.mark.parametrize("pair", [(20, 10)], indirect=True, ids=["priorities"])
+def test_a_paused_replica_does_not_act_until_the_peer_keepalive_expires(
+        pair: tuple[Cluster, Replica, Replica]) -> None:
+    """kopf's pause stops its watches; the reconciler's resync and re-checks must stop too.
+
+    The low replica starts a run's attempt 1 alone, then yields to the high one. The high
+    one freezes (SIGSTOP: no goodbye, no more keep-alives) and the run's pod is preempted:
+    the paused low replica must leave attempt 2 alone until kopf would resume it, i.e.
+    until the frozen peer's lastseen + lifetime is past.
+    """
+    cluster, high, low = pair
+    low.start()
+    low.wait_says(RESUMED)
+    low.wait_says(GATE_ACTIVE)
+    cluster.submit("held", {"step_s": 3.0})  # 5 steps of 3 s: still running when preempted
+    pod = cluster.running_pod("held", 1)
+    assert cluster.jobs("held") == ["held-a1"]
+
+    high.start()
+    low.wait_says(PAUSED)
+    low.wait_says(f"{GATE_PAUSED}{high.name} has priority 20")  # within lifetime/4 = 2 s of kopf's pause
+    high.wait_says(RESUMED)
+    assert high.proc is not None
+    pid = high.proc.pid
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.5)  # a keep-alive already sent lands; none after this
+        lastseen = dt.datetime.fromisoformat(str(peers(cluster)[high.name]["lastseen"]))
+        expires = lastseen + dt.timedelta(seconds=LIFETIME)
+        assert cluster.status("held").get("phase") == "Running"
+        preempting = cluster.sim.preempt(pod, NS, reason="PreemptionByScheduler", grace=10, wait=False)
+        assert preempting is not None
+
+        # Poll both: the Job first, the log line second, so that a Job seen at one poll
+        # is ordered after every log line written before it.
+        seen: dict[str, float] = {}
+        job_wall: dt.datetime | None = None
+
+        def both() -> bool:
+            if "job" not in seen and "held-a2" in cluster.jobs("held"):
+                seen["job"] = time.monotonic()
+                nonlocal job_wall
+                job_wall = dt.datetime.now(dt.timezone.utc)
+            if "resumed" not in seen and low.says(RESUMED) >= 2:
+                seen["resumed"] = time.monotonic()
+            return len(seen) == 2
+
+        try:
+            wait_for(both, LIFETIME + 30, "the low replica to resume and start attempt 2")
+        except AssertionError:
+            print(low.log.read_text())
+            raise
+        preempting.result(60)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+        high.proc.wait(10)
+
+    assert seen["resumed"] <= seen["job"], f"attempt 2 started {seen['resumed'] - seen['job']:.1f}s before the resume"
+    assert job_wall is not None and job_wall >= expires, f"attempt 2 started before {high.name}'s keep-alive expired"
+    assert low.says(GATE_ACTIVE) == 2 and low.says(GATE_PAUSED) == 1
+    st = cluster.wait_phase("held", "Succeeded", timeout=60)
+    assert st["attempt"] == 2 and st["preemptions"] == 1
+    assert cluster.jobs("held") == ["held-a1", "held-a2"]
+    assert (cluster.tmp / "held.out").read_text() == "a,b,c,d,e 11111\n"
+    print(f"attempt 2 started {seen['job'] - seen['resumed']:.2f}s after the resume, "
+          f"{(job_wall - expires).total_seconds():.2f}s after the keep-alive expired")

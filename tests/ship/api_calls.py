@@ -19,6 +19,9 @@ PACKAGE = Path(respawn_operator.__file__).resolve().parent
 CLIENT_VERBS = {"get": "get", "list": "list", "create": "create", "delete": "delete", "patch_status": "patch"}
 """KubeClient methods (respawn_operator/kube.py) and the RBAC verb each needs."""
 HTTP_VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+PEERING_RESOURCES = {"clusterkopfpeerings": True, "kopfpeerings": False}
+"""kopf's peering objects (plural: read when cluster-wide?): the operator's peering gate reads
+the one of its scope, and only with --peering."""
 KOPF_CHANGE_HANDLERS = {"create", "update", "delete", "resume", "field", "timer", "daemon"}
 """kopf handlers that keep state on the object: a finalizer and progress annotations (patch)."""
 
@@ -60,8 +63,20 @@ def _value(node: ast.AST, consts: dict[str, object]) -> object:
     return ast.literal_eval(node)
 
 
-def operator_needs() -> list[Need]:
-    """Every permission the operator's code asks for, with where it was found."""
+def operator_needs(*, clusterwide: bool | None = None, peering: bool | None = None) -> list[Need]:
+    """Every permission the operator's code asks for, with where it was found.
+
+    Given the install's scope and peering, calls on kopf's peering objects count only
+    where the operator makes them: with peering, on the plural of its scope.
+    """
+    needs = _all_operator_needs()
+    if clusterwide is None or peering is None:
+        return needs
+    return [n for n in needs if n.group != "kopf.dev" or n.resource not in PEERING_RESOURCES
+            or (peering and PEERING_RESOURCES[n.resource] == clusterwide)]
+
+
+def _all_operator_needs() -> list[Need]:
     resources = _resources()
     consts = _constants()
     needs: list[Need] = []

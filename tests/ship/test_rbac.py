@@ -100,7 +100,8 @@ def test_operator_code_scan_finds_the_calls_we_know_of() -> None:
     for known in [("batch", "jobs", "create"), ("batch", "jobs", "delete"), ("", "pods", "list"),
                   ("", "pods", "delete"), ("", "nodes", "get"), ("respawn.dev", "pipelineruns", "get"),
                   ("respawn.dev", "pipelineruns/status", "patch"), ("", "events", "create"),
-                  ("respawn.dev", "pipelineruns", "watch"), ("respawn.dev", "pipelineruns/finalizers", "update")]:
+                  ("respawn.dev", "pipelineruns", "watch"), ("respawn.dev", "pipelineruns/finalizers", "update"),
+                  ("kopf.dev", "clusterkopfpeerings", "get"), ("kopf.dev", "kopfpeerings", "get")]:
         assert known in keys, known
 
 
@@ -112,7 +113,8 @@ def test_operator_is_granted_every_call_it_makes(name: str) -> None:
     clusterwide = not watch
     peering = values["operator"]["peering"]["enabled"]
     sa = next(s["name"] for b in find(manifests, "ClusterRoleBinding") for s in b.obj["subjects"])
-    needs = operator_needs() + kopf_framework_needs(clusterwide=clusterwide, peering=peering)
+    needs = (operator_needs(clusterwide=clusterwide, peering=peering)
+             + kopf_framework_needs(clusterwide=clusterwide, peering=peering))
     cluster_rules = _bound_rules(manifests, sa, NAMESPACE, None)
     missing: list[Need] = []
     for need in needs:
@@ -132,7 +134,9 @@ def test_operator_is_granted_nothing_it_does_not_call(name: str) -> None:
     manifests = render(VALUE_SETS[name])
     values = chart().merge_values(VALUE_SETS[name])
     watch = values["config"]["watchNamespaces"]
-    needs = operator_needs() + kopf_framework_needs(clusterwide=not watch, peering=values["operator"]["peering"]["enabled"])
+    clusterwide, peering = not watch, values["operator"]["peering"]["enabled"]
+    needs = (operator_needs(clusterwide=clusterwide, peering=peering)
+             + kopf_framework_needs(clusterwide=clusterwide, peering=peering))
     wanted = {n.key() for n in needs}
     operator_roles = [m for m in _roles(manifests) if m.name.endswith("-operator")]
     assert operator_roles
