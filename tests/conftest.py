@@ -17,6 +17,15 @@ from respawn_local.testkit import free_port, wait_for
 VENV_BIN = Path(sys.executable).parent
 
 
+def gcs_answers(url: str, timeout: float = 1.0) -> bool:
+    """True once a GCS endpoint at `url` (the emulator, or a proxy in front of it) lists buckets."""
+    try:
+        with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=timeout) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 @dataclass
 class GCSEmulator:
     """fake-gcs-server (Go, shipped in a PyPI wheel): enforces if_generation_match."""
@@ -50,14 +59,7 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSEmulat
              str(port), "-backend", "memory", "-external-url", url, "-log-level", "error"],
             stdout=out, stderr=subprocess.STDOUT)
 
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, 20, "fake-gcs-server to answer")
+    wait_for(lambda: gcs_answers(url), 20, "fake-gcs-server to answer")
     old = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = url
     try:

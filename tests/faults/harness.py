@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline_runtime.checkpoint import RunLog
 from pipeline_runtime.storage import open_store
 from tests.faults.pipelines import CHAIN, CHAIN_STEPS, SWEEP, SWEEP_STEPS
@@ -36,6 +38,14 @@ PIPELINES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
 
 FAULT_ENV = {"RESPAWN_PROGRESS_INTERVAL_SECONDS": "0.05"}
 """Progress commits every 50 ms, so a kill inside `scan` finds progress to resume from."""
+
+
+def checkpoint_uri(store: str, tmp_path: Path, request: pytest.FixtureRequest, bucket: str) -> str:
+    """The checkpoint URI of a test parametrized over stores: `file` under `tmp_path`, or
+    `gs` in a fresh `bucket` on the session's GCS emulator (started only when asked for)."""
+    if store == "gs":
+        return f"gs://{request.getfixturevalue('gcs_emulator').make_bucket(bucket)}/ck"
+    return f"file://{tmp_path}/ck"
 
 
 def run_args(pipeline: str, uri: str, out: Path, attempt: int, run_id: str = "r1",

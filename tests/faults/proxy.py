@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, gcs_answers, wait_for
 
 Match = Callable[[str, str, bytes], bool]
 """(method, unquoted path with query, first bytes of the body) -> does the fault apply.
@@ -196,15 +196,5 @@ class FaultProxy:
 
 def started(upstream: str) -> FaultProxy:
     proxy = FaultProxy(upstream).start()
-
-    def answers() -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{proxy.url}/storage/v1/b", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for(answers, 20, "the fault proxy to answer")
+    wait_for(lambda: gcs_answers(proxy.url, timeout=2), 20, "the fault proxy to answer")
     return proxy

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipeline_runtime.storage import open_store
-from tests.conftest import GCSEmulator, wait_for
-from tests.faults.harness import FAULT_ENV, reference, run_args
+from tests.conftest import wait_for
+from tests.faults.harness import FAULT_ENV, checkpoint_uri, reference, run_args
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime
 
@@ -23,11 +23,7 @@ from tests.runtime.conftest import Runtime
 @pytest.mark.parametrize("store", ["file", "gs"])
 def test_killed_during_cleanup_the_next_attempt_does_not_run_again(
         results: Results, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
-    if store == "gs":
-        emu: GCSEmulator = request.getfixturevalue("gcs_emulator")
-        uri = f"gs://{emu.make_bucket('cleanup-kill')}/ck"
-    else:
-        uri = f"file://{tmp_path}/ck"
+    uri = checkpoint_uri(store, tmp_path, request, "cleanup-kill")
     ref = reference("sweep", tmp_path / "reference-sweep")
     rt, out, gate = Runtime(tmp_path), tmp_path / "out.txt", tmp_path / "gate"
     proc = rt.start(run_args("sweep", uri, out, 1, run_id="tidy", retain="OnFailure"),

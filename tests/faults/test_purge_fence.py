@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline_runtime.storage import open_store
-from tests.conftest import GCSEmulator, VENV_BIN, wait_for
-from tests.faults.harness import FAULT_ENV, run_args
+from tests.conftest import VENV_BIN, wait_for
+from tests.faults.harness import FAULT_ENV, checkpoint_uri, run_args
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime
 
@@ -22,11 +22,7 @@ from tests.runtime.conftest import Runtime
 def test_live_attempt_does_not_resurrect_a_purged_run(results: Results, tmp_path: Path,
                                                       store: str,
                                                       request: pytest.FixtureRequest) -> None:
-    if store == "gs":
-        emu: GCSEmulator = request.getfixturevalue("gcs_emulator")
-        uri = f"gs://{emu.make_bucket('purge-fence')}/ck"
-    else:
-        uri = f"file://{tmp_path}/ck"
+    uri = checkpoint_uri(store, tmp_path, request, "purge-fence")
     rt, gate = Runtime(tmp_path), tmp_path / "gate"
     proc = rt.start(run_args("sweep", uri, tmp_path / "out.txt", 1, run_id="gone"),
                     env={**FAULT_ENV, "GATE": "step:stats", "GATE_FILE": str(gate)})

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GCSEmulator, wait_for
-from tests.faults.harness import FAULT_ENV, full_history, reference, run_args, verify
+from tests.faults.harness import FAULT_ENV, checkpoint_uri, full_history, reference, run_args, verify
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime, termination
 
@@ -189,11 +189,7 @@ def test_stale_attempt_wakes_after_cleanup_uploads_nothing(results: Results, tmp
 def test_stale_attempt_does_not_run_the_output_step(results: Results, tmp_path: Path,
                                                     store: str,
                                                     request: pytest.FixtureRequest) -> None:
-    if store == "gs":
-        emu: GCSEmulator = request.getfixturevalue("gcs_emulator")
-        uri = f"gs://{emu.make_bucket('split-runahead')}/ck"
-    else:
-        uri = f"file://{tmp_path}/ck"
+    uri = checkpoint_uri(store, tmp_path, request, "split-runahead")
     p = play(results, tmp_path, uri, "old between uploads and commit, new finishes",
              f"{store}://")
     results.record(f"Stale attempt with a held commit stops before the output step "
