@@ -66,3 +66,8 @@ ENV_TERM_DEADLINE = "RESPAWN_TERM_DEADLINE_SECONDS"
 ENV_PROGRESS_FILE = "RESPAWN_PROGRESS_FILE"
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+ENV_SERVICEACCOUNT_DIR = "RESPAWN_SERVICEACCOUNT_DIR"
+"""Where a pod's ServiceAccount token and CA are (the runtime's progress reports and the
+operator's in-cluster login read them); the kubelet's mount path unless set."""
+DEFAULT_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"

@@ -11,10 +11,14 @@ import threading
 import urllib.request
 from typing import Any
 
-from .contracts import DEFAULT_TERMINATION_LOG, ENV_TERMINATION_LOG
+from .contracts import (
+    DEFAULT_SERVICEACCOUNT_DIR,
+    DEFAULT_TERMINATION_LOG,
+    ENV_SERVICEACCOUNT_DIR,
+    ENV_TERMINATION_LOG,
+)
 
 PROGRESS_ANNOTATION = "respawn.dev/progress"
-_SA = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class Reporter:
@@ -110,10 +114,11 @@ class PodAnnotator:
     the checkpoint and the termination message are the contract.
     """
 
-    def __init__(self, api: str, namespace: str, name: str, token: str | None,
+    def __init__(self, api: str, namespace: str, name: str, token_file: str | None,
                  context: ssl.SSLContext | None) -> None:
         self.url = f"{api.rstrip('/')}/api/v1/namespaces/{namespace}/pods/{name}"
-        self.token = token
+        self.token_file = token_file
+        """The pod's ServiceAccount token, read again for every report (kubelet rotates it)."""
         self.ssl = context
         self._latest: dict[str, Any] | None = None
         self._cond = threading.Condition()
@@ -123,25 +128,31 @@ class PodAnnotator:
 
     @classmethod
     def from_env(cls) -> PodAnnotator | None:
+        """In a pod: the API from KUBERNETES_SERVICE_HOST/PORT, the mounted token and CA.
+
+        ``RESPAWN_KUBE_API`` names another API URL (the local pod simulator's).
+        """
         name = os.environ.get("RESPAWN_POD_NAME")
         namespace = os.environ.get("RESPAWN_POD_NAMESPACE")
         if not (name and namespace):
             return None
+        sa = os.environ.get(ENV_SERVICEACCOUNT_DIR) or DEFAULT_SERVICEACCOUNT_DIR
+        token_file = os.path.join(sa, "token")
+        ca_file = os.path.join(sa, "ca.crt")
         api = os.environ.get("RESPAWN_KUBE_API")
-        token = None
-        context = None
         if not api:
             host = os.environ.get("KUBERNETES_SERVICE_HOST")
             if not host:
                 return None
+            host = f"[{host}]" if ":" in host else host
             api = f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
+        context = None
+        if api.startswith("https"):
             try:
-                with open(f"{_SA}/token") as f:
-                    token = f.read().strip()
-                context = ssl.create_default_context(cafile=f"{_SA}/ca.crt")
+                context = ssl.create_default_context(cafile=ca_file)
             except OSError:
                 return None
-        return cls(api, namespace, name, token, context)
+        return cls(api, namespace, name, token_file if os.path.exists(token_file) else None, context)
 
     def publish(self, progress: dict[str, Any]) -> None:
         with self._cond:
@@ -168,9 +179,10 @@ class PodAnnotator:
             PROGRESS_ANNOTATION: json.dumps(progress, separators=(",", ":"), default=str)}}})
         req = urllib.request.Request(self.url, data=body.encode(), method="PATCH",
                                      headers={"Content-Type": "application/merge-patch+json"})
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
         try:
+            if self.token_file:
+                with open(self.token_file) as f:
+                    req.add_header("Authorization", f"Bearer {f.read().strip()}")
             urllib.request.urlopen(req, timeout=5, context=self.ssl).close()
         except Exception:  # noqa: BLE001 - best effort by design
             pass

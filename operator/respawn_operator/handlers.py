@@ -30,6 +30,8 @@ from respawn_operator import (
 )
 from respawn_operator.classify import pod_is_terminal
 from respawn_operator.config import OperatorConfig
+from respawn_operator.credentials import NoCredentials
+from respawn_operator.credentials import load as load_credentials
 from respawn_operator.job_builder import build_cleanup_job, job_name
 from respawn_operator.kube import (
     CLUSTER_PEERINGS,
@@ -532,6 +534,20 @@ def _reconciler() -> Reconciler:
     return STATE.reconciler
 
 
+@kopf.on.login()
+def login(logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's own client logs in with the same credentials as ours (credentials.py).
+
+    kopf calls this again whenever the API answers 401, so a rotated token is picked up.
+    """
+    try:
+        creds = load_credentials()
+    except NoCredentials as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    logger.info(f"API credentials: {creds.source}, server {creds.host}")
+    return creds.connection_info()  # type: ignore[no-any-return]
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
@@ -542,7 +558,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.reconnect_backoff = 1.0
     settings.batching.batch_window = 0.01  # we coalesce per run ourselves; do not wait 0.1 s per event
     settings.peering.lifetime = config.peering_lifetime_seconds  # only used with --peering
-    client = KubeClient.from_environment()
+    try:
+        client = KubeClient.from_environment()
+    except NoCredentials as exc:
+        raise kopf.PermanentError(str(exc)) from None
     gate = PeeringGate(identity=SETTINGS.identity, priority=SETTINGS.priority, name=SETTINGS.peering,
                        clusterwide=SETTINGS.clusterwide, namespaces=SETTINGS.namespaces,
                        lifetime=config.peering_lifetime_seconds)

@@ -2,7 +2,7 @@
 
 kopf watches and posts events with its own client; our reconciler needs a handful of
 plain REST calls (get/list/create/patch/delete), so this wraps exactly those. Credentials
-come from the ``kubernetes`` package's loaders (in-cluster first, then KUBECONFIG).
+come from :mod:`respawn_operator.credentials`, the same loader kopf's login uses.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import asyncio
 import dataclasses
 import enum
 import json
-import ssl
 import urllib.parse
 from typing import Any
 
 import aiohttp
 import kopf
+
+from respawn_operator import credentials
+from respawn_operator.credentials import Credentials
 
 
 USER_AGENT = "respawn-operator/0.1"
@@ -117,44 +119,18 @@ class KubeClient:
     """Async REST client; one instance per operator process."""
 
     def __init__(self, host: str, *, headers: dict[str, str] | None = None, ssl_context: Any = None,
-                 token_source: Any = None) -> None:
+                 credentials: Credentials | None = None) -> None:
         self.host = host.rstrip("/")
         self._headers = dict(headers or {})
         self._ssl = ssl_context
-        self._token_source = token_source
+        self._credentials = credentials
         self._session: aiohttp.ClientSession | None = None
-        self.requests = 0
-        """Requests sent so far (for benchmarks and metrics)."""
 
     @classmethod
     def from_environment(cls) -> KubeClient:
-        """In-cluster credentials if present, else the current KUBECONFIG context."""
-        import kubernetes  # the official client only for its credential loaders
-
-        cfg = kubernetes.client.Configuration()
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        ctx: Any = None
-        if cfg.host.startswith("https"):
-            ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
-            if cfg.cert_file:
-                ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-            if not cfg.verify_ssl:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-
-        def token() -> str | None:
-            value = cfg.get_api_key_with_prefix("authorization")
-            return str(value) if value else None
-
-        auth: dict[str, str] = {}
-        if cfg.username and cfg.password:
-            import base64
-
-            auth["Authorization"] = "Basic " + base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
-        return cls(cfg.host, headers=auth, ssl_context=ctx, token_source=token)
+        """In-cluster credentials if present, else the current KUBECONFIG context (see credentials.py)."""
+        creds = credentials.load()
+        return cls(creds.host, ssl_context=creds.ssl_context(), credentials=creds)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -163,14 +139,26 @@ class KubeClient:
 
     async def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
                       content_type: str = "application/json") -> dict[str, Any]:
-        """Send one request; raise :class:`ApiError` on any non-2xx answer or network failure."""
+        """Send one request; raise :class:`ApiError` on any non-2xx answer or network failure.
+
+        A 401 reloads the credentials once and tries again: a rotated token file or an
+        expired exec-plugin token is the usual cause, and a fresh load fixes both.
+        """
+        try:
+            return await self._send(method, path, body, params, content_type)
+        except ApiError as exc:
+            if exc.status != 401 or self._credentials is None:
+                raise
+            self._credentials = self._credentials.reload()
+            return await self._send(method, path, body, params, content_type)
+
+    async def _send(self, method: str, path: str, body: Any, params: dict[str, Any] | None,
+                    content_type: str) -> dict[str, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **self._headers}
-        if self._token_source is not None:
-            tok = self._token_source()
-            if tok:
-                headers["Authorization"] = tok
+        if self._credentials is not None:
+            headers.update(self._credentials.headers())
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -178,7 +166,6 @@ class KubeClient:
         url = self.host + path
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        self.requests += 1
         try:
             async with self._session.request(method, url, data=data, headers=headers, ssl=self._ssl) as resp:
                 text = await resp.text()
