@@ -32,7 +32,22 @@ from typing import Any
 
 from aiohttp import web
 
+from respawn_local.apiauth import (
+    EXTRA_POD_NAME,
+    EXTRA_POD_UID,
+    RBAC_GROUP,
+    RequestAttributes,
+    TlsFiles,
+    TokenAuthority,
+    UserInfo,
+    authorize,
+    service_account_user,
+)
+
 Obj = dict[str, Any]
+
+_USER = web.RequestKey("user", UserInfo)
+"""The authenticated user of a request."""
 
 # The request's ?fieldValidation= (Strict/Warn/Ignore), seen by schema validation.
 _field_validation: contextvars.ContextVar[str | None] = contextvars.ContextVar("field_validation", default=None)
@@ -551,7 +566,15 @@ def _builtin_types() -> list[ResourceType]:
                      field_selectors=("metadata.name", "spec.unschedulable")),
         ResourceType("", ["v1"], "configmaps", "configmap", "ConfigMap", True, ["cm"]),
         ResourceType("", ["v1"], "secrets", "secret", "Secret", True, field_selectors=("metadata.name", "metadata.namespace", "type")),
-        ResourceType("", ["v1"], "serviceaccounts", "serviceaccount", "ServiceAccount", True, ["sa"]),
+        ResourceType("", ["v1"], "serviceaccounts", "serviceaccount", "ServiceAccount", True, ["sa"],
+                     extra_subresources=("token",)),
+        ResourceType("", ["v1"], "services", "service", "Service", True, ["svc"], ["all"], status_subresource=True),
+        ResourceType("apps", ["v1"], "deployments", "deployment", "Deployment", True, ["deploy"], ["all"],
+                     status_subresource=True),
+        ResourceType(RBAC_GROUP, ["v1"], "roles", "role", "Role", True),
+        ResourceType(RBAC_GROUP, ["v1"], "clusterroles", "clusterrole", "ClusterRole", False),
+        ResourceType(RBAC_GROUP, ["v1"], "rolebindings", "rolebinding", "RoleBinding", True),
+        ResourceType(RBAC_GROUP, ["v1"], "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", False),
         ResourceType("events.k8s.io", ["v1"], "events", "event", "Event", True, ["ev"],
                      field_selectors=("metadata.name", "metadata.namespace", "regarding.*", "reason", "type")),
         ResourceType("batch", ["v1"], "jobs", "job", "Job", True, [], ["all"], status_subresource=True,
@@ -773,8 +796,18 @@ class ApiServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, history_size: int = 5000,
                  namespaces: Iterable[str] = ("default", "kube-system", "kube-public", "kube-node-lease"),
-                 strict_namespaces: bool = True, gc_interval: float = 0.2, bookmark_interval: float = 5.0) -> None:
+                 strict_namespaces: bool = True, gc_interval: float = 0.2, bookmark_interval: float = 5.0,
+                 authenticate: bool = True, allow_anonymous: bool = False, tls: bool = True) -> None:
         self.host = host
+        self.authenticate = authenticate
+        """Refuse requests without a valid token (401) and judge the rest by RBAC (403)."""
+        self.tokens = TokenAuthority(allow_anonymous=allow_anonymous)
+        self.admin_token = self.tokens.admin_token
+        """A bearer token of a `system:masters` user (kubeconfigs, the pod simulator)."""
+        self.denials: list[tuple[str, str, int]] = []
+        """Requests refused by authentication (401) or RBAC (403), as (user, what, code)."""
+        self.tls = TlsFiles.create() if tls else None
+        """Serve HTTPS with a fresh CA (`tls.ca_file` is what clients trust)."""
         self.bookmark_interval = bookmark_interval
         self.port = port
         self.history_size = history_size
@@ -808,8 +841,8 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:40123."""
-        return f"http://{self.host}:{self.port}"
+        """Base URL, e.g. https://127.0.0.1:40123 (http without `tls`)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> str:
         """Bind (a free port unless one was given) and serve; return the URL."""
@@ -824,7 +857,8 @@ class ApiServer:
 
     async def _start_site(self) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True,
+                                 ssl_context=self.tls.server_context() if self.tls else None)
         await self._site.start()
         if not self.port:
             server = self._site._server
@@ -1020,6 +1054,9 @@ class ApiServer:
         self._emit("ADDED", rtype, obj)
         if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._serve_crd(obj)
+        if rtype.key == ("", "namespaces"):
+            # The ServiceAccount controller gives every namespace a `default` account.
+            self._create(self.types[("", "serviceaccounts")], name, {"metadata": {"name": "default"}})
         return obj
 
     def _apply_defaults(self, rtype: ResourceType, obj: Obj) -> None:
@@ -1611,12 +1648,15 @@ class ApiServer:
         agent = request.headers.get("User-Agent", "").split("/")[0].split(" ")[0]
         self.requests[(verb, resource)] += 1
         self.requests_by_agent[(agent, verb, resource)] += 1
-        rule = self.faults._take(request)
-        if rule is not None:
+        refusal = self._authenticate_and_authorize(request)
+        rule = self.faults._take(request) if refusal is None else None
+        if refusal is not None:
+            resp: web.StreamResponse = web.json_response(refusal.status(), status=refusal.code)
+        elif rule is not None:
             reason = "TooManyRequests" if rule.status == 429 else "InternalError"
             err = ApiError(rule.status, reason, f"injected fault: {rule.status}")
             headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
-            resp: web.StreamResponse = web.json_response(err.status(), status=rule.status, headers=headers)
+            resp = web.json_response(err.status(), status=rule.status, headers=headers)
         else:
             try:
                 resp = await handler(request)
@@ -1624,6 +1664,80 @@ class ApiServer:
                 resp = web.json_response(e.status(), status=e.code)
         self.request_log.append((request.method, request.path_qs, agent, resp.status))
         return resp
+
+    def _authenticate_and_authorize(self, request: web.Request) -> ApiError | None:
+        """None if the request may go on; else the 401/403 the real server answers (and a denial noted)."""
+        if not self.authenticate:
+            return None
+
+        def alive(uid: str) -> bool:
+            key = self.uids.get(uid)
+            return key is not None and key[1:] in self.store[key[0]]
+
+        user = self.tokens.authenticate(request.headers.get("Authorization"), alive)
+        if user is None:
+            self.denials.append(("", f"{request.method} {request.path}", 401))
+            return ApiError(401, "Unauthorized", "Unauthorized")
+        request[_USER] = user
+        attrs = self._attributes(request)
+        if authorize(user, attrs, self._rbac_objects):
+            return None
+        what = attrs.describe()
+        self.denials.append((user.username, what, 403))
+        if not attrs.resource:
+            return ApiError(403, "Forbidden", f'forbidden: User "{user.username}" {what}')
+        qualified = attrs.resource if not attrs.group else f"{attrs.resource}.{attrs.group}"
+        named = f' "{attrs.name}"' if attrs.name else ""
+        details: Obj = {"kind": attrs.resource, **({"group": attrs.group} if attrs.group else {}),
+                        **({"name": attrs.name} if attrs.name else {})}
+        return ApiError(403, "Forbidden", f'{qualified}{named} is forbidden: User "{user.username}" {what}', details)
+
+    def _attributes(self, request: web.Request) -> RequestAttributes:
+        path = request.path.rstrip("/") or "/"
+        verb, _ = self._classify(request)
+        try:
+            parsed = self._parse_path(path)
+        except ApiError:
+            parsed = None
+        if parsed is None:
+            return RequestAttributes(verb="get" if request.method in ("GET", "HEAD") else request.method.lower(), path=path)
+        rtype, ns, name, sub, _ = parsed
+        if rtype.key == ("", "namespaces") and name:
+            ns = name  # a namespace's own object is judged inside that namespace, as on a real server
+        return RequestAttributes(verb=verb, namespace=ns, group=rtype.group, resource=rtype.plural,
+                                 subresource=sub or "", name=name or "", path=path)
+
+    def _rbac_objects(self, plural: str, namespace: str | None) -> list[Obj]:
+        return [o for (ns, _), o in self.store[(RBAC_GROUP, plural)].items() if namespace is None or ns == namespace]
+
+    def token_request(self, ns: str, name: str, body: Obj) -> Obj:
+        """The TokenRequest API: a token for ServiceAccount `ns/name`, optionally bound to a pod."""
+        self._get(self.types[("", "serviceaccounts")], ns, name)  # 404 if the account does not exist
+        spec = dict((body or {}).get("spec") or {})
+        seconds = int(spec.get("expirationSeconds") or 3600)
+        if seconds < 600:
+            raise ApiError(422, "Invalid", "spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes")
+        extra: dict[str, tuple[str, ...]] = {}
+        bound_uid = None
+        ref = spec.get("boundObjectRef")
+        if ref:
+            if ref.get("kind") != "Pod":
+                raise ApiError(400, "BadRequest", f"cannot bind token to object of kind {ref.get('kind')!r} (emulated: Pod)")
+            pod = self._get(self.types[("", "pods")], ns, ref.get("name", ""))
+            if ref.get("uid") and ref["uid"] != pod["metadata"]["uid"]:
+                raise ApiError(409, "Conflict", f"the UID in the bound object reference ({ref['uid']}) does not match "
+                                                f"the UID in record. The object might have been deleted and then recreated")
+            bound_uid = pod["metadata"]["uid"]
+            extra = {EXTRA_POD_NAME: (pod["metadata"]["name"],), EXTRA_POD_UID: (bound_uid,)}
+        token = self.tokens.issue(service_account_user(ns, name, extra), seconds, bound_uid)
+        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
+                "spec": {**spec, "expirationSeconds": seconds},
+                "status": {"token": token, "expirationTimestamp": now_rfc3339(seconds)}}
+
+    def user_of(self, request: web.Request) -> UserInfo | None:
+        """The authenticated user of a request (None with authentication off)."""
+        return request.get(_USER)
 
     def _classify(self, request: web.Request) -> tuple[str, str]:
         try:
@@ -1756,6 +1870,11 @@ class ApiServer:
             body = await _json_body(request)
             self.evict(ns or "", name, (body or {}).get("deleteOptions") or {})
             return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, status=201)
+        if sub == "token":
+            if method != "POST":
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            body = await _json_body(request)
+            return web.json_response(self.token_request(ns or "", name, body if isinstance(body, dict) else {}), status=201)
         if sub == "binding":
             if method != "POST":
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -2222,19 +2341,46 @@ class ApiServerThread:
 
         return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(30)
 
-    def write_kubeconfig(self, path: str, namespace: str = "default") -> str:
-        """Write a kubeconfig pointing at this server (plain http, no auth)."""
+    @property
+    def admin_token(self) -> str:
+        """Bearer token of the emulator's `system:masters` admin."""
+        return self.server.admin_token
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA that signs the emulator's certificate (None: plain HTTP)."""
+        return self.server.tls.ca_file if self.server.tls else None
+
+    @property
+    def denials(self) -> list[tuple[str, str, int]]:
+        """Requests refused so far as (user, what, 401/403)."""
+        return self.call(lambda: list(self.server.denials))  # type: ignore[no-any-return]
+
+    def write_kubeconfig(self, path: str, namespace: str = "default", token: str | None = None) -> str:
+        """Write a kubeconfig for this server: the admin's token unless another is given."""
         import yaml
 
+        cluster: Obj = {"server": self.url}
+        if self.ca_file:
+            cluster["certificate-authority"] = self.ca_file
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "respawn-local",
-            "clusters": [{"name": "respawn-local", "cluster": {"server": self.url}}],
-            "users": [{"name": "respawn-local", "user": {}}],
+            "clusters": [{"name": "respawn-local", "cluster": cluster}],
+            "users": [{"name": "respawn-local", "user": {"token": token or self.admin_token}}],
             "contexts": [{"name": "respawn-local", "context": {"cluster": "respawn-local", "user": "respawn-local", "namespace": namespace}}],
         }
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
         return path
+
+    def service_account_token(self, namespace: str, name: str, pod: str | None = None,
+                              expiration_seconds: int = 3600) -> str:
+        """A TokenRequest token for ServiceAccount `namespace/name` (bound to `pod` if given)."""
+        spec: Obj = {"expirationSeconds": expiration_seconds}
+        if pod:
+            spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod}
+        result = self.call(self.server.token_request, namespace, name, {"spec": spec})
+        return str(result["status"]["token"])
 
     # -- sync store helpers ------------------------------------------------
 

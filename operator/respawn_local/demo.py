@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ import yaml
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.sample_video import make_video
-from respawn_local.testkit import WaitTimeout, wait_for
+from respawn_local.testkit import WaitTimeout, runner_rbac, wait_for
 from respawn_operator.crdgen import build_crd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,14 +45,16 @@ def say(text: str = "") -> None:
 class Table:
     """Prints the PipelineRun table (server-side printing, like kubectl) when it changes."""
 
-    def __init__(self, api_url: str) -> None:
-        self.url = f"{api_url}/apis/respawn.dev/v1alpha1/namespaces/{NS}/pipelineruns"
+    def __init__(self, api: ApiServerThread) -> None:
+        self.url = f"{api.url}/apis/respawn.dev/v1alpha1/namespaces/{NS}/pipelineruns"
+        self.headers = {"Accept": TABLE, "Authorization": f"Bearer {api.admin_token}"}
+        self.tls = ssl.create_default_context(cafile=api.ca_file) if api.ca_file else None
         self.last: list[list[str]] | None = None
         self.header_shown = False
 
     def poll(self) -> None:
-        req = urllib.request.Request(self.url, headers={"Accept": TABLE})
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        req = urllib.request.Request(self.url, headers=self.headers)
+        with urllib.request.urlopen(req, timeout=5, context=self.tls) as resp:
             table = json.load(resp)
         cols = [c["name"].upper() for c in table["columnDefinitions"] if c.get("priority", 0) == 0]
         rows = [["" if v is None else str(v) for v, c in zip(r["cells"], table["columnDefinitions"])
@@ -105,9 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     api.start()
     kubeconfig = api.write_kubeconfig(str(work / "kubeconfig"))
     api.create(build_crd())
-    sim = PodSim(api.url, work_dir=str(work / "pods"))
+    for manifest in runner_rbac("default"):  # what the chart gives pipeline pods
+        api.create(manifest)
+    sim = PodSim.attached(api, work_dir=str(work / "pods"))
     sim.start()
     env = {**os.environ, "KUBECONFIG": kubeconfig, "RESPAWN_METRICS_PORT": "0",
+           "RESPAWN_RUNNER_SERVICE_ACCOUNT": "respawn-runner",
            "RESPAWN_RESYNC_SECONDS": "2", "RESPAWN_DEFAULT_IMAGE": "respawn:demo"}
     op_log = open(work / "operator.log", "wb")  # noqa: SIM115 - the child writes it
     bin_dir = Path(sys.executable).parent
@@ -137,7 +143,7 @@ def run_demo(api: ApiServerThread, sim: PodSim, work: Path, video: Path,
     name = body["metadata"]["name"]
     api.create(body, namespace=NS)
     say(f"\nApplied {EXAMPLE.relative_to(REPO)} as PipelineRun {name}:\n")
-    table = Table(api.url)
+    table = Table(api)
 
     def status() -> dict[str, Any]:
         return api.get("pipelineruns", name, NS).get("status") or {}

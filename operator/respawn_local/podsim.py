@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -31,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from pipeline_runtime.contracts import ENV_SERVICEACCOUNT_DIR
 from respawn_local.apiserver import now_rfc3339, parse_rfc3339
 
 Obj = dict[str, Any]
@@ -209,7 +211,11 @@ class _Proc:
 class PodSim:
     """Scheduler + Job controller + kubelet for simulated nodes, in a background thread.
 
-    `api_url` is the API server's base URL (no auth). Subprocess logs, termination
+    `api_url` is the API server's base URL; `token` the bearer token the simulator
+    itself uses (it plays kubelet and the Job controller: the emulator's admin token),
+    `ca_file` the CA of an https server. Like kubelet, it mounts into each pod a token
+    of the pod's ServiceAccount bound to the pod (TokenRequest API) plus the CA, in a
+    folder named by RESPAWN_SERVICEACCOUNT_DIR. Subprocess logs, termination
     logs and working dirs go under `work_dir` (a temp dir by default). Containers
     without a `command` run `default_command` (the image's entrypoint). Containers
     inherit only PATH (venv bin first), HOME, LANG, TMPDIR and PYTHONPATH from this
@@ -218,8 +224,11 @@ class PodSim:
 
     def __init__(self, api_url: str, nodes: list[SimNode] | None = None, work_dir: str | None = None,
                  default_command: tuple[str, ...] = ("pipeline-runtime",), extra_env: dict[str, str] | None = None,
-                 resync_seconds: float = 1.0, events: bool = True) -> None:
+                 resync_seconds: float = 1.0, events: bool = True, token: str | None = None,
+                 ca_file: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.ca_file = ca_file
         self.nodes: dict[str, SimNode] = {n.name: n for n in (nodes if nodes is not None else default_nodes())}
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="respawn-podsim-")
@@ -254,6 +263,11 @@ class PodSim:
         self._stopping = False
         self.errors: list[str] = []
         """Unexpected errors seen by the loops (tests can assert it stays empty)."""
+
+    @classmethod
+    def attached(cls, api: Any, **kwargs: Any) -> PodSim:
+        """A simulator for an `ApiServerThread`, with its admin token and CA."""
+        return cls(api.url, token=api.admin_token, ca_file=api.ca_file, **kwargs)
 
     # -- lifecycle (sync) ----------------------------------------------------
 
@@ -462,7 +476,9 @@ class PodSim:
     # -- loops ---------------------------------------------------------------------
 
     async def _astart(self) -> None:
-        self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT},
+        headers = {"User-Agent": USER_AGENT, **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
+        connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=self.ca_file)) if self.ca_file else None
+        self._session = aiohttp.ClientSession(headers=headers, connector=connector,
                                               timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
         self._kick = asyncio.Event()
         for node in self.nodes.values():
@@ -856,7 +872,7 @@ class PodSim:
             return None  # cordoned (kubectl cordon / drain)
         return SimNode(name, dict(obj["metadata"].get("labels") or {}), list(spec.get("taints") or []))
 
-    def _container_env(self, pod: Obj, container: Obj, termination_log: str) -> dict[str, str]:
+    def _container_env(self, pod: Obj, container: Obj, termination_log: str, sa_dir: str | None = None) -> dict[str, str]:
         meta, spec = pod["metadata"], pod.get("spec") or {}
         venv_bin = os.path.dirname(sys.executable)
         env = {k: os.environ[k] for k in _HOST_ENV if k in os.environ}
@@ -882,10 +898,41 @@ class PodSim:
                 # secretKeyRef / configMapKeyRef / resourceFieldRef: not simulated
             else:
                 env[item["name"]] = ""
-        env.update({"RESPAWN_TERMINATION_LOG": termination_log, "RESPAWN_KUBE_API": self.api_url,
+        env.update({"RESPAWN_TERMINATION_LOG": termination_log,
                     "RESPAWN_POD_NAME": meta["name"], "RESPAWN_POD_NAMESPACE": meta["namespace"],
                     "RESPAWN_NODE_NAME": spec.get("nodeName", "")})
+        if sa_dir is not None:
+            env[ENV_SERVICEACCOUNT_DIR] = sa_dir
+        if self.api_url.startswith("https://"):
+            host, _, port = self.api_url[len("https://"):].rpartition(":")
+            env.update({"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port})
+        else:
+            env["RESPAWN_KUBE_API"] = self.api_url  # in-cluster clients speak only https
         return env
+
+    async def _mount_service_account(self, pod: Obj, pod_dir: str) -> str | None:
+        """Like kubelet's projected volume: a token of the pod's ServiceAccount bound to the pod, and the CA."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        if spec.get("automountServiceAccountToken") is False:
+            return None
+        sa = spec.get("serviceAccountName") or "default"
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600,
+                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]}}}
+        try:
+            answer = await self._request("POST", f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body)
+        except _HttpError as e:
+            self.errors.append(f"token for pod {meta['namespace']}/{meta['name']} (ServiceAccount {sa}): {e}")
+            return None
+        folder = os.path.join(pod_dir, "serviceaccount")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "token"), "w") as f:
+            f.write((answer or {}).get("status", {}).get("token", ""))
+        with open(os.path.join(folder, "namespace"), "w") as f:
+            f.write(meta["namespace"])
+        if self.ca_file:
+            shutil.copyfile(self.ca_file, os.path.join(folder, "ca.crt"))
+        return folder
 
     async def _start(self, pod: Obj) -> None:
         meta, spec = pod["metadata"], pod.get("spec") or {}
@@ -896,7 +943,7 @@ class PodSim:
         log_path = os.path.join(pod_dir, "output.log")
         term_path = os.path.join(pod_dir, "termination-log")
         open(term_path, "w").close()
-        env = self._container_env(pod, container, term_path)
+        env = self._container_env(pod, container, term_path, await self._mount_service_account(pod, pod_dir))
         argv = list(container.get("command") or self.default_command) + [str(a) for a in container.get("args") or []]
         argv = [_expand(a, env) for a in argv]
         exe = shutil.which(argv[0], path=env["PATH"]) or argv[0]

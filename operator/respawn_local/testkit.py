@@ -30,3 +30,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+RUNNER_RULES: list[dict[str, Any]] = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
+"""The rules of the chart's runner Role (charts/respawn/templates/rbac-runner.yaml; a test keeps them equal)."""
+
+
+def runner_rbac(namespace: str, service_account: str = "respawn-runner") -> list[dict[str, Any]]:
+    """The ServiceAccount, Role and RoleBinding the chart gives pipeline pods in `namespace`,
+    for harnesses that start the emulator without installing the chart."""
+    meta = {"name": service_account, "namespace": namespace}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": RUNNER_RULES},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": service_account},
+         "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]},
+    ]

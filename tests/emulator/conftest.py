@@ -65,7 +65,7 @@ def kubectl(kubeconfig: str, tmp_path: Path) -> Callable[..., subprocess.Complet
 
 @pytest.fixture
 def sim(api: ApiServerThread, tmp_path: Path) -> Iterator[PodSim]:
-    simulator = PodSim(api.url, work_dir=str(tmp_path / "podsim"))
+    simulator = PodSim.attached(api, work_dir=str(tmp_path / "podsim"))
     simulator.start()
     try:
         yield simulator

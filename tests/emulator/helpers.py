@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -59,14 +60,29 @@ def widget(name: str, size: int = 1, **spec: Any) -> dict[str, Any]:
             "spec": {"size": size, **spec}}
 
 
-def http(url: str, method: str, path: str, body: Any = None, content_type: str = "application/json",
-         accept: str = "application/json") -> tuple[int, Any]:
-    """One raw request; returns (status, parsed JSON body or text)."""
+def auth_header(api: Any) -> dict[str, str]:
+    """The emulator admin's Authorization header."""
+    return {"Authorization": f"Bearer {api.admin_token}"}
+
+
+def tls(api: Any) -> ssl.SSLContext | None:
+    """An SSL context trusting the emulator's CA (None for a plain-http emulator)."""
+    return ssl.create_default_context(cafile=api.ca_file) if api.ca_file else None
+
+
+def http(api: Any, method: str, path: str, body: Any = None, content_type: str = "application/json",
+         accept: str = "application/json", token: str | None = None) -> tuple[int, Any]:
+    """One raw request as the emulator's admin (or as `token`'s owner; token="" sends none).
+
+    Returns (status, parsed JSON body or text)."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url + path, data=data, method=method,
-                                 headers={"Content-Type": content_type, "Accept": accept})
+    headers = {"Content-Type": content_type, "Accept": accept}
+    bearer = api.admin_token if token is None else token
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    req = urllib.request.Request(api.url + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=tls(api)) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as e:
         status, raw = e.code, e.read()

@@ -15,20 +15,20 @@ W = "/apis/test.respawn.dev/v1/namespaces/default/widgets"
 
 
 def test_create_sets_metadata_and_global_resource_version(api: ApiServerThread, crd: Any) -> None:
-    status, a = http(api.url, "POST", W, widget("a"))
+    status, a = http(api, "POST", W, widget("a"))
     assert status == 201
     meta = a["metadata"]
     assert meta["uid"] and meta["creationTimestamp"].endswith("Z") and meta["generation"] == 1
     assert meta["namespace"] == "default" and a["kind"] == "Widget" and a["apiVersion"] == "test.respawn.dev/v1"
-    _, b = http(api.url, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c"}})
+    _, b = http(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c"}})
     # One counter for every resource type, as strings.
     assert int(b["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
-    _, listing = http(api.url, "GET", W)
+    _, listing = http(api, "GET", W)
     assert listing["kind"] == "WidgetList" and int(listing["metadata"]["resourceVersion"]) >= int(b["metadata"]["resourceVersion"])
 
 
 def test_generate_name(api: ApiServerThread) -> None:
-    status, cm = http(api.url, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"generateName": "run-"}})
+    status, cm = http(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"generateName": "run-"}})
     assert status == 201
     name = cm["metadata"]["name"]
     assert name.startswith("run-") and len(name) == len("run-") + 5
@@ -48,46 +48,46 @@ def test_generation_bumps_on_spec_only(api: ApiServerThread, crd: Any) -> None:
 
 
 def test_error_statuses(api: ApiServerThread, crd: Any) -> None:
-    assert http(api.url, "POST", W, widget("a"))[0] == 201
-    status, body = http(api.url, "POST", W, widget("a"))
+    assert http(api, "POST", W, widget("a"))[0] == 201
+    status, body = http(api, "POST", W, widget("a"))
     assert status == 409 and body["kind"] == "Status" and body["status"] == "Failure"
     assert body["reason"] == "AlreadyExists" and body["details"] == {"name": "a", "kind": "widgets", "group": "test.respawn.dev"}
-    status, body = http(api.url, "GET", W + "/nope")
+    status, body = http(api, "GET", W + "/nope")
     assert status == 404 and body["reason"] == "NotFound" and body["message"] == 'widgets.test.respawn.dev "nope" not found'
-    status, body = http(api.url, "POST", W, {"apiVersion": "test.respawn.dev/v1", "kind": "Widget", "metadata": {}, "spec": {"size": 1}})
+    status, body = http(api, "POST", W, {"apiVersion": "test.respawn.dev/v1", "kind": "Widget", "metadata": {}, "spec": {"size": 1}})
     assert status == 422 and body["reason"] == "Invalid"
-    status, body = http(api.url, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "Bad_Name"}})
+    status, body = http(api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "Bad_Name"}})
     assert status == 422
-    status, body = http(api.url, "POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "x"}})
+    status, body = http(api, "POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "x"}})
     assert status == 404 and "nowhere" in body["message"]
-    status, body = http(api.url, "PUT", W)
+    status, body = http(api, "PUT", W)
     assert status == 405 and body["reason"] == "MethodNotAllowed"
-    status, body = http(api.url, "PATCH", W + "/a", {"spec": {}}, content_type="text/plain")
+    status, body = http(api, "PATCH", W + "/a", {"spec": {}}, content_type="text/plain")
     assert status == 415
-    status, body = http(api.url, "POST", W + "?dryRun=All", widget("dry"))
+    status, body = http(api, "POST", W + "?dryRun=All", widget("dry"))
     assert status == 400 and api.get_or_none("widgets", "dry") is None  # never a silent real write
 
 
 def test_schema_validation_pruning_and_defaults(api: ApiServerThread, crd: Any) -> None:
-    status, body = http(api.url, "POST", W, widget("bad", size=-1, color="green", nick="TOOLONGNAME"))
+    status, body = http(api, "POST", W, widget("bad", size=-1, color="green", nick="TOOLONGNAME"))
     assert status == 422 and body["reason"] == "Invalid"
     fields = {c["field"] for c in body["details"]["causes"]}
     assert fields == {"spec.size", "spec.color", "spec.nick"}
     assert "greater than or equal to 0" in body["message"]
-    status, body = http(api.url, "POST", W, {"apiVersion": "test.respawn.dev/v1", "kind": "Widget",
+    status, body = http(api, "POST", W, {"apiVersion": "test.respawn.dev/v1", "kind": "Widget",
                                              "metadata": {"name": "nosize"}, "spec": {}})
     assert status == 422 and body["details"]["causes"][0] == {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.size"}
-    status, body = http(api.url, "POST", W, widget("typed", size="3"))
+    status, body = http(api, "POST", W, widget("typed", size="3"))
     assert status == 422 and "must be of type integer" in body["message"]
-    status, body = http(api.url, "POST", W, widget("ok", size=3, unknown=1, labels={"a": "b"}, extra={"free": {"x": 1}}, items=[1, 2]))
+    status, body = http(api, "POST", W, widget("ok", size=3, unknown=1, labels={"a": "b"}, extra={"free": {"x": 1}}, items=[1, 2]))
     assert status == 201
     spec = body["spec"]
     assert "unknown" not in spec  # pruned, not rejected
     assert spec["color"] == "red"  # defaulted
     assert spec["extra"] == {"free": {"x": 1}} and spec["labels"] == {"a": "b"} and spec["items"] == [1, 2]
-    status, body = http(api.url, "POST", W + "?fieldValidation=Strict", widget("strict", unknown=1))
+    status, body = http(api, "POST", W + "?fieldValidation=Strict", widget("strict", unknown=1))
     assert status == 400 and 'unknown field "spec.unknown"' in body["message"]
-    status, body = http(api.url, "PATCH", W + "/ok", {"spec": {"items": ["x"]}}, content_type="application/merge-patch+json")
+    status, body = http(api, "PATCH", W + "/ok", {"spec": {"items": ["x"]}}, content_type="application/merge-patch+json")
     assert status == 422
 
 
@@ -96,33 +96,33 @@ def test_put_and_patch_conflict_on_stale_resource_version(api: ApiServerThread, 
     stale = a["metadata"]["resourceVersion"]
     api.patch("widgets", "a", {"spec": {"size": 5}})
     body = {**a, "spec": {"size": 9}}
-    status, err = http(api.url, "PUT", W + "/a", body)
+    status, err = http(api, "PUT", W + "/a", body)
     assert status == 409 and err["reason"] == "Conflict" and "the object has been modified" in err["message"]
-    status, err = http(api.url, "PATCH", W + "/a", {"metadata": {"resourceVersion": stale}, "spec": {"size": 9}},
+    status, err = http(api, "PATCH", W + "/a", {"metadata": {"resourceVersion": stale}, "spec": {"size": 9}},
                        content_type="application/merge-patch+json")
     assert status == 409
     fresh = api.get("widgets", "a")
-    status, ok = http(api.url, "PUT", W + "/a", {**fresh, "spec": {"size": 9}})
+    status, ok = http(api, "PUT", W + "/a", {**fresh, "spec": {"size": 9}})
     assert status == 200 and ok["spec"]["size"] == 9 and ok["metadata"]["generation"] == 3
     # PUT without a resourceVersion is an unconditional update, like kube.
-    status, ok = http(api.url, "PUT", W + "/a", widget("a", size=10))
+    status, ok = http(api, "PUT", W + "/a", widget("a", size=10))
     assert status == 200 and ok["spec"]["size"] == 10 and ok["metadata"]["uid"] == a["metadata"]["uid"]
 
 
 def test_patch_types(api: ApiServerThread) -> None:
     base = "/api/v1/namespaces/default/configmaps"
-    http(api.url, "POST", base, {"metadata": {"name": "c", "labels": {"a": "1", "b": "2"}}, "data": {"x": "1"}})
-    status, cm = http(api.url, "PATCH", base + "/c", {"metadata": {"labels": {"a": None}}, "data": {"y": "2"}},
+    http(api, "POST", base, {"metadata": {"name": "c", "labels": {"a": "1", "b": "2"}}, "data": {"x": "1"}})
+    status, cm = http(api, "PATCH", base + "/c", {"metadata": {"labels": {"a": None}}, "data": {"y": "2"}},
                       content_type="application/merge-patch+json")
     assert status == 200 and cm["metadata"]["labels"] == {"b": "2"} and cm["data"] == {"x": "1", "y": "2"}
     ops = [{"op": "add", "path": "/data/z", "value": "3"}, {"op": "remove", "path": "/data/x"},
            {"op": "replace", "path": "/metadata/labels/b", "value": "two"}]
-    status, cm = http(api.url, "PATCH", base + "/c", ops, content_type="application/json-patch+json")
+    status, cm = http(api, "PATCH", base + "/c", ops, content_type="application/json-patch+json")
     assert status == 200 and cm["data"] == {"y": "2", "z": "3"} and cm["metadata"]["labels"] == {"b": "two"}
-    status, _ = http(api.url, "PATCH", base + "/c", [{"op": "test", "path": "/data/y", "value": "nope"}],
+    status, _ = http(api, "PATCH", base + "/c", [{"op": "test", "path": "/data/y", "value": "nope"}],
                      content_type="application/json-patch+json")
     assert status == 422
-    status, cm = http(api.url, "PATCH", base + "/c", {"data": {"w": "4"}, "$setElementOrder/x": []},
+    status, cm = http(api, "PATCH", base + "/c", {"data": {"w": "4"}, "$setElementOrder/x": []},
                       content_type="application/strategic-merge-patch+json")
     assert status == 200 and cm["data"]["w"] == "4"
 
@@ -130,13 +130,13 @@ def test_patch_types(api: ApiServerThread) -> None:
 def test_status_subresource_isolation(api: ApiServerThread, crd: Any) -> None:
     created = api.create({**widget("a"), "status": {"phase": "Ignored"}})
     assert "status" not in created  # status is dropped on create
-    status, w = http(api.url, "PATCH", W + "/a", {"spec": {"size": 4}, "status": {"phase": "Nope"}},
+    status, w = http(api, "PATCH", W + "/a", {"spec": {"size": 4}, "status": {"phase": "Nope"}},
                      content_type="application/merge-patch+json")
     assert status == 200 and w["spec"]["size"] == 4 and "status" not in w
-    status, w = http(api.url, "PATCH", W + "/a/status", {"spec": {"size": 50}, "status": {"phase": "Running"}},
+    status, w = http(api, "PATCH", W + "/a/status", {"spec": {"size": 50}, "status": {"phase": "Running"}},
                      content_type="application/merge-patch+json")
     assert status == 200 and w["status"] == {"phase": "Running"} and w["spec"]["size"] == 4
-    status, w = http(api.url, "PUT", W + "/a/status", {**w, "status": {"phase": "Done"}, "spec": {"size": 1}})
+    status, w = http(api, "PUT", W + "/a/status", {**w, "status": {"phase": "Done"}, "spec": {"size": 1}})
     assert status == 200 and w["status"]["phase"] == "Done" and w["spec"]["size"] == 4
 
 
@@ -160,9 +160,9 @@ def test_label_and_field_selectors(api: ApiServerThread) -> None:
     assert names("", fields="metadata.name=d") == ["d"]
     assert names("", fields="metadata.namespace!=default") == ["d"]
     # Over HTTP with the kubernetes client, and an unsupported field is a 400.
-    status, listing = http(api.url, "GET", "/api/v1/configmaps?labelSelector=app%20in%20(x)&fieldSelector=metadata.namespace%3Dother")
+    status, listing = http(api, "GET", "/api/v1/configmaps?labelSelector=app%20in%20(x)&fieldSelector=metadata.namespace%3Dother")
     assert status == 200 and [o["metadata"]["name"] for o in listing["items"]] == ["d"]
-    status, err = http(api.url, "GET", "/api/v1/configmaps?fieldSelector=data.x%3D1")
+    status, err = http(api, "GET", "/api/v1/configmaps?fieldSelector=data.x%3D1")
     assert status == 400 and "field label not supported" in err["message"]
 
 
@@ -209,7 +209,7 @@ def test_kubernetes_client_round_trip(api: ApiServerThread, k8s: Any, crd: Any) 
 
 def test_strategic_merge_patch_merges_lists_by_their_keys(api: ApiServerThread, crd: Any) -> None:
     def smp(path: str, patch: Any) -> tuple[int, Any]:
-        return http(api.url, "PATCH", path, patch, content_type="application/strategic-merge-patch+json")
+        return http(api, "PATCH", path, patch, content_type="application/strategic-merge-patch+json")
 
     api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                 "spec": {"containers": [{"name": "main", "image": "v1", "command": ["run"]}, {"name": "side", "image": "s1"}]}})
@@ -242,14 +242,14 @@ def test_strategic_merge_patch_merges_lists_by_their_keys(api: ApiServerThread, 
 def test_pod_spec_and_job_template_are_immutable(api: ApiServerThread) -> None:
     api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                 "spec": {"containers": [{"name": "main", "image": "v1", "env": [{"name": "A", "value": "1"}]}]}})
-    status, err = http(api.url, "PATCH", "/api/v1/namespaces/default/pods/p",
+    status, err = http(api, "PATCH", "/api/v1/namespaces/default/pods/p",
                        {"spec": {"containers": [{"name": "main", "image": "v1", "env": []}]}},
                        content_type="application/merge-patch+json")
     assert status == 422 and "pod updates may not change fields" in err["message"]
     assert api.patch("pods", "p", {"metadata": {"labels": {"x": "1"}}})["metadata"]["labels"] == {"x": "1"}
     job = api.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
                       "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}})
-    status, err = http(api.url, "PATCH", "/apis/batch/v1/namespaces/default/jobs/j",
+    status, err = http(api, "PATCH", "/apis/batch/v1/namespaces/default/jobs/j",
                        {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "other"}]}}}},
                        content_type="application/merge-patch+json")
     assert status == 422 and "spec.template" in err["message"] and "field is immutable" in err["message"]
@@ -277,7 +277,7 @@ def test_int_or_string_with_a_pattern_validates_quantities(api: ApiServerThread)
     path = "/apis/test.respawn.dev/v1/namespaces/default/quotas"
 
     def post(name: str, limits: dict[str, Any]) -> tuple[int, Any]:
-        return http(api.url, "POST", path, {"apiVersion": "test.respawn.dev/v1", "kind": "Quota",
+        return http(api, "POST", path, {"apiVersion": "test.respawn.dev/v1", "kind": "Quota",
                                             "metadata": {"name": name}, "spec": {"limits": limits}})
 
     status, body = post("good", {"cpu": 2, "mem": "4Gi", "m": "500m", "e": "1e3", "f": ".5", "neg": "-1"})

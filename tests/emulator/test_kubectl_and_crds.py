@@ -16,20 +16,20 @@ Kubectl = Callable[..., Any]
 
 
 def test_discovery_documents(api: ApiServerThread, crd: Any) -> None:
-    status, version = http(api.url, "GET", "/version")
+    status, version = http(api, "GET", "/version")
     assert status == 200 and version["major"] == "1"
-    assert http(api.url, "GET", "/api")[1]["versions"] == ["v1"]
-    groups = {g["name"]: g for g in http(api.url, "GET", "/apis")[1]["groups"]}
+    assert http(api, "GET", "/api")[1]["versions"] == ["v1"]
+    groups = {g["name"]: g for g in http(api, "GET", "/apis")[1]["groups"]}
     assert {"batch", "coordination.k8s.io", "apiextensions.k8s.io", "events.k8s.io", "test.respawn.dev"} <= set(groups)
     assert groups["test.respawn.dev"]["preferredVersion"] == {"groupVersion": "test.respawn.dev/v1", "version": "v1"}
-    resources = {r["name"]: r for r in http(api.url, "GET", "/apis/test.respawn.dev/v1")[1]["resources"]}
+    resources = {r["name"]: r for r in http(api, "GET", "/apis/test.respawn.dev/v1")[1]["resources"]}
     assert resources["widgets"]["shortNames"] == ["wd"] and resources["widgets"]["categories"] == ["testing"]
     assert resources["widgets"]["namespaced"] is True and resources["widgets"]["singularName"] == "widget"
     assert "widgets/status" in resources
-    core = {r["name"] for r in http(api.url, "GET", "/api/v1")[1]["resources"]}
+    core = {r["name"] for r in http(api, "GET", "/api/v1")[1]["resources"]}
     assert {"pods", "pods/status", "pods/eviction", "pods/log", "events", "nodes", "namespaces", "configmaps",
             "secrets", "serviceaccounts"} <= core
-    assert http(api.url, "GET", "/openapi/v2")[0] == 404
+    assert http(api, "GET", "/openapi/v2")[0] == 404
 
 
 def test_crd_gets_established_and_cluster_scoped_crds_work(api: ApiServerThread) -> None:
@@ -42,16 +42,16 @@ def test_crd_gets_established_and_cluster_scoped_crds_work(api: ApiServerThread)
     cluster["spec"]["names"] = {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"}
     del cluster["spec"]["versions"][0]["subresources"]
     api.create(cluster)
-    status, obj = http(api.url, "POST", "/apis/test.respawn.dev/v1/gadgets",
+    status, obj = http(api, "POST", "/apis/test.respawn.dev/v1/gadgets",
                        {"apiVersion": "test.respawn.dev/v1", "kind": "Gadget", "metadata": {"name": "g"},
                         "spec": {"size": 1}, "status": {"phase": "kept"}})
     assert status == 201 and "namespace" not in obj["metadata"]
     assert obj["status"] == {"phase": "kept"}  # no status subresource: status is ordinary data
-    status, _ = http(api.url, "GET", "/apis/test.respawn.dev/v1/gadgets/g/status")
+    status, _ = http(api, "GET", "/apis/test.respawn.dev/v1/gadgets/g/status")
     assert status == 404
     bad = json.loads(json.dumps(WIDGET_CRD))
     bad["metadata"]["name"] = "wrong.name"
-    status, body = http(api.url, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", bad)
+    status, body = http(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", bad)
     assert status == 422
 
 
@@ -59,7 +59,7 @@ def test_table_uses_printer_columns(api: ApiServerThread, crd: Any) -> None:
     api.create(widget("a", size=7))
     api.patch("widgets", "a", {"status": {"phase": "Running"}}, subresource="status")
     accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
-    status, table = http(api.url, "GET", "/apis/test.respawn.dev/v1/namespaces/default/widgets", accept=accept)
+    status, table = http(api, "GET", "/apis/test.respawn.dev/v1/namespaces/default/widgets", accept=accept)
     assert status == 200 and table["kind"] == "Table"
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size", "Phase", "Age"]
     cells = table["rows"][0]["cells"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import NODE_SHUTDOWN_MESSAGE, SPOT_LABEL, PodSim
+from respawn_local.testkit import runner_rbac
 
 from .helpers import PY, condition, job_manifest, wait_for
 
@@ -61,7 +62,7 @@ def job_condition(api: ApiServerThread, job: str, ctype: str) -> dict[str, Any] 
 
 def test_job_success_runs_a_real_process(api: ApiServerThread, sim: PodSim) -> None:
     code = ("import os; print('pod', os.environ['POD'], os.environ['NS'], os.environ['NODE'], os.environ['GREETING']);"
-            "print('api', os.environ['RESPAWN_KUBE_API'], os.environ['RESPAWN_POD_NAME']);"
+            "print('api', os.environ['KUBERNETES_SERVICE_HOST'], os.environ['KUBERNETES_SERVICE_PORT'], os.environ['RESPAWN_POD_NAME']);"
             "open(os.environ['RESPAWN_TERMINATION_LOG'], 'w').write('all done')")
     manifest = job_manifest("ok", code)
     manifest["spec"]["template"]["spec"]["containers"][0]["env"] = [
@@ -89,7 +90,7 @@ def test_job_success_runs_a_real_process(api: ApiServerThread, sim: PodSim) -> N
     assert term["exitCode"] == 0 and term["reason"] == "Completed" and term["message"] == "all done"
     assert term["startedAt"] and term["finishedAt"]
     log = sim.log(name)
-    assert f"pod {name} default ondemand-1 hello" in log and f"api {api.url} {name}" in log
+    assert f"pod {name} default ondemand-1 hello" in log and f"api 127.0.0.1 {api.url.rsplit(':', 1)[1]} {name}" in log
     assert pod["metadata"]["annotations"]["respawn.dev/sim-log"].endswith("output.log")
 
     def reasons(kind: str, obj: str) -> list[str]:
@@ -99,7 +100,7 @@ def test_job_success_runs_a_real_process(api: ApiServerThread, sim: PodSim) -> N
     wait_for(lambda: {"SuccessfulCreate", "Completed"} <= set(reasons("Job", "ok")), 5, "job events")
     # `kubectl logs` reads the same file through pods/log.
     from .helpers import http
-    assert "hello" in http(api.url, "GET", f"/api/v1/namespaces/default/pods/{name}/log")[1]
+    assert "hello" in http(api, "GET", f"/api/v1/namespaces/default/pods/{name}/log")[1]
 
 
 def test_job_failure_with_backoff_limit_zero(api: ApiServerThread, sim: PodSim) -> None:
@@ -258,17 +259,37 @@ def test_active_deadline_fails_the_job(api: ApiServerThread, sim: PodSim) -> Non
     wait_for(lambda: not [p for p in job_pods(api, "slow") if p["status"]["phase"] == "Running"], 10, "pod stopped")
 
 
-def test_pod_can_patch_its_own_annotations(api: ApiServerThread, sim: PodSim) -> None:
-    code = r"""
-import json, os, urllib.request
-url = "%s/api/v1/namespaces/%s/pods/%s" % (os.environ["RESPAWN_KUBE_API"], os.environ["RESPAWN_POD_NAMESPACE"], os.environ["RESPAWN_POD_NAME"])
+PATCH_OWN_POD = r"""
+import json, os, ssl, urllib.request
+e = os.environ
+url = "https://%s:%s/api/v1/namespaces/%s/pods/%s" % (e["KUBERNETES_SERVICE_HOST"], e["KUBERNETES_SERVICE_PORT"],
+                                                     e["RESPAWN_POD_NAMESPACE"], e["RESPAWN_POD_NAME"])
+sa = e["RESPAWN_SERVICEACCOUNT_DIR"]
+token = open(os.path.join(sa, "token")).read()
 body = json.dumps({"metadata": {"annotations": {"respawn.dev/progress": "3/5"}}}).encode()
-req = urllib.request.Request(url, data=body, method="PATCH", headers={"Content-Type": "application/merge-patch+json"})
-urllib.request.urlopen(req).read()
+req = urllib.request.Request(url, data=body, method="PATCH", headers={"Content-Type": "application/merge-patch+json",
+                                                                      "Authorization": "Bearer " + token})
+urllib.request.urlopen(req, context=ssl.create_default_context(cafile=os.path.join(sa, "ca.crt"))).read()
 """
-    api.create(job_manifest("progress", code))
+
+
+def test_pod_can_patch_its_own_annotations_with_its_mounted_token(api: ApiServerThread, sim: PodSim) -> None:
+    for manifest in runner_rbac("default"):
+        api.create(manifest)
+    job = job_manifest("progress", PATCH_OWN_POD)
+    job["spec"]["template"]["spec"]["serviceAccountName"] = "respawn-runner"
+    api.create(job)
     wait_for(lambda: job_condition(api, "progress", "Complete"), 15, "job")
     assert the_pod(api, "progress")["metadata"]["annotations"]["respawn.dev/progress"] == "3/5"
+    assert api.denials == []
+
+
+def test_pod_without_rbac_is_refused_and_the_refusal_is_recorded(api: ApiServerThread, sim: PodSim) -> None:
+    api.create(job_manifest("norbac", PATCH_OWN_POD))  # the namespace's `default` ServiceAccount: no rights
+    wait_for(lambda: job_condition(api, "norbac", "Failed"), 15, "job to fail")
+    assert "respawn.dev/progress" not in (the_pod(api, "norbac")["metadata"].get("annotations") or {})
+    assert api.denials == [("system:serviceaccount:default:default",
+                            'cannot patch resource "pods" in API group "" in the namespace "default"', 403)]
 
 
 def test_scheduler_follows_the_node_objects_cordon_and_taints(api: ApiServerThread, sim: PodSim) -> None:

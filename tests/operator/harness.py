@@ -22,7 +22,7 @@ import yaml
 
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
-from respawn_local.testkit import wait_for
+from respawn_local.testkit import runner_rbac, wait_for
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -65,16 +65,18 @@ class OperatorProcess:
 
 class Cluster:
     def __init__(self, api: ApiServerThread, sim: PodSim, op: OperatorProcess, tmp: Path,
-                 kubeconfig: str, metrics_port: int) -> None:
+                 kubeconfig: str, metrics_port: int, namespace: str = NS) -> None:
         self.api, self.sim, self.op, self.tmp = api, sim, op, tmp
         self.kubeconfig = kubeconfig
         self.metrics_port = metrics_port
+        self.ns = namespace
+        """Where `submit` creates runs and the other helpers look."""
 
     def submit(self, name: str, params: Obj | None = None, **spec: Any) -> Obj:
         body = {
             "apiVersion": "respawn.dev/v1alpha1",
             "kind": "PipelineRun",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": self.ns},
             "spec": {
                 "pipeline": "op_pipelines:Steps",
                 "params": {"out": str(self.tmp / f"{name}.out"), **(params or {})},
@@ -84,10 +86,10 @@ class Cluster:
                 **spec,
             },
         }
-        return self.api.create(body, namespace=NS)
+        return self.api.create(body, namespace=self.ns)
 
     def run(self, name: str) -> Obj:
-        return self.api.get("pipelineruns", name, NS)
+        return self.api.get("pipelineruns", name, self.ns)
 
     def status(self, name: str) -> Obj:
         return self.run(name).get("status") or {}
@@ -109,14 +111,14 @@ class Cluster:
         uid = self.run(name)["metadata"]["uid"]
 
         def find() -> str | None:
-            pods = self.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}")
+            pods = self.api.list("pods", self.ns, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}")
             live = [p for p in pods if p["status"].get("phase") == "Running"]
             return live[0]["metadata"]["name"] if live else None
         return wait_for(find, 30, f"{name}: running pod of attempt {attempt}")  # type: ignore[no-any-return]
 
     def jobs(self, name: str) -> list[str]:
         uid = self.run(name)["metadata"]["uid"]
-        jobs = self.api.list("jobs", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/role=attempt")
+        jobs = self.api.list("jobs", self.ns, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/role=attempt")
         return sorted(j["metadata"]["name"] for j in jobs)
 
     def executions(self, name: str) -> list[tuple[str, int]]:
@@ -126,12 +128,12 @@ class Cluster:
         return [(s, int(a)) for s, a in (line.split() for line in path.read_text().splitlines())]
 
     def events(self, name: str) -> list[str]:
-        return [e.get("reason", "") for e in self.api.list("events", NS)
+        return [e.get("reason", "") for e in self.api.list("events", self.ns)
                 if e.get("involvedObject", {}).get("name") == name
                 and e.get("involvedObject", {}).get("kind") == "PipelineRun"]
 
     def patch_spec(self, name: str, spec: Obj) -> None:
-        self.api.patch("pipelineruns", name, {"spec": spec}, NS)
+        self.api.patch("pipelineruns", name, {"spec": spec}, self.ns)
 
 
 @contextlib.contextmanager
@@ -141,7 +143,9 @@ def running_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
     api.start()
     kubeconfig = api.write_kubeconfig(str(tmp / "kubeconfig"))
     api.create(yaml.safe_load((ROOT / "crds" / "pipelineruns.respawn.dev.yaml").read_text()))
-    sim = PodSim(api.url, work_dir=str(tmp / "podsim"))
+    for manifest in runner_rbac(NS):
+        api.create(manifest)
+    sim = PodSim.attached(api, work_dir=str(tmp / "podsim"))
     sim.start()
     settings = {
         "KUBECONFIG": kubeconfig,
@@ -150,6 +154,7 @@ def running_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
         "RESPAWN_METRICS_PORT": "0",
         "RESPAWN_RESYNC_SECONDS": "2",
         "RESPAWN_CLEANUP_TIMEOUT_SECONDS": "60",
+        "RESPAWN_RUNNER_SERVICE_ACCOUNT": "respawn-runner",
         **env,
     }
     op = OperatorProcess({**os.environ, **settings}, tmp / "operator.log")

@@ -287,7 +287,7 @@ def test_operator_serves_only_its_namespaces(tmp_path: Path) -> None:
         api.create(yaml.safe_load((ROOT / "crds" / "pipelineruns.respawn.dev.yaml").read_text()))
         for ns in ("team-a", "team-b"):
             api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        sim = PodSim(api.url, work_dir=str(tmp_path / "podsim"))
+        sim = PodSim.attached(api, work_dir=str(tmp_path / "podsim"))
         sim.start()
         env = {**os.environ, "KUBECONFIG": kubeconfig, "RESPAWN_METRICS_PORT": "0",
                "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp_path / 'checkpoints'}"}

@@ -31,7 +31,7 @@ import yaml
 
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
-from respawn_local.testkit import free_port, wait_for
+from respawn_local.testkit import free_port, runner_rbac, wait_for
 from tests.operator.harness import NS, ROOT, Cluster, OperatorProcess
 
 PEERING = "respawn"  # the chart's operator.peering.name
@@ -73,7 +73,9 @@ def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Clust
     for crd in yaml.safe_load_all((ROOT / "charts" / "respawn" / "crds" / "kopfpeerings.kopf.dev.yaml").read_text()):
         api.create(crd)
     api.create({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}})
-    sim = PodSim(api.url, work_dir=str(tmp_path / "podsim"))
+    for manifest in runner_rbac(NS):
+        api.create(manifest)
+    sim = PodSim.attached(api, work_dir=str(tmp_path / "podsim"))
     sim.start()
 
     env = {
@@ -86,6 +88,7 @@ def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Clust
         "RESPAWN_TERMINATION_GRACE_SECONDS": "30",
         "RESPAWN_RESYNC_SECONDS": "2",
         "RESPAWN_PEERING_LIFETIME_SECONDS": str(LIFETIME),
+        "RESPAWN_RUNNER_SERVICE_ACCOUNT": "respawn-runner",
     }
     high, low = request.param
     standby = Replica("respawn-operator-low", low, env, tmp_path)
