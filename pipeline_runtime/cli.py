@@ -214,8 +214,12 @@ def describe(node: Any) -> Any:
         return {"type": "bytes", "size": len(node["b64"]) * 3 // 4}
     if "ref" in node:
         return {k: v for k, v in node["ref"].items()}
-    if "list" in node:
-        return [describe(n) for n in node["list"]]
+    if "list" in node or "tuple" in node:
+        return [describe(n) for n in node.get("list", node.get("tuple"))]
+    if "scalar" in node:
+        return {"type": "scalar", "dtype": node["scalar"]["dtype"]}
+    if "bytearray" in node:
+        return {"type": "bytearray", "of": describe(node["bytearray"])}
     return {k: describe(n) for k, n in node["dict"].items()}
 
 

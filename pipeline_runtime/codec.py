@@ -14,8 +14,18 @@ Encoded nodes (one key each, so they cannot be mistaken for user dicts):
   {"json": v}                               small JSON, inline
   {"b64": "..."}                            small bytes, inline
   {"ref": {"sha256", "size", "type": "json"|"bytes"|"ndarray", "dtype"?, "shape"?}}
-  {"list": [node, ...]}                     list/tuple holding non-JSON values
+  {"list": [node, ...]}                     list holding non-JSON values
+  {"tuple": [node, ...]}                    tuple
   {"dict": {key: node}}                     dict holding non-JSON values
+  {"scalar": {"dtype", "b64"}}              numpy scalar (np.float32(1.5), np.int64(3), ...)
+  {"bytearray": node}                       bytearray (node: b64 or ref)
+
+Decoding is exact: every value comes back with its type (tuple stays tuple, numpy
+scalar stays numpy scalar), dtype with byte order, shape and bytes, and dicts keep
+their key order. Only exact types are accepted (no dict/list/ndarray subclasses:
+a defaultdict or a masked array would come back as something else after a resume).
+Two values with the same bytes share one artifact but never one decoded value: the
+dtype and shape live in each reference, not in the artifact.
 """
 
 from __future__ import annotations
@@ -56,28 +66,42 @@ class _Leaf:
     data: bytes | None = None  # for "json": the serialised text
 
 
+_JSON_SCALARS = (type(None), bool, int, str)
+
+
 def _is_plain_json(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, str)):
+    kind = type(value)
+    if kind in _JSON_SCALARS:
         return True
-    if isinstance(value, float):
+    if kind is float:
         return math.isfinite(value)
-    if isinstance(value, list):
+    if kind is list:
         return all(_is_plain_json(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain_json(v) for k, v in value.items())
+    if kind is dict:
+        return all(type(k) is str and _is_plain_json(v) for k, v in value.items())
     return False
+
+
+def _dumps(value: Any, where: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except ValueError as exc:  # e.g. an int beyond Python's 4300-digit string limit
+        raise UnsupportedValue(f"{where}: {exc}; store it as str or bytes") from None
 
 
 def snapshot(value: Any, where: str = "value") -> Any:
     """Capture `value` for a later `resolve`; raises UnsupportedValue naming `where`."""
-    if isinstance(value, np.generic):
-        value = value.item()
+    kind = type(value)
     if _is_plain_json(value):
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        text = _dumps(value, where)
         if len(text) <= INLINE_JSON_LIMIT:
             return {"json": json.loads(text)}
         return _Leaf(obj=None, kind="json", data=text.encode())
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.generic):
+        if value.dtype.hasobject:
+            raise UnsupportedValue(f"{where}: numpy object scalars cannot be checkpointed")
+        return {"scalar": {"dtype": value.dtype.str, "b64": base64.b64encode(value.tobytes()).decode()}}
+    if kind is np.ndarray:
         if value.dtype.hasobject:
             raise UnsupportedValue(f"{where}: numpy arrays of dtype object cannot be checkpointed")
         if value.flags.writeable:
@@ -85,29 +109,38 @@ def snapshot(value: Any, where: str = "value") -> Any:
             # step runs. A step that wants to change it in place makes a copy.
             value.flags.writeable = False
         return _Leaf(obj=value, kind="ndarray")
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if kind is bytes or kind is bytearray:
         data = bytes(value)
-        if len(data) <= INLINE_BYTES_LIMIT:
-            return {"b64": base64.b64encode(data).decode()}
-        return _Leaf(obj=data, kind="bytes")
-    if isinstance(value, (list, tuple)):
-        return {"list": [snapshot(v, f"{where}[{i}]") for i, v in enumerate(value)]}
-    if isinstance(value, dict):
+        node = {"b64": base64.b64encode(data).decode()} if len(data) <= INLINE_BYTES_LIMIT \
+            else _Leaf(obj=data, kind="bytes")
+        return node if kind is bytes else {"bytearray": node}
+    if kind is list or kind is tuple:
+        return {kind.__name__: [snapshot(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+    if kind is dict:
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str):
+            if type(k) is not str:
                 raise UnsupportedValue(f"{where}: dict keys must be str, got {type(k).__name__}")
             out[k] = snapshot(v, f"{where}[{k!r}]")
         return {"dict": out}
+    if isinstance(value, (dict, list, tuple, np.ndarray, bytes, bytearray, int, float, str)) and kind is not float:
+        base = next(b for b in (dict, list, tuple, np.ndarray, bytes, bytearray, int, float, str) if isinstance(value, b))
+        raise UnsupportedValue(
+            f"{where}: {kind.__name__} is a subclass of {base.__name__} and would come back as a plain "
+            f"{base.__name__} after a resume; store {base.__name__}(value) instead")
+    if kind is float:
+        raise UnsupportedValue(f"{where}: {value!r} is not a finite float; store it as str or in a numpy array")
     raise UnsupportedValue(
         f"{where}: {type(value).__name__} cannot be checkpointed; use JSON values, "
-        "numpy arrays, bytes, or lists/dicts of them")
+        "numpy arrays and scalars, bytes, or lists/tuples/dicts of them")
 
 
 def _leaf_bytes(leaf: _Leaf) -> memoryview | bytes:
     if leaf.kind == "ndarray":
         arr: np.ndarray = np.ascontiguousarray(leaf.obj)  # no copy when already contiguous
-        return arr.data.cast("B") if arr.size else b""
+        # A uint8 view, not arr.data.cast("B"): the buffer protocol has no datetime64,
+        # timedelta64 or every string dtype, but any array's bytes can be viewed as uint8.
+        return arr.reshape(-1).view(np.uint8).data if arr.size else b""
     data = leaf.obj if leaf.kind == "bytes" else leaf.data
     assert isinstance(data, bytes)
     return data
@@ -200,57 +233,61 @@ class Encoder:
             self._by_id = {k: v for k, v in self._by_id.items() if v[1]["sha256"] in live}
 
 
+def _children(node: Any) -> list[Any]:
+    """The nested nodes (or snapshot parts) of a container node."""
+    if not isinstance(node, dict):
+        return []
+    for key in ("list", "tuple"):
+        if key in node:
+            return list(node[key])
+    if "dict" in node:
+        return list(node["dict"].values())
+    if "bytearray" in node:
+        return [node["bytearray"]]
+    return []
+
+
 def _collect(plan: Any, out: list[_Leaf]) -> None:
     if isinstance(plan, _Leaf):
         out.append(plan)
-    elif isinstance(plan, dict) and "list" in plan:
-        for p in plan["list"]:
-            _collect(p, out)
-    elif isinstance(plan, dict) and "dict" in plan:
-        for p in plan["dict"].values():
-            _collect(p, out)
+    for p in _children(plan):
+        _collect(p, out)
 
 
 def _build(plan: Any, refs: dict[int, dict[str, Any]]) -> Any:
     if isinstance(plan, _Leaf):
         return {"ref": refs[id(plan)]}
-    if "list" in plan:
-        return {"list": [_build(p, refs) for p in plan["list"]]}
+    for key in ("list", "tuple"):
+        if key in plan:
+            return {key: [_build(p, refs) for p in plan[key]]}
     if "dict" in plan:
         return {"dict": {k: _build(p, refs) for k, p in plan["dict"].items()}}
+    if "bytearray" in plan:
+        return {"bytearray": _build(plan["bytearray"], refs)}
     return plan
 
 
+def _refs(node: Any) -> list[dict[str, Any]]:
+    """Every reference in a resolved node, in order (one per leaf, duplicates kept)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(n: Any) -> None:
+        if isinstance(n, dict) and "ref" in n:
+            found.append(n["ref"])
+        for child in _children(n):
+            walk(child)
+
+    walk(node)
+    return found
+
+
 def _ref_shas(node: Any, out: set[str]) -> None:
-    if not isinstance(node, dict):
-        return
-    if "ref" in node:
-        out.add(node["ref"]["sha256"])
-    elif "list" in node:
-        for n in node["list"]:
-            _ref_shas(n, out)
-    elif "dict" in node:
-        for n in node["dict"].values():
-            _ref_shas(n, out)
+    out.update(r["sha256"] for r in _refs(node))
 
 
 def referenced_artifacts(node: Any) -> dict[str, int]:
     """sha256 -> size of every artifact a resolved node refers to."""
-    found: dict[str, int] = {}
-
-    def walk(n: Any) -> None:
-        if not isinstance(n, dict):
-            return
-        if "ref" in n:
-            found[n["ref"]["sha256"]] = n["ref"]["size"]
-        for child in n.get("list", ()) if "list" in n else ():
-            walk(child)
-        if "dict" in n:
-            for child in n["dict"].values():
-                walk(child)
-
-    walk(node)
-    return found
+    return {r["sha256"]: r["size"] for r in _refs(node)}
 
 
 class CorruptArtifact(ValueError):
@@ -259,50 +296,62 @@ class CorruptArtifact(ValueError):
 
 def decode(node: Any, get: Callable[[str], bytes], encoder: Encoder | None = None,
            pool: Executor | None = None) -> Any:
-    """Rebuild a value from its JSON node, verifying every artifact's sha256."""
-    leaves: list[dict[str, Any]] = []
+    """Rebuild a value from its JSON node exactly, verifying every artifact's sha256.
 
-    def collect(n: Any) -> None:
-        if "ref" in n:
-            leaves.append(n["ref"])
-        elif "list" in n:
-            for c in n["list"]:
-                collect(c)
-        elif "dict" in n:
-            for c in n["dict"].values():
-                collect(c)
-
-    collect(node)
+    Each artifact is fetched once, but every reference builds its own value from the
+    bytes and its own type, dtype and shape (equal bytes, other dtype: other value).
+    """
+    refs = _refs(node)
+    unique = list({r["sha256"]: r for r in refs}.values())
     fetch = pool.map if pool else map
-    loaded = dict(zip((r["sha256"] for r in leaves), fetch(lambda r: _load_ref(r, get), leaves)))
+    raw = dict(zip((r["sha256"] for r in unique), fetch(lambda r: _fetch(r, get), unique)))
 
     def build(n: Any) -> Any:
+        if not isinstance(n, dict) or len(n) != 1:
+            raise CorruptArtifact(f"malformed value node {str(n)[:80]!r}")
         if "json" in n:
             return n["json"]
         if "b64" in n:
-            return base64.b64decode(n["b64"])
+            return base64.b64decode(n["b64"], validate=True)
         if "ref" in n:
-            value = loaded[n["ref"]["sha256"]]
+            value = _from_bytes(n["ref"], raw[n["ref"]["sha256"]])
             if encoder is not None and not isinstance(value, (dict, list, str, int, float)):
                 encoder.remember(value, n["ref"])
             return value
         if "list" in n:
             return [build(c) for c in n["list"]]
+        if "tuple" in n:
+            return tuple(build(c) for c in n["tuple"])
         if "dict" in n:
             return {k: build(c) for k, c in n["dict"].items()}
+        if "bytearray" in n:
+            return bytearray(build(n["bytearray"]))
+        if "scalar" in n:
+            dtype = np.dtype(n["scalar"]["dtype"])
+            if dtype.itemsize == 0:  # np.str_("") and np.bytes_(b""): no bytes to read
+                return dtype.type()
+            return np.frombuffer(base64.b64decode(n["scalar"]["b64"], validate=True), dtype=dtype)[0]
         raise CorruptArtifact(f"unknown node {sorted(n)!r}")
 
     return build(node)
 
 
-def _load_ref(ref: dict[str, Any], get: Callable[[str], bytes]) -> Any:
+def _fetch(ref: dict[str, Any], get: Callable[[str], bytes]) -> bytes:
     sha = ref["sha256"]
     data = get(artifact_path(sha))
     if len(data) != ref["size"] or hashlib.sha256(data).hexdigest() != sha:
         raise CorruptArtifact(f"artifact {sha[:12]}… is damaged (size or sha256 mismatch)")
+    return data
+
+
+def _from_bytes(ref: dict[str, Any], data: bytes) -> Any:
     if ref["type"] == "ndarray":
-        arr = np.frombuffer(data, dtype=np.dtype(ref["dtype"])).reshape(ref["shape"])
-        return arr  # read-only, like every array after a commit
+        dtype = np.dtype(ref["dtype"])
+        if dtype.itemsize == 0:
+            arr = np.empty(ref["shape"], dtype)
+            arr.flags.writeable = False
+            return arr
+        return np.frombuffer(data, dtype=dtype).reshape(ref["shape"])  # read-only, like every committed array
     if ref["type"] == "bytes":
         return data
     return json.loads(data)

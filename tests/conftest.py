@@ -11,10 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from respawn_local.testkit import free_port, wait_for
 
 VENV_BIN = Path(sys.executable).parent
+
+# Generated-case tests: `ci` (the default, what .ci/run runs) is bounded and derandomized,
+# so a red CI is a real, reproducible failure; HYPOTHESIS_PROFILE=slow runs thousands of
+# fresh cases. Every failure found becomes a plain regression test next to the property.
+settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("slow", max_examples=5000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def gcs_answers(url: str, timeout: float = 1.0) -> bool:
