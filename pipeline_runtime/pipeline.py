@@ -20,6 +20,7 @@ import pydantic
 
 from .checkpoint import (CHECKPOINT_VERSION, CorruptCheckpoint, Latest, RunLog, Superseded,
                          check_name, fingerprint, new_nonce, now)
+from .code_digest import code_digest
 from .codec import CorruptArtifact, Encoder, UnsupportedValue, decode, snapshot
 from .commit_worker import CommitWorker
 from .contracts import ResumePolicy, RetainPolicy
@@ -61,7 +62,9 @@ def step(fn: Callable[..., Any] | None = None, *, version: str = "1",
     """Mark a method as a pipeline step; steps run in definition order.
 
     Bump `version` when a step's output changes meaning: under `resume:
-    Compatible`, completed steps are kept only up to the first changed one.
+    Compatible`, completed steps are kept only up to the first changed one. An
+    edit of the step's own body counts as a change by itself (its compiled code
+    is part of the definition); an edit of code it calls does not: bump `version`.
 
     A step starts while the previous step's checkpoint is still uploading
     (`overlap=True`). A step with effects outside `ctx` (writing the final
@@ -198,8 +201,10 @@ class Pipeline:
 
     @classmethod
     def definition(cls) -> dict[str, Any]:
+        """What the fingerprint covers: the pipeline's name and version, and per step its
+        name, version and a digest of its compiled code (code_digest.py)."""
         return {"pipeline": cls.pipeline_name(), "version": cls.version,
-                "steps": [[s.name, s.version] for s in cls.steps()]}
+                "steps": [[s.name, s.version, code_digest(s.fn)] for s in cls.steps()]}
 
     def validate_params(self, extra: dict[str, Any]) -> pydantic.BaseModel:
         raw = self.raw_params
@@ -397,19 +402,17 @@ class _Run:
                 f"checkpoint at {where} belongs to pipeline {body['pipeline_name']!r} run "
                 f"{body['run_guid']!r}, not {self.p.pipeline_name()!r} run {self.p.run_id!r}")
         keep = list(body["completed_steps"])
+        stored_def = body.get("definition") or {}
         if body.get("fingerprint") != self.fp or body.get("params_hash") != self.phash:
-            what = "params" if body.get("fingerprint") == self.fp else "pipeline definition"
+            change = _what_changed(stored_def, self.definition) if body.get("fingerprint") != self.fp else "the params"
             if policy is ResumePolicy.STRICT:
                 raise IncompatibleCheckpoint(
-                    f"checkpoint at {where} was written with a different {what} "
-                    f"(stored steps {[s for s, _ in body.get('definition', {}).get('steps', [])]},"
-                    f" version {body.get('definition', {}).get('version')!r}); resume policy "
-                    "Strict refuses it. Use Compatible or Restart, or a new run id")
-            if body.get("params_hash") != self.phash:
-                self.emit("restart", reason="params changed since the checkpoint")
+                    f"checkpoint at {where} was written by another definition: {change}; resume "
+                    "policy Strict refuses it. Use Compatible or Restart, or a new run id")
+            if body.get("params_hash") != self.phash or stored_def.get("version") != self.definition["version"]:
+                self.emit("restart", reason=f"{change} since the checkpoint: nothing can be kept")
                 return fresh
-            keep = _common_prefix(body.get("definition", {}).get("steps", []),
-                                  self.definition["steps"], keep)
+            keep = _common_prefix(stored_def.get("steps", []), self.definition["steps"], keep)
         if rerun_from is not None:
             keep = keep[: self.names.index(rerun_from)] if rerun_from in keep else keep
         if keep != body["completed_steps"]:
@@ -423,7 +426,13 @@ class _Run:
             progress = None
             nxt = self.names[len(keep)] if len(keep) < len(self.names) else None
             stored = body.get("progress")
-            if stored and stored.get("step") == nxt and keep == body["completed_steps"]:
+            # Progress belongs to one definition of one step, in one run of it: never
+            # hand it to a changed step, nor to a step the user asked to run again.
+            same_step = nxt is not None and _step_entry(body.get("definition") or {}, nxt) == \
+                _step_entry(self.definition, nxt)
+            rerun_here = rerun_from is not None and self.names.index(rerun_from) <= len(keep)
+            if stored and stored.get("step") == nxt and keep == body["completed_steps"] and same_step \
+                    and not rerun_here:
                 progress = {"step": nxt, "state": decode(stored["state"], runlog.get_artifact,
                                                          self.encoder, self.pool)}
         except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError) as e:
@@ -563,6 +572,29 @@ class _Run:
         tomb.pop("context", None)
         seq = runlog.retire(tomb, self.worker.seq)
         self.emit("retired", seq=seq, retain=retain.value)
+
+
+def _step_entry(definition: dict[str, Any], name: str) -> list[str] | None:
+    return next((list(e) for e in definition.get("steps") or [] if e and e[0] == name), None)
+
+
+def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """One phrase naming the first difference between two definitions."""
+    if old.get("pipeline") != new.get("pipeline"):
+        return f"pipeline {old.get('pipeline')!r} became {new.get('pipeline')!r}"
+    if old.get("version") != new.get("version"):
+        return f"the pipeline's version changed from {old.get('version')!r} to {new.get('version')!r}"
+    olds, news = [list(e) for e in old.get("steps") or []], [list(e) for e in new["steps"]]
+    for o, n in zip(olds, news):
+        if o[:1] != n[:1]:
+            return f"step {o[0]!r} became {n[0]!r} (steps added, removed or reordered)"
+        if o[1:2] != n[1:2]:
+            return f"step {n[0]!r} changed version from {o[1]!r} to {n[1]!r}"
+        if o[2:3] != n[2:3]:
+            return f"the code of step {n[0]!r} changed (bump its version to say so, or keep Compatible)"
+    if len(olds) != len(news):
+        return f"the steps went from {[e[0] for e in olds]} to {[e[0] for e in news]}"
+    return "the definition changed"
 
 
 def _common_prefix(old: list[list[str]], new: list[list[str]], completed: list[str]) -> list[str]:
