@@ -30,9 +30,11 @@ from typing import Any
 from .codec import artifact_path
 from .storage.base import NotFound, PreconditionFailed, Store
 
-CHECKPOINT_VERSION = "2.0"
+CHECKPOINT_VERSION = "2.1"
 """Format of commit objects. "1.0" was the seed's single checkpoint.json."""
-READABLE_VERSIONS = ("2.0",)
+READABLE_VERSIONS = ("2.0", "2.1")
+SEALED_VERSIONS = ("2.1",)
+"""Versions whose commits carry a `digest` of their canonical body (2.0 commits have none)."""
 
 SEED_FIELDS = ("pipeline_name", "run_guid", "completed_steps", "context",
                "steps_summary", "checkpoint_version")
@@ -103,9 +105,9 @@ class RunLog:
     def seqs(self) -> list[int]:
         out = []
         for path in self.store.list(self._p("commits/")):
-            name = path.rsplit("/", 1)[-1]
-            if name.endswith(".json") and name[:-5].isdigit():
-                out.append(int(name[:-5]))
+            m = _SLOT_NAME.fullmatch(path.rsplit("/", 1)[-1])  # ASCII digits only: not "².json"
+            if m:
+                out.append(int(m[1]))
         return sorted(out)
 
     def read(self, seq: int) -> dict[str, Any]:
@@ -145,8 +147,7 @@ class RunLog:
     def append(self, seq: int, body: dict[str, Any]) -> None:
         """Create commit `seq`; raise Superseded if someone else holds the slot."""
         body["seq"] = seq
-        # Key order is kept: a resumed step must see dicts in the order a clean run does.
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = seal(body)
         try:
             self.store.put(self._p(_slot(seq)), data, if_absent=True)
         except PreconditionFailed:
@@ -200,7 +201,7 @@ class RunLog:
             # Overwrite, never delete: an empty slot could be filled by a stale writer.
             body = {"seq": old, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION,
                     "tombstone": seq}
-            self.store.put(self._p(_slot(old)), json.dumps(body).encode())
+            self.store.put(self._p(_slot(old)), seal(body))
 
         # Object stores answer one request at a time per connection: fan out.
         with ThreadPoolExecutor(8) as pool:
@@ -216,20 +217,45 @@ class RunLog:
         return len(paths)
 
 
+_SLOT_NAME = re.compile(r"([0-9]{1,18})\.json")
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    # Key order is kept: a resumed step must see dicts in the order a clean run does.
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def seal(body: dict[str, Any]) -> bytes:
+    """The bytes of a commit: its canonical JSON with a sha256 `digest` of itself (without it) last."""
+    body.pop("digest", None)
+    text = _canonical(body)
+    digest = hashlib.sha256(text).hexdigest()
+    return text[:-1] + f',"digest":"{digest}"}}'.encode()
+
+
 def parse_commit(raw: bytes, where: str) -> dict[str, Any]:
-    """Parse and sanity-check one commit object."""
+    """Parse and check one commit object: JSON, version, digest, fields.
+
+    Whatever the bytes hold, the answer is a commit or CorruptCheckpoint, never
+    another exception (huge ints and deep nesting included).
+    """
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptCheckpoint(f"{where} is not valid JSON ({e}); truncated or overwritten") \
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, or a >4300-digit int
+        raise CorruptCheckpoint(f"{where} is not valid JSON ({str(e)[:120]}); truncated or overwritten") \
             from None
     if not isinstance(body, dict):
         raise CorruptCheckpoint(f"{where} is not a commit object")
     version = body.get("checkpoint_version")
     if version not in READABLE_VERSIONS:
         raise CorruptCheckpoint(
-            f"{where} has checkpoint_version {version!r}; this runtime reads "
+            f"{where} has checkpoint_version {str(version)[:40]!r}; this runtime reads "
             f"{', '.join(READABLE_VERSIONS)}")
+    if version in SEALED_VERSIONS:
+        digest = body.pop("digest", None)
+        if not isinstance(digest, str) or hashlib.sha256(_canonical(body)).hexdigest() != digest:
+            raise CorruptCheckpoint(f"{where} does not match its digest: it was damaged or edited "
+                                    "after it was written")
     if body.get("kind") == "stub":
         return body
     missing = [f for f in ("seq", "attempt", "kind", *SEED_FIELDS) if f not in body]

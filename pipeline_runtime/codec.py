@@ -345,6 +345,8 @@ def _fetch(ref: dict[str, Any], get: Callable[[str], bytes]) -> bytes:
 
 
 def _from_bytes(ref: dict[str, Any], data: bytes) -> Any:
+    if len(data) != ref["size"]:  # each reference says its size: check them all, not one per artifact
+        raise CorruptArtifact(f"artifact {ref['sha256'][:12]}… is damaged (size {len(data)}, reference says {ref['size']})")
     if ref["type"] == "ndarray":
         dtype = np.dtype(ref["dtype"])
         if dtype.itemsize == 0:

@@ -326,13 +326,14 @@ class _Run:
     # -- claim -------------------------------------------------------------------
     def claim(self, runlog: RunLog, resume: bool, rerun_from: str | None) -> tuple[int, _Base]:
         """Fence older attempts off with a claim commit; return (attempt, base state)."""
+        blocked = 0
         for _ in range(50):
             latest = runlog.latest()
             attempt = self.p.attempt
             if attempt is None:  # local use: one more than whoever wrote last
                 attempt = (latest.body or {}).get("attempt", 0) + 1 if latest else 1
-            if latest is not None and latest.body is not None:
-                other = latest.body
+            other = latest.body if latest is not None else None
+            if other is not None and other.get("kind") != "stub":  # a stub has no attempt to fence with
                 finished = other.get("kind") in ("final", "tombstone")
                 if other["attempt"] > attempt or (finished and other["attempt"] >= attempt):
                     raise Superseded(
@@ -349,11 +350,14 @@ class _Run:
             if base.progress is not None:
                 progress_plan = {"step": base.progress["step"],
                                  "state": snapshot(base.progress["state"], "progress")}
-            seq = latest.seq if latest else 0
+            seq = (latest.seq if latest else 0) + blocked
             try:
                 self.worker.claim(seq + 1, body, context_plan, progress_plan)
             except Superseded:
                 self.worker.close()
+                now_latest = runlog.latest()
+                if (now_latest.seq if now_latest else 0) == seq - blocked and not runlog.slot_taken(seq + 1):
+                    blocked += 1  # the slot holds no commit (a folder?) and nobody wrote: skip it
                 continue  # somebody wrote meanwhile: look again
             return attempt, base
         raise TransientStoreError(f"could not claim {runlog.uri}: the commit log keeps moving")
@@ -386,6 +390,11 @@ class _Run:
                 "Restart to start over (history is kept), or inspect it with "
                 "`pipeline-runtime inspect`")
         body = latest.body
+        if body.get("kind") == "stub":
+            raise IncompatibleCheckpoint(
+                f"checkpoint at {where} ends in a stub (commit {latest.seq}): the run was retired and its "
+                "cleanup was interrupted, so nothing is left to resume. Use resume policy Restart to "
+                "start over, or a new run id")
         if body.get("kind") == "tombstone":
             # Retired. A success is final: an attempt started after it (e.g. the pod
             # was killed during the cleanup) has nothing left to do, not everything.
@@ -401,6 +410,10 @@ class _Run:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} belongs to pipeline {body['pipeline_name']!r} run "
                 f"{body['run_guid']!r}, not {self.p.pipeline_name()!r} run {self.p.run_id!r}")
+        if body.get("tenant", self.p.tenant) != self.p.tenant:
+            raise IncompatibleCheckpoint(
+                f"checkpoint at {where} belongs to tenant {str(body.get('tenant'))[:60]!r}, not "
+                f"{self.p.tenant!r}")
         keep = list(body["completed_steps"])
         stored_def = body.get("definition") or {}
         if body.get("fingerprint") != self.fp or body.get("params_hash") != self.phash:
@@ -435,7 +448,7 @@ class _Run:
                     and not rerun_here:
                 progress = {"step": nxt, "state": decode(stored["state"], runlog.get_artifact,
                                                          self.encoder, self.pool)}
-        except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError) as e:
+        except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError, RecursionError) as e:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} (commit {body.get('seq')}) is damaged: {e}. Use resume "
                 "policy Restart to start over") from None

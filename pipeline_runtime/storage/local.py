@@ -58,7 +58,7 @@ class FileStore:
     def get(self, path: str) -> bytes:
         try:
             return self._path(path).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):  # a folder is no object, as in an object store
             raise NotFound(path) from None
         except OSError as e:
             raise _os_error(e, path) from e

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 
+from pipeline_runtime.checkpoint import CHECKPOINT_VERSION, seal
 from pipeline_runtime.storage import Store, open_store
 from tests.conftest import GCSEmulator
 from tests.faults.pipelines import CHAIN
@@ -46,13 +47,34 @@ def latest(store: Store, run: str) -> str:
     return commits(store, run)[-1]
 
 
-def edit_latest(change: Callable[[dict[str, Any]], Any]) -> Callable[[Store, str], None]:
+def edit_latest(change: Callable[[dict[str, Any]], Any], reseal: bool = True) -> Callable[[Store, str], None]:
+    """Change the newest commit. `reseal`: with a matching digest, as a buggy writer would
+    leave it (the field checks must catch it); else as an edit after the fact (the digest must)."""
     def apply(store: Store, run: str) -> None:
         path = latest(store, run)
         body = json.loads(store.get(path))
         replaced = change(body)
-        store.put(path, json.dumps(body if replaced is None else replaced).encode())
+        body = body if replaced is None else replaced
+        store.put(path, seal(body) if reseal and isinstance(body, dict) else json.dumps(body).encode())
     return apply
+
+
+def edited(change: Callable[[dict[str, Any]], Any]) -> Callable[[Store, str], None]:
+    return edit_latest(change, reseal=False)
+
+
+def first_json(body: dict[str, Any]) -> dict[str, Any]:
+    for node in body["context"]["dict"].values():
+        if "json" in node:
+            return node  # type: ignore[no-any-return]
+    raise AssertionError("no inline value in the commit")
+
+
+def stub_latest(store: Store, run: str) -> None:
+    """What an interrupted purge leaves: the newest commit is a stub."""
+    path = latest(store, run)
+    seq = int(path.rsplit("/", 1)[-1][:-5])
+    store.put(path, seal({"seq": seq, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION, "tombstone": seq + 1}))
 
 
 def raw_latest(data: Callable[[bytes], bytes]) -> Callable[[Store, str], None]:
@@ -144,6 +166,23 @@ CHECKPOINT_CASES = [
     Case("artifact bytes flipped", 65, "damaged",
          biggest_artifact(lambda b: bytes([b[0] ^ 1]) + b[1:])),
     Case("artifact truncated", 65, "damaged", biggest_artifact(lambda b: b[: len(b) // 2])),
+    # Edited after it was written: the commit's digest no longer matches.
+    Case("inline value edited", 65, "does not match its digest",
+         edited(lambda b: first_json(b).__setitem__("json", "edited"))),
+    Case("completed_steps edited", 65, "does not match its digest",
+         edited(lambda b: b["completed_steps"].pop() and None)),
+    Case("dtype edited", 65, "does not match its digest",
+         edited(lambda b: first_ref(b).__setitem__("dtype", "<f8"))),
+    Case("shape edited", 65, "does not match its digest",
+         edited(lambda b: first_ref(b).__setitem__("shape", [1]))),
+    Case("digest removed", 65, "does not match its digest", raw_latest(lambda b: b[: b.rindex(b',"digest"')] + b"}")),
+    Case("another tenant's name in the commit", 65, "belongs to tenant 'other'",
+         edit_latest(set_key("tenant", "other"))),
+    # Damage that used to crash every policy (exit 1 and a traceback).
+    Case("int of 5000 digits", 65, "not valid JSON", raw_latest(lambda b: b[:-1] + b',"x":' + b"9" * 5000 + b"}")),
+    Case("JSON nested 5000 deep", 65, "not valid JSON",
+         raw_latest(lambda b: b[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}")),
+    Case("stub as the newest commit", 65, "ends in a stub", stub_latest),
 ]
 
 HOSTILE_CASES = [
@@ -206,7 +245,7 @@ class Corpus:
             if "/commits/" in path:
                 body = json.loads(data)
                 body["run_guid"] = run
-                data = json.dumps(body).encode()
+                data = seal(body)
             self.store.put(f"{TENANT}/{run}/" + path[len(src):], data)
 
     def attempt(self, case: Case, run: str) -> tuple[int, str, str]:
@@ -238,7 +277,7 @@ class Corpus:
             problems.append(f"exit {code}, expected {case.expect}: {message[:200]!r}")
         elif case.says.lower() not in message.lower():
             problems.append(f"message does not name the problem ({case.says!r}): "
-                            f"{message[:200]!r}")
+                            f"{message[-300:]!r}")
         if len(message.encode()) > 4096:
             problems.append(f"message of {len(message.encode())} bytes (termination log "
                             "holds 4096)")
@@ -289,3 +328,44 @@ def test_bad_checkpoints_and_hostile_ids_gcs(results: Results, tmp_path: Path,
     play_corpus(results, corpus, cases,
                 "Bad input: corrupt/foreign checkpoints, hostile ids (gs://)",
                 "test_bad_checkpoints_and_hostile_ids_gcs")
+
+
+def stray_commit_name(store: Store, run: str) -> None:
+    """A file in commits/ whose name is digits to str.isdigit() but not to a parser: '².json'."""
+    root = Path(store.root)  # type: ignore[attr-defined]  # file:// only
+    (root / TENANT / run / "commits" / "\u00b2.json").write_text("{}")
+
+
+def folder_at_next_slot(store: Store, run: str) -> None:
+    seq = int(latest(store, run).rsplit("/", 1)[-1][:-5]) + 1
+    (Path(store.root) / TENANT / run / "commits" / f"{seq:08d}.json").mkdir()  # type: ignore[attr-defined]
+
+
+ODD_LOGS = [Case("stray commits/\u00b2.json", 0, "", stray_commit_name),
+            Case("a folder at the next commit slot", 0, "", folder_at_next_slot)]
+
+
+def test_restart_starts_over_whatever_the_log_holds(results: Results, tmp_path: Path) -> None:
+    """`Restart` never crashes on a damaged log: it starts over (exit 0). Odd but harmless
+    entries (a stray name, a folder where the next commit goes) don't stop Compatible either."""
+    corpus = Corpus(tmp_path, f"file://{tmp_path}/ck")
+    restart = [Case(f"Restart over: {c.name}", 0, "", c.corrupt, args=["--resume-policy", "Restart"])
+               for c in CHECKPOINT_CASES + ODD_LOGS]
+
+    def play(ic: tuple[int, Case]) -> str | None:
+        index, case = ic
+        run = f"c{index}"
+        corpus.copy_template(run)
+        assert case.corrupt is not None
+        case.corrupt(corpus.store, run)
+        code, message, text = corpus.attempt(case, run)
+        if code != 0 or "Traceback" in text:
+            return f"{case.name}: exit {code} {message[:200]!r}"
+        return None
+
+    with ThreadPoolExecutor(2) as pool:
+        failed = [f for f in pool.map(play, enumerate(restart + ODD_LOGS)) if f]
+    results.record("Damaged logs under Restart, odd entries under Compatible (file://)", runs=len(restart) + 2,
+                   faults=len(restart) + 2, correct=len(restart) + 2 - len(failed), lost=0,
+                   test="test_restart_starts_over_whatever_the_log_holds", details=failed)
+    assert not failed, "\n".join(failed)
