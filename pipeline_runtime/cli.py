@@ -1,8 +1,11 @@
 """`pipeline-runtime`: run a pipeline, inspect or clean up a checkpoint.
 
-The SIGTERM handler is installed on the first line of `main`, before the slow
-imports (numpy, pydantic, the pipeline's own modules), so a pod stopped at any
-moment exits 143.
+The SIGTERM and SIGINT handlers are installed on the first line of `main`, before
+the slow imports (numpy, pydantic, the pipeline's own modules), so a pod stopped at
+any moment exits 143 (130 after Ctrl-C); once the outcome is decided, signals are
+held, so a run whose final commit landed exits 0 whenever a signal comes. When
+stderr is not a terminal the first line is `{"event": "ready", ...}`: from then on
+a signal is handled (tests wait for it instead of sleeping).
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ from .lifecycle import STOP
 def main(argv: list[str] | None = None) -> None:
     STOP.install()
     args = _parser().parse_args(argv)
-    sys.exit(args.func(args))
+    if args.func is cmd_run and not sys.stderr.isatty():
+        print(json.dumps({"event": "ready", "pid": os.getpid()}), file=sys.stderr, flush=True)
+    code = args.func(args)
+    STOP.hold()
+    sys.exit(code)
 
 
 def _env_default(env: str, default: Any = None) -> Any:
@@ -132,10 +139,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_deadline() -> None:
         # The step never reached a safe point in time: the last commit stands.
-        _fail(c.ExitCode.TERMINATED, "Terminated",
-              f"SIGTERM deadline ({args.term_deadline:g}s) passed inside a step; "
+        _fail(STOP.exit_code, "Terminated",
+              f"{STOP.name} deadline ({args.term_deadline:g}s) passed inside a step; "
               "resuming from the last commit", reporter)
-        os._exit(c.ExitCode.TERMINATED)
+        os._exit(STOP.exit_code)
 
     STOP.on_deadline = on_deadline
     try:
@@ -166,6 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if isinstance(e, (SystemExit, KeyboardInterrupt)):
             raise
         code, reason = exit_code_for(e)
+        if code is c.ExitCode.TERMINATED and STOP.exit_code == c.ExitCode.INTERRUPTED:
+            code = c.ExitCode.INTERRUPTED  # Ctrl-C: the same safe stop, its own code
         message = str(e) or type(e).__name__
         if reason == "StepFailed":
             import traceback

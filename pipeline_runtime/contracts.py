@@ -24,6 +24,8 @@ class ExitCode(enum.IntEnum):
     """Storage unreachable or similar: retry, counts as an infrastructure loss."""
     SUPERSEDED = 76
     """A newer attempt owns the run (or it already finished): no action for this attempt."""
+    INTERRUPTED = 130
+    """Stopped by SIGINT (Ctrl-C) after committing a checkpoint: the operator treats it as 143."""
     TERMINATED = 143
     """Stopped by SIGTERM after committing a checkpoint: retry, counts a preemption."""
 

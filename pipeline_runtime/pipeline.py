@@ -462,7 +462,7 @@ class _Run:
         store = self.p.open_store()
         runlog = RunLog(store, self.p.tenant, self.p.run_id) if store is not None else None
         if STOP.requested:
-            raise Terminated("SIGTERM before the first step; nothing to commit")
+            raise Terminated(f"{STOP.name} before the first step; nothing to commit")
         base = _Base([], {}, None, {}, None)
         attempt = self.p.attempt or 1
         if runlog is not None:
@@ -517,7 +517,7 @@ class _Run:
         if self.worker is not None:
             self.worker.flush(timeout=STOP.remaining())
             self.worker.raise_if_failed()
-        raise Terminated(f"SIGTERM: stopped {where} after committing "
+        raise Terminated(f"{STOP.name}: stopped {where} after committing "
                          f"{len(self.completed)}/{len(self.names)} steps")
 
     def run_step(self, info: StepInfo, ctx: StepContext, base: _Base) -> None:

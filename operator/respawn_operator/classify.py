@@ -161,7 +161,7 @@ def classify_attempt(
         node = (pod.get("spec") or {}).get("nodeName")
         return out(AttemptOutcome.PREEMPTED, "NodeLost", Charge.PREEMPTION,
                    message=f"node {node} no longer exists")
-    if exit_code == ExitCode.TERMINATED:
+    if exit_code in (ExitCode.TERMINATED, ExitCode.INTERRUPTED):  # a safe stop either way
         return out(AttemptOutcome.PREEMPTED, "PodDeleted" if deleted else "Terminated", Charge.PREEMPTION)
     if exit_code == ExitCode.TRANSIENT_INFRA:
         return out(AttemptOutcome.PREEMPTED, "TransientInfra", Charge.PREEMPTION)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tests.runtime.conftest import Runtime, termination
+from tests.runtime.conftest import Runtime, output, termination
 
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"
 COUNTING = "tests.runtime.pipelines_for_tests:Counting"
@@ -143,14 +143,43 @@ def test_sigterm_inside_a_step_without_safe_points_exits_143_by_deadline(
     assert term is not None and "deadline" in term["message"]
 
 
-def test_sigterm_right_after_start_exits_143(runtime: Runtime, tmp_path: Path) -> None:
+def ready(proc: Any, timeout: float = 30) -> None:
+    """Wait for the runtime's first line: from then on a signal is handled, not fatal."""
+    wait_for(lambda: '"event": "ready"' in proc.output_log.read_text(), timeout, "the readiness line")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.08, 0.2])
+def test_sigterm_right_after_start_exits_143(runtime: Runtime, tmp_path: Path, delay: float) -> None:
     # The handler is installed before the slow imports: a stop at start-up still exits 143.
-    for _ in range(3):
-        proc = runtime.start(["run", CHAIN, "--run-id", "early",
-                              "--checkpoint-uri", f"file://{tmp_path}/ck"])
-        time.sleep(0.15)  # the kill moment is the input: during interpreter start-up
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 143
+    proc = runtime.start(["run", CHAIN, "--run-id", f"early{delay}", "--checkpoint-uri", f"file://{tmp_path}/ck"])
+    ready(proc)
+    time.sleep(delay)  # the kill moment is the input: during the slow imports and the claim
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143, output(proc)
+
+
+def test_ctrl_c_is_a_safe_stop_that_exits_130(runtime: Runtime, tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/ck"
+    proc = runtime.start(chain_args(uri, tmp_path / "out", 1, run_id="ctrlc"))
+    wait_for(lambda: '"kind": "step"' in proc.output_log.read_text(), 60, "a first step commit")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    text = output(proc)
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    term = termination(proc)
+    assert term is not None and term["exitCode"] == 130 and "SIGINT" in term["message"]
+    assert runtime.inspect(uri, "ctrlc")["completed_steps"]  # it committed before stopping
+
+
+def test_a_signal_after_the_final_commit_exits_0(runtime: Runtime, tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/ck"
+    for i in range(4):
+        proc = runtime.start(["run", CHAIN, "--params", '{"mb": 0, "work_s": 0}', "--run-id", f"late{i}",
+                              "--checkpoint-uri", uri])
+        wait_for(lambda: '"event": "succeeded"' in proc.output_log.read_text() or proc.poll() is not None, 60,
+                 "the run to succeed")
+        proc.send_signal(signal.SIGTERM)  # during shutdown, when the default handler is back
+        assert proc.wait(30) == 0, output(proc)
 
 
 def test_failed_step_exits_1_and_keeps_earlier_commits(runtime: Runtime, tmp_path: Path) -> None:
