@@ -34,11 +34,16 @@ def _env_default(env: str, default: Any = None) -> Any:
     return os.environ.get(env, default)
 
 
-def _bool_env(env: str, default: bool) -> bool:
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool_env(env: str, default: bool) -> bool | str:
+    """The env twin of a switch; an unknown word stays a str for _check_run_args to refuse."""
     value = os.environ.get(env)
     if value is None or value == "":
         return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    word = value.strip().lower()
+    return True if word in _TRUE else False if word in _FALSE else value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="discard this step and later ones, run them again [RESPAWN_RERUN_FROM]")
     run.add_argument("--term-deadline", default=_env_default(c.ENV_TERM_DEADLINE, "10"),
                      help="seconds from SIGTERM to a forced exit 143 [RESPAWN_TERM_DEADLINE_SECONDS]")
+    run.add_argument("--progress-interval", default=_env_default(
+        c.ENV_PROGRESS_INTERVAL, str(c.DEFAULT_PROGRESS_INTERVAL_SECONDS)),
+        help="seconds between commits of a step's save_progress state "
+             f"(default {c.DEFAULT_PROGRESS_INTERVAL_SECONDS:g}) [{c.ENV_PROGRESS_INTERVAL}]")
     run.set_defaults(func=cmd_run)
 
     ins = sub.add_parser("inspect", help="print a run's checkpoint")
@@ -161,7 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InvalidInput(f"attempt: {args.attempt!r} is not a number") from None
         pipeline = cls(_load_params(args.params), checkpoint_uri=uri, run_id=args.run_id,
                        tenant_id=args.tenant, attempt=attempt,
-                       resume_policy=args.resume_policy, retain=args.retain, on_event=reporter)
+                       resume_policy=args.resume_policy, retain=args.retain, on_event=reporter,
+                       progress_interval=args.progress_interval)
         summary = pipeline.run(resume_from_checkpoint=args.resume, rerun_from=args.rerun_from)
         message = (f"{len(summary.executed)} steps run, {len(summary.skipped)} skipped "
                    f"(resumed)" if summary.skipped else f"{len(summary.executed)} steps run")
@@ -187,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _check_run_args(args: argparse.Namespace) -> None:
     """Check what argparse cannot (values from RESPAWN_* defaults); convert in place."""
-    from .errors import InvalidInput
+    from .errors import InvalidInput, parse_seconds
 
     for name, enum, env in (("resume_policy", c.ResumePolicy, c.ENV_RESUME_POLICY),
                             ("retain", c.RetainPolicy, c.ENV_RETAIN)):
@@ -195,11 +205,14 @@ def _check_run_args(args: argparse.Namespace) -> None:
         if value not in [p.value for p in enum]:
             raise InvalidInput(f"{name.replace('_', '-')}: {value!r} is not one of "
                                f"{', '.join(p.value for p in enum)} (flag or {env})")
-    try:
-        args.term_deadline = float(args.term_deadline)
-    except ValueError:
-        raise InvalidInput(f"term-deadline: {args.term_deadline!r} is not a number of seconds "
-                           f"(flag or {c.ENV_TERM_DEADLINE})") from None
+    if isinstance(args.resume, str):
+        raise InvalidInput(f"resume: {args.resume!r} is neither true nor false ({c.ENV_RESUME}: "
+                           f"one of {', '.join(_TRUE + _FALSE)})")
+    args.term_deadline = parse_seconds(f"term-deadline (flag or {c.ENV_TERM_DEADLINE})", args.term_deadline,
+                                       low=0.0, high=86400.0)
+    args.progress_interval = parse_seconds(f"progress-interval (flag or {c.ENV_PROGRESS_INTERVAL})",
+                                           args.progress_interval, low=c.MIN_PROGRESS_INTERVAL_SECONDS,
+                                           high=c.MAX_PROGRESS_INTERVAL_SECONDS)
 
 
 def _registered() -> dict[str, str]:

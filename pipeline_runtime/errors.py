@@ -11,6 +11,17 @@ class InvalidInput(Exception):
     """Bad params or configuration; start the message with the param's name (exit 64)."""
 
 
+def parse_seconds(what: str, raw: object, *, low: float, high: float) -> float:
+    """A number of seconds from a flag, an env twin or a keyword; InvalidInput naming `what` if not one."""
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what}: {raw!r} is not a number of seconds") from None
+    if not low <= value <= high:  # also false for nan
+        raise InvalidInput(f"{what}: {raw!r} is outside {low:g}..{high:g} seconds")
+    return value
+
+
 class IncompatibleCheckpoint(Exception):
     """The stored checkpoint cannot be used under the resume policy (exit 65)."""
 

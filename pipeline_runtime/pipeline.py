@@ -23,16 +23,15 @@ from .checkpoint import (CHECKPOINT_VERSION, CorruptCheckpoint, Latest, RunLog, 
 from .code_digest import code_digest
 from .codec import CorruptArtifact, Encoder, UnsupportedValue, decode, snapshot
 from .commit_worker import CommitWorker
-from .contracts import ResumePolicy, RetainPolicy
+from .contracts import (DEFAULT_PROGRESS_INTERVAL_SECONDS, ENV_PROGRESS_INTERVAL,
+                        MAX_PROGRESS_INTERVAL_SECONDS, MIN_PROGRESS_INTERVAL_SECONDS, ResumePolicy,
+                        RetainPolicy)
 from .errors import (IncompatibleCheckpoint, InvalidInput, StepFailed, StopRequested,
-                     Terminated)
+                     Terminated, parse_seconds)
 from .lifecycle import STOP
 from .storage.base import NotFound, Store, TransientStoreError
 
 log = logging.getLogger("pipeline_runtime")
-
-PROGRESS_INTERVAL_ENV = "RESPAWN_PROGRESS_INTERVAL_SECONDS"
-"""How often `save_progress` also commits, so a SIGKILL loses bounded work (default 30)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,8 @@ class Pipeline:
                  attempt: int | None = None, store: Store | None = None,
                  resume_policy: ResumePolicy | str = ResumePolicy.COMPATIBLE,
                  retain: RetainPolicy | str = RetainPolicy.ON_FAILURE,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 progress_interval: float | None = None) -> None:
         self.raw_params = params
         self.checkpoint_uri = checkpoint_uri
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -178,10 +178,10 @@ class Pipeline:
         except ValueError as e:
             raise InvalidInput(f"checkpoint policy: {e}") from None
         self.on_event = on_event or (lambda event, fields: None)
-        try:
-            self.progress_interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, "30"))
-        except ValueError:
-            raise InvalidInput(f"{PROGRESS_INTERVAL_ENV}: not a number of seconds") from None
+        raw = progress_interval if progress_interval is not None else os.environ.get(
+            ENV_PROGRESS_INTERVAL, DEFAULT_PROGRESS_INTERVAL_SECONDS)
+        self.progress_interval = parse_seconds(f"progress interval ({ENV_PROGRESS_INTERVAL})", raw,
+                                               low=MIN_PROGRESS_INTERVAL_SECONDS, high=MAX_PROGRESS_INTERVAL_SECONDS)
 
     # -- definition ------------------------------------------------------------
     @classmethod

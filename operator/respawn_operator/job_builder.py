@@ -93,6 +93,7 @@ def runtime_env(run: Run, attempt: int, config: OperatorConfig, *, rerun_from: s
         _env(c.ENV_ATTEMPT, str(attempt)),
         _env(c.ENV_RETAIN, spec.checkpoint.retain.value),
         _env(c.ENV_TERM_DEADLINE, str(grace_seconds(run, config))),
+        _env(c.ENV_PROGRESS_INTERVAL, f"{spec.checkpoint.progress_interval_seconds:g}"),
         {"name": "RESPAWN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "RESPAWN_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]

@@ -21,7 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints,
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from pipeline_runtime.contracts import ResumePolicy
+from pipeline_runtime.contracts import (
+    DEFAULT_PROGRESS_INTERVAL_SECONDS,
+    MAX_PROGRESS_INTERVAL_SECONDS,
+    MIN_PROGRESS_INTERVAL_SECONDS,
+    ResumePolicy,
+)
 from pipeline_runtime.contracts import RetainPolicy as RetainPolicy  # re-exported for the handlers
 
 PIPELINE_PATTERN = (
@@ -33,7 +38,8 @@ STEP_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 """A step is a Python method name."""
 TENANT_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
 """Tenants become a path segment of the checkpoint URI: no slashes, no dots at the ends."""
-CHECKPOINT_URI_PATTERN = r"^(gs|file|memory)://.+$"
+CHECKPOINT_URI_PATTERN = r"^(gs|file)://.+$"
+"""Schemes a pod can use: memory:// lives in one process and would lose every checkpoint."""
 RESERVED_ENV_PREFIX = "RESPAWN_"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 """A Kubernetes DNS-1123 subdomain (service account names); at most 253 characters."""
@@ -105,6 +111,11 @@ class Checkpoint(_Model):
     )
     resume: ResumePolicy = Field(
         ResumePolicy.COMPATIBLE, description="What to do when the pipeline definition changed."
+    )
+    progress_interval_seconds: float = Field(
+        DEFAULT_PROGRESS_INTERVAL_SECONDS, ge=MIN_PROGRESS_INTERVAL_SECONDS, le=MAX_PROGRESS_INTERVAL_SECONDS,
+        description="How often a step's save_progress state is committed (what a SIGKILL or a lost node "
+                    "costs at most inside a step).",
     )
 
 

@@ -207,6 +207,11 @@ HOSTILE_CASES = [
          env={"RESPAWN_TERM_DEADLINE_SECONDS": "soon"}),
     Case("bad RESPAWN_PROGRESS_INTERVAL_SECONDS", 64, "PROGRESS_INTERVAL",
          env={"RESPAWN_PROGRESS_INTERVAL_SECONDS": "often"}),
+    Case("RESPAWN_RESUME=maybe", 64, "resume: 'maybe'", env={"RESPAWN_RESUME": "maybe"}),
+    Case("negative term deadline", 64, "term-deadline", args=["--term-deadline", "-1"]),
+    Case("nan term deadline", 64, "term-deadline", env={"RESPAWN_TERM_DEADLINE_SECONDS": "nan"}),
+    Case("infinite progress interval", 64, "progress-interval", args=["--progress-interval", "inf"]),
+    Case("negative progress interval", 64, "progress-interval", env={"RESPAWN_PROGRESS_INTERVAL_SECONDS": "-5"}),
 ]
 
 

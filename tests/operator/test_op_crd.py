@@ -79,6 +79,9 @@ def test_crd_passes_kubernetes_validate() -> None:
         ({"pipeline": "x:Y", "resources": {"requests": {"memory": 1.5}}}, r"spec.resources.requests.memory"),
         ({"pipeline": "x:Y", "serviceAccountName": "Bad_Name!"}, "spec.serviceAccountName"),
         ({"pipeline": "x:Y", "serviceAccountName": "a" * 254}, "spec.serviceAccountName"),
+        ({"pipeline": "x:Y", "checkpoint": {"uri": "memory://x"}}, "spec.checkpoint.uri"),  # one process only
+        ({"pipeline": "x:Y", "checkpoint": {"progressIntervalSeconds": -1}}, "spec.checkpoint.progressIntervalSeconds"),
+        ({"pipeline": "x:Y", "checkpoint": {"progressIntervalSeconds": 86400}}, "spec.checkpoint.progressIntervalSeconds"),
     ],
 )
 def test_invalid_spec_message_says_what_to_fix(spec: dict, fragment: str) -> None:

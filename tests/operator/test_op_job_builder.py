@@ -43,7 +43,7 @@ def test_job_is_one_pod_never_replaced_owned_by_the_run() -> None:
 
 
 def test_env_contract() -> None:
-    run = make_run(tenant="t1", checkpoint={"retain": "Never", "resume": "Strict"},
+    run = make_run(tenant="t1", checkpoint={"retain": "Never", "resume": "Strict", "progressIntervalSeconds": 2.5},
                    env=[{"name": "LOG_LEVEL", "value": "debug"}])
     env = env_of(build_job(run, 4, CONFIG, rerun_from="crop"))
     assert env["RESPAWN_PIPELINE"] == "dataprep"
@@ -56,6 +56,8 @@ def test_env_contract() -> None:
     assert env["RESPAWN_RETAIN"] == "Never"
     assert env["RESPAWN_TENANT"] == "t1"
     assert env["RESPAWN_RERUN_FROM"] == "crop"
+    assert env["RESPAWN_PROGRESS_INTERVAL_SECONDS"] == "2.5"
+    assert env_of(build_job(make_run(), 1, CONFIG))["RESPAWN_PROGRESS_INTERVAL_SECONDS"] == "5"  # the default
     assert env["RESPAWN_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["LOG_LEVEL"] == "debug"
     assert "RESPAWN_RERUN_FROM" not in env_of(build_job(run, 5, CONFIG))
