@@ -22,12 +22,13 @@ import datetime as dt
 import hashlib
 import json
 import re
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import artifact_path
+from .codec import artifact_epoch, artifact_path
 from .storage.base import NotFound, PreconditionFailed, Store
 
 CHECKPOINT_VERSION = "2.1"
@@ -184,8 +185,11 @@ class RunLog:
     def get_artifact(self, path: str) -> bytes:
         return self.store.get(self._p(path))
 
-    def artifact_shas(self) -> set[str]:
-        return {p.rsplit("/", 1)[-1] for p in self.store.list(self._p("artifacts/"))}
+    def artifact_shas(self, epoch: int = 0) -> set[str]:
+        """The artifacts stored in `epoch`."""
+        base = len(self.prefix)
+        return {p.rsplit("/", 1)[-1] for p in self.store.list(self._p("artifacts/"))
+                if artifact_epoch(p[base:]) == epoch}
 
     # -- cleanup ---------------------------------------------------------------
     def retire(self, tombstone: dict[str, Any], last_seq: int) -> int:
@@ -193,20 +197,45 @@ class RunLog:
 
         The tombstone is written first, so a crash halfway leaves a finished run
         with some garbage, never an open log. Returns the tombstone's seq.
+
+        Fenced like a commit: the retirer may have been paused (a stale pod) while a
+        newer attempt wrote after the tombstone (`rerunFrom` on a finished run). An
+        attempt that starts over takes a new artifact epoch, the seq of the commit it
+        found newest, and uploads into it; so everything a newer attempt references is
+        in an epoch >= this tombstone's seq, and the retirer deletes only epochs below
+        it, whenever it wakes up. It also stops early (and raises Superseded) once a
+        newer commit exists.
         """
         seq = last_seq + 1
         self.append(seq, tombstone)
+        lock = threading.Lock()
+        overtaken: list[int] = []
+
+        def still_newest() -> bool:
+            # A newer attempt's first write is its claim at seq + 1: one existence check.
+            with lock:
+                if not overtaken and self.slot_taken(seq + 1):
+                    overtaken.append(seq + 1)
+                return not overtaken
+
+        def delete(path: str) -> None:
+            if artifact_epoch(path[len(self.prefix):]) < seq and still_newest():
+                self.store.delete(path)
 
         def stub(old: int) -> None:
             # Overwrite, never delete: an empty slot could be filled by a stale writer.
             body = {"seq": old, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION,
                     "tombstone": seq}
-            self.store.put(self._p(_slot(old)), seal(body))
+            if still_newest():
+                self.store.put(self._p(_slot(old)), seal(body))
 
         # Object stores answer one request at a time per connection: fan out.
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(self.store.delete, self.store.list(self._p("artifacts/"))))
+            list(pool.map(delete, self.store.list(self._p("artifacts/"))))
             list(pool.map(stub, [old for old in self.seqs() if old < seq]))
+        if overtaken:
+            raise Superseded(f"commit {overtaken[0]} landed after this cleanup's tombstone {seq}: a newer "
+                             "attempt owns the run, so the cleanup stopped and its artifacts stay")
         return seq
 
     def purge(self) -> int:

@@ -276,12 +276,34 @@ def inspect_run(runlog: Any) -> dict[str, Any]:
     }
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def _store_errors(command: str, action: Any) -> int:
+    """Run `inspect`/`cleanup`; every error a user can cause is one line and an exit code, no traceback."""
+    from .checkpoint import CorruptCheckpoint, Superseded
+    from .storage.base import OutsideStore, StoreError, TransientStoreError
+
+    code: int
     try:
-        info = inspect_run(_open_log(args))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"pipeline-runtime inspect: {e}", file=sys.stderr)
-        return 2
+        return int(action())
+    except (ValueError, OutsideStore) as e:  # a bad URI, run id or tenant; a store path through a symlink
+        code, reason, message = c.ExitCode.INVALID_INPUT, "InvalidInput", str(e)
+    except CorruptCheckpoint as e:
+        code, reason, message = c.ExitCode.INCOMPATIBLE_CHECKPOINT, "IncompatibleCheckpoint", str(e)
+    except Superseded as e:
+        code, reason, message = c.ExitCode.SUPERSEDED, "Superseded", str(e)
+    except FileNotFoundError as e:  # no checkpoint there: nothing to show, as before
+        code, reason, message = 2, "NotFound", str(e)
+    except (TransientStoreError, StoreError, OSError) as e:
+        code, reason, message = c.ExitCode.TRANSIENT_INFRA, "TransientInfra", f"{type(e).__name__}: {e}"
+    print(f"pipeline-runtime {command}: {reason}: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    return _store_errors("inspect", lambda: _inspect(args))
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    info = inspect_run(_open_log(args))
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -302,7 +324,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from .checkpoint import new_nonce, now
+    return _store_errors("cleanup", lambda: _cleanup(args))
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from .checkpoint import CHECKPOINT_VERSION, new_nonce, now
 
     runlog = _open_log(args)
     if args.purge:
@@ -317,7 +343,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     if body.get("kind") == "tombstone":
         print(f"{runlog.uri} is already retired")
         return 0
-    body.update(kind="tombstone", nonce=new_nonce(), at=now(), checkpoint_version="2.0",
+    body.update(kind="tombstone", nonce=new_nonce(), at=now(), checkpoint_version=CHECKPOINT_VERSION,
                 outcome=body.get("outcome") or "Deleted")
     body.setdefault("attempt", 0)
     body.pop("context", None)

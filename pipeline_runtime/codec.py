@@ -48,9 +48,22 @@ INLINE_BYTES_LIMIT = 1024
 """bytes values up to this size are kept inside the commit (base64)."""
 
 
-def artifact_path(sha256: str) -> str:
-    """Where an artifact lives, relative to the run's folder."""
+def artifact_path(sha256: str, epoch: int = 0) -> str:
+    """Where an artifact lives, relative to the run's folder.
+
+    `epoch` separates the artifacts of attempts that started over from those a
+    cleanup may still be deleting (checkpoint.py, RunLog.retire): 0 is the first.
+    """
+    if epoch:
+        return f"artifacts/e{epoch:08d}/{sha256[:2]}/{sha256}"
     return f"artifacts/{sha256[:2]}/{sha256}"
+
+
+def artifact_epoch(path: str) -> int:
+    """The epoch of an artifact path (relative to the run's folder)."""
+    parts = path.split("/")
+    return int(parts[1][1:]) if len(parts) > 3 and parts[1].startswith("e") and parts[1][1:].isascii() \
+        and parts[1][1:].isdigit() else 0
 
 
 class UnsupportedValue(TypeError):
@@ -163,12 +176,21 @@ class Encoder:
     """
 
     def __init__(self, put: Callable[[str, bytes | memoryview], None],
-                 known: set[str] | None = None) -> None:
+                 known: set[str] | None = None, epoch: int = 0) -> None:
         self._put = put
         self.known: set[str] = set(known or ())
+        self.epoch = epoch
+        """The artifact epoch uploads go to (see artifact_path); `known` holds that epoch's."""
         self._by_id: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
+
+    def reset(self, epoch: int = 0) -> None:
+        """Forget every stored artifact and object: a claim decides the epoch anew."""
+        with self._lock:
+            self.epoch = epoch
+            self.known.clear()
+            self._by_id.clear()
 
     def remember(self, obj: Any, ref: dict[str, Any]) -> None:
         """Record that `obj` (e.g. an array loaded on resume) is stored as `ref`."""
@@ -214,7 +236,7 @@ class Encoder:
         n = 0
         if not present:
             try:
-                self._put(artifact_path(sha), data)
+                self._put(artifact_path(sha, self.epoch), data)
             finally:
                 with self._lock:
                     self._inflight.discard(sha)
@@ -295,7 +317,7 @@ class CorruptArtifact(ValueError):
 
 
 def decode(node: Any, get: Callable[[str], bytes], encoder: Encoder | None = None,
-           pool: Executor | None = None) -> Any:
+           pool: Executor | None = None, epoch: int = 0) -> Any:
     """Rebuild a value from its JSON node exactly, verifying every artifact's sha256.
 
     Each artifact is fetched once, but every reference builds its own value from the
@@ -304,7 +326,7 @@ def decode(node: Any, get: Callable[[str], bytes], encoder: Encoder | None = Non
     refs = _refs(node)
     unique = list({r["sha256"]: r for r in refs}.values())
     fetch = pool.map if pool else map
-    raw = dict(zip((r["sha256"] for r in unique), fetch(lambda r: _fetch(r, get), unique)))
+    raw = dict(zip((r["sha256"] for r in unique), fetch(lambda r: _fetch(r, get, epoch), unique)))
 
     def build(n: Any) -> Any:
         if not isinstance(n, dict) or len(n) != 1:
@@ -336,9 +358,9 @@ def decode(node: Any, get: Callable[[str], bytes], encoder: Encoder | None = Non
     return build(node)
 
 
-def _fetch(ref: dict[str, Any], get: Callable[[str], bytes]) -> bytes:
+def _fetch(ref: dict[str, Any], get: Callable[[str], bytes], epoch: int) -> bytes:
     sha = ref["sha256"]
-    data = get(artifact_path(sha))
+    data = get(artifact_path(sha, epoch))
     if len(data) != ref["size"] or hashlib.sha256(data).hexdigest() != sha:
         raise CorruptArtifact(f"artifact {sha[:12]}… is damaged (size or sha256 mismatch)")
     return data

@@ -125,13 +125,13 @@ class CommitWorker:
                 # artifacts back out. (Not otherwise: a live newer attempt may
                 # reference the same content-addressed objects.)
                 for sha in new_shas:
-                    self.runlog.delete_artifact(artifact_path(sha))
+                    self.runlog.delete_artifact(artifact_path(sha, self.encoder.epoch))
             raise
         if self._purged():
             # Purged while we uploaded: take back what we wrote, leave nothing behind.
             self.runlog.delete_commit(self.seq + 1)
             for sha in new_shas:
-                self.runlog.delete_artifact(artifact_path(sha))
+                self.runlog.delete_artifact(artifact_path(sha, self.encoder.epoch))
             raise Superseded("the run's checkpoint was deleted; this attempt stops")
         self.seq += 1
         if context_plan is not None:

@@ -285,6 +285,8 @@ class _Base:
     progress: dict[str, Any] | None
     summary: dict[str, dict[str, Any]]
     resumed_from: dict[str, Any] | None
+    epoch: int | None = None
+    """The artifact epoch of the commit resumed from; None: starting over (a new epoch)."""
 
 
 class _Run:
@@ -301,6 +303,8 @@ class _Run:
         self.fp = fingerprint(self.definition)
         self.phash = params_hash(params)
         self.worker: CommitWorker | None = None
+        self.encoder: Encoder | None = None
+        """Uploads artifacts; None when checkpointing is off."""
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="respawn-io")
         self.summary: dict[str, dict[str, Any]] = {}
         self.completed: list[str] = []
@@ -320,7 +324,7 @@ class _Run:
             "fingerprint": self.fp, "params_hash": self.phash,
             "completed_steps": list(self.completed), "step": self.current,
             "steps_summary": json.loads(json.dumps(self.summary)), "outcome": None,
-            "progress": None, **extra,
+            "progress": None, "artifact_epoch": self.encoder.epoch if self.encoder else 0, **extra,
         }
 
     # -- claim -------------------------------------------------------------------
@@ -339,7 +343,14 @@ class _Run:
                     raise Superseded(
                         f"attempt {attempt} is stale: the checkpoint at {runlog.uri} was "
                         f"{'finished' if finished else 'claimed'} by attempt {other['attempt']}")
+            assert self.encoder is not None
+            self.encoder.reset()
             base = self.base_state(runlog, latest, resume, rerun_from)
+            # Resuming: the resumed commit's epoch and what it holds. Starting over: a new
+            # epoch, trusting nothing stored (a cleanup may be deleting the old ones).
+            self.encoder.epoch = base.epoch if base.epoch is not None else (latest.seq if latest else 0)
+            if base.epoch is not None:
+                self.encoder.known |= runlog.artifact_shas(base.epoch)
             context_plan = snapshot(base.context, "context") if base.context else {"dict": {}}
             self.completed = list(base.completed)
             self.summary = dict(base.summary)
@@ -363,6 +374,7 @@ class _Run:
         raise TransientStoreError(f"could not claim {runlog.uri}: the commit log keeps moving")
 
     def _start_worker(self, runlog: RunLog) -> CommitWorker:
+        assert self.encoder is not None  # made with the RunLog
         return CommitWorker(runlog, self.encoder, on_commit=self._committed, pool=self.pool)
 
     def _committed(self, seq: int, body: dict[str, Any], uploaded: int) -> None:
@@ -434,8 +446,11 @@ class _Run:
                 self.emit("restart", reason=f"no commit holds the state after {keep}")
                 return fresh
             body = found
+        epoch = body.get("artifact_epoch", 0)
         try:
-            context = decode(body["context"], runlog.get_artifact, self.encoder, self.pool)
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+                raise ValueError(f"artifact_epoch {epoch!r} is not a commit number")
+            context = decode(body["context"], runlog.get_artifact, self.encoder, self.pool, epoch)
             progress = None
             nxt = self.names[len(keep)] if len(keep) < len(self.names) else None
             stored = body.get("progress")
@@ -447,7 +462,7 @@ class _Run:
             if stored and stored.get("step") == nxt and keep == body["completed_steps"] and same_step \
                     and not rerun_here:
                 progress = {"step": nxt, "state": decode(stored["state"], runlog.get_artifact,
-                                                         self.encoder, self.pool)}
+                                                         self.encoder, self.pool, epoch)}
         except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError, RecursionError) as e:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} (commit {body.get('seq')}) is damaged: {e}. Use resume "
@@ -455,7 +470,7 @@ class _Run:
         summary = {k: v for k, v in body.get("steps_summary", {}).items() if k in keep}
         return _Base(keep, context or {}, progress, summary,
                      {"seq": body["seq"], "step": keep[-1] if keep else None,
-                      "attempt": body["attempt"]})
+                      "attempt": body["attempt"]}, epoch)
 
     # -- main loop -----------------------------------------------------------------
     def execute(self, resume: bool, rerun_from: str | None) -> RunSummary:
@@ -466,7 +481,7 @@ class _Run:
         base = _Base([], {}, None, {}, None)
         attempt = self.p.attempt or 1
         if runlog is not None:
-            self.encoder = Encoder(runlog.put_artifact, runlog.artifact_shas())
+            self.encoder = Encoder(runlog.put_artifact)  # its epoch and known artifacts: set by the claim
             try:
                 attempt, base = self.claim(runlog, resume, rerun_from)
             except CorruptCheckpoint as e:

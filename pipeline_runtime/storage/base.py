@@ -30,6 +30,10 @@ class TransientStoreError(StoreError):
     """Storage is unreachable or throttling; the operation may succeed later."""
 
 
+class OutsideStore(StoreError):
+    """A path would lead out of the store (a symlinked folder in a file:// store)."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Minimal blob store: the runtime core only ever talks to this."""

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .base import NotFound, PreconditionFailed, TransientStoreError, check_path
+from .base import NotFound, OutsideStore, PreconditionFailed, TransientStoreError, check_path
 
 
 class FileStore:
@@ -28,7 +28,20 @@ class FileStore:
         self.fsync = fsync
 
     def _path(self, path: str) -> Path:
-        return self.root / check_path(path)
+        target = self.root / check_path(path)
+        self._inside(target.parent)
+        return target
+
+    def _inside(self, folder: Path) -> None:
+        """Refuse a folder reached through a symlink: a cleanup must never delete outside the store.
+
+        Only the part below the root is checked (the root itself may sit behind a link).
+        """
+        real_root = os.path.realpath(self.root)
+        rel = os.path.relpath(folder, self.root)
+        expected = real_root if rel == "." else os.path.join(real_root, rel)
+        if os.path.lexists(folder) and os.path.realpath(folder) != expected:
+            raise OutsideStore(f"{folder} leads out of the store {self.uri} (a symlink): refusing to use it")
 
     def put(self, path: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
         target = self._path(path)
@@ -72,6 +85,7 @@ class FileStore:
         start = self.root / base if base else self.root
         if not start.is_dir():
             return []
+        self._inside(start)  # os.walk would follow a symlinked start folder
         found = []
         for dirpath, _dirs, files in os.walk(start):
             rel_dir = os.path.relpath(dirpath, self.root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,32 @@ def test_inspect_json_has_seed_fields_and_history(runtime: Runtime, tmp_path: Pa
     assert [h["kind"] for h in info["history"]] == ["claim"] + ["step"] * 5 + ["final"]
     assert all({"seq", "attempt", "step", "at"} <= set(h) for h in info["history"])
     json.dumps(info)
+
+
+def test_cleanup_never_follows_a_symlink_out_of_the_store(runtime: Runtime, tmp_path: Path) -> None:
+    """A run whose artifacts/ folder is a symlink: cleanup refuses it (64) and deletes nothing outside."""
+    uri = f"file://{tmp_path}/ck"
+    code, text, _ = runtime.run(["run", "tests.runtime.pipelines_for_tests:Chain", "--params", '{"mb": 0}',
+                                 "--run-id", "sym", "--checkpoint-uri", uri, "--retain", "Always"])
+    assert code == 0, text
+    outside = tmp_path / "precious" / "ab"
+    outside.mkdir(parents=True)
+    (outside / "abcd").write_text("keep me")
+    artifacts = tmp_path / "ck" / "default" / "sym" / "artifacts"
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.symlink_to(tmp_path / "precious")
+    code, text, _ = runtime.run(["cleanup", uri, "--run-id", "sym"])
+    assert code == 64 and "symlink" in text and "Traceback" not in text, text
+    assert (outside / "abcd").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (["inspect", "s3://bucket/x", "--run-id", "r"], 64, "known schemes"),
+    (["inspect", "file:///tmp/x", "--run-id", "../up"], 64, "run id"),
+    (["cleanup", "file:///tmp/x", "--run-id", "r", "--tenant", "a/b"], 64, "tenant"),
+    (["inspect", "file:///nonexistent-respawn", "--run-id", "r"], 2, "no checkpoint"),
+])
+def test_inspect_and_cleanup_answer_bad_input_in_one_line(runtime: Runtime, args: list[str], code: int,
+                                                          says: str) -> None:
+    got, text, _ = runtime.run(args)
+    assert got == code and says in text and "Traceback" not in text, text

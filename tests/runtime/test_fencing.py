@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from pipeline_runtime import Pipeline, step
 from pipeline_runtime.checkpoint import RunLog, Superseded
+from pipeline_runtime.codec import artifact_path, referenced_artifacts
 from pipeline_runtime.storage import open_store
 from pipeline_runtime.storage.memory import MemoryStore
 from tests.conftest import GCSEmulator, wait_for
 from tests.runtime.conftest import Runtime, termination
+from tests.runtime.pipelines_for_tests import StoreWrapper
 
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"
 
@@ -104,3 +109,64 @@ def test_retired_log_keeps_every_slot_taken() -> None:
     for stale_seq in (1, 2, 3, 4):
         with pytest.raises(Superseded, match="already finished"):
             log.append(stale_seq, body(1))
+
+
+class _GatedDeletes(StoreWrapper):
+    """Holds the first delete until the test opens the gate (a retirer paused mid-cleanup)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.waiting = threading.Event()
+        self.gate = threading.Event()
+
+    def delete(self, path: str) -> None:
+        if "/artifacts/" in path and not self.gate.is_set():
+            self.waiting.set()
+            assert self.gate.wait(30), "the test never opened the gate"
+        self.inner.delete(path)
+
+
+class Three(Pipeline):
+    name = "three"
+
+    @step
+    def a(self, ctx: Any) -> None:
+        ctx["a"] = np.arange(5000)
+
+    @step
+    def b(self, ctx: Any) -> None:
+        ctx["b"] = ctx["a"] * 2
+
+    @step
+    def c(self, ctx: Any) -> None:
+        ctx["c"] = int(ctx["b"].sum())
+
+
+def test_a_stale_cleanup_stops_when_a_newer_commit_lands_after_its_tombstone() -> None:
+    inner = MemoryStore("memory://retire-fence")
+    gated = _GatedDeletes(inner)
+    stale: list[BaseException] = []
+
+    def first_run() -> None:
+        try:
+            Three(store=gated, run_id="r", retain="OnFailure").run()  # succeeds, then retires: paused
+        except BaseException as e:  # noqa: BLE001 - the test looks at it
+            stale.append(e)
+
+    worker = threading.Thread(target=first_run)
+    worker.start()
+    assert gated.waiting.wait(30), "the first run never reached its cleanup"
+    # A newer attempt re-runs from b behind the tombstone, keeping what it writes.
+    again = Three(store=inner, run_id="r", retain="Always").run(rerun_from="b")
+    assert again.executed == ["a", "b", "c"]  # behind a tombstone nothing is resumed
+    gated.gate.set()
+    worker.join(30)
+    assert stale and isinstance(stale[0], Superseded), stale
+    log = RunLog(inner, "default", "r")
+    newest = log.read(log.seqs()[-1])
+    refs = referenced_artifacts(newest["context"])
+    epoch = newest["artifact_epoch"]
+    assert epoch > 0  # the re-run started over behind the tombstone: a new epoch
+    assert refs and all(inner.exists(f"default/r/{artifact_path(sha, epoch)}") for sha in refs)
+    final = Three(store=inner, run_id="r", retain="Always", resume_policy="Strict").run()
+    assert final.skipped == ["a", "b", "c"]  # the newer run's result is whole
