@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import artifact_epoch, artifact_path
+from .contracts import RUN_ID_MAX
 from .storage.base import NotFound, PreconditionFailed, Store
 
 CHECKPOINT_VERSION = "2.1"
@@ -40,7 +41,7 @@ SEALED_VERSIONS = ("2.1",)
 SEED_FIELDS = ("pipeline_name", "run_guid", "completed_steps", "context",
                "steps_summary", "checkpoint_version")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (RUN_ID_MAX - 1))
 
 
 class Superseded(Exception):
@@ -53,10 +54,10 @@ class CorruptCheckpoint(Exception):
 
 def check_name(kind: str, value: str) -> str:
     """Run ids and tenants become path segments: refuse anything that could escape."""
-    if not _NAME.match(value) or ".." in value:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:  # fullmatch: no trailing \n
         raise ValueError(
-            f"{kind} {value!r} is not allowed: use letters, digits, '.', '_', '-' "
-            "(no '..', at most 253 characters, starting with a letter or digit)")
+            f"{kind} {str(value)[:80]!r} is not allowed: use letters, digits, '.', '_', '-' "
+            f"(no '..', at most {RUN_ID_MAX} characters, starting with a letter or digit)")
     return value
 
 

@@ -75,6 +75,9 @@ MAX_PROGRESS_INTERVAL_SECONDS = 3600.0
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
+RUN_ID_MAX = 200
+"""Longest run id or tenant (a path segment; with the scratch folder's prefix it stays a legal file name)."""
+
 ENV_SERVICEACCOUNT_DIR = "RESPAWN_SERVICEACCOUNT_DIR"
 """Where a pod's ServiceAccount token and CA are (the runtime's progress reports and the
 operator's in-cluster login read them); the kubelet's mount path unless set."""

@@ -251,7 +251,7 @@ class Pipeline:
             check_name("tenant", self.tenant)
         except ValueError as e:
             raise InvalidInput(str(e)) from None
-        scratch = Path(tempfile.mkdtemp(prefix=f"respawn-{self.run_id}-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"respawn-{self.run_id[:40]}-"))
         try:
             return _Run(self, steps, validated, scratch).execute(resume_from_checkpoint,
                                                                   rerun_from)

@@ -21,9 +21,9 @@ from typing import Any
 
 from pipeline_runtime.contracts import ExitCode
 from respawn_operator.reports import parse_report
-from respawn_operator.spec import AttemptOutcome
+from respawn_operator.spec import PIPELINE_CONTAINER, AttemptOutcome
 
-CONTAINER_NAME = "pipeline"
+CONTAINER_NAME = PIPELINE_CONTAINER
 
 DISRUPTION_REASONS = frozenset(
     {
@@ -70,12 +70,12 @@ def _conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 
 
 def main_container_status(pod: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The status of the pipeline container (by name, else the first)."""
+    """The status of the pipeline container, found by name only: a sidecar's exit says nothing of the run."""
     statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
     for cs in statuses:
         if cs.get("name") == CONTAINER_NAME:
             return dict(cs)
-    return dict(statuses[0]) if statuses else None
+    return None
 
 
 def terminated_state(pod: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -114,21 +114,41 @@ def grace_seconds(run: Run, config: OperatorConfig) -> int:
     return config.termination_grace_seconds if value is None else value
 
 
-def _merge(base: Any, over: Any) -> Any:
-    """Deep-merge ``over`` into ``base``: dicts key by key, ``containers`` by name, other values replaced."""
+MERGE_KEYS: dict[str, str] = {
+    "containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
+    "imagePullSecrets": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
+    "ports": "containerPort",
+}
+"""Lists a podTemplate merges into element by element, by the key Kubernetes' strategic merge uses."""
+UNION_LISTS = ("tolerations", "topologySpreadConstraints")
+"""Lists without a merge key: the podTemplate's items are added to the operator's."""
+
+
+def _merge(base: Any, over: Any, key: str = "") -> Any:
+    """Deep-merge ``over`` into ``base``, as ``kubectl patch`` (strategic merge) would.
+
+    Dicts key by key; the lists of MERGE_KEYS element by element by their key (the
+    operator's order first, new elements after); UNION_LISTS added to; other values
+    replaced. The pipeline container stays first (a runtime reading "the first
+    container" must find the pipeline); spec.py refuses what the operator owns.
+    """
     if isinstance(base, dict) and isinstance(over, dict):
-        out = dict(base)
-        for key, value in over.items():
-            if key == "containers" and isinstance(value, list) and isinstance(base.get(key), list):
-                by_name = {ct.get("name"): ct for ct in base[key]}
-                merged = []
-                for ct in value:
-                    name = ct.get("name") or CONTAINER_NAME
-                    merged.append(_merge(by_name.pop(name, {}), {**ct, "name": name}))
-                out[key] = [*merged, *by_name.values()]
+        return {**base, **{k: _merge(base.get(k), v, k) for k, v in over.items()}}
+    if key in MERGE_KEYS and isinstance(base, list) and isinstance(over, list):
+        field = MERGE_KEYS[key]
+
+        def ident(item: Any) -> Any:
+            return item.get(field, CONTAINER_NAME if key == "containers" else None) if isinstance(item, dict) else None
+        merged = [dict(item) for item in base]
+        for item in over:
+            at = next((i for i, old in enumerate(merged) if ident(old) == ident(item)), None)
+            if at is None:
+                merged.append(copy.deepcopy(item))
             else:
-                out[key] = _merge(base.get(key), value)
-        return out
+                merged[at] = _merge(merged[at], item)
+        return merged
+    if key in UNION_LISTS and isinstance(base, list) and isinstance(over, list):
+        return [*copy.deepcopy(base), *(copy.deepcopy(x) for x in over if x not in base)]
     return copy.deepcopy(over)
 
 

@@ -239,8 +239,7 @@ def decide(
     meta = body.get("metadata") or {}
     name, namespace, uid = meta["name"], meta.get("namespace", "default"), meta.get("uid", "")
     st = parse_status(body.get("status")).model_copy(deep=True)
-    if st.run_id is None:
-        st.run_id = default_run_id(namespace, name, uid)
+    st.run_id = default_run_id(namespace, name, uid)  # shown in status, never read back from it
     r = _Round(Decision(status=st), int(meta.get("generation") or 1), now, config)
     rec = _current_record(st)
     active = rec is not None and rec.outcome is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 import re
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from pipeline_runtime.contracts import (
     DEFAULT_PROGRESS_INTERVAL_SECONDS,
     MAX_PROGRESS_INTERVAL_SECONDS,
     MIN_PROGRESS_INTERVAL_SECONDS,
+    RUN_ID_MAX,
     ResumePolicy,
 )
 from pipeline_runtime.contracts import RetainPolicy as RetainPolicy  # re-exported for the handlers
@@ -136,6 +138,12 @@ class ResourceRequirements(_Model):
     requests: dict[str, Quantity] | None = Field(None, description='e.g. {cpu: 500m, memory: 1Gi}.')
 
 
+PIPELINE_CONTAINER = "pipeline"
+"""The name of the container that runs the pipeline (the one the operator reads the exit of)."""
+OPERATOR_OWNED_CONTAINER_FIELDS = ("command", "args", "terminationMessagePath", "terminationMessagePolicy")
+"""Fields of the pipeline container a podTemplate may not set: they decide what runs and how it reports."""
+
+
 class PodTemplateOverrides(_Model):
     """Extra pod metadata and spec fields, merged over what the operator builds."""
 
@@ -145,8 +153,39 @@ class PodTemplateOverrides(_Model):
     spec: dict[str, Any] | None = Field(
         None,
         json_schema_extra=_PRESERVE,
-        description="PodSpec fields (priorityClassName, volumes, ...); containers[0] is merged by name.",
+        description="PodSpec fields (priorityClassName, volumes, sidecars, ...), merged the way "
+                    "kubectl patch does: containers, env, volumes by name, volumeMounts by mountPath; "
+                    "the pipeline container's command, args, termination message and RESPAWN_* env "
+                    "belong to the operator.",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _operator_owned(self) -> PodTemplateOverrides:
+        containers = (self.spec or {}).get("containers")
+        if containers is None:
+            return self
+        if not isinstance(containers, list) or not all(isinstance(c, dict) for c in containers):
+            raise ValueError("podTemplate.spec.containers must be a list of container objects")
+        for i, ct in enumerate(containers):
+            name = ct.get("name", PIPELINE_CONTAINER)
+            where = f"podTemplate.spec.containers[{i}]"
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{where}.name must be a non-empty string")
+            env = ct.get("env") or []
+            if not isinstance(env, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
+                                                    for e in env):
+                raise ValueError(f"{where}.env must be a list of EnvVar objects with a name")
+            for e in env:
+                if e["name"].startswith(RESERVED_ENV_PREFIX):
+                    raise ValueError(f"{where}.env {e['name']}: names starting with {RESERVED_ENV_PREFIX} "
+                                     "are set by the operator (run id, attempt, checkpoint); use the "
+                                     "matching spec field instead")
+            if name == PIPELINE_CONTAINER:
+                owned = [f for f in OPERATOR_OWNED_CONTAINER_FIELDS if f in ct]
+                if owned:
+                    raise ValueError(f"{where}.{owned[0]}: the pipeline container's {', '.join(owned)} "
+                                     "belong to the operator; put your code in spec.image and spec.pipeline")
+        return self
 
 
 class PipelineRunSpec(_Model):
@@ -393,10 +432,18 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        """The id the runtime keys the checkpoint by: stable for this object, new if it is re-created."""
-        return self.status.run_id or default_run_id(self.namespace, self.name, self.uid)
+        """The id the runtime keys the checkpoint by: stable for this object, new if it is re-created.
+
+        Derived from immutable facts only, never read back from ``status`` (whoever may
+        patch ``pipelineruns/status`` could otherwise point a run, and its cleanup, at
+        another run's checkpoint)."""
+        return default_run_id(self.namespace, self.name, self.uid)
 
 
 def default_run_id(namespace: str, name: str, uid: str) -> str:
-    """``<namespace>-<name>-<first 8 chars of uid>``."""
-    return f"{namespace}-{name}-{uid.replace('-', '')[:8]}"
+    """``<namespace>-<name>-<first 8 chars of uid>``; past RUN_ID_MAX characters the end becomes a hash."""
+    rid = f"{namespace}-{name}-{uid.replace('-', '')[:8]}"
+    if len(rid) <= RUN_ID_MAX:
+        return rid
+    digest = hashlib.sha256(rid.encode()).hexdigest()[:16]
+    return f"{rid[: RUN_ID_MAX - 17]}-{digest}"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
+
+import pytest
 
 from respawn_operator.budgets import exhausted_budget, failure_backoff, remaining_deadline, spot_allowed
 from respawn_operator.config import OperatorConfig
 from respawn_operator.job_builder import build_cleanup_job, build_job, job_name, short_name
-from respawn_operator.spec import Backoff, Budgets, PipelineRunStatus, Run, parse_spec
+from respawn_operator.spec import Backoff, Budgets, PipelineRunStatus, Run, SpecError, parse_spec
 
 CONFIG = OperatorConfig(default_image="img:1", default_checkpoint_uri="file:///ckpt")
 SPOT = {"cloud.google.com/gke-spot": "true", "disk": "ssd"}
@@ -133,3 +136,64 @@ def test_kueue_queue_label_goes_on_the_job() -> None:
     job = build_job(run, 1, CONFIG)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "batch"
     assert "team" not in job["metadata"]["labels"]
+
+
+def pipeline_container(job: dict[str, Any]) -> dict[str, Any]:
+    containers = job["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["name"] == "pipeline"  # first, whatever the podTemplate lists
+    return containers[0]  # type: ignore[no-any-return]
+
+
+def test_pod_template_merges_by_kubernetes_keys_and_keeps_the_operators_env() -> None:
+    run = make_run(tolerations=[{"key": "spot", "operator": "Exists"}], podTemplate={"spec": {
+        "containers": [
+            {"name": "sidecar", "image": "proxy:1"},
+            {"name": "pipeline", "env": [{"name": "HTTP_PROXY", "value": "http://127.0.0.1:3128"}],
+             "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]},
+        ],
+        "volumes": [{"name": "cache", "emptyDir": {}}],
+        "tolerations": [{"key": "gpu", "operator": "Exists"}],
+    }})
+    job = build_job(run, 2, CONFIG)
+    ct = pipeline_container(job)
+    env = env_of(job)
+    assert env["RESPAWN_RUN_ID"] == "ns1-video-42-0123abcd" and env["RESPAWN_ATTEMPT"] == "2"
+    assert env["HTTP_PROXY"] == "http://127.0.0.1:3128"
+    assert ct["command"] == ["pipeline-runtime", "run"] and ct["volumeMounts"] == [{"name": "cache", "mountPath": "/cache"}]
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["pipeline", "sidecar"]
+    assert pod["tolerations"] == [{"key": "spot", "operator": "Exists"}, {"key": "gpu", "operator": "Exists"}]
+
+
+@pytest.mark.parametrize(("template", "says"), [
+    ({"containers": [{"name": "pipeline", "env": [{"name": "RESPAWN_RUN_ID", "value": "team-a-victim-1234"}]}]},
+     "RESPAWN_RUN_ID"),
+    ({"containers": [{"env": [{"name": "RESPAWN_CHECKPOINT_URI", "value": "gs://other"}]}]}, "RESPAWN_CHECKPOINT_URI"),
+    ({"containers": [{"name": "sidecar", "env": [{"name": "RESPAWN_ATTEMPT", "value": "99"}]}]}, "RESPAWN_ATTEMPT"),
+    ({"containers": [{"name": "pipeline", "command": ["sh", "-c", "exit 0"]}]}, "command"),
+    ({"containers": [{"name": "pipeline", "args": ["--run-id", "x"]}]}, "args"),
+    ({"containers": [{"name": "pipeline", "terminationMessagePath": "/tmp/fake"}]}, "terminationMessagePath"),
+    ({"containers": {"name": "pipeline"}}, "must be a list"),
+    ({"containers": [{"name": "pipeline", "env": [{"value": "no name"}]}]}, "EnvVar"),
+])
+def test_pod_template_cannot_override_what_the_operator_owns(template: dict[str, Any], says: str) -> None:
+    with pytest.raises(SpecError, match=says):
+        parse_spec({"pipeline": "dataprep", "podTemplate": {"spec": template}})
+
+
+def test_run_id_comes_from_immutable_facts_never_from_status() -> None:
+    run = make_run()
+    hijacked = dataclasses.replace(run, status=PipelineRunStatus(runId="team-a-victim-0123abcd"))
+    assert hijacked.run_id == run.run_id == "ns1-video-42-0123abcd"
+    cleanup = build_cleanup_job(hijacked, CONFIG, purge=True)
+    assert cleanup is not None and "team-a-victim-0123abcd" not in cleanup["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def test_long_names_give_run_ids_that_the_runtime_accepts() -> None:
+    from pipeline_runtime.checkpoint import check_name
+
+    for name in ("a" * 230, "b" * 253):
+        rid = make_run(name=name).run_id
+        assert len(rid) <= 200 and check_name("run id", rid) == rid
+        assert rid == make_run(name=name).run_id  # stable
+    assert make_run(name="a" * 230).run_id != make_run(name="a" * 231).run_id
