@@ -575,6 +575,11 @@ def _builtin_types() -> list[ResourceType]:
         ResourceType(RBAC_GROUP, ["v1"], "clusterroles", "clusterrole", "ClusterRole", False),
         ResourceType(RBAC_GROUP, ["v1"], "rolebindings", "rolebinding", "RoleBinding", True),
         ResourceType(RBAC_GROUP, ["v1"], "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", False),
+        # Stored, not enforced: the chart's policies are tested with a CEL library instead (docs/emulator.md).
+        ResourceType("admissionregistration.k8s.io", ["v1"], "validatingadmissionpolicies",
+                     "validatingadmissionpolicy", "ValidatingAdmissionPolicy", False, status_subresource=True),
+        ResourceType("admissionregistration.k8s.io", ["v1"], "validatingadmissionpolicybindings",
+                     "validatingadmissionpolicybinding", "ValidatingAdmissionPolicyBinding", False),
         ResourceType("events.k8s.io", ["v1"], "events", "event", "Event", True, ["ev"],
                      field_selectors=("metadata.name", "metadata.namespace", "regarding.*", "reason", "type")),
         ResourceType("batch", ["v1"], "jobs", "job", "Job", True, [], ["all"], status_subresource=True,

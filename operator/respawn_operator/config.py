@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 
@@ -44,6 +45,12 @@ class OperatorConfig:
     """Every live run is reconciled at least this often, e.g. to notice a vanished node (RESPAWN_RESYNC_SECONDS)."""
     cleanup_timeout_seconds: float = 300.0
     """How long deletion waits for the checkpoint-cleanup Job before giving up (RESPAWN_CLEANUP_TIMEOUT_SECONDS)."""
+    allowed_checkpoint_prefixes: tuple[str, ...] = ()
+    """Checkpoint URIs runs may use, as prefixes, in namespaces without a list of their own; empty:
+    any (RESPAWN_ALLOWED_CHECKPOINT_PREFIXES, comma separated)."""
+    namespace_checkpoint_prefixes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Per namespace, the prefixes its runs may use; they replace the global list there
+    (RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES, a JSON object of lists)."""
     peering_lifetime_seconds: int = 60
     """With --peering: how long this replica's keep-alive counts, so how long a standby waits
     before it takes over from a replica that died without a goodbye (RESPAWN_PEERING_LIFETIME_SECONDS)."""
@@ -80,4 +87,27 @@ class OperatorConfig:
             peering_lifetime_seconds=int(
                 env.get("RESPAWN_PEERING_LIFETIME_SECONDS", base.peering_lifetime_seconds)
             ),
+            allowed_checkpoint_prefixes=words("RESPAWN_ALLOWED_CHECKPOINT_PREFIXES", ()),
+            namespace_checkpoint_prefixes=_prefix_map(env.get("RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES")),
         )
+
+    def checkpoint_uri_refusal(self, namespace: str, uri: str) -> str | None:
+        """Why a run in `namespace` may not keep its checkpoint at `uri` (None: it may)."""
+        allowed = self.namespace_checkpoint_prefixes.get(namespace) or self.allowed_checkpoint_prefixes
+        if not allowed or any(uri == p.rstrip("/") or uri.startswith(p.rstrip("/") + "/") for p in allowed):
+            return None
+        return (f"spec.checkpoint.uri {uri} is not allowed in namespace {namespace}: use a URI under "
+                f"{' or '.join(allowed)} (the operator's allowed checkpoint prefixes)")
+
+
+def _prefix_map(raw: str | None) -> dict[str, tuple[str, ...]]:
+    if not raw or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES is not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, list) and all(isinstance(p, str) for p in v)
+                                             for v in value.values()):
+        raise ValueError("RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES must map namespaces to lists of URI prefixes")
+    return {str(ns): tuple(p for p in prefixes if p) for ns, prefixes in value.items()}

@@ -244,20 +244,27 @@ def decide(
     rec = _current_record(st)
     active = rec is not None and rec.outcome is None
 
-    try:
-        spec = parse_spec(body.get("spec") or {})
-    except SpecError as exc:
+    def invalid_spec(problem: str) -> Decision:
+        """Stop the running attempt (if any) and fail the run until its spec is fixed."""
         if active and rec is not None:
             r.d.stops.append(Stop(rec.attempt, rec.job))
             rec.outcome, rec.reason, rec.end_time = AttemptOutcome.STOPPED, "InvalidSpec", fmt(now)
-        if st.phase is not Phase.FAILED or st.message != f"invalid spec: {exc}":
-            return r.finish(Phase.FAILED, "InvalidSpec", f"invalid spec: {exc}")
+        if st.phase is not Phase.FAILED or st.message != f"invalid spec: {problem}":
+            return r.finish(Phase.FAILED, "InvalidSpec", f"invalid spec: {problem}")
         return r.done()
+
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except SpecError as exc:
+        return invalid_spec(str(exc))
     if spec.checkpoint.uri is None and config.default_checkpoint_uri is None:
         if st.phase is not Phase.FAILED:
             return r.finish(Phase.FAILED, "InvalidSpec", "invalid spec: spec.checkpoint.uri is required "
                             "(the operator has no RESPAWN_DEFAULT_CHECKPOINT_URI)")
         return r.done()
+    refusal = config.checkpoint_uri_refusal(namespace, spec.checkpoint.uri or config.default_checkpoint_uri or "")
+    if refusal is not None:
+        return invalid_spec(refusal)
     succeeded = next((c for c in st.conditions if c.type == "Succeeded"), None)
     if st.phase is Phase.FAILED and succeeded is not None and succeeded.reason == "InvalidSpec":
         # The spec was fixed: carry on where the run was (a GitOps repair, no re-create needed).

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from typing import Any
 
+import pytest
+
 from respawn_operator.config import OperatorConfig
 from respawn_operator.reconcile import Decision, Observed, decide
 from respawn_operator.spec import Phase
@@ -277,3 +279,30 @@ def test_rejected_job_fails_the_run_without_a_phantom_attempt() -> None:
     assert "memory limit" in st["message"] and d.create_job is None
     assert next(c for c in st["conditions"] if c["type"] == "Succeeded")["reason"] == "JobRejected"
     assert [e.reason for e in d.events] == ["JobRejected"]
+
+
+def test_a_checkpoint_uri_outside_the_namespaces_prefixes_fails_the_run() -> None:
+    config = OperatorConfig(default_checkpoint_uri="gs://shared/respawn",
+                            allowed_checkpoint_prefixes=("gs://shared/respawn",),
+                            namespace_checkpoint_prefixes={"ns": ("gs://team-ns/",)})
+    body = new_run(checkpoint={"uri": "gs://team-other/runs"})
+    d = decide(body, Observed(), T0, config)
+    body = apply(body, d)
+    assert d.create_job is None and body["status"]["phase"] == "Failed"
+    assert "gs://team-other/runs is not allowed in namespace ns" in body["status"]["message"]
+    assert "gs://team-ns/" in body["status"]["message"]
+    assert decide(new_run(checkpoint={"uri": "gs://team-ns/runs"}), Observed(), T0, config).create_job is not None
+    assert decide(new_run(checkpoint={"uri": "gs://team-nsx/runs"}), Observed(), T0, config).create_job is None
+    # A namespace without a list of its own: the global list, which the default URI is in.
+    other = {**new_run(), "metadata": {**new_run()["metadata"], "namespace": "elsewhere"}}
+    assert decide(other, Observed(), T0, config).create_job is not None
+
+
+def test_prefix_lists_parse_from_the_environment() -> None:
+    config = OperatorConfig.from_env({"RESPAWN_ALLOWED_CHECKPOINT_PREFIXES": "gs://a/x, file:///ck",
+                                      "RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES": '{"team-a": ["gs://a/team-a"]}'})
+    assert config.allowed_checkpoint_prefixes == ("gs://a/x", "file:///ck")
+    assert config.checkpoint_uri_refusal("team-a", "gs://a/x/run") is not None
+    assert config.checkpoint_uri_refusal("team-b", "gs://a/x/run") is None
+    with pytest.raises(ValueError, match="lists of URI prefixes"):
+        OperatorConfig.from_env({"RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES": '{"team-a": "gs://a"}'})

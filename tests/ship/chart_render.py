@@ -48,11 +48,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "defaultImage": "registry.example.com/pipelines/dataprep:1.2.3",
         },
         "runner": {
-            "namespaces": ["team-a", "team-b"],
-            "serviceAccount": {
-                "name": "respawn-runner",
-                "annotations": {"iam.gke.io/gcp-service-account": "runner@proj.iam.gserviceaccount.com"},
-            },
+            "namespaces": [
+                {"name": "team-a", "checkpointPrefixes": ["gs://respawn-checkpoints/runs/team-a"],
+                 "serviceAccountAnnotations": {"iam.gke.io/gcp-service-account": "team-a@proj.iam.gserviceaccount.com"}},
+                {"name": "team-b", "checkpointPrefixes": ["gs://respawn-checkpoints/runs/team-b"],
+                 "serviceAccountAnnotations": {"iam.gke.io/gcp-service-account": "team-b@proj.iam.gserviceaccount.com"}},
+            ],
+            "serviceAccount": {"name": "respawn-runner", "annotations": {"example.com/owner": "data"}},
         },
     },
     "standby-clusterwide": {
@@ -127,6 +129,11 @@ def render(values: dict[str, Any] | None = None) -> list[Manifest]:
 def notes(values: dict[str, Any] | None = None) -> str:
     rendered = chart().render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
     return next(text for source, text in rendered.items() if source.endswith("NOTES.txt"))
+
+
+def runner_namespaces(values: dict[str, Any]) -> list[str]:
+    """The names in runner.namespaces (entries are names or {name, ...} objects)."""
+    return [e["name"] if isinstance(e, dict) else e for e in values["runner"]["namespaces"]]
 
 
 def find(manifests: list[Manifest], kind: str, name: str | None = None, namespace: str | None = None) -> list[Manifest]:

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.ship.chart_render import chart
+from tests.ship.chart_render import chart, runner_namespaces
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "argocd"
@@ -98,9 +98,10 @@ def test_runs_come_after_the_crds_and_tolerate_a_missing_crd_on_first_sync() -> 
 
 def test_runs_land_where_the_chart_made_their_service_account() -> None:
     apps = _apps()
-    runner = chart().merge_values(apps["respawn.yaml"]["spec"]["source"]["helm"]["valuesObject"])["runner"]
+    values = chart().merge_values(apps["respawn.yaml"]["spec"]["source"]["helm"]["valuesObject"])
+    runner = values["runner"]
     namespace = apps["pipelineruns.yaml"]["spec"]["destination"]["namespace"]
-    assert namespace in runner["namespaces"]
+    assert namespace in runner_namespaces(values)
     for path in _synced_files(apps["pipelineruns.yaml"]):
         doc = yaml.safe_load(path.read_text())
         sa = doc["spec"].get("serviceAccountName")

@@ -39,8 +39,9 @@ INSTALLS: dict[str, dict[str, Any]] = {
 def apply_all(api: ApiServerThread, manifests: list[Manifest]) -> None:
     """`helm install`: CRDs first, then the rest, each into its namespace."""
     for m in sorted(manifests, key=lambda m: m.kind != "CustomResourceDefinition"):
-        api.create(m.obj, namespace=m.namespace or (NAMESPACE if m.kind not in ("ClusterRole", "ClusterRoleBinding",
-                                                                             "CustomResourceDefinition") else None))
+        cluster_scoped = m.kind in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                                    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        api.create(m.obj, namespace=None if cluster_scoped else m.namespace or NAMESPACE)
 
 def operator_env(deployment: dict[str, Any], tmp: Path) -> tuple[dict[str, str], list[str]]:
     """The chart's operator container as a process: its env (downward API filled in) and args."""

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.ship.api_calls import Need, kopf_framework_needs, operator_needs
-from tests.ship.chart_render import CHART_DIR, NAMESPACE, VALUE_SETS, Manifest, chart, find, render
+from respawn_local.testkit import RUNNER_RULES
+from tests.ship.chart_render import CHART_DIR, NAMESPACE, VALUE_SETS, Manifest, chart, find, render, runner_namespaces
 
 SETS = sorted(VALUE_SETS)
 ROLE_KINDS = ("Role", "ClusterRole")
@@ -74,13 +75,14 @@ def test_runner_role_is_pods_get_patch_in_each_runner_namespace(name: str) -> No
     values = chart().merge_values(VALUE_SETS[name])
     runner = values["runner"]
     sa_name = runner["serviceAccount"]["name"]
-    for ns in runner["namespaces"]:
+    for ns in runner_namespaces(values):
         assert find(manifests, "ServiceAccount", sa_name, ns)
         rules = _bound_rules(manifests, sa_name, ns, ns)
         assert rules == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
+        assert rules == RUNNER_RULES  # the copy harnesses use without the chart (respawn_local.testkit)
         assert _bound_rules(manifests, sa_name, ns, None) == [], "runner pods need nothing cluster-wide"
     runner_sas = [m for m in find(manifests, "ServiceAccount") if m.name == sa_name]
-    assert sorted(m.namespace for m in runner_sas) == sorted(runner["namespaces"])
+    assert sorted(m.namespace for m in runner_sas) == sorted(runner_namespaces(values))
 
 
 def test_the_runtime_needs_only_what_the_runner_role_grants() -> None:

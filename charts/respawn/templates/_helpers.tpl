@@ -92,3 +92,28 @@ that needs it; tests/ship/test_rbac.py checks them against respawn_operator's ca
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
+
+{{/* A runner.namespaces entry's namespace: the entry itself (a string) or its name. */}}
+{{- define "respawn.runnerNamespace" -}}
+{{- if kindIs "map" . }}{{ .name }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+
+{{/* RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES: {namespace: [prefix, ...]} of the runner entries that list some. */}}
+{{- define "respawn.namespacePrefixes" -}}
+{{- $out := dict }}
+{{- range $entry := .Values.runner.namespaces }}
+{{- if and (kindIs "map" $entry) $entry.checkpointPrefixes }}
+{{- $_ := set $out $entry.name $entry.checkpointPrefixes }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/* The runner namespaces as a list of names. */}}
+{{- define "respawn.runnerNamespaceNames" -}}
+{{- $names := list }}
+{{- range $entry := .Values.runner.namespaces }}
+{{- $names = append $names (include "respawn.runnerNamespace" $entry) }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
