@@ -369,6 +369,8 @@ class Reconciler:
             await self.stop_attempt(ns, meta["uid"], stop.job, stop.attempt, stop.grace_seconds)
         if d.create_job is not None:
             await self.create_attempt_job(body, d)
+        if d.retire_job is not None:
+            await self.create_retire_job(ns, d.retire_job)
         await self.write_status(body, d)
         for ev in d.events:
             await self.post_event(body, ev.type, ev.reason, ev.message)
@@ -384,6 +386,14 @@ class Reconciler:
             start, end = parse(rec.start_time), parse(rec.end_time)
             if start and end:
                 metrics.ATTEMPT_SECONDS.labels(outcome.outcome.value).observe((end - start).total_seconds())
+
+    async def create_retire_job(self, namespace: str, job: dict[str, Any]) -> None:
+        """Create the Job that retires a failed run's checkpoint; AlreadyExists means it is done."""
+        try:
+            await self.client.create(JOBS, job, namespace)
+        except ApiError as exc:
+            if sort_api_error(exc)[0] is not ErrorKind.ALREADY_EXISTS:
+                raise as_kopf_error(exc, f"create retire Job {job['metadata']['name']}") from exc
 
     async def write_status(self, body: dict[str, Any], d: Decision) -> None:
         """Replace the status, guarded by a JSON-patch ``test`` of the attempt number we read.

@@ -50,9 +50,10 @@ def job_name(run_name: str, attempt: int) -> str:
     return short_name(run_name, f"-a{attempt}")
 
 
-def cleanup_job_name(run_name: str, uid: str) -> str:
-    """``<run>-cleanup-<uid5>``: unique per run object, so a re-created run never meets an old one."""
-    return short_name(run_name, f"-cleanup-{uid.replace('-', '')[:5]}")
+def cleanup_job_name(run_name: str, uid: str, purge: bool = True) -> str:
+    """``<run>-cleanup-<uid5>`` (deletion: purge) or ``<run>-retire-<uid5>`` (a failed run under
+    ``retain: Never``): unique per run object, so a re-created run never meets an old one."""
+    return short_name(run_name, f"-{'cleanup' if purge else 'retire'}-{uid.replace('-', '')[:5]}")
 
 
 def run_labels(run: Run) -> dict[str, str]:
@@ -285,7 +286,9 @@ def build_job(
 
 
 def build_cleanup_job(run: Run, config: OperatorConfig, *, purge: bool) -> dict[str, Any] | None:
-    """A short Job that removes the run's checkpoint under the run's own service account.
+    """A short Job that removes the run's checkpoint under the run's own service account:
+    ``purge`` (the run is deleted) removes everything; otherwise it retires the checkpoint,
+    leaving the tombstone (a failed run under ``retain: Never``).
 
     The operator never holds storage credentials; the runner's identity already does.
     It is not owned by the run (the run is being deleted); ``ttlSecondsAfterFinished``
@@ -317,7 +320,7 @@ def build_cleanup_job(run: Run, config: OperatorConfig, *, purge: bool) -> dict[
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": cleanup_job_name(run.name, run.uid),
+            "name": cleanup_job_name(run.name, run.uid, purge),
             "namespace": run.namespace,
             "labels": labels,
             "annotations": {ANNOTATION_RUN_NAME: run.name},

@@ -19,7 +19,7 @@ from respawn_operator import ANNOTATION_PROGRESS
 from respawn_operator.budgets import exhausted_budget, failure_backoff, remaining_deadline
 from respawn_operator.classify import Charge, Outcome, classify_attempt, pod_is_terminal
 from respawn_operator.config import OperatorConfig
-from respawn_operator.job_builder import build_job, job_name, wants_spot
+from respawn_operator.job_builder import build_cleanup_job, build_job, job_name, wants_spot
 from respawn_operator.reports import parse_report, progress_fields
 from respawn_operator.spec import (
     AttemptOutcome,
@@ -29,6 +29,7 @@ from respawn_operator.spec import (
     PipelineRunSpec,
     PipelineRunStatus,
     RerunRecord,
+    RetainPolicy,
     Run,
     SpecError,
     default_run_id,
@@ -82,6 +83,8 @@ class Decision:
     requeue_after: float | None = None
     ended: tuple[AttemptRecord, Outcome] | None = None
     """The attempt that ended in this round, for metrics."""
+    retire_job: dict[str, Any] | None = None
+    """A Job that retires the checkpoint: the run failed for good under ``retain: Never``."""
 
 
 def _set_condition(st: PipelineRunStatus, type_: str, status: str, reason: str, message: str,
@@ -236,6 +239,28 @@ def decide(
     config: OperatorConfig,
 ) -> Decision:
     """The next step for the PipelineRun ``body`` (a plain dict of the object)."""
+    d = _decide(body, obs, now, config)
+    if d.status.phase is Phase.FAILED and (body.get("status") or {}).get("phase") != Phase.FAILED.value \
+            and d.status.attempt:
+        # Failed for good: only the operator knows, so it retires what `retain: Never` must not keep.
+        meta = body.get("metadata") or {}
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except SpecError:
+            return d  # unparseable: the retain policy is unknown, keep everything
+        if spec.checkpoint.retain is RetainPolicy.NEVER:
+            run = Run(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""),
+                      generation=int(meta.get("generation") or 1), spec=spec, status=d.status)
+            d.retire_job = build_cleanup_job(run, config, purge=False)
+    return d
+
+
+def _decide(
+    body: dict[str, Any],
+    obs: Observed,
+    now: dt.datetime,
+    config: OperatorConfig,
+) -> Decision:
     meta = body.get("metadata") or {}
     name, namespace, uid = meta["name"], meta.get("namespace", "default"), meta.get("uid", "")
     st = parse_status(body.get("status")).model_copy(deep=True)

@@ -306,3 +306,18 @@ def test_prefix_lists_parse_from_the_environment() -> None:
     assert config.checkpoint_uri_refusal("team-b", "gs://a/x/run") is None
     with pytest.raises(ValueError, match="lists of URI prefixes"):
         OperatorConfig.from_env({"RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES": '{"team-a": "gs://a"}'})
+
+
+def test_a_run_that_fails_for_good_under_retain_never_gets_a_retire_job() -> None:
+    body, _ = step(new_run(checkpoint={"retain": "Never"}, budgets={"maxFailures": 0}), Observed())
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 1)))
+    assert body["status"]["phase"] == "Failed"
+    job = d.retire_job
+    assert job is not None and job["metadata"]["name"].startswith("r-retire-")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["pipeline-runtime", "cleanup"] and "--purge" not in command  # the tombstone stays
+    _, again = step(body, Observed(job=JOB, pod=pod("Failed", 1)))
+    assert again.retire_job is None  # once, when the run fails
+    kept, d2 = step(new_run(budgets={"maxFailures": 0}), Observed())
+    _, d2 = step(kept, Observed(job=JOB, pod=pod("Failed", 1)))
+    assert d2.retire_job is None  # OnFailure keeps a failed run's checkpoint
