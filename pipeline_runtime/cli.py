@@ -125,14 +125,18 @@ def _load_params(raw: str | None) -> dict[str, Any]:
         return {}
     if raw.startswith("@"):
         try:
-            with open(raw[1:]) as f:
+            with open(raw[1:], encoding="utf-8") as f:
                 raw = f.read()
         except OSError as e:
             raise InvalidInput(f"params: cannot read {raw[1:]}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"params: {raw[1:]} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as e:
         raise InvalidInput(f"params: not valid JSON ({e})") from None
+    except ValueError as e:  # e.g. an int of more than 4300 digits
+        raise InvalidInput(f"params: {str(e)[:200]}") from None
     except RecursionError:
         raise InvalidInput("params: nested too deeply") from None
     if not isinstance(value, dict):
@@ -279,12 +283,12 @@ def inspect_run(runlog: Any) -> dict[str, Any]:
 def _store_errors(command: str, action: Any) -> int:
     """Run `inspect`/`cleanup`; every error a user can cause is one line and an exit code, no traceback."""
     from .checkpoint import CorruptCheckpoint, Superseded
-    from .storage.base import OutsideStore, StoreError, TransientStoreError
+    from .storage.base import OutsideStore, StoreError, StoreMisconfigured, TransientStoreError
 
     code: int
     try:
         return int(action())
-    except (ValueError, OutsideStore) as e:  # a bad URI, run id or tenant; a store path through a symlink
+    except (ValueError, OutsideStore, StoreMisconfigured) as e:  # a bad URI, run id or tenant; a store path through a symlink
         code, reason, message = c.ExitCode.INVALID_INPUT, "InvalidInput", str(e)
     except CorruptCheckpoint as e:
         code, reason, message = c.ExitCode.INCOMPATIBLE_CHECKPOINT, "IncompatibleCheckpoint", str(e)

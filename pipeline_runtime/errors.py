@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .checkpoint import CorruptCheckpoint, Superseded
 from .contracts import ExitCode
-from .storage.base import TransientStoreError
+from .storage.base import StoreMisconfigured, TransientStoreError
 
 
 class InvalidInput(Exception):
@@ -49,6 +49,7 @@ def exit_code_for(error: BaseException) -> tuple[ExitCode, str]:
     """Sort every way a run can end into (exit code, reason); the one place that does."""
     table: list[tuple[type[BaseException], ExitCode, str]] = [
         (InvalidInput, ExitCode.INVALID_INPUT, "InvalidInput"),
+        (StoreMisconfigured, ExitCode.INVALID_INPUT, "InvalidInput"),
         (IncompatibleCheckpoint, ExitCode.INCOMPATIBLE_CHECKPOINT, "IncompatibleCheckpoint"),
         (CorruptCheckpoint, ExitCode.INCOMPATIBLE_CHECKPOINT, "IncompatibleCheckpoint"),
         (Superseded, ExitCode.SUPERSEDED, "Superseded"),

@@ -24,6 +24,8 @@ def resolve(spec: str) -> type[Pipeline]:
             module = importlib.import_module(module_name)
         except ImportError as e:
             raise InvalidInput(f"pipeline: cannot import module {module_name!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - the user's module failed while loading (SyntaxError, ...)
+            raise InvalidInput(f"pipeline: module {module_name!r} failed to load: {type(e).__name__}: {e}") from None
         cls = getattr(module, attr, None)
     else:
         found = [ep for ep in entry_points(group=GROUP) if ep.name == spec]

@@ -395,6 +395,9 @@ def parse_spec(raw: dict[str, Any]) -> PipelineRunSpec:
             msg = err["msg"].removeprefix("Value error, ")
             parts.append(f"spec.{loc}: {msg}" if loc != "spec" else msg)
         raise SpecError("; ".join(parts)) from None
+    except RecursionError:  # e.g. params nested thousands deep: the run must fail, not stay Pending
+        raise SpecError("spec is nested too deeply (params more than a few hundred levels deep?); "
+                        "flatten it or pass a file's URI as a param") from None
 
 
 def parse_status(raw: dict[str, Any] | None) -> PipelineRunStatus:

@@ -30,6 +30,11 @@ class TransientStoreError(StoreError):
     """Storage is unreachable or throttling; the operation may succeed later."""
 
 
+class StoreMisconfigured(StoreError):
+    """The store cannot work as configured (no such bucket, no permission, a file where a
+    folder must be): retrying will not help, fix the checkpoint URI or the identity (exit 64)."""
+
+
 class OutsideStore(StoreError):
     """A path would lead out of the store (a symlinked folder in a file:// store)."""
 

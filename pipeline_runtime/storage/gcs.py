@@ -11,7 +11,7 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
-from .base import NotFound, PreconditionFailed, TransientStoreError, check_path
+from .base import NotFound, PreconditionFailed, StoreMisconfigured, TransientStoreError, check_path
 
 RETRY_SECONDS_ENV = "RESPAWN_STORAGE_RETRY_SECONDS"
 """How long to keep retrying a failing storage call before giving up (exit 75)."""
@@ -56,10 +56,17 @@ class GCSStore:
         check_path(path, prefix=prefix)
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def _sorted_error(self, e: Exception, path: str) -> Exception:
+    def _sorted_error(self, e: Exception, path: str, *, object_may_be_missing: bool = True) -> Exception:
         gexc = self._gexc
+        if isinstance(e, gexc.NotFound) and not object_may_be_missing:
+            # Listing and writing never miss an object: the bucket itself is not there.
+            return StoreMisconfigured(f"bucket {self._bucket.name!r} does not exist ({self.uri}): create it "
+                                      "or fix the checkpoint URI")
         if isinstance(e, gexc.NotFound):
             return NotFound(path)
+        if isinstance(e, (gexc.Forbidden, gexc.Unauthorized)):
+            return StoreMisconfigured(f"{self.uri}: {path}: access denied ({getattr(e, 'message', e)}): grant the "
+                                      "pod's identity access to the checkpoint bucket")
         if isinstance(e, gexc.PreconditionFailed):
             return PreconditionFailed(path)
         if isinstance(e, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError,
@@ -82,7 +89,7 @@ class GCSStore:
                 timeout=self._timeout,
             )
         except Exception as e:
-            raise self._sorted_error(e, path) from e
+            raise self._sorted_error(e, path, object_may_be_missing=False) from e
 
     def get(self, path: str) -> bytes:
         try:
@@ -107,7 +114,7 @@ class GCSStore:
                                             retry=self._retry, timeout=self._timeout)
             return sorted(b.name[cut:] for b in blobs)
         except Exception as e:
-            raise self._sorted_error(e, prefix) from e
+            raise self._sorted_error(e, prefix, object_may_be_missing=False) from e
 
     def delete(self, path: str) -> None:
         try:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .base import NotFound, OutsideStore, PreconditionFailed, TransientStoreError, check_path
+from .base import NotFound, OutsideStore, PreconditionFailed, StoreMisconfigured, TransientStoreError, check_path
 
 
 class FileStore:
@@ -109,4 +109,8 @@ def _os_error(e: OSError, path: str) -> Exception:
     # attempt may land elsewhere: report it as transient infrastructure.
     if e.errno in (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT):
         return TransientStoreError(f"{path}: {e.strerror}")
+    if e.errno in (errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOENT,
+                   errno.ELOOP):
+        return StoreMisconfigured(f"{e.filename or path}: {e.strerror}: fix the file:// checkpoint URI "
+                                  "or the folder's permissions")
     return e

@@ -211,6 +211,9 @@ HOSTILE_CASES = [
     Case("bad RESPAWN_PROGRESS_INTERVAL_SECONDS", 64, "PROGRESS_INTERVAL",
          env={"RESPAWN_PROGRESS_INTERVAL_SECONDS": "often"}),
     Case("RESPAWN_RESUME=maybe", 64, "resume: 'maybe'", env={"RESPAWN_RESUME": "maybe"}),
+    Case("params file not UTF-8", 64, "not UTF-8", params="@LATIN1"),
+    Case("params with a 5000-digit int", 64, "4300 digits", params="@BIGINT"),
+    Case("checkpoint folder under a file", 64, "Not a directory", args=["--checkpoint-uri", "file:///etc/passwd/ck"]),
     Case("negative term deadline", 64, "term-deadline", args=["--term-deadline", "-1"]),
     Case("nan term deadline", 64, "term-deadline", env={"RESPAWN_TERM_DEADLINE_SECONDS": "nan"}),
     Case("infinite progress interval", 64, "progress-interval", args=["--progress-interval", "inf"]),
@@ -244,6 +247,8 @@ class Corpus:
             assert code == 0, text
         (tmp / "huge.json").write_text(json.dumps({"mb": 1, "colour": "x" * 5_000_000}))
         (tmp / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+        (tmp / "latin1.json").write_bytes('{"colour": "gr\u00fcn"}'.encode("latin-1"))
+        (tmp / "bigint.json").write_text('{"mb": ' + "9" * 5000 + "}")
 
     def copy_template(self, run: str) -> None:
         """A finished run `run`: the template's objects with the run id rewritten."""
@@ -258,7 +263,8 @@ class Corpus:
 
     def attempt(self, case: Case, run: str) -> tuple[int, str, str]:
         params = case.params.replace("@HUGE", f"@{self.tmp}/huge.json").replace(
-            "@DEEP", f"@{self.tmp}/deep.json")
+            "@DEEP", f"@{self.tmp}/deep.json").replace("@LATIN1", f"@{self.tmp}/latin1.json").replace(
+            "@BIGINT", f"@{self.tmp}/bigint.json")
         # A flag beats its RESPAWN_* twin: leave --retain out when the case sets the env.
         retain = [] if "RESPAWN_RETAIN" in case.env else ["--retain", "Always"]
         args = ["run", CHAIN, "--params", params, "--run-id", run, "--tenant", TENANT,

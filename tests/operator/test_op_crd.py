@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pathlib
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -65,6 +67,13 @@ def test_crd_passes_kubernetes_validate() -> None:
     kv.validate(crd, "1.30", strict=True)
 
 
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
@@ -80,6 +89,7 @@ def test_crd_passes_kubernetes_validate() -> None:
         ({"pipeline": "x:Y", "serviceAccountName": "Bad_Name!"}, "spec.serviceAccountName"),
         ({"pipeline": "x:Y", "serviceAccountName": "a" * 254}, "spec.serviceAccountName"),
         ({"pipeline": "x:Y", "checkpoint": {"uri": "memory://x"}}, "spec.checkpoint.uri"),  # one process only
+        ({"pipeline": "x:Y", "params": {"a": _nested(3000)}}, "nested too deeply"),
         ({"pipeline": "x:Y", "checkpoint": {"progressIntervalSeconds": -1}}, "spec.checkpoint.progressIntervalSeconds"),
         ({"pipeline": "x:Y", "checkpoint": {"progressIntervalSeconds": 86400}}, "spec.checkpoint.progressIntervalSeconds"),
     ],

@@ -195,3 +195,11 @@ def test_inspect_and_cleanup_answer_bad_input_in_one_line(runtime: Runtime, args
                                                           says: str) -> None:
     got, text, _ = runtime.run(args)
     assert got == code and says in text and "Traceback" not in text, text
+
+
+def test_a_pipeline_module_that_fails_to_load_is_invalid_input(runtime: Runtime, tmp_path: Path) -> None:
+    (tmp_path / "broken_module.py").write_text("def broken(:\n")
+    code, text, term = runtime.run(["run", "broken_module:Thing", "--checkpoint-uri", "none"],
+                                   env={"PYTHONPATH": f"{tmp_path}"})
+    assert code == 64 and "Traceback" not in text
+    assert term is not None and "SyntaxError" in term["message"] and "broken_module" in term["message"]

@@ -58,3 +58,10 @@ def test_storage_unreachable_exits_75(runtime: Runtime, tmp_path: Path) -> None:
                                        "RESPAWN_STORAGE_RETRY_SECONDS": "2"})
     assert code == 75, out
     assert term is not None and term["reason"] == "TransientInfra"
+
+
+def test_a_missing_bucket_is_invalid_input_naming_the_bucket(runtime: Runtime, tmp_path: Path,
+                                                             gcs_emulator: GCSEmulator) -> None:
+    code, out, term = runtime.run(args("gs://no-such-bucket/ckpt", tmp_path / "o.txt", 1))
+    assert code == 64 and "Traceback" not in out, out
+    assert term is not None and "bucket 'no-such-bucket' does not exist" in term["message"]
