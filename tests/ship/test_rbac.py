@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -163,3 +164,21 @@ def test_namespaced_install_has_no_cluster_wide_namespaced_grants() -> None:
 def test_rbac_create_false_renders_no_operator_rbac() -> None:
     manifests = render({"rbac": {"create": False}})
     assert not find(manifests, "ClusterRole") and not find(manifests, "ClusterRoleBinding")
+
+
+def test_runner_namespaces_get_their_own_identity_never_a_shared_one() -> None:
+    shared = {"runner": {"namespaces": ["team-a", "team-b"], "serviceAccount": {
+        "annotations": {"iam.gke.io/gcp-service-account": "all@proj.iam.gserviceaccount.com"}}}}
+    with pytest.raises(Exception, match="share one cloud identity"):
+        render(shared)
+    own = render(VALUE_SETS["namespaced"])
+    identities = {m.namespace: m.obj["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+                  for m in find(own, "ServiceAccount", "respawn-runner")}
+    assert identities == {"team-a": "team-a@proj.iam.gserviceaccount.com",
+                          "team-b": "team-b@proj.iam.gserviceaccount.com"}
+    assert all(m.obj["metadata"]["annotations"]["example.com/owner"] == "data"
+               for m in find(own, "ServiceAccount", "respawn-runner"))  # the shared ones still apply
+    deployment = next(m.obj for m in own if m.kind == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES"]) == {
+        "team-a": ["gs://respawn-checkpoints/runs/team-a"], "team-b": ["gs://respawn-checkpoints/runs/team-b"]}
