@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tests.faults.results import OUT_ENV, Record, load, sizes
 
-ORDER = ["Random", "Killed during cleanup", "Split brain", "Stale attempt", "Attempt alive",
+ORDER = ["Random", "Generated", "Killed during cleanup", "Split brain", "Stale attempt", "Attempt alive",
          "Storage", "SIGTERM", "Resume", "Bad input", "Kubernetes API", "Operator", "Pods",
          "Malformed"]
 """Rows in this order (by scenario prefix): runtime first, then the operator."""

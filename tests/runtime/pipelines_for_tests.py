@@ -200,3 +200,91 @@ class Broken(Pipeline):
     @step
     def two(self, ctx: Any) -> None:
         raise RuntimeError("the input is on fire")
+
+
+GENERATED_STEPS = 5
+"""Steps s0..s4 of `Generated`; its `plan` param says what each one does."""
+
+
+def _recipe(name: str, i: int) -> Any:
+    """A value of a kind resume must bring back exactly (collisions, tuples, scalars, layouts)."""
+    values: dict[str, Any] = {
+        "floats": np.linspace(0, i + 1, 4096, dtype=np.float32).reshape(64, 64),
+        "collide32": np.zeros((2, 4), np.int32), "collide64": np.zeros(4, np.int64), "zeros": bytes(32),
+        "empty": np.zeros((0, 4), np.int32), "tuple": (i, "t", (1.5, None)), "scalar": np.float16(i + 0.5),
+        "bigendian": np.asfortranarray(np.arange(600, dtype=">i4").reshape(20, 30)),
+        "order": {"z": i, "a": [1, 2], "m": {"y": 1, "b": 2}}, "bytearray": bytearray(b"x" * (1500 + i)),
+        "bool": np.array([True, False] * 3).reshape(2, 3), "big": np.full(300_000, i, np.uint8),
+    }
+    return values[name]
+
+
+def describe_value(value: Any) -> str:
+    """Type, dtype with byte order, shape and a hash of the bytes (or the repr) of a value."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return f"{type(value).__name__}:{value.dtype.str}:{np.shape(value)}:" \
+               f"{hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]}"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{describe_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        inner = ",".join(describe_value(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return f"{type(value).__name__}:{value!r}"
+
+
+class Generated(Pipeline):
+    """Steps whose work a test draws: `plan[i] = [recipe, progress_iterations]`.
+
+    Each step writes its recipe's value and a description of everything it read, so a
+    value that came back wrong after a resume changes the output; the last step writes
+    the description of the whole context, in key order, to `out`.
+    """
+
+    name = "generated"
+
+    class Params(BaseModel):
+        plan: list[tuple[str, int]]
+        out: str = ""
+        work_s: float = 0.02
+
+    def open_store(self) -> Store | None:
+        store = super().open_store()
+        return PausingStore(store) if store is not None and os.environ.get("PAUSE_AT") else store
+
+    def _work(self, ctx: Any, i: int) -> None:
+        if i >= len(ctx.params.plan):
+            return
+        recipe, iterations = ctx.params.plan[i]
+        state = ctx.progress or {"i": 0, "acc": 0}
+        record(ctx.step_name, ctx.attempt, state["i"])
+        ctx[f"seen{i}"] = describe_value(dict(ctx))  # what this step read, as the clean run saw it
+        acc = state["acc"]
+        for n in range(state["i"], iterations):
+            time.sleep(ctx.params.work_s)
+            acc += n * (i + 1)
+            ctx.save_progress({"i": n + 1, "acc": acc})
+        ctx[f"v{i}"] = _recipe(recipe, i)
+        ctx[f"acc{i}"] = acc
+        time.sleep(ctx.params.work_s)
+
+    @step
+    def s0(self, ctx: Any) -> None:
+        self._work(ctx, 0)
+
+    @step
+    def s1(self, ctx: Any) -> None:
+        self._work(ctx, 1)
+
+    @step
+    def s2(self, ctx: Any) -> None:
+        self._work(ctx, 2)
+
+    @step
+    def s3(self, ctx: Any) -> None:
+        self._work(ctx, 3)
+
+    @step(overlap=False)  # writes the output file
+    def s4(self, ctx: Any) -> None:
+        self._work(ctx, 4)
+        if ctx.params.out:
+            Path(ctx.params.out).write_text(describe_value(dict(ctx)) + "\n")

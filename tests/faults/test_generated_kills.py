@@ -1,0 +1,122 @@
+"""Generated pipelines, generated interruptions: a resumed run ends exactly as a clean run.
+
+Hypothesis draws what each step of `Generated` writes (colliding bytes, tuples, numpy
+scalars, Fortran-ordered big-endian arrays, dicts in odd key order, arrays over the
+inline limit, steps that save progress) and one to three interruptions of real
+`pipeline-runtime` processes: SIGKILL, SIGTERM or SIGINT after N commits, or a SIGKILL
+while paused before the Nth artifact upload or before a commit lands. The run is then
+resumed with increasing attempts. Oracle: the clean run's description of its whole
+context (types, dtypes, shapes, bytes, key order), and the history checker: no
+committed step ran again, nothing committed was lost, no fenced writer got through.
+
+Size: the `ci` profile runs $RESPAWN_GENERATED_RUNS examples (default 20), derandomized;
+HYPOTHESIS_PROFILE=slow runs 300 fresh ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import wait_for
+from tests.faults.harness import fenced_writes, full_history, lost_in_history, reran_after_commit
+from tests.faults.results import Results
+from tests.runtime.conftest import Runtime, output
+from tests.runtime.pipelines_for_tests import GENERATED_STEPS
+
+PIPELINE = "tests.runtime.pipelines_for_tests:Generated"
+RECIPES = ["floats", "collide32", "collide64", "zeros", "empty", "tuple", "scalar", "bigendian", "order",
+           "bytearray", "bool", "big"]
+SLOW = os.environ.get("HYPOTHESIS_PROFILE") == "slow"
+EXAMPLES = 300 if SLOW else int(os.environ.get("RESPAWN_GENERATED_RUNS", "20"))
+EXPECTED = {"KILL": {-signal.SIGKILL}, "TERM": {143}, "INT": {130}}
+ENV = {"RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}  # every save_progress commits: kills land inside steps too
+
+PLANS = st.lists(st.tuples(st.sampled_from(RECIPES), st.integers(0, 5)), min_size=1, max_size=GENERATED_STEPS)
+INTERRUPTIONS = st.lists(st.tuples(st.sampled_from(["KILL", "TERM", "INT", "pause-artifact", "pause-commit"]),
+                                   st.integers(1, 10)), min_size=1, max_size=3)
+
+
+def args(plan: list[tuple[str, int]], uri: str, out: Path, attempt: int, run_id: str) -> list[str]:
+    return ["run", PIPELINE, "--params", json.dumps({"plan": plan, "out": str(out)}), "--run-id", run_id,
+            "--checkpoint-uri", uri, "--attempt", str(attempt), "--retain", "Always"]
+
+
+def commits_seen(proc: Any) -> int:
+    return output(proc).count('"event": "commit"')
+
+
+def interrupt(rt: Runtime, argv: list[str], kind: str, n: int, tmp: Path) -> int | None:
+    """Start an attempt, interrupt it as drawn; its exit code, or None if it finished first."""
+    marker = tmp / f"paused-{rt.count}"
+    env = dict(ENV)
+    if kind.startswith("pause-"):
+        env.update(PAUSE_AT=f"artifact-before:{n}" if kind == "pause-artifact" else f"commit-before:{n + 1}",
+                   PAUSE_MARKER=str(marker))
+    proc = rt.start(argv, env)
+    if kind.startswith("pause-"):
+        wait_for(lambda: marker.exists() or proc.poll() is not None, 60, f"the attempt to reach {kind} {n}")
+        sig = signal.SIGKILL
+    else:
+        wait_for(lambda: commits_seen(proc) >= n or proc.poll() is not None, 60, f"{n} commits")
+        sig = getattr(signal, f"SIG{kind}")
+    if proc.poll() is not None:
+        assert proc.returncode == 0, output(proc)
+        return None
+    proc.send_signal(sig)
+    code = proc.wait(30)
+    if code == 0:
+        return None  # it finished between our look and the signal
+    assert code in EXPECTED.get(kind, {-signal.SIGKILL}), f"{kind} after {n}: exit {code}\n{output(proc)}"
+    return code
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("generated-kills")
+
+
+@settings(max_examples=EXAMPLES)
+@given(plan=PLANS, interruptions=INTERRUPTIONS)
+def test_generated_pipelines_resume_exactly_after_generated_interruptions(
+        workdir: Path, results: Results, plan: list[tuple[str, int]], interruptions: list[tuple[str, int]]) -> None:
+    tmp = Path(tempfile.mkdtemp(dir=workdir))
+    uri = f"file://{tmp}/ck"
+    clean = Runtime(tmp / "clean")
+    (tmp / "clean").mkdir()
+    code, text, _ = clean.run(args(plan, uri, tmp / "clean.out", 1, "clean"), env=ENV)
+    assert code == 0, text
+
+    rt = Runtime(tmp / "faulty")
+    (tmp / "faulty").mkdir()
+    attempt, finished, hits = 1, False, 0
+    for kind, n in interruptions:
+        finished = interrupt(rt, args(plan, uri, tmp / "faulty.out", attempt, "faulty"), kind, n, tmp) is None
+        event(f"{kind}: {'finished first' if finished else 'interrupted'}")
+        hits += not finished
+        attempt += 1
+        if finished:
+            break
+    if not finished:
+        code, text, _ = rt.run(args(plan, uri, tmp / "faulty.out", attempt, "faulty"), env=ENV)
+        assert code == 0, text
+    problems = [] if (tmp / "faulty.out").read_text() == (tmp / "clean.out").read_text() else \
+        ["the resumed run's context differs from the clean run's"]
+    history = full_history(uri, "faulty")
+    dups, regressed, why = reran_after_commit(rt.executions(), history)
+    lost, why_lost = lost_in_history(history)
+    fenced, why_fenced = fenced_writes(history)
+    problems += why + why_lost + why_fenced
+    results.record("Generated pipelines and interruptions (Hypothesis, file://)", runs=1, faults=hits,
+                   correct=int(not problems), lost=lost + regressed, duplicates=dups + fenced,
+                   test="test_generated_pipelines_resume_exactly_after_generated_interruptions",
+                   details=[f"plan {plan}, interruptions {interruptions}: {p}" for p in problems])
+    assert not problems, problems
