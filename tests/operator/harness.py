@@ -79,9 +79,9 @@ class Cluster:
             "metadata": {"name": name, "namespace": self.ns},
             "spec": {
                 "pipeline": "op_pipelines:Steps",
-                "params": {"out": str(self.tmp / f"{name}.out"), **(params or {})},
+                "params": {"out": str(self.run_file(name, "out")), **(params or {})},
                 "env": [{"name": "PYTHONPATH", "value": str(HERE)},
-                        {"name": "EXEC_LOG", "value": str(self.tmp / f"{name}.exec")}],
+                        {"name": "EXEC_LOG", "value": str(self.run_file(name, "exec"))}],
                 "terminationGracePeriodSeconds": 10,
                 **spec,
             },
@@ -121,8 +121,15 @@ class Cluster:
         jobs = self.api.list("jobs", self.ns, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/role=attempt")
         return sorted(j["metadata"]["name"] for j in jobs)
 
+    def run_file(self, name: str, suffix: str) -> Path:
+        """`<name>.<suffix>` in the test folder (`out`, `exec`); a hash for names past NAME_MAX."""
+        import hashlib
+
+        stem = name if len(name) < 200 else hashlib.sha256(name.encode()).hexdigest()
+        return self.tmp / f"{stem}.{suffix}"
+
     def executions(self, name: str) -> list[tuple[str, int]]:
-        path = self.tmp / f"{name}.exec"
+        path = self.run_file(name, "exec")
         if not path.exists():
             return []
         return [(s, int(a)) for s, a in (line.split() for line in path.read_text().splitlines())]
