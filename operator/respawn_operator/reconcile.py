@@ -34,6 +34,7 @@ from respawn_operator.spec import (
     SpecError,
     default_run_id,
     parse_spec,
+    result_hash,
     parse_status,
 )
 from respawn_operator.timeutil import fmt, parse
@@ -308,6 +309,31 @@ def _decide(
                 return ended
             active = False
 
+    # B0. Convergence: a spec change the result depends on (pipeline, image, params, tenant,
+    # checkpoint uri/resume) stops the running attempt and starts the next one, which resumes
+    # from the first affected step (the runtime decides what is still valid). A finished run
+    # runs again; budgets count from zero for the new spec.
+    wanted = result_hash(spec)
+    spec_changed = st.spec_hash is not None and st.spec_hash != wanted
+    if spec_changed and active and rec is not None:
+        if not rec.stopping:
+            rec.stopping = "SpecChanged"
+            r.d.stops.append(Stop(rec.attempt, rec.job))
+            r.d.events.append(Event("Normal", "SpecChanged", f"the spec changed (generation {r.generation}): "
+                                    f"stopping attempt {rec.attempt}; the next one runs the new spec"))
+            r.d.requeue_after = STOP_POLL_SECONDS
+        return r.done(rec.stopping)
+    if spec_changed:
+        r.d.events.append(Event("Normal", "SpecChanged", f"the spec changed (generation {r.generation}): "
+                                "running it, resuming from what is still valid"))
+        st.spec_hash = None  # set again by the attempt that runs the new spec
+        st.preemptions = st.failures = 0
+        st.next_attempt_time = st.completion_time = st.message = None
+        if (st.phase or Phase.PENDING).finished:
+            st.phase = Phase.RETRYING
+            _set_condition(st, "Succeeded", "Unknown", "SpecChanged",
+                           f"running generation {r.generation}", r.generation, now)
+
     # B. Rerun requests: a new non-null spec.rerunFrom (cleared means "the next one counts again").
     if spec.rerun_from is None and st.rerun is not None:
         st.rerun = None
@@ -459,6 +485,7 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
 
     attempt = st.attempt + 1
     d.create_job = build_job(run, attempt, r.config, rerun_from=rerun_from, active_deadline_seconds=left)
+    st.spec_hash, st.result_generation = result_hash(spec), r.generation
     resumed_from = st.last_checkpoint.step if st.last_checkpoint and not rerun_from else None
     st.attempts.append(AttemptRecord(
         attempt=attempt, job=job_name(run.name, attempt), start_time=fmt(now),

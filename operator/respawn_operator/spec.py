@@ -378,6 +378,22 @@ class PipelineRunStatus(_Model):
     rerun: RerunRecord | None = None
     start_time: str | None = None
     completion_time: str | None = None
+    spec_hash: str | None = Field(default=None, description="Hash of the spec fields the result depends on, "
+                                  "as the current attempt runs them.")
+    result_generation: int | None = Field(default=None, description="The metadata.generation whose spec the "
+                                          "current attempt (and so the result) belongs to.")
+
+
+RESULT_FIELDS: dict[str, bool | dict[str, bool]] = {"pipeline": True, "image": True, "params": True, "tenant": True,
+                 "checkpoint": {"uri": True, "resume": True}}
+"""Spec fields a run's result depends on: a change to any starts the next attempt (docs/operator.md).
+Not in it: budgets, retain, suspend, scheduling; rerunFrom has its own handling."""
+
+
+def result_hash(spec: PipelineRunSpec) -> str:
+    """A short hash of RESULT_FIELDS as parsed (defaults filled in, so spelling out a default changes nothing)."""
+    data = spec.model_dump(mode="json", include=RESULT_FIELDS)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 class SpecError(ValueError):

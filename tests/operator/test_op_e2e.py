@@ -8,6 +8,7 @@ each test uses its own PipelineRun names. Waits poll the API with deadlines.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -309,3 +310,20 @@ def test_operator_serves_only_its_namespaces(tmp_path: Path) -> None:
             op.wait(15)
             log.close()
             sim.stop()
+
+
+def test_a_params_edit_converges_running_and_finished_runs(cluster: Cluster) -> None:
+    cluster.submit("edited", {"step_s": 0.5})
+    cluster.wait_status("edited", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
+    cluster.patch_spec("edited", {"params": {"out": str(cluster.tmp / "edited.out"), "step_s": 0.05}})
+    st = cluster.wait_status("edited", lambda st: st.get("phase") == "Succeeded" and st.get("resultGeneration") == 2,
+                             "the new spec to finish")
+    assert st["attempts"][0]["outcome"] == "Stopped" and st["attempts"][0]["reason"] == "SpecChanged"
+    job = cluster.api.get("jobs", f"edited-a{st['attempt']}", NS)
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["RESPAWN_PARAMS"])["step_s"] == 0.05
+    # A finished run runs again for a spec it never ran.
+    cluster.patch_spec("edited", {"params": {"out": str(cluster.tmp / "edited.out"), "step_s": 0.01}})
+    st = cluster.wait_status("edited", lambda st: st.get("phase") == "Succeeded" and st.get("resultGeneration") == 3,
+                             "the third spec to finish")
+    assert st["observedGeneration"] == 3 and "SpecChanged" in cluster.events("edited")

@@ -321,3 +321,43 @@ def test_a_run_that_fails_for_good_under_retain_never_gets_a_retire_job() -> Non
     kept, d2 = step(new_run(budgets={"maxFailures": 0}), Observed())
     _, d2 = step(kept, Observed(job=JOB, pod=pod("Failed", 1)))
     assert d2.retire_job is None  # OnFailure keeps a failed run's checkpoint
+
+
+def edit_spec(body: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """What a `kubectl apply` of an edited spec leaves: a new generation."""
+    meta = {**body["metadata"], "generation": body["metadata"]["generation"] + 1}
+    return {**body, "metadata": meta, "spec": {**body["spec"], **spec}}
+
+
+def test_a_params_edit_while_running_stops_the_attempt_and_runs_the_new_spec() -> None:
+    body, d = step(new_run(params={"crop_size": 224}), Observed())
+    assert d.create_job is not None and body["status"]["resultGeneration"] == 1
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=True))
+    body = edit_spec(body, params={"crop_size": 112})
+    body, d = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=True))
+    assert [s.attempt for s in d.stops] == [1] and "SpecChanged" in [e.reason for e in d.events]
+    body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)), at=5)  # it stopped after a checkpoint
+    assert d.create_job is not None and body["status"]["attempt"] == 2
+    env = {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RESPAWN_PARAMS"] == '{"crop_size":112}'
+    assert body["status"]["attempts"][0]["outcome"] == "Stopped" and body["status"]["preemptions"] == 0
+    assert body["status"]["resultGeneration"] == 2
+
+
+def test_a_succeeded_run_runs_again_when_its_params_change_but_not_for_other_edits() -> None:
+    body, _ = step(new_run(), Observed())
+    body, _ = step(body, Observed(job=JOB, pod=pod("Succeeded", 0)))
+    assert body["status"]["phase"] == "Succeeded"
+    same, d = step(edit_spec(body, budgets={"maxFailures": 9}, checkpoint={"retain": "Always"}), Observed(job=JOB))
+    assert d.create_job is None and same["status"]["phase"] == "Succeeded"  # not what the result depends on
+    again, d = step(edit_spec(body, params={"crop_size": 64}), Observed(job=JOB))
+    assert d.create_job is not None and again["status"]["attempt"] == 2
+    assert cond(again, "Succeeded")["status"] == "Unknown"
+
+
+def test_a_failed_run_is_revived_by_a_fixed_spec_with_fresh_budgets() -> None:
+    body, _ = step(new_run(budgets={"maxFailures": 0}), Observed())
+    body, _ = step(body, Observed(job=JOB, pod=pod("Failed", 1)))
+    assert body["status"]["phase"] == "Failed" and body["status"]["failures"] == 1
+    body, d = step(edit_spec(body, image="img:fixed"), Observed(job=JOB))
+    assert d.create_job is not None and body["status"]["failures"] == 0 and body["status"]["phase"] == "Retrying"
