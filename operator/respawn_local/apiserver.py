@@ -992,6 +992,11 @@ class ApiServer:
         for key, value in (obj["metadata"].get("labels") or {}).items():
             if not isinstance(value, str) or len(value) > 63 or (value and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value)):
                 causes.append({"reason": "FieldValueInvalid", "field": f"metadata.labels", "message": f"Invalid value: {json.dumps(value)}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"})
+        if rtype.key == ("", "pods"):
+            causes += _pod_spec_problems(obj.get("spec"), "spec")
+        elif rtype.key == ("batch", "jobs"):
+            template = ((obj.get("spec") or {}).get("template") or {})
+            causes += _pod_spec_problems(template.get("spec"), "spec.template.spec")
         field_validation = field_validation or _field_validation.get()
         schema = rtype.schemas.get(version or rtype.versions[0])
         if schema is not None and not causes:
@@ -1072,7 +1077,10 @@ class ApiServer:
             spec.setdefault("terminationGracePeriodSeconds", 30)
             spec.setdefault("schedulerName", "default-scheduler")
             spec.setdefault("dnsPolicy", "ClusterFirst")
-            for c in spec.get("containers", []) or []:
+            containers = spec.get("containers")
+            for c in containers if isinstance(containers, list) else []:
+                if not isinstance(c, dict):
+                    continue  # validation refuses it with a message
                 c.setdefault("terminationMessagePath", "/dev/termination-log")
                 c.setdefault("terminationMessagePolicy", "File")
                 c.setdefault("imagePullPolicy", "IfNotPresent")
@@ -2099,6 +2107,55 @@ class ApiServer:
         except (ConnectionResetError, RuntimeError):
             pass
         return resp
+
+
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _pod_spec_problems(spec: Any, field: str) -> list[Obj]:
+    """What the real PodSpec validation refuses among the fields our builders write."""
+    def bad(where: str, message: str, reason: str = "FieldValueInvalid") -> Obj:
+        return {"reason": reason, "field": where, "message": message}
+
+    if not isinstance(spec, dict):
+        return [bad(field, "Required value", "FieldValueRequired")]
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return [bad(f"{field}.containers", "Required value: a non-empty list of containers", "FieldValueRequired")]
+    problems: list[Obj] = []
+    names: set[str] = set()
+    for i, ct in enumerate(containers):
+        where = f"{field}.containers[{i}]"
+        if not isinstance(ct, dict):
+            problems.append(bad(where, "Invalid value: a container must be an object"))
+            continue
+        name = ct.get("name")
+        if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.fullmatch(name):
+            problems.append(bad(f"{where}.name", f"Invalid value: {json.dumps(name)}: a lowercase RFC 1123 label"))
+        elif name in names:
+            problems.append(bad(f"{where}.name", f"Duplicate value: {json.dumps(name)}", "FieldValueDuplicate"))
+        names.add(str(name))
+        if not isinstance(ct.get("image"), str) or not ct["image"]:
+            problems.append(bad(f"{where}.image", "Required value", "FieldValueRequired"))
+        for key in ("command", "args"):
+            value = ct.get(key)
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                problems.append(bad(f"{where}.{key}", "Invalid value: a list of strings"))
+        env = ct.get("env")
+        if env is not None and not isinstance(env, list):
+            problems.append(bad(f"{where}.env", "Invalid value: a list of EnvVar"))
+            continue
+        for j, var in enumerate(env or []):
+            vname = var.get("name") if isinstance(var, dict) else None
+            if not isinstance(vname, str) or not _ENV_NAME.fullmatch(vname):
+                problems.append(bad(f"{where}.env[{j}].name", f"Invalid value: {json.dumps(vname)}: a valid environment "
+                                    "variable name must consist of alphabetic characters, digits, '_', '-', or '.', "
+                                    "and must not start with a digit"))
+    if spec.get("restartPolicy") not in (None, "Always", "OnFailure", "Never"):
+        problems.append(bad(f"{field}.restartPolicy", f"Unsupported value: {json.dumps(spec.get('restartPolicy'))}",
+                            "FieldValueNotSupported"))
+    return problems
 
 
 def _strip_rv(obj: Obj) -> Obj:

@@ -616,10 +616,18 @@ class PodSim:
                 await asyncio.sleep(0.2)
 
     async def _reconcile(self) -> None:
-        for job in list(self.jobs.values()):
-            await self._sync_job(job)
-        for pod in list(self.pods.values()):
-            await self._sync_pod(pod)
+        # Each object on its own, like the real controllers' work queues: one that fails
+        # (a Job the API refuses pods for) is noted and retried next pass, never a stall.
+        for kind, sync, objs in (("job", self._sync_job, list(self.jobs.values())),
+                                 ("pod", self._sync_pod, list(self.pods.values()))):
+            for obj in objs:
+                try:
+                    await sync(obj)
+                except (asyncio.CancelledError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+                    raise
+                except Exception as e:
+                    meta = obj.get("metadata") or {}
+                    self.errors.append(f"{kind} {meta.get('namespace')}/{meta.get('name')}: {e!r}")
 
     # -- Job controller ------------------------------------------------------------
 

@@ -384,15 +384,19 @@ class PipelineRunStatus(_Model):
                                           "current attempt (and so the result) belongs to.")
 
 
-RESULT_FIELDS: dict[str, bool | dict[str, bool]] = {"pipeline": True, "image": True, "params": True, "tenant": True,
-                 "checkpoint": {"uri": True, "resume": True}}
+RESULT_FIELDS = ("pipeline", "image", "params", "tenant", "checkpoint.uri", "checkpoint.resume")
 """Spec fields a run's result depends on: a change to any starts the next attempt (docs/operator.md).
 Not in it: budgets, retain, suspend, scheduling; rerunFrom has its own handling."""
 
 
 def result_hash(spec: PipelineRunSpec) -> str:
-    """A short hash of RESULT_FIELDS as parsed (defaults filled in, so spelling out a default changes nothing)."""
-    data = spec.model_dump(mode="json", include=RESULT_FIELDS)
+    """A short hash of RESULT_FIELDS as parsed (defaults filled in, so spelling out a default changes nothing).
+
+    Plain JSON, not model_dump: pydantic's serializer refuses params a few hundred levels
+    deep, which the spec accepts."""
+    data = {"pipeline": spec.pipeline, "image": spec.image, "params": spec.params, "tenant": spec.tenant,
+            "checkpoint.uri": spec.checkpoint.uri, "checkpoint.resume": spec.checkpoint.resume.value}
+    assert tuple(data) == RESULT_FIELDS
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 

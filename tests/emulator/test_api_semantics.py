@@ -291,3 +291,22 @@ def test_int_or_string_with_a_pattern_validates_quantities(api: ApiServerThread)
     for i, bad in enumerate([1.5, True, [1], {"v": 1}]):
         status, body = post(f"typed-{i}", {"mem": bad})
         assert status == 422 and "must be of type integer,string" in body["message"], bad
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"containers": {"name": "a", "image": "i"}}, "spec.containers"),
+    ({"containers": []}, "spec.containers"),
+    ({"containers": [{"name": "Bad_Name", "image": "i"}]}, "spec.containers[0].name"),
+    ({"containers": [{"name": "a"}]}, "spec.containers[0].image"),
+    ({"containers": [{"name": "a", "image": "i", "env": [{"name": "A=B", "value": "1"}]}]}, "spec.containers[0].env[0].name"),
+    ({"containers": [{"name": "a", "image": "i", "command": "sh -c x"}]}, "spec.containers[0].command"),
+    ({"containers": [{"name": "a", "image": "i"}, {"name": "a", "image": "j"}]}, "spec.containers[1].name"),
+])
+def test_pods_and_job_templates_the_real_server_refuses_are_refused(api: ApiServerThread, spec: dict[str, Any],
+                                                                     field: str) -> None:
+    status, body = http(api, "POST", "/api/v1/namespaces/default/pods", {"metadata": {"name": "p"}, "spec": spec})
+    assert status == 422 and field in [c["field"] for c in body["details"]["causes"]], body
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+           "spec": {"template": {"spec": {**spec, "restartPolicy": "Never"}}}}
+    status, body = http(api, "POST", "/apis/batch/v1/namespaces/default/jobs", job)
+    assert status == 422 and f"spec.template.{field}" in [c["field"] for c in body["details"]["causes"]], body

@@ -383,3 +383,20 @@ def test_scheduling_gates_hold_a_pod_until_removed(api: ApiServerThread, sim: Po
     api.patch("pods", "gated", {"spec": {"schedulingGates": None}})
     wait_for(lambda: api.get("pods", "gated")["status"]["phase"] == "Succeeded", 15, "the released pod to run")
     assert "admitted" in sim.log("gated")
+
+
+class _OneBrokenJob(PodSim):
+    """A simulator whose Job controller fails on one Job every time (a bug, an odd object)."""
+
+    async def _sync_job(self, job: dict[str, Any]) -> None:
+        if job["metadata"]["name"] == "broken":
+            raise RuntimeError("this Job cannot be synced")
+        await super()._sync_job(job)
+
+
+def test_one_job_that_cannot_be_synced_never_stalls_the_others(api: ApiServerThread, tmp_path: Any) -> None:
+    with _OneBrokenJob.attached(api, work_dir=str(tmp_path / "sim")) as sim:
+        api.create(job_manifest("broken", "pass"))
+        api.create(job_manifest("fine", "pass"))
+        wait_for(lambda: job_condition(api, "fine", "Complete"), 15, "the healthy job")
+        assert any("broken" in e for e in sim.errors)

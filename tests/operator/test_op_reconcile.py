@@ -361,3 +361,11 @@ def test_a_failed_run_is_revived_by_a_fixed_spec_with_fresh_budgets() -> None:
     assert body["status"]["phase"] == "Failed" and body["status"]["failures"] == 1
     body, d = step(edit_spec(body, image="img:fixed"), Observed(job=JOB))
     assert d.create_job is not None and body["status"]["failures"] == 0 and body["status"]["phase"] == "Retrying"
+
+
+def test_params_hundreds_of_levels_deep_do_not_break_the_spec_hash() -> None:
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    _, d = step(new_run(params={"deep": deep}), Observed())  # pydantic's serializer stops at such depths
+    assert d.create_job is not None and d.status.spec_hash
