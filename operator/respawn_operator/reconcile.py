@@ -326,7 +326,7 @@ def _decide(
     if spec_changed:
         r.d.events.append(Event("Normal", "SpecChanged", f"the spec changed (generation {r.generation}): "
                                 "running it, resuming from what is still valid"))
-        st.spec_hash = None  # set again by the attempt that runs the new spec
+        st.spec_hash = wanted  # the run now belongs to this spec, even if no attempt can start yet
         st.preemptions = st.failures = 0
         st.next_attempt_time = st.completion_time = st.message = None
         if (st.phase or Phase.PENDING).finished:

@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.faults.results import OUT_ENV, Record, load, sizes
 
 ORDER = ["Random", "Generated", "Killed during cleanup", "Split brain", "Stale attempt", "Attempt alive",
-         "Storage", "SIGTERM", "Resume", "Bad input", "Kubernetes API", "Operator", "Pods",
+         "Storage", "SIGTERM", "Resume", "Bad input", "Damaged", "Kubernetes API", "Operator", "Pods",
          "Malformed"]
 """Rows in this order (by scenario prefix): runtime first, then the operator."""
 
