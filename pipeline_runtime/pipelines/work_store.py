@@ -190,7 +190,11 @@ class WorkStore:
         root = Path(parsed.path)
         top = root / self.prefix
         if top.is_dir():
-            for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            for folder, _, files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                for name in files:  # a write killed mid-way (SIGKILL) leaves its temporary file
+                    if name.startswith(".tmp-"):
+                        with contextlib.suppress(OSError):
+                            os.unlink(os.path.join(folder, name))
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
         for parent in Path(self.prefix).parents:

@@ -225,8 +225,10 @@ def test_work_store_round_trips_and_catches_corruption(tmp_path: Path) -> None:
     (tmp_path / ref["path"]).write_bytes(b"garbage")
     with pytest.raises(CorruptChunk):
         work.get(ref)
+    # What a SIGKILL inside a write leaves: the store's temporary file beside the chunks.
+    (tmp_path / "_work" / "t" / "r1" / "crops" / ".tmp-k1ll3d").write_bytes(b"half a chunk")
     assert work.clear() == 2 and work.store.list("_work/") == []
-    assert not (tmp_path / "_work").exists()  # no empty folders left in a local store
+    assert not (tmp_path / "_work").exists()  # no empty folders, no temporary files left in a local store
 
 
 def test_work_store_writes_in_the_background_in_order(tmp_path: Path) -> None:
