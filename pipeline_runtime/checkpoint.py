@@ -19,6 +19,7 @@ per object name, and each slot is written once (twice at cleanup).
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import json
 import re
@@ -37,6 +38,28 @@ CHECKPOINT_VERSION = "2.1"
 READABLE_VERSIONS = ("2.0", "2.1")
 SEALED_VERSIONS = ("2.1",)
 """Versions whose commits carry a `digest` of their canonical body (2.0 commits have none)."""
+
+class Kind(str, enum.Enum):
+    """What a commit is (a str, so bodies read back from JSON compare equal to it)."""
+
+    CLAIM = "claim"
+    """An attempt takes the run over (fences older attempts); carries the state it starts from."""
+    STEP = "step"
+    """A step finished: its outputs are in the context."""
+    PROGRESS = "progress"
+    """Intra-step progress of the current step (`ctx.save_progress`)."""
+    FAILED = "failed"
+    """A step raised; the context is the one before it."""
+    FINAL = "final"
+    """Every step done (retain: Always keeps everything behind it)."""
+    TOMBSTONE = "tombstone"
+    """The run was retired: artifacts gone, outcome kept; fences stale attempts."""
+    STUB = "stub"
+    """An older commit overwritten by retire (only `seq` and the tombstone's seq)."""
+
+
+FINISHED_KINDS = (Kind.FINAL, Kind.TOMBSTONE)
+"""Commits after which no attempt may commit."""
 
 SEED_FIELDS = ("pipeline_name", "run_guid", "completed_steps", "context",
                "steps_summary", "checkpoint_version")
@@ -144,7 +167,7 @@ class RunLog:
 
     def is_retired(self) -> bool:
         latest = self.latest()
-        return bool(latest and latest.body and latest.body.get("kind") == "tombstone")
+        return bool(latest and latest.body and latest.body.get("kind") == Kind.TOMBSTONE)
 
     def append(self, seq: int, body: dict[str, Any]) -> None:
         """Create commit `seq`; raise Superseded if someone else holds the slot."""
@@ -166,7 +189,7 @@ class RunLog:
         if latest is None or latest.body is None:
             return f"attempt {attempt} lost the commit race"
         other = latest.body
-        if other.get("kind") in ("final", "tombstone"):
+        if other.get("kind") in FINISHED_KINDS:
             return (f"the run already finished ({other.get('outcome')}, attempt "
                     f"{other.get('attempt')}); attempt {attempt} stops")
         return (f"attempt {other.get('attempt')} owns the run now; stale attempt "
@@ -225,7 +248,7 @@ class RunLog:
 
         def stub(old: int) -> None:
             # Overwrite, never delete: an empty slot could be filled by a stale writer.
-            body = {"seq": old, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION,
+            body = {"seq": old, "kind": Kind.STUB.value, "checkpoint_version": CHECKPOINT_VERSION,
                     "tombstone": seq}
             if still_newest():
                 self.store.put(self._p(_slot(old)), seal(body))
@@ -286,10 +309,10 @@ def parse_commit(raw: bytes, where: str) -> dict[str, Any]:
         if not isinstance(digest, str) or hashlib.sha256(_canonical(body)).hexdigest() != digest:
             raise CorruptCheckpoint(f"{where} does not match its digest: it was damaged or edited "
                                     "after it was written")
-    if body.get("kind") == "stub":
+    if body.get("kind") == Kind.STUB:
         return body
     missing = [f for f in ("seq", "attempt", "kind", *SEED_FIELDS) if f not in body]
-    if body.get("kind") == "tombstone":
+    if body.get("kind") == Kind.TOMBSTONE:
         missing = [f for f in missing if f not in ("context",)]
     if missing:
         raise CorruptCheckpoint(f"{where} lacks {', '.join(missing)}")
@@ -306,8 +329,7 @@ def _int(v: Any) -> bool:
 _FIELD_TYPES: list[tuple[str, str, Any]] = [
     ("seq", "an integer", _int),
     ("attempt", "an integer", _int),
-    ("kind", "a commit kind", lambda v: v in ("claim", "step", "progress", "failed", "final",
-                                             "tombstone")),
+    ("kind", "a commit kind", lambda v: v in {k.value for k in Kind} - {Kind.STUB.value}),
     ("pipeline_name", "a string", lambda v: isinstance(v, str)),
     ("run_guid", "a string", lambda v: isinstance(v, str)),
     ("completed_steps", "a list of step names",
@@ -323,5 +345,19 @@ def new_nonce() -> str:
     return uuid.uuid4().hex
 
 
-__all__ = ["CHECKPOINT_VERSION", "CorruptCheckpoint", "Latest", "RunLog", "Superseded",
-           "artifact_path", "check_name", "fingerprint", "now", "parse_commit"]
+def tombstone_of(body: dict[str, Any], *, outcome: str) -> dict[str, Any]:
+    """The tombstone that retires a run whose newest commit is `body`: the one builder
+    the runtime (on success) and `pipeline-runtime cleanup` use. It keeps what fences
+    and what `inspect` shows (attempt, steps, summary, definition), drops the state."""
+    tomb = {k: v for k, v in body.items() if k not in ("context", "progress", "digest", "seq")}
+    tomb.update(kind=Kind.TOMBSTONE.value, nonce=new_nonce(), at=now(), checkpoint_version=CHECKPOINT_VERSION,
+                outcome=outcome)
+    for key, empty in (("attempt", 0), ("pipeline_name", ""), ("run_guid", ""), ("completed_steps", []),
+                       ("steps_summary", {})):
+        if tomb.get(key) is None:
+            tomb[key] = empty
+    return tomb
+
+
+__all__ = ["CHECKPOINT_VERSION", "FINISHED_KINDS", "CorruptCheckpoint", "Kind", "Latest", "RunLog", "Superseded",
+           "artifact_path", "check_name", "fingerprint", "now", "parse_commit", "seal", "tombstone_of"]

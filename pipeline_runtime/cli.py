@@ -332,7 +332,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from .checkpoint import CHECKPOINT_VERSION, new_nonce, now
+    from .checkpoint import Kind, tombstone_of
 
     runlog = _open_log(args)
     if args.purge:
@@ -344,17 +344,10 @@ def _cleanup(args: argparse.Namespace) -> int:
         print(f"nothing at {runlog.uri}")
         return 0
     body = dict(latest.body or {})
-    if body.get("kind") == "tombstone":
+    if body.get("kind") == Kind.TOMBSTONE:
         print(f"{runlog.uri} is already retired")
         return 0
-    body.update(kind="tombstone", nonce=new_nonce(), at=now(), checkpoint_version=CHECKPOINT_VERSION,
-                outcome=body.get("outcome") or "Deleted")
-    body.setdefault("attempt", 0)
-    body.pop("context", None)
-    body.pop("progress", None)
-    for key in ("pipeline_name", "run_guid", "completed_steps", "steps_summary"):
-        body.setdefault(key, None)
-    seq = runlog.retire(body, latest.seq)
+    seq = runlog.retire(tombstone_of(body, outcome=body.get("outcome") or "Deleted"), latest.seq)
     print(f"retired {runlog.uri}: tombstone at commit #{seq}")
     return 0
 

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, TypeVar, overload
 
 import pydantic
 
-from .checkpoint import (CHECKPOINT_VERSION, CorruptCheckpoint, Latest, RunLog, Superseded,
-                         check_name, fingerprint, new_nonce, now)
+from .checkpoint import (CHECKPOINT_VERSION, FINISHED_KINDS, CorruptCheckpoint, Kind, Latest, RunLog,
+                         Superseded, check_name, fingerprint, new_nonce, now, tombstone_of)
 from .code_digest import code_digest
 from .codec import CorruptArtifact, Encoder, UnsupportedValue, decode, snapshot
 from .commit_worker import CommitWorker
@@ -316,9 +316,10 @@ class _Run:
                                 **fields})
 
     # -- commit bodies -----------------------------------------------------------
-    def body(self, kind: str, attempt: int, **extra: Any) -> dict[str, Any]:
+    def body(self, kind: Kind, attempt: int, **extra: Any) -> dict[str, Any]:
+        """A commit body of this run (the one builder; RunLog.append seals it)."""
         return {
-            "checkpoint_version": CHECKPOINT_VERSION, "kind": kind, "attempt": attempt,
+            "checkpoint_version": CHECKPOINT_VERSION, "kind": kind.value, "attempt": attempt,
             "at": now(), "nonce": new_nonce(), "pipeline_name": self.p.pipeline_name(),
             "run_guid": self.p.run_id, "tenant": self.p.tenant, "definition": self.definition,
             "fingerprint": self.fp, "params_hash": self.phash,
@@ -337,8 +338,8 @@ class _Run:
             if attempt is None:  # local use: one more than whoever wrote last
                 attempt = (latest.body or {}).get("attempt", 0) + 1 if latest else 1
             other = latest.body if latest is not None else None
-            if other is not None and other.get("kind") != "stub":  # a stub has no attempt to fence with
-                finished = other.get("kind") in ("final", "tombstone")
+            if other is not None and other.get("kind") != Kind.STUB:  # a stub has no attempt to fence with
+                finished = other.get("kind") in FINISHED_KINDS
                 if other["attempt"] > attempt or (finished and other["attempt"] >= attempt):
                     raise Superseded(
                         f"attempt {attempt} is stale: the checkpoint at {runlog.uri} was "
@@ -356,7 +357,7 @@ class _Run:
             self.summary = dict(base.summary)
             self.attempt = attempt
             self.worker = self._start_worker(runlog)
-            body = self.body("claim", attempt, resumed_from=base.resumed_from)
+            body = self.body(Kind.CLAIM, attempt, resumed_from=base.resumed_from)
             progress_plan = None
             if base.progress is not None:
                 progress_plan = {"step": base.progress["step"],
@@ -402,12 +403,12 @@ class _Run:
                 "Restart to start over (history is kept), or inspect it with "
                 "`pipeline-runtime inspect`")
         body = latest.body
-        if body.get("kind") == "stub":
+        if body.get("kind") == Kind.STUB:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} ends in a stub (commit {latest.seq}): the run was retired and its "
                 "cleanup was interrupted, so nothing is left to resume. Use resume policy Restart to "
                 "start over, or a new run id")
-        if body.get("kind") == "tombstone":
+        if body.get("kind") == Kind.TOMBSTONE:
             # Retired. A success is final: an attempt started after it (e.g. the pod
             # was killed during the cleanup) has nothing left to do, not everything.
             # Other outcomes left no state to resume from: start over.
@@ -506,7 +507,7 @@ class _Run:
                 result.executed.append(info.name)
             self.current = None
             if self.worker is not None:
-                self.worker.submit(self.body("final", attempt, outcome="Succeeded"), None, None)
+                self.worker.submit(self.body(Kind.FINAL, attempt, outcome="Succeeded"), None, None)
                 self.worker.flush()
                 self.worker.raise_if_failed()
                 self._retire(runlog, "Succeeded")
@@ -561,7 +562,7 @@ class _Run:
                                        "duration_s": round(time.monotonic() - started, 3),
                                        "error": f"{type(e).__name__}: {e}"[:500]}
             if self.worker is not None:
-                self.worker.submit(self.body("failed", self.attempt), None, None)
+                self.worker.submit(self.body(Kind.FAILED, self.attempt), None, None)
                 self.worker.flush(timeout=30)
             raise StepFailed(info.name, e) from e
         duration = time.monotonic() - started
@@ -577,7 +578,7 @@ class _Run:
                 plan = snapshot(ctx._data, "ctx")
             except UnsupportedValue as e:
                 raise StepFailed(info.name, e) from e
-            self.worker.submit(self.body("step", self.attempt), plan, None)
+            self.worker.submit(self.body(Kind.STEP, self.attempt), plan, None)
             self._last_progress_commit = time.monotonic()
 
     def _on_progress(self, state: dict[str, Any]) -> None:
@@ -585,7 +586,7 @@ class _Run:
         if self.worker is not None and (STOP.requested or due):
             self.worker.raise_if_failed()
             plan = {"step": self.current, "state": snapshot(state, "progress")}
-            self.worker.submit(self.body("progress", self.attempt), None, plan)
+            self.worker.submit(self.body(Kind.PROGRESS, self.attempt), None, plan)
             self._last_progress_commit = time.monotonic()
         if STOP.requested:
             raise StopRequested()
@@ -596,9 +597,7 @@ class _Run:
             return
         if retain is RetainPolicy.ON_FAILURE and outcome != "Succeeded":
             return
-        tomb = self.body("tombstone", self.attempt, outcome=outcome)
-        tomb.pop("context", None)
-        seq = runlog.retire(tomb, self.worker.seq)
+        seq = runlog.retire(tombstone_of(self.body(Kind.TOMBSTONE, self.attempt), outcome=outcome), self.worker.seq)
         self.emit("retired", seq=seq, retain=retain.value)
 
 
@@ -641,6 +640,6 @@ def _commit_at(runlog: RunLog, completed: list[str]) -> dict[str, Any] | None:
             body = runlog.read(seq)
         except (CorruptCheckpoint, NotFound):
             continue
-        if body.get("kind") in ("step", "claim") and body["completed_steps"] == completed:
+        if body.get("kind") in (Kind.STEP, Kind.CLAIM) and body["completed_steps"] == completed:
             return body
     return None
