@@ -1,7 +1,7 @@
 """Contracts shared by the runtime and the operator: exit codes and environment names.
 
 The operator imports this module (never the other way round); changing a value
-here changes the wire contract between a pod and the operator, see DESIGN.md.
+here changes the wire contract between a pod and the operator (README: exit codes; docs/runtime.md).
 """
 
 from __future__ import annotations

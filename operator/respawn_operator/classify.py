@@ -25,18 +25,6 @@ from respawn_operator.spec import PIPELINE_CONTAINER, AttemptOutcome
 
 CONTAINER_NAME = PIPELINE_CONTAINER
 
-DISRUPTION_REASONS = frozenset(
-    {
-        "PreemptionByScheduler",
-        "PreemptionByKubeScheduler",  # the name before Kubernetes 1.27
-        "TerminationByKubelet",
-        "EvictionByEvictionAPI",
-        "DeletionByTaintManager",
-        "DeletionByPodGC",
-    }
-)
-"""Reasons of the pod ``DisruptionTarget`` condition (all of them mean: not the pipeline's fault)."""
-
 INFRA_POD_REASONS = frozenset({"Evicted", "Shutdown", "NodeShutdown", "Terminated", "NodeLost", "Preempting"})
 """Pod ``status.reason`` values that the kubelet or node controller set when it stops a pod."""
 

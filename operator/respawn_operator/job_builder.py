@@ -83,7 +83,7 @@ def _env(name: str, value: str) -> dict[str, Any]:
 
 
 def runtime_env(run: Run, attempt: int, config: OperatorConfig, *, rerun_from: str | None) -> list[dict[str, Any]]:
-    """The environment contract of DESIGN.md, then the user's ``spec.env``."""
+    """The pod's environment contract (pipeline_runtime.contracts), then the user's ``spec.env``."""
     spec = run.spec
     env = [
         _env(c.ENV_PIPELINE, spec.pipeline),

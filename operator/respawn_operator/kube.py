@@ -201,10 +201,6 @@ class KubeClient:
     async def create(self, res: Resource, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         return await self.request("POST", res.path(namespace), body=body)
 
-    async def patch_status(self, res: Resource, name: str, namespace: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return await self.request("PATCH", res.path(namespace, name, "status"), body=patch,
-                                  content_type="application/merge-patch+json")
-
     async def delete(self, res: Resource, name: str, namespace: str | None = None, *,
                      grace_seconds: int | None = None, propagation: str | None = None) -> bool:
         """Delete; ``False`` if it was gone already."""

@@ -1,10 +1,10 @@
 """Pydantic models of the PipelineRun resource: spec (what users write) and status (what we report).
 
-Field names are the contract of DESIGN.md; Python attributes are snake_case with the
+Field names are the PipelineRun API (README "PipelineRun reference"); Python attributes are snake_case with the
 camelCase wire names as aliases. The CRD schema in ``crds/`` is generated from these
 models by :mod:`respawn_operator.crdgen`, so a rule written here is the rule
 ``kubectl apply`` enforces. Rules a structural schema cannot express live in the
-``model_validator``s and in :func:`validate_spec`; the operator reports them as
+``model_validator``s (and :func:`parse_spec` turns their errors into one message); the operator reports them as
 phase ``Failed`` with a message saying what to fix.
 """
 
@@ -14,7 +14,6 @@ import dataclasses
 import enum
 import hashlib
 import json
-import re
 from typing import Annotated, Any
 
 import pydantic
@@ -432,14 +431,6 @@ def parse_status(raw: dict[str, Any] | None) -> PipelineRunStatus:
             return PipelineRunStatus.model_validate(keep)
         except pydantic.ValidationError:
             return PipelineRunStatus()
-
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def is_dns_label(value: str) -> bool:
-    """True if ``value`` is a valid Kubernetes DNS-1123 label."""
-    return len(value) <= 63 and bool(_DNS_LABEL.match(value))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,6 @@ which is what makes re-writing a shard after a resume harmless.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -45,11 +44,6 @@ def encode_shard(images: np.ndarray, crop_index: np.ndarray) -> memoryview:
                 f.write(npy_header(arr.shape, arr.dtype))
                 f.write(arr.data)
     return buf.getbuffer()
-
-
-def crop_sha256(image: np.ndarray) -> str:
-    """The manifest's per-crop checksum: sha256 of the crop's C-order uint8 pixels."""
-    return hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
 
 
 def manifest_line(entry: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import respawn_operator
 
 PACKAGE = Path(respawn_operator.__file__).resolve().parent
 
-CLIENT_VERBS = {"get": "get", "list": "list", "create": "create", "delete": "delete", "patch_status": "patch"}
+CLIENT_VERBS = {"get": "get", "list": "list", "create": "create", "delete": "delete"}
 """KubeClient methods (respawn_operator/kube.py) and the RBAC verb each needs."""
 HTTP_VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 PEERING_RESOURCES = {"clusterkopfpeerings": True, "kopfpeerings": False}
@@ -107,8 +107,7 @@ def _client_call(node: ast.Call, resources: dict[str, tuple[str, str, bool]], wh
     args = node.args
     if attr in CLIENT_VERBS and args and isinstance(args[0], ast.Name) and args[0].id in resources:
         group, plural, namespaced = resources[args[0].id]
-        sub = "/status" if attr == "patch_status" else ""
-        return [Need(group, plural + sub, CLIENT_VERBS[attr], namespaced, f"{where}: client.{attr}({args[0].id})")]
+        return [Need(group, plural, CLIENT_VERBS[attr], namespaced, f"{where}: client.{attr}({args[0].id})")]
     if attr != "request" or not args or not (isinstance(args[0], ast.Constant) and args[0].value in HTTP_VERBS):
         return []
     verb = HTTP_VERBS[str(args[0].value)]
