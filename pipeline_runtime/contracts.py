@@ -75,6 +75,9 @@ MAX_PROGRESS_INTERVAL_SECONDS = 3600.0
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
+PROGRESS_ANNOTATION = "respawn.dev/progress"
+"""The pod annotation the runtime publishes its live progress in and the operator reads."""
+
 RUN_ID_MAX = 200
 """Longest run id or tenant (a path segment; with the scratch folder's prefix it stays a legal file name)."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
 
 from .errors import InvalidInput
@@ -20,6 +22,9 @@ def resolve(spec: str) -> type[Pipeline]:
     """`module:Class` or a name from the `respawn.pipelines` entry-point group."""
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
+        # Like `python -m`: a module next to where the command runs is found without PYTHONPATH=.
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:

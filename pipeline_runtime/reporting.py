@@ -16,9 +16,8 @@ from .contracts import (
     DEFAULT_TERMINATION_LOG,
     ENV_SERVICEACCOUNT_DIR,
     ENV_TERMINATION_LOG,
+    PROGRESS_ANNOTATION,
 )
-
-PROGRESS_ANNOTATION = "respawn.dev/progress"
 
 
 class Reporter:

@@ -22,3 +22,22 @@ def test_demo_preempts_and_resumes(tmp_path: Path) -> None:
     assert re.search(r"dataprep-video-42\s+Succeeded\s+6/6\s+1\s+0\s", out)
     manifest = tmp_path / "demo" / "dataset" / "manifest.jsonl"
     assert manifest.exists() and manifest.read_text().count("\n") > 0
+
+
+def test_the_demo_never_deletes_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    from respawn_local.demo import DEMO_MARKER, prepare_folder
+
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("years of work")
+    problem = prepare_folder(mine)
+    assert problem is not None and "not a demo folder" in problem
+    assert (mine / "chapter1.tex").read_text() == "years of work"
+    assert "a file" in (prepare_folder(mine / "chapter1.tex") or "")
+    demo = tmp_path / "demo"
+    assert prepare_folder(demo) is None and (demo / DEMO_MARKER).is_file()  # new: made
+    (demo / "old-output.txt").write_text("x")
+    assert prepare_folder(demo) is None and not (demo / "old-output.txt").exists()  # a demo's: emptied
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert prepare_folder(empty) is None

@@ -88,16 +88,39 @@ def load_example(video: Path, out: Path, checkpoints: Path) -> dict[str, Any]:
     return body
 
 
+DEMO_MARKER = ".respawn-demo"
+"""A file the demo leaves in its folder: only a folder holding it is emptied by a later demo."""
+
+
+def prepare_folder(work: Path) -> str | None:
+    """Make `work` an empty demo folder; never delete what the demo did not create.
+
+    A missing or empty folder is used; a folder that a demo made before (it holds the
+    marker) is emptied; anything else is refused with a message (None: ready)."""
+    if work.exists() and not work.is_dir():
+        return f"{work} is a file, not a folder; give --dir a folder"
+    if work.is_dir() and any(work.iterdir()):
+        if not (work / DEMO_MARKER).is_file():
+            return (f"{work} is not empty and is not a demo folder; the demo deletes its folder's contents "
+                    "when it starts, so give --dir a new or empty folder")
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / DEMO_MARKER).write_text("made by respawn-demo: the next demo in this folder empties it\n")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="respawn-demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", default=".respawn/demo", help="where everything goes (reset)")
+    ap.add_argument("--dir", default=".respawn/demo",
+                    help="where everything goes: a new or empty folder, or one an earlier demo made (emptied)")
     ap.add_argument("--frames", type=int, default=3000, help="length of the generated video")
     ap.add_argument("--preempt-at", default="extract_frames",
                     help="preempt the pod while this step runs")
     args = ap.parse_args(argv)
     work = Path(args.dir).resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    problem = prepare_folder(work)
+    if problem:
+        raise SystemExit(f"respawn-demo: {problem}")
     started = time.monotonic()
 
     video = Path(make_video(work / "video.avi", frames=args.frames, width=480, height=360,

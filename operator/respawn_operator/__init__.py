@@ -5,6 +5,8 @@ Layers (outer to inner): ``cli`` > ``handlers`` (kopf, thin) > ``reconcile`` (de
 > ``spec`` (pydantic models). Only ``kube`` and ``handlers`` talk to the API server.
 """
 
+from pipeline_runtime.contracts import PROGRESS_ANNOTATION
+
 GROUP = "respawn.dev"
 VERSION = "v1alpha1"
 KIND = "PipelineRun"
@@ -20,7 +22,7 @@ LABEL_ATTEMPT = "respawn.dev/attempt"
 """Label on Jobs and pods: the attempt number (the fencing token)."""
 LABEL_ROLE = "respawn.dev/role"
 """Label on Jobs: ``attempt`` or ``cleanup``."""
-ANNOTATION_PROGRESS = "respawn.dev/progress"
-"""Pod annotation the runtime patches with its live progress (JSON)."""
+ANNOTATION_PROGRESS = PROGRESS_ANNOTATION
+"""Pod annotation the runtime patches with its live progress (JSON); defined by the runtime's contracts."""
 ANNOTATION_RUN_NAME = "respawn.dev/run-name"
 """Annotation on Jobs and pods: the full PipelineRun name (labels may hold a shortened form)."""

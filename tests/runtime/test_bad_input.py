@@ -203,3 +203,21 @@ def test_a_pipeline_module_that_fails_to_load_is_invalid_input(runtime: Runtime,
                                    env={"PYTHONPATH": f"{tmp_path}"})
     assert code == 64 and "Traceback" not in text
     assert term is not None and "SyntaxError" in term["message"] and "broken_module" in term["message"]
+
+
+def test_a_pipeline_module_next_to_the_command_is_found_without_pythonpath(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.conftest import VENV_BIN
+
+    (tmp_path / "mypipe.py").write_text(
+        "from pipeline_runtime import Pipeline, step\n"
+        "class Blur(Pipeline):\n"
+        "    @step\n"
+        "    def only(self, ctx):\n"
+        "        ctx['done'] = True\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "run", "mypipe:Blur", "--checkpoint-uri", "none"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

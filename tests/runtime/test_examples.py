@@ -31,3 +31,19 @@ def test_custom_pipeline_example_runs_and_resumes(runtime: Runtime, tmp_path: Pa
     assert np.array_equal(np.load(out)["small"], np.load(clean)["small"])
     code, _, term = runtime.run([*args, "--run-id", "odd", "--params", '{"size": 63}'], env=env)
     assert code == 64 and term is not None and term["message"].startswith("size:")
+
+
+def test_the_readme_pipeline_snippet_runs_and_resumes(tmp_path: Path) -> None:
+    """The README's "Writing a pipeline" block, as a user saves it: run twice, then loaded by the CLI."""
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme[readme.index("## Writing a pipeline"):].split("```python", 1)[1].split("```", 1)[0]
+    (tmp_path / "mypipe.py").write_text(block.replace("file:///tmp/ckpt", f"file://{tmp_path}/ckpt"))
+    runs = [subprocess.run([sys.executable, "mypipe.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            for _ in range(2)]
+    assert [r.stdout.strip().splitlines()[-1] for r in runs] == ["['load', 'shrink'] []", "[] ['load', 'shrink']"]
+    loaded = subprocess.run([str(Path(sys.executable).parent / "pipeline-runtime"), "run", "mypipe:Thumbnails",
+                             "--checkpoint-uri", "none"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert loaded.returncode == 0 and "['load', 'shrink']" not in loaded.stdout  # importing it runs nothing
