@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from pipeline_runtime.contracts import PROGRESS_ANNOTATION
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.sample_video import make_video
@@ -181,17 +182,40 @@ def run_demo(api: ApiServerThread, sim: PodSim, work: Path, video: Path,
             return st if pred(st) else None
         return wait_for(check, timeout, what, interval=0.1)
 
-    watch_until(lambda st: st.get("currentStep") == args.preempt_at
-                and st.get("phase") == "Running", 90, f"step {args.preempt_at} to run")
-    # Let it get partway into the step: its saved progress is what the next attempt uses.
-    time.sleep(0.7)
+    st = watch_until(lambda st: (st.get("currentStep") == args.preempt_at and st.get("phase") == "Running")
+                     or st.get("phase") == "Succeeded", 90, f"step {args.preempt_at} to run")
     uid = api.get("pipelineruns", name, NS)["metadata"]["uid"]
-    pods = [p for p in api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid}")
-            if p["status"].get("phase") == "Running"]
-    pod, node = pods[0]["metadata"]["name"], pods[0]["spec"].get("nodeName")
-    say(f"\n>>> Spot node {node} is reclaimed: pod {pod} gets DisruptionTarget "
-        "(TerminationByKubelet) and SIGTERM.\n")
-    sim.preempt(pod, NS, reason="TerminationByKubelet", grace=15, wait=False)
+
+    def pod_in_the_step() -> dict[str, Any] | None:
+        """The running pod if it is still inside the step (its own progress report says so)."""
+        table.poll()
+        for p in api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid}"):
+            report = json.loads((p["metadata"].get("annotations") or {}).get(PROGRESS_ANNOTATION) or "{}")
+            if p["status"].get("phase") == "Running" and report.get("currentStep") == args.preempt_at:
+                return p
+        return None
+
+    def in_step_or_past() -> dict[str, Any] | str | None:
+        pod = pod_in_the_step()
+        if pod is not None:
+            return pod
+        return "past" if status().get("currentStep") not in (None, args.preempt_at) or \
+            status().get("phase") == "Succeeded" else None
+
+    found = None
+    if st.get("phase") != "Succeeded":
+        # The pod's own report is fresher than the run's status: preempt the moment it says
+        # it is in the step (SIGTERM then commits the progress made so far).
+        seen = wait_for(in_step_or_past, 60, f"the pod to report {args.preempt_at}", interval=0.02)
+        found = seen if isinstance(seen, dict) else None
+    if found is None:
+        say(f"\n>>> {args.preempt_at} ended before the preemption could land in it (the video is short): "
+            "no preemption this time; give --frames more frames to see one.\n")
+    else:
+        pod, node = found["metadata"]["name"], found["spec"].get("nodeName")
+        say(f"\n>>> Spot node {node} is reclaimed: pod {pod} gets DisruptionTarget "
+            "(TerminationByKubelet) and SIGTERM.\n")
+        sim.preempt(pod, NS, reason="TerminationByKubelet", grace=15, wait=False)
     final = watch_until(lambda st: st.get("phase") == "Succeeded", 120, "the run to succeed")
     last_pod = final["attempts"][-1].get("pod")
     continued = resumed_steps(sim.log(last_pod, NS)) if last_pod else []
