@@ -317,13 +317,27 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"  completed: {', '.join(info['completed_steps'] or []) or '-'}")
     if info["progress"]:
         print(f"  in-step progress saved for {info['progress']['step']}")
-    print(f"  artifacts: {info['artifacts']['count']} ({info['artifacts']['bytes'] / 1e6:.1f} MB)")
+    if info["kind"] == "tombstone":
+        print("  retired: the artifacts are gone, the summary stays")
+    else:
+        print(f"  artifacts: {info['artifacts']['count']} ({info['artifacts']['bytes'] / 1e6:.1f} MB)")
     for key, value in (info["context"] or {}).items():
         print(f"    ctx[{key!r}] = {json.dumps(value, default=str)[:100]}")
+    summary = info["steps_summary"] or {}
+    if summary:
+        print("  steps:")
+        for name, row in summary.items():
+            mb = (row.get("bytes_written") or 0) / 1e6
+            print(f"    {name:<20} {row.get('status', '?'):<9} attempt {row.get('attempt')!s:<3} "
+                  f"{row.get('duration_s') or 0:>8.2f}s {mb:>9.1f} MB")
     print("  history:")
+    stubs = [h for h in info["history"] if h["kind"] == "stub"]
+    if stubs:  # what retiring leaves of the older commits: one line, not one per commit
+        print(f"    #{stubs[0]['seq']}..#{stubs[-1]['seq']}: {len(stubs)} older commits, retired")
     for h in info["history"]:
-        print(f"    #{h['seq']:<5} attempt {h['attempt']!s:<3} {h['kind']!s:<9} "
-              f"{h['step'] or '':<20} {h['at'] or ''} {h.get('error', '')}")
+        if h["kind"] != "stub":
+            print(f"    #{h['seq']:<5} attempt {h['attempt']!s:<3} {h['kind']!s:<9} "
+                  f"{h['step'] or '':<20} {h['at'] or ''} {h.get('error', '')}")
     return 0
 
 

@@ -46,8 +46,7 @@ class FileStore:
     def put(self, path: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
         target = self._path(path)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            fd, tmp = self._temp_beside(target)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -67,6 +66,22 @@ class FileStore:
                     os.unlink(tmp)
         except OSError as e:
             raise _os_error(e, path) from e
+
+    @staticmethod
+    def _temp_beside(target: Path) -> tuple[int, str]:
+        """A temporary file in the target's folder, made if needed.
+
+        `delete` removes folders it empties; one may vanish between our mkdir and the
+        mkstemp (a cleanup racing this write), so try again. Once the temporary file is
+        in it, the folder is not empty and stays."""
+        for attempt in range(10):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            except FileNotFoundError:
+                if attempt == 9:
+                    raise
+        raise AssertionError("unreachable")
 
     def get(self, path: str) -> bytes:
         try:
@@ -98,10 +113,20 @@ class FileStore:
         return sorted(found)
 
     def delete(self, path: str) -> None:
+        target = self._path(path)
         try:
-            self._path(path).unlink()
+            target.unlink()
         except FileNotFoundError:
-            pass
+            return
+        # Object stores have no folders: take away the ones this leaves empty (artifacts/ab/),
+        # up to the root. rmdir refuses a folder that is not empty, so a racing writer is safe.
+        for folder in target.parents:
+            if folder == self.root or self.root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _os_error(e: OSError, path: str) -> Exception:

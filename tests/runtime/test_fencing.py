@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from pipeline_runtime.checkpoint import RunLog, Superseded
 from pipeline_runtime.codec import artifact_path, referenced_artifacts
 from pipeline_runtime.storage import open_store
 from pipeline_runtime.storage.memory import MemoryStore
-from tests.conftest import GCSEmulator, wait_for
+from tests.conftest import VENV_BIN, GCSEmulator, wait_for
 from tests.runtime.conftest import Runtime, termination
 from tests.runtime.pipelines_for_tests import StoreWrapper
 
@@ -170,3 +171,19 @@ def test_a_stale_cleanup_stops_when_a_newer_commit_lands_after_its_tombstone() -
     assert refs and all(inner.exists(f"default/r/{artifact_path(sha, epoch)}") for sha in refs)
     final = Three(store=inner, run_id="r", retain="Always", resume_policy="Strict").run()
     assert final.skipped == ["a", "b", "c"]  # the newer run's result is whole
+
+
+def test_a_retired_run_leaves_no_empty_folders_and_inspect_summarises_it(runtime: Runtime, tmp_path: Path) -> None:
+    uri = f"file://{tmp_path}/ck"
+    code, text, _ = runtime.run(["run", "tests.runtime.pipelines_for_tests:Chain", "--params", '{"mb": 1}',
+                                 "--run-id", "tidy", "--checkpoint-uri", uri])
+    assert code == 0, text
+    run = tmp_path / "ck" / "default" / "tidy"
+    assert not (run / "artifacts").exists()  # every artifacts/xx/ folder went with its artifacts
+    shown = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "inspect", uri, "--run-id", "tidy"],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "retired" in out and "stub" not in out and "attempt None" not in out
+    assert "older commits, retired" in out
+    assert all(f"    {step}" in out for step in ("a", "b", "c", "d", "e"))  # the kept steps summary
