@@ -39,15 +39,11 @@ from respawn_local.apiauth import (
     RequestAttributes,
     TlsFiles,
     TokenAuthority,
-    UserInfo,
     authorize,
     service_account_user,
 )
 
 Obj = dict[str, Any]
-
-_USER = web.RequestKey("user", UserInfo)
-"""The authenticated user of a request."""
 
 # The request's ?fieldValidation= (Strict/Warn/Ignore), seen by schema validation.
 _field_validation: contextvars.ContextVar[str | None] = contextvars.ContextVar("field_validation", default=None)
@@ -1691,7 +1687,6 @@ class ApiServer:
         if user is None:
             self.denials.append(("", f"{request.method} {request.path}", 401))
             return ApiError(401, "Unauthorized", "Unauthorized")
-        request[_USER] = user
         attrs = self._attributes(request)
         if authorize(user, attrs, self._rbac_objects):
             return None
@@ -1747,10 +1742,6 @@ class ApiServer:
                 "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
                 "spec": {**spec, "expirationSeconds": seconds},
                 "status": {"token": token, "expirationTimestamp": now_rfc3339(seconds)}}
-
-    def user_of(self, request: web.Request) -> UserInfo | None:
-        """The authenticated user of a request (None with authentication off)."""
-        return request.get(_USER)
 
     def _classify(self, request: web.Request) -> tuple[str, str]:
         try:
