@@ -262,6 +262,7 @@ class PodSim:
         self._synced: set[str] = set()
         self._stopping = False
         self.errors: list[str] = []
+        self._freeze: list[Callable[[Obj], bool]] = []
         """Unexpected errors seen by the loops (tests can assert it stays empty)."""
 
     @classmethod
@@ -364,6 +365,19 @@ class PodSim:
     def add_node(self, node: SimNode) -> None:
         """Add (or bring back) a node."""
         self._call(self._add_node(node))
+
+    def freeze_starts(self, match: Callable[[Obj], bool]) -> None:
+        """Start the container of every pod that `match` accepts stopped (SIGSTOP before
+        its command runs), so a test can disrupt it at a known moment, however fast the
+        command would have been. A stopped process ignores SIGTERM until `thaw`; SIGKILL
+        (the end of a grace period) still ends it."""
+        self._freeze.append(match)
+
+    def thaw(self, pod: str, namespace: str = "default") -> None:
+        """SIGCONT a pod's process group (see `freeze_starts`)."""
+        proc = self.process(pod, namespace)
+        if proc is not None:
+            _kill_group(proc.process.pid, signal.SIGCONT)
 
     def process(self, pod: str, namespace: str = "default") -> _Proc | None:
         """The running (or orphaned) process of a pod, if any."""
@@ -955,6 +969,8 @@ class PodSim:
         argv = list(container.get("command") or self.default_command) + [str(a) for a in container.get("args") or []]
         argv = [_expand(a, env) for a in argv]
         exe = shutil.which(argv[0], path=env["PATH"]) or argv[0]
+        if any(match(pod) for match in self._freeze):
+            argv, exe = ["sh", "-c", 'kill -STOP $$; exec "$@"', "podsim-frozen", exe, *argv[1:]], "/bin/sh"
         await self._request("PATCH", self._path("pods", ns, name),
                             {"metadata": {"annotations": {LOG_ANNOTATION: log_path}}},
                             content_type="application/merge-patch+json", ok404=True)
