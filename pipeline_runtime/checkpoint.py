@@ -232,6 +232,13 @@ class RunLog:
         """
         seq = last_seq + 1
         self.append(seq, tombstone)
+        self.sweep(seq)
+        return seq
+
+    def sweep(self, seq: int) -> None:
+        """The second half of `retire` for the tombstone at `seq`: drop the artifacts of
+        older epochs and stub the older commits. Run again, it finishes what an
+        interrupted cleanup left (it is idempotent); fenced the same way."""
         lock = threading.Lock()
         overtaken: list[int] = []
 
@@ -260,7 +267,6 @@ class RunLog:
         if overtaken:
             raise Superseded(f"commit {overtaken[0]} landed after this cleanup's tombstone {seq}: a newer "
                              "attempt owns the run, so the cleanup stopped and its artifacts stay")
-        return seq
 
     def purge(self) -> int:
         """Remove everything of the run, tombstone included (the PipelineRun is gone)."""

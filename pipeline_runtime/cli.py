@@ -20,9 +20,12 @@ from . import contracts as c
 from .lifecycle import STOP
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, wrap_store: Any = None) -> None:
+    """`wrap_store(store) -> store`, if given, wraps the checkpoint store of `run` and
+    `cleanup` (the chaos engine's child process stops at storage operations with it)."""
     STOP.install()
     args = _parser().parse_args(argv)
+    args.wrap_store = wrap_store
     if args.func is cmd_run and not sys.stderr.isatty():
         print(json.dumps({"event": "ready", "pid": os.getpid()}), file=sys.stderr, flush=True)
     code = args.func(args)
@@ -103,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     cl.add_argument("--purge", action="store_true", help="remove the tombstone too")
     cl.set_defaults(func=cmd_cleanup)
 
+    from .chaos.cli import add_parser as add_chaos
+
+    add_chaos(sub)
+    sub.choices["chaos"].set_defaults(func=cmd_chaos)
+
     ls = sub.add_parser("pipelines", help="list registered pipelines")
     ls.set_defaults(func=cmd_pipelines)
     return p
@@ -168,11 +176,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         cls = resolve(args.pipeline)
         uri = None if args.checkpoint_uri in ("", "none") else args.checkpoint_uri
+        store = None
+        if uri is not None and args.wrap_store is not None:
+            from .storage import open_store
+
+            try:
+                store = args.wrap_store(open_store(uri))
+            except ValueError as e:
+                raise InvalidInput(f"checkpoint uri: {e}") from None
         try:
             attempt = int(args.attempt) if args.attempt not in (None, "") else None
         except ValueError:
             raise InvalidInput(f"attempt: {args.attempt!r} is not a number") from None
-        pipeline = cls(_load_params(args.params), checkpoint_uri=uri, run_id=args.run_id,
+        pipeline = cls(_load_params(args.params), checkpoint_uri=uri, store=store, run_id=args.run_id,
                        tenant_id=args.tenant, attempt=attempt,
                        resume_policy=args.resume_policy, retain=args.retain, on_event=reporter,
                        progress_interval=args.progress_interval)
@@ -229,7 +245,9 @@ def _open_log(args: argparse.Namespace) -> Any:
     from .checkpoint import RunLog
     from .storage import open_store
 
-    return RunLog(open_store(args.uri), args.tenant, args.run_id)
+    store = open_store(args.uri)
+    wrap = getattr(args, "wrap_store", None)
+    return RunLog(wrap(store) if wrap else store, args.tenant, args.run_id)
 
 
 def describe(node: Any) -> Any:
@@ -359,11 +377,19 @@ def _cleanup(args: argparse.Namespace) -> int:
         return 0
     body = dict(latest.body or {})
     if body.get("kind") == Kind.TOMBSTONE:
-        print(f"{runlog.uri} is already retired")
+        # A cleanup killed after its tombstone left artifacts or unstubbed commits: finish it.
+        runlog.sweep(latest.seq)
+        print(f"{runlog.uri} is retired (tombstone at commit #{latest.seq}); leftovers removed")
         return 0
     seq = runlog.retire(tombstone_of(body, outcome=body.get("outcome") or "Deleted"), latest.seq)
     print(f"retired {runlog.uri}: tombstone at commit #{seq}")
     return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from .chaos.cli import command
+
+    return command(args)
 
 
 def cmd_pipelines(args: argparse.Namespace) -> int:

@@ -983,13 +983,14 @@ class PodSim:
         except OSError as e:
             log.write(f"podsim: cannot start {argv!r}: {e}\n".encode())
             log.close()
+            why = str(e)  # `e` is unbound once the except clause ends; the closure must not need it
 
             def cannot_start(p: Obj) -> None:
                 s = p["status"]
                 s["phase"] = "Failed"
                 s["containerStatuses"] = [{"name": container.get("name", "main"), "image": container.get("image", ""),
                                            "ready": False, "restartCount": 0, "started": False,
-                                           "state": {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(e),
+                                           "state": {"terminated": {"exitCode": 128, "reason": "StartError", "message": why,
                                                                     "startedAt": started, "finishedAt": now_rfc3339()}}}]
             await self._update_status("pods", ns, name, cannot_start)
             return

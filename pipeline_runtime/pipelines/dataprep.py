@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline_runtime import InvalidInput, Pipeline, StepContext, step
 from pipeline_runtime.storage import open_store
+from pipeline_runtime.storage.local import FileStore
 
 from . import augment as aug
 from . import regions, shards
@@ -211,10 +212,12 @@ class DataPrepPipeline(Pipeline):
             "fingerprint": np.concatenate(kept.fingerprint),
             "windows": kept.windows,
             "decoded": decoded,
-            "resumed_at": resumed_at,
         }
-        log.info("extract_frames: kept %d of %d decoded frames%s", kept.count, decoded,
-                 f", cut their {p.mode} crops into {len(kept.windows)} chunks" if boxes else "")
+        # Where it resumed is logged, not kept in ctx: a resumed run's context equals an
+        # uninterrupted run's (pipeline-runtime chaos checks exactly that).
+        log.info("extract_frames: kept %d of %d decoded frames%s%s", kept.count, decoded,
+                 f", cut their {p.mode} crops into {len(kept.windows)} chunks" if boxes else "",
+                 f"; resumed at frames {resumed_at}" if resumed_at else "")
 
     # -- 3 -------------------------------------------------------------------
     @step
@@ -277,8 +280,7 @@ class DataPrepPipeline(Pipeline):
             cut, store = frames["windows"], self._work(ctx).store
             gone = [ref["path"] for ref in cut if not store.exists(ref["path"])]
             if not gone and sum(ref["count"] for ref in cut) == total:
-                ctx["crops"] = {"chunks": cut, "count": total, "crop_size": size, "resumed_at_chunk": [],
-                                "cut_in": "extract_frames"}
+                ctx["crops"] = {"chunks": cut, "count": total, "crop_size": size, "cut_in": "extract_frames"}
                 log.info("crop: %d crops in %d chunks, cut by extract_frames", total, len(cut))
                 return
             log.warning("crop: %d of the %d chunks extract_frames cut are gone (a finished run deletes them); "
@@ -311,9 +313,9 @@ class DataPrepPipeline(Pipeline):
             refs.extend(work.drain())
         finally:
             work.close()
-        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": size, "resumed_at_chunk": resumed_at,
-                        "cut_in": "crop"}
-        log.info("crop: %d crops in %d chunks", total, len(refs))
+        ctx["crops"] = {"chunks": refs, "count": total, "crop_size": size, "cut_in": "crop"}
+        log.info("crop: %d crops in %d chunks%s", total, len(refs),
+                 f"; resumed at chunks {resumed_at}" if resumed_at else "")
 
     # -- 5 -------------------------------------------------------------------
     @step
@@ -390,12 +392,15 @@ class DataPrepPipeline(Pipeline):
         stale = [path for path in out.list("shard-") if "/" not in path and path not in keep]
         for path in stale:
             out.delete(path)
+        if isinstance(out, FileStore):  # what a killed attempt's interrupted writes left in the folder
+            out.remove_temporaries(recursive=False)
         removed = work.clear()
+        # What the cleanup removed depends on what earlier runs and attempts left, so it is
+        # logged, not kept in ctx: a resumed run's context equals an uninterrupted run's.
         ctx["dataset"] = {"uri": ctx.params.output_uri, "shards": n_shards, "crops": ctx["augmented"]["count"],
-                          "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
-                          "stale_shards_removed": len(stale), "work_objects_removed": removed}
-        log.info("write_dataset: %d crops in %d shards at %s", ctx["augmented"]["count"], n_shards,
-                 ctx.params.output_uri)
+                          "manifest_sha256": hashlib.sha256(manifest).hexdigest()}
+        log.info("write_dataset: %d crops in %d shards at %s; removed %d stale shards and %d work objects",
+                 ctx["augmented"]["count"], n_shards, ctx.params.output_uri, len(stale), removed)
 
     def _manifest_entries(self, ctx: StepContext) -> Iterator[dict[str, Any]]:
         p: DataPrepParams = ctx.params

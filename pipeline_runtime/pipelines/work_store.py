@@ -189,12 +189,10 @@ class WorkStore:
             return
         root = Path(parsed.path)
         top = root / self.prefix
+        if isinstance(self.store, FileStore):
+            self.store.remove_temporaries(self.prefix)  # writes killed mid-way (SIGKILL) leave them
         if top.is_dir():
-            for folder, _, files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-                for name in files:  # a write killed mid-way (SIGKILL) leaves its temporary file
-                    if name.startswith(".tmp-"):
-                        with contextlib.suppress(OSError):
-                            os.unlink(os.path.join(folder, name))
+            for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
         for parent in Path(self.prefix).parents:

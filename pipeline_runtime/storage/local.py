@@ -8,6 +8,7 @@ name exists, so of two racing creators on one host exactly one wins).
 from __future__ import annotations
 
 import errno
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -111,6 +112,26 @@ class FileStore:
                 if rel.startswith(prefix):
                     found.append(rel)
         return sorted(found)
+
+    def remove_temporaries(self, prefix: str = "", recursive: bool = True) -> int:
+        """Delete the temporary files that writes killed mid-way (SIGKILL) left in the
+        folder `prefix` names (and below it, if `recursive`); only for a caller that owns
+        that folder and whose other writers are fenced (an output step finishing, a run's
+        own work folder)."""
+        start = self.root / prefix if prefix else self.root
+        if not start.is_dir():
+            return 0
+        self._inside(start)
+        removed = 0
+        for dirpath, _dirs, files in os.walk(start):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dirpath, name))
+                        removed += 1
+            if not recursive:
+                break
+        return removed
 
     def delete(self, path: str) -> None:
         target = self._path(path)

@@ -194,13 +194,14 @@ def start_slow(runtime: Runtime, kill_video: str, out: Path, ckpt: Path, frame_s
                          env={"DATAPREP_SLOW_FRAME_S": str(frame_s), "DATAPREP_SLOW_SHARD_S": str(shard_s)})
 
 
-def resume(runtime: Runtime, kill_video: str, out: Path, ckpt: Path) -> dict[str, Any]:
+def resume(runtime: Runtime, kill_video: str, out: Path, ckpt: Path) -> tuple[dict[str, Any], str]:
+    """(inspect of the finished run, the resumed attempt's output)."""
     params = {"video_uri": kill_video, "output_uri": str(out), **KILL_PARAMS}
     code, text, term = runtime.run(run_args("dataprep", params, ckpt, attempt=2))
     assert code == 0, text
     info = runtime.inspect(f"file://{ckpt}", "r1")
     assert info["completed_steps"][-1] == "write_dataset"
-    return info
+    return info, text
 
 
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, id="SIGKILL"), pytest.param(signal.SIGTERM, id="SIGTERM")])
@@ -218,8 +219,8 @@ def test_stopped_in_extract_frames_resumes_from_its_saved_frame_index(
         assert (termination(proc) or {}).get("reason") == "Terminated"
     saved = progress_of(ckpt, "extract_frames")[-1]["next_frame"]
     assert 32 <= saved < 200
-    info = resume(runtime, kill_video, out, ckpt)
-    assert info["context"]["frames"]["resumed_at"] == [saved]
+    info, text = resume(runtime, kill_video, out, ckpt)
+    assert f"resumed at frames [{saved}]" in text
     # The chunks listed at the stop were kept, the rest cut by the resumed attempt.
     assert info["context"]["crops"]["cut_in"] == "extract_frames"
     assert sum(c["count"] for c in info["context"]["crops"]["chunks"]) == 200
@@ -239,7 +240,7 @@ def test_stopped_in_write_dataset_leaves_no_duplicate_or_partial_shards(
     written = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.npz")}
     assert 4 <= len(written) < 25
     saved = progress_of(ckpt, "write_dataset")
-    info = resume(runtime, kill_video, out, ckpt)
+    info, _ = resume(runtime, kill_video, out, ckpt)
     assert files(out) == reference
     if sig == signal.SIGTERM:
         # The stop committed progress: the resumed attempt skipped the shards already there.
@@ -269,7 +270,7 @@ def test_sigterm_between_progress_chunks_is_honoured_within_seconds(
     assert 0 < saved < 200
     code, text, _ = runtime.run(run_args("dataprep", {**params, "output_uri": str(out)}, ckpt, attempt=2))
     assert code == 0, text
-    assert runtime.inspect(f"file://{ckpt}", "r1")["context"]["frames"]["resumed_at"] == [saved]
+    assert f"resumed at frames [{saved}]" in text
     assert files(out) == files(ref)
 
 
@@ -292,7 +293,7 @@ def test_killed_in_crop_resumes_with_the_chunks_already_stored(runtime: Runtime,
     code, text, _ = runtime.run(run_args("dataprep", {**params, "output_uri": str(out)}, ckpt, attempt=2))
     assert code == 0, text
     crops = runtime.inspect(f"file://{ckpt}", "r1")["context"]["crops"]
-    assert crops["cut_in"] == "crop" and crops["resumed_at_chunk"] == [stored]
+    assert crops["cut_in"] == "crop" and f"resumed at chunks [{stored}]" in text
     assert files(out) == files(ref)
 
 
@@ -341,8 +342,7 @@ def test_rewriting_an_output_folder_leaves_no_stale_shards(runtime: Runtime, tmp
     code, text, _ = runtime.run(run_args("dataprep", second, tmp_path / "ck", run_id="second"))
     assert code == 0, text
     check_dataset(out, 150, 64, 64)  # exactly 3 shards and the new manifest, nothing else
-    info = runtime.inspect(f"file://{tmp_path / 'ck'}", "second")
-    assert info["context"]["dataset"]["stale_shards_removed"] == 22
+    assert "removed 22 stale shards" in text
 
 
 def test_source_video_replaced_during_the_run_is_refused(runtime: Runtime, tmp_path: Path,

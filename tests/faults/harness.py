@@ -1,5 +1,9 @@
 """Judging a run after faults: output, history, executions (a Jepsen-style check).
 
+The history checks are pipeline_runtime.chaos.judge, the same code `pipeline-runtime
+chaos` judges users' pipelines with; this module adds the output and inspect checks of
+the suite's own pipelines.
+
 A run "finished correctly" when its last attempt exited 0, its output file is
 byte-identical to a clean run's, and `inspect --json` shows the clean run's
 context and every step completed. On top of that the commit history and the
@@ -24,11 +28,12 @@ from typing import Any
 
 import pytest
 
-from pipeline_runtime.checkpoint import RunLog
-from pipeline_runtime.storage import open_store
+from pipeline_runtime.chaos.judge import fenced_writes, lost_in_history, reran_after_commit
+from pipeline_runtime.chaos.judge import history as full_history
 from tests.faults.pipelines import CHAIN, CHAIN_STEPS, SWEEP, SWEEP_STEPS
 from tests.runtime.conftest import Runtime
-from tests.runtime.test_kill import step_commits
+
+__all__ = ["fenced_writes", "full_history", "lost_in_history", "reran_after_commit"]
 
 PIPELINES: dict[str, tuple[str, list[str], dict[str, Any]]] = {
     "sweep": (SWEEP, SWEEP_STEPS, {"mb": 2, "chunks": 12, "work_s": 0.03}),
@@ -89,94 +94,12 @@ def reference(pipeline: str, tmp: Path) -> Reference:
         return _REFS[pipeline]
 
 
-def full_history(uri: str, run_id: str, tenant: str = "default") -> list[dict[str, Any]]:
-    """Every commit body (not just inspect's summary): progress states included."""
-    return RunLog(open_store(uri), tenant, run_id).history()
-
-
-def progress_index(body: dict[str, Any]) -> tuple[str, int] | None:
-    """(step, i) of a commit's saved intra-step progress, for pipelines that save {"i": ..}."""
-    progress = body.get("progress")
-    if not progress:
-        return None
-    node = progress["state"]
-    if "json" in node and isinstance(node["json"], dict) and "i" in node["json"]:
-        return progress["step"], int(node["json"]["i"])
-    if "dict" in node and "i" in node["dict"]:
-        return progress["step"], int(node["dict"]["i"]["json"])
-    return None
-
-
 @dataclass
 class Verdict:
     correct: bool
     lost: int = 0
     duplicates: int = 0
     problems: list[str] = field(default_factory=list)
-
-
-def lost_in_history(history: list[dict[str, Any]]) -> tuple[int, list[str]]:
-    """Committed steps or progress that a later commit dropped."""
-    lost, problems = 0, []
-    prev: dict[str, Any] | None = None
-    for body in history:
-        if "error" in body or body.get("kind") in ("stub", "tombstone"):
-            continue
-        if prev is not None:
-            before, now = prev["completed_steps"], body["completed_steps"]
-            common = 0
-            while common < min(len(before), len(now)) and before[common] == now[common]:
-                common += 1
-            if common < len(before):
-                lost += len(before) - common
-                problems.append(f"commit {body['seq']} dropped committed steps "
-                                f"{before[common:]}")
-            was, is_ = progress_index(prev), progress_index(body)
-            if was and now == before and (is_ is None or is_[0] != was[0] or is_[1] < was[1]):
-                lost += 1
-                problems.append(f"commit {body['seq']} lost progress {was} (has {is_})")
-        prev = body
-    return lost, problems
-
-
-def fenced_writes(history: list[dict[str, Any]]) -> tuple[int, list[str]]:
-    """Commits by an attempt older than one that had already claimed the run."""
-    bad, problems, highest = 0, [], 0
-    for body in history:
-        attempt = body.get("attempt")
-        if not isinstance(attempt, int) or body.get("kind") == "stub":
-            continue
-        if attempt < highest:
-            bad += 1
-            problems.append(f"commit {body['seq']} by attempt {attempt} after attempt "
-                            f"{highest} claimed the run")
-        highest = max(highest, attempt)
-    return bad, problems
-
-
-def reran_after_commit(executions: list[tuple[str, int, int]],
-                       history: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
-    """(duplicates, lost, problems): step starts in an attempt later than the one whose commit of that step landed;
-    and resumed progress that started before the committed progress."""
-    summary = [{"kind": h.get("kind"), "step": h.get("step"), "attempt": h.get("attempt")}
-               for h in history if "error" not in h]
-    committed = step_commits(summary)
-    dups, lost, problems = 0, 0, []
-    for name, attempt, _ in executions:
-        first = committed.get(name)
-        if first is not None and first < attempt:
-            dups += 1
-            problems.append(f"step {name} ran in attempt {attempt} although attempt {first} "
-                            "had committed it")
-    claims = {h["attempt"]: h for h in history if h.get("kind") == "claim"}
-    for name, attempt, start in executions:
-        claim = claims.get(attempt)
-        saved = progress_index(claim) if claim else None
-        if saved and saved[0] == name and start < saved[1]:
-            lost += 1
-            problems.append(f"step {name} resumed at {start} in attempt {attempt}, but "
-                            f"progress {saved[1]} was committed")
-    return dups, lost, problems
 
 
 def verify(rt: Runtime, uri: str, run_id: str, pipeline: str, out: Path,

@@ -61,8 +61,8 @@ def interrupt(rt: Runtime, argv: list[str], kind: str, n: int, tmp: Path) -> int
     if kind == "pause-artifact":
         n = 1 + (n - 1) % 3  # a run uploads only a few artifacts: aim at those
     if kind.startswith("pause-"):
-        env.update(PAUSE_AT=f"artifact-before:{n}" if kind == "pause-artifact" else f"commit-before:{n + 1}",
-                   PAUSE_MARKER=str(marker))
+        env.update(RESPAWN_CHAOS_PAUSE_AT=f"artifact-before:{n}" if kind == "pause-artifact" else f"commit-before:{n + 1}",
+                   RESPAWN_CHAOS_MARKER=str(marker))
     proc = rt.start(argv, env)
     if kind.startswith("pause-"):
         wait_for(lambda: marker.exists() or proc.poll() is not None, 60, f"the attempt to reach {kind} {n}")

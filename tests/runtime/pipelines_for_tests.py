@@ -1,9 +1,10 @@
 """Pipelines the runtime tests run as real `pipeline-runtime` subprocesses.
 
 Each step appends "<step> <attempt> <start-index>" to $EXEC_LOG when it starts, so
-tests can count executions. PausingStore (when $PAUSE_AT is set) announces a
-chosen storage write through a marker file and then holds still, so a test can
-kill the process at exactly that moment.
+tests can count executions. With $RESPAWN_CHAOS_PAUSE_AT set, Chain and Generated wrap
+their store in the chaos engine's PausingStore (pipeline_runtime/chaos/store.py): it
+announces a chosen storage operation through a marker file and holds still, so a
+test can kill the process at exactly that moment.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import numpy as np
 from pydantic import BaseModel
 
 from pipeline_runtime import Pipeline, step
+from pipeline_runtime.chaos.judge import describe_value
+from pipeline_runtime.chaos.store import ENV_PAUSE_AT, PausingStore, StoreWrapper
 from pipeline_runtime.storage import Store
+
+__all__ = ["StoreWrapper", "describe_value", "record"]
 
 
 def record(step_name: str, attempt: int, start: int = 0) -> None:
@@ -26,58 +31,6 @@ def record(step_name: str, attempt: int, start: int = 0) -> None:
     if path:
         with open(path, "a") as f:
             f.write(f"{step_name} {attempt} {start}\n")
-
-
-class StoreWrapper:
-    """Passes every call to `inner`; subclasses intercept what a test needs."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.uri = inner.uri
-
-    def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
-        self.inner.put(path, data, if_absent=if_absent)
-
-    def get(self, path: str) -> bytes:
-        return self.inner.get(path)
-
-    def exists(self, path: str) -> bool:
-        return self.inner.exists(path)
-
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
-
-    def delete(self, path: str) -> None:
-        self.inner.delete(path)
-
-
-class PausingStore(StoreWrapper):
-    """Wraps a store; at the write named by $PAUSE_AT, touch $PAUSE_MARKER and hang.
-
-    PAUSE_AT: "artifact-before:N" (before the Nth artifact write starts),
-    "commit-before:SEQ" (all artifacts of that commit are stored, the commit is not).
-    """
-
-    def __init__(self, inner: Store) -> None:
-        super().__init__(inner)
-        self.artifacts = 0
-        self.when = os.environ.get("PAUSE_AT", "")
-
-    def _pause(self) -> None:
-        Path(os.environ["PAUSE_MARKER"]).write_text(str(os.getpid()))
-        while True:  # the test kills us here
-            time.sleep(0.05)
-
-    def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
-        if "/artifacts/" in path:
-            self.artifacts += 1
-            if self.when == f"artifact-before:{self.artifacts}":
-                self._pause()
-        elif "/commits/" in path and self.when.startswith("commit-before:"):
-            seq = int(self.when.split(":")[1])
-            if path.endswith(f"{seq:08d}.json"):
-                self._pause()
-        self.inner.put(path, data, if_absent=if_absent)
 
 
 class Chain(Pipeline):
@@ -94,7 +47,7 @@ class Chain(Pipeline):
 
     def open_store(self) -> Store | None:
         store = super().open_store()
-        return PausingStore(store) if store is not None and os.environ.get("PAUSE_AT") else store
+        return PausingStore.from_env(store) if store is not None and os.environ.get(ENV_PAUSE_AT) else store
 
     def _derive(self, ctx: Any, key: str, salt: int) -> None:
         record(ctx.step_name, ctx.attempt)
@@ -219,19 +172,6 @@ def _recipe(name: str, i: int) -> Any:
     return values[name]
 
 
-def describe_value(value: Any) -> str:
-    """Type, dtype with byte order, shape and a hash of the bytes (or the repr) of a value."""
-    if isinstance(value, (np.ndarray, np.generic)):
-        return f"{type(value).__name__}:{value.dtype.str}:{np.shape(value)}:" \
-               f"{hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]}"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k!r}:{describe_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        inner = ",".join(describe_value(v) for v in value)
-        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
-    return f"{type(value).__name__}:{value!r}"
-
-
 class Generated(Pipeline):
     """Steps whose work a test draws: `plan[i] = [recipe, progress_iterations]`.
 
@@ -249,7 +189,7 @@ class Generated(Pipeline):
 
     def open_store(self) -> Store | None:
         store = super().open_store()
-        return PausingStore(store) if store is not None and os.environ.get("PAUSE_AT") else store
+        return PausingStore.from_env(store) if store is not None and os.environ.get(ENV_PAUSE_AT) else store
 
     def _work(self, ctx: Any, i: int) -> None:
         if i >= len(ctx.params.plan):

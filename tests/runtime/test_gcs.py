@@ -26,7 +26,7 @@ def test_gcs_kill_between_uploads_and_commit_then_resume(runtime: Runtime, tmp_p
 
     marker = tmp_path / "paused"
     proc = runtime.start(args(uri, out, 1),
-                         env={"PAUSE_AT": "commit-before:4", "PAUSE_MARKER": str(marker)})
+                         env={"RESPAWN_CHAOS_PAUSE_AT": "commit-before:4", "RESPAWN_CHAOS_MARKER": str(marker)})
     wait_for(marker.exists, 60, "the runtime to hold before commit 4")
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)

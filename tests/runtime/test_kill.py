@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from pipeline_runtime.chaos.judge import step_commits
+
 from tests.conftest import wait_for
 from tests.runtime.conftest import Runtime, output, termination
 
@@ -29,15 +31,6 @@ def finish(runtime: Runtime, args_for: Any, first_attempt: int) -> int:
         code, out, _ = runtime.run(args_for(attempt))
         assert code in (0,), f"attempt {attempt} exited {code}:\n{out}"
         return attempt
-
-
-def step_commits(history: list[dict[str, Any]]) -> dict[str, int]:
-    """step -> attempt that committed it (the first time)."""
-    found: dict[str, int] = {}
-    for h in history:
-        if h["kind"] == "step":
-            found.setdefault(h["step"], h["attempt"])
-    return found
 
 
 def assert_no_committed_step_ran_again(runtime: Runtime, info: dict[str, Any]) -> None:
@@ -88,7 +81,7 @@ def test_killed_around_uploads_and_commit_resumes(runtime: Runtime, tmp_path: Pa
     uri, out = f"file://{tmp_path}/ck", tmp_path / "out.txt"
     marker = tmp_path / "paused"
     proc = runtime.start(chain_args(uri, out, 1),
-                         env={"PAUSE_AT": pause_at, "PAUSE_MARKER": str(marker)})
+                         env={"RESPAWN_CHAOS_PAUSE_AT": pause_at, "RESPAWN_CHAOS_MARKER": str(marker)})
     wait_for(marker.exists, 60, f"the runtime to reach {pause_at}")
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)

@@ -1,0 +1,172 @@
+"""`pipeline-runtime chaos` finds the classic resumability bugs and names the step.
+
+Each buggy pipeline (tests/chaos/buggy.py) is run through the real command, whose cases
+are real processes killed by real signals or at storage operations. The first case of
+every second seed sweeps the storage moments in turn, so with 8 cases every commit of a
+three-step pipeline is interrupted once: the findings below do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline_runtime.testing import assert_resumable
+from tests.conftest import VENV_BIN
+
+ROOT = Path(__file__).resolve().parents[2]
+KILLS = "8"
+
+
+def chaos(tmp_path: Path, *args: str, cwd: Path | None = None) -> tuple[int, dict[str, Any] | None, str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "chaos", *args, "--json", "--workers", "2",
+                           "--workdir", str(tmp_path / "work")], check=False, capture_output=True, text=True, env=env,
+                          cwd=cwd or tmp_path, timeout=300)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        report = None
+    return done.returncode, report, done.stderr
+
+
+def differences(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [d for c in report["cases"] for d in c["differences"]]
+
+
+def test_a_sound_pipeline_passes_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    code, report, err = chaos(tmp_path, "tests.chaos.buggy:Sound", "--params", json.dumps({"out": "out"}),
+                              "--compare-dir", "out", "--kills", KILLS, "--seed", "1")
+    assert code == 0, err
+    assert report is not None and report["ok"] and len(report["cases"]) == 8
+    interrupted = [a for c in report["cases"] for a in c["attempts"] if a["interruption"] and not a["finished_first"]]
+    assert len(interrupted) >= 8
+    assert {a["interruption"].split("@")[0].split()[0] for a in interrupted} >= {"SIGKILL"}
+    assert any(a["resumed_from"] for c in report["cases"] for a in c["attempts"])
+    assert any(c["cleanup"] for c in report["cases"])
+    assert not (tmp_path / "out").exists(), "a case wrote into the user's own folder"
+    assert not list((tmp_path / "work" / "checkpoints").rglob("*.json")), "checkpoints were left behind"
+
+
+def test_module_global_state_is_found_in_the_step_that_reads_it(tmp_path: Path) -> None:
+    code, report, err = chaos(tmp_path, "tests.chaos.buggy:GlobalState", "--kills", KILLS, "--seed", "1")
+    assert code == 1 and report is not None, err
+    found = [d for d in differences(report) if d["where"] == "context" and d["key"] == "total"]
+    assert found and found[0]["step"] == "report"
+    assert "outside ctx" in found[0]["hint"] and "int:41 became int:0" in found[0]["what"]
+    assert any(c["replay"].endswith(f"--case {c['index']}") for c in report["cases"] if not c["ok"])
+
+
+def test_state_on_self_is_found_when_a_resumed_step_fails(tmp_path: Path) -> None:
+    code, report, err = chaos(tmp_path, "tests.chaos.buggy:SelfState", "--kills", KILLS, "--seed", "1")
+    assert code == 1 and report is not None, err
+    found = [d for d in differences(report) if d["where"] == "exit"]
+    assert found and found[0]["step"] == "apply" and "AttributeError" in found[0]["what"]
+    assert "a skipped step kept outside ctx" in found[0]["hint"]
+
+
+@pytest.mark.parametrize(("pipeline", "step", "key"), [("Unseeded", "augment", "noisy"),
+                                                       ("WallClock", "stamp", "made_at")])
+def test_non_determinism_is_named_not_blamed_on_resume(tmp_path: Path, pipeline: str, step: str, key: str) -> None:
+    code, report, err = chaos(tmp_path, f"tests.chaos.buggy:{pipeline}", "--kills", "2", "--seed", "1")
+    assert code == 1 and report is not None, err
+    assert [(f["step"], f["key"]) for f in report["nondeterministic"]] == [(step, key)]
+    assert f"step `{step}` writes `{key}` differently on every run" in report["nondeterministic"][0]["message"]
+    assert not differences(report), "the varying value was blamed on resume"
+
+
+def test_changing_a_committed_array_in_place_is_named(tmp_path: Path) -> None:
+    code, report, err = chaos(tmp_path, "tests.chaos.buggy:InPlace", "--kills", "2")
+    assert code == 1 and report is not None, err
+    assert "in step `normalize`" in report["reference_error"]
+    assert "read-only" in report["reference_error"] and "copy it first" in report["reference_error"]
+    assert report["cases"] == []
+
+
+def test_appending_to_an_output_file_is_found_with_the_compare_dir(tmp_path: Path) -> None:
+    code, report, err = chaos(tmp_path, "tests.chaos.buggy:Appends", "--params", json.dumps({"out": "out"}),
+                              "--compare-dir", "out", "--kills", "4", "--seed", "2")
+    assert code == 1 and report is not None, err
+    found = [d for d in differences(report) if d["where"] == "file"]
+    assert found and found[0]["key"] == "rows.csv" and found[0]["step"] == "write"
+
+
+def test_an_effect_run_twice_is_found(tmp_path: Path) -> None:
+    code, report, err = chaos(tmp_path, "tests.chaos.buggy:Outbox", "--params", json.dumps({"out": "out"}),
+                              "--compare-dir", "out", "--kills", KILLS, "--seed", "1")
+    assert code == 1 and report is not None, err
+    found = [d for d in differences(report) if d["where"] == "file"]
+    assert found and found[0]["key"] == "outbox.txt" and found[0]["step"] == "publish"
+    assert "overlap=False" in found[0]["hint"] and "not idempotent" in found[0]["hint"]
+
+
+@pytest.mark.parametrize("args", [
+    ["no_such_module:Nope"],
+    ["tests.chaos.buggy:Sound", "--params", '{"bogus": 1}'],
+    ["tests.chaos.buggy:Sound", "--kills", "0"],
+    ["tests.chaos.buggy:Sound", "--signals", "HUP"],
+    ["tests.chaos.buggy:Sound", "--params", '{"out": "a-file/out"}', "--compare-dir", "a-file/out"],
+    ["tests.chaos.buggy:Sound", "--params", '{"out": "out"}', "--compare-dir", "elsewhere"],
+    ["tests.chaos.buggy:Sound", "--case", "10"],
+], ids=["unknown-pipeline", "bad-params", "no-kills", "bad-signal", "unwritable-compare-dir",
+        "compare-dir-no-param-names", "case-out-of-range"])
+def test_bad_input_gets_exit_64_and_one_line(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    code, report, err = chaos(tmp_path, *args)
+    assert code == 64 and report is None
+    lines = [line for line in err.splitlines() if line.startswith("pipeline-runtime:")]
+    assert len(lines) == 1 and "InvalidInput" in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_assert_resumable_raises_with_the_report_and_passes_a_sound_pipeline(tmp_path: Path) -> None:
+    from tests.chaos.buggy import GlobalState, Sound
+
+    report = assert_resumable(Sound, {}, kills=3, seed=4, workdir=tmp_path / "sound")
+    assert report.ok and len(report.cases) == 3
+    with pytest.raises(AssertionError, match=r"context `total` \(written by step `report`\)"):
+        assert_resumable(GlobalState, {}, kills=6, seed=1, workers=2, workdir=tmp_path / "global")
+
+
+def test_the_resumable_fixture_is_registered(resumable: Any) -> None:
+    from tests.chaos.buggy import Sound
+
+    assert resumable(Sound, {}, kills=2, seed=5).ok
+
+
+def test_a_cleanup_killed_after_its_tombstone_is_finished_by_the_next_cleanup(tmp_path: Path) -> None:
+    """Regression (found by the chaos tool on every pipeline): the second cleanup said
+    "already retired" and left every artifact behind."""
+    import signal
+    import sys
+
+    from pipeline_runtime.checkpoint import RunLog
+    from pipeline_runtime.storage import open_store
+    from tests.conftest import wait_for
+
+    uri = f"file://{tmp_path}/ck"
+    run = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "run", "tests.chaos.buggy:Sound", "--run-id", "r",
+                          "--checkpoint-uri", uri, "--retain", "Always"], cwd=ROOT, capture_output=True, text=True,
+                         check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+    runlog = RunLog(open_store(uri), "default", "r")
+    assert runlog.store.list("default/r/artifacts/"), "the run stored no artifact to clean up"
+    marker = tmp_path / "paused"
+    cut = subprocess.Popen([sys.executable, "-m", "pipeline_runtime.chaos.child", "cleanup", uri, "--run-id", "r"],
+                           cwd=ROOT, env={**os.environ, "RESPAWN_CHAOS_PAUSE_AT": "delete-before:1",
+                                          "RESPAWN_CHAOS_MARKER": str(marker)})
+    wait_for(lambda: marker.exists() or cut.poll() is not None, 60, "the cleanup to reach its first delete")
+    cut.send_signal(signal.SIGKILL)
+    cut.wait(30)
+    latest = runlog.latest()
+    assert latest is not None and latest.body is not None and latest.body["kind"] == "tombstone"
+    again = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "cleanup", uri, "--run-id", "r"],
+                           capture_output=True, text=True, check=False, timeout=60)
+    assert again.returncode == 0 and "leftovers removed" in again.stdout, again.stderr
+    assert runlog.store.list("default/r/artifacts/") == []
+    assert {h["kind"] for h in runlog.history()} == {"stub", "tombstone"}
