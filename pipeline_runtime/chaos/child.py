@@ -1,8 +1,9 @@
 """`python -m pipeline_runtime.chaos.child run|cleanup ...`: the `pipeline-runtime`
 command, with its checkpoint store wrapped in a PausingStore (store.py).
 
-The chaos engine starts every attempt through this module, so the pipeline runs on
-the real runtime, in a real process, and can be stopped at a storage operation.
+The chaos engine starts every attempt through this module (in a fresh process, or
+forked by forkserver.py), so the pipeline runs on the real runtime, in a real
+process, and can be stopped at a storage operation.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from ..storage.base import Store
 from .store import PausingStore
 
 
-def main() -> None:
+def run(argv: list[str]) -> int:
+    """Run the command; its exit code (the store's counts are written on the way out)."""
     wrapped: list[PausingStore] = []
 
     def wrap(store: Store) -> Store:
@@ -22,11 +24,21 @@ def main() -> None:
         wrapped.append(pausing)
         return pausing
 
+    code = 0
     try:
-        cli_main(sys.argv[1:], wrap_store=wrap)
+        cli_main(argv, wrap_store=wrap)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         for store in wrapped:
             store.write_stats()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
 
 
 if __name__ == "__main__":

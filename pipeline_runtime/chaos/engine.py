@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from . import MOMENTS, SIGNALS, judge
+from .forkserver import ForkServer
 from .store import ENV_MARKER, ENV_PAUSE_AT, ENV_STATS
 
 EXPECTED_EXIT = {
@@ -69,6 +70,9 @@ class ChaosConfig:
     case: int | None = None
     """Run only this case (a replay)."""
     attempt_timeout: float | None = None
+    fresh_processes: bool = False
+    """Start every attempt as a new interpreter instead of forking one that has imported
+    the pipeline (slower; see forkserver.py for what a fork shares)."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,8 @@ class Session:
         self.run_ids: list[str] = []
         self._lock = threading.Lock()
         self.env = self._env()
+        self.forks: ForkServer | None = None
+        """Set up after the first clean run (a fresh process) unless `fresh_processes`."""
 
     # -- processes ---------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -279,11 +285,15 @@ class Session:
     def _timeout(self, clean: float) -> float:
         return self.cfg.attempt_timeout or max(120.0, 20 * clean)
 
-    def _start(self, folder: Path, tag: str, argv: list[str], extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    def _start(self, folder: Path, tag: str, argv: list[str], extra: dict[str, str]) -> tuple[Any, Path, Path]:
+        """A fresh process, or one forked by the fork server (once it is up)."""
         log, term = folder / f"{tag}.log", folder / f"{tag}.termination"
-        env = {**self.env, **extra, "RESPAWN_TERMINATION_LOG": str(term)}
+        extra = {**extra, "RESPAWN_TERMINATION_LOG": str(term)}
+        if self.forks is not None:
+            return self.forks.spawn(argv[3:], extra, str(log)), log, term
         with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, env={**self.env, **extra}, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
         return proc, log, term
 
     def attempt(self, folder: Path, run_id: str, number: int, params: Any, what: Interruption | None,
@@ -343,7 +353,8 @@ class Session:
             into.ready = into.ready or name == "ready"
             if name == "start" and event.get("resumed_from"):
                 src = event["resumed_from"]
-                into.resumed_from = f"commit #{src.get('seq')} ({src.get('step')})" if isinstance(src, dict) else str(src)
+                into.resumed_from = (f"commit #{src.get('seq')} ({src.get('step') or 'no step done'})"
+                                     if isinstance(src, dict) else str(src))
             elif name == "step_start":
                 into.in_step = event.get("step")
                 into.ran.append(str(event.get("step")))
@@ -445,7 +456,7 @@ class Session:
                 elif at_storage:
                     plan.append(rng.choice(storage))
                 else:
-                    plan.append(Interruption(rng.choice(list(cfg.signals)), fraction=round(rng.uniform(0.02, 1.0), 3)))
+                    plan.append(Interruption(rng.choice(list(cfg.signals)), fraction=round(rng.uniform(0.02, 0.95), 3)))
             plans.append(plan)
         return plans
 
@@ -604,11 +615,14 @@ class Session:
             if first is None:
                 report.reference_error = self._clean_failure(done)
                 return report
-            report.clean_seconds = first.seconds
+            if not cfg.fresh_processes:
+                self.forks = ForkServer(self.target, self.env)
             second, done, _ = self._clean_run("clean-2")
             if second is None:
                 report.reference_error = "the second " + self._clean_failure(done)[4:]
                 return report
+            report.clean_seconds = first.seconds
+            first.seconds = second.seconds  # interruptions are timed on attempts started like the cases
             report.nondeterministic = self._nondeterminism(first, second)
             skip = {f.key for f in report.nondeterministic}
             plans = self.plans(first)
@@ -654,6 +668,9 @@ class Session:
         return " ".join(parts)
 
     def close(self) -> None:
+        if self.forks is not None:
+            self.forks.close()
+            self.forks = None
         if self.cfg.keep:
             return
         from ..checkpoint import RunLog
