@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--case", type=int, default=None, help="replay one case of this seed")
     p.add_argument("--workdir", default=None, help="keep the runs' folders here (default: a temp folder, removed)")
     p.add_argument("--keep", action="store_true", help="keep checkpoints and folders for a look afterwards")
+    p.add_argument("--fresh-processes", action="store_true",
+                   help="start every attempt as a new interpreter, not forked from one that imported the "
+                        "pipeline (slower; for pipelines that start threads or open connections at import)")
     p.add_argument("--json", action="store_true", help="print one JSON report")
 
 
@@ -50,7 +53,7 @@ def command(args: argparse.Namespace) -> int:
             signals=tuple(s.strip().upper().removeprefix("SIG") for s in args.signals.split(",") if s.strip()),
             moments=args.moments, checkpoint_uri=args.checkpoint_uri, compare_dir=args.compare_dir,
             workers=args.workers, workdir=Path(args.workdir) if args.workdir else None, keep=args.keep,
-            case=args.case)
+            case=args.case, fresh_processes=args.fresh_processes)
         live = Live(sys.stderr, quiet=args.json)
         session = Session(config, live.case)
     except InvalidInput as e:

@@ -108,6 +108,17 @@ class Unseeded(Pipeline):
         ctx["noisy"] = ctx["x"] + np.random.default_rng().normal(size=100).astype(np.float32)
 
 
+class LegacyRandom(Pipeline):
+    """`jitter` draws from numpy's legacy global generator, never seeded."""
+
+    name = "legacy-random"
+    Params = Out
+
+    @step
+    def jitter(self, ctx: Any) -> None:
+        ctx["offsets"] = np.random.rand(8)
+
+
 class WallClock(Pipeline):
     """`stamp` stores the time it ran."""
 

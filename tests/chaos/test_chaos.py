@@ -71,6 +71,7 @@ def test_state_on_self_is_found_when_a_resumed_step_fails(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("pipeline", "step", "key"), [("Unseeded", "augment", "noisy"),
+                                                       ("LegacyRandom", "jitter", "offsets"),
                                                        ("WallClock", "stamp", "made_at")])
 def test_non_determinism_is_named_not_blamed_on_resume(tmp_path: Path, pipeline: str, step: str, key: str) -> None:
     code, report, err = chaos(tmp_path, f"tests.chaos.buggy:{pipeline}", "--kills", "2", "--seed", "1")
@@ -78,6 +79,13 @@ def test_non_determinism_is_named_not_blamed_on_resume(tmp_path: Path, pipeline:
     assert [(f["step"], f["key"]) for f in report["nondeterministic"]] == [(step, key)]
     assert f"step `{step}` writes `{key}` differently on every run" in report["nondeterministic"][0]["message"]
     assert not differences(report), "the varying value was blamed on resume"
+
+
+def test_fresh_processes_give_the_same_verdicts(tmp_path: Path) -> None:
+    code, report, err = chaos(tmp_path, "tests.chaos.buggy:GlobalState", "--kills", KILLS, "--seed", "1",
+                              "--fresh-processes")
+    assert code == 1 and report is not None, err
+    assert any(d["key"] == "total" and d["step"] == "report" for d in differences(report))
 
 
 def test_changing_a_committed_array_in_place_is_named(tmp_path: Path) -> None:
