@@ -32,9 +32,24 @@ EXE = [sys.executable, "-m", "pipeline_runtime.cli"]
 def clean_runs(folder: Path, params: dict[str, str], n: int, round_: int) -> float:
     started = time.perf_counter()
     for i in range(n):
-        done = subprocess.run([*EXE, "run", "dataprep", "--params", json.dumps(params), "--run-id", f"clean{round_}-{i}",
-                               "--checkpoint-uri", f"file://{folder}/ck", "--retain", "Always"],
-                              cwd=folder, capture_output=True, check=False)
+        done = subprocess.run(
+            [
+                *EXE,
+                "run",
+                "dataprep",
+                "--params",
+                json.dumps(params),
+                "--run-id",
+                f"clean{round_}-{i}",
+                "--checkpoint-uri",
+                f"file://{folder}/ck",
+                "--retain",
+                "Always",
+            ],
+            cwd=folder,
+            capture_output=True,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
     return time.perf_counter() - started
 
@@ -42,9 +57,27 @@ def clean_runs(folder: Path, params: dict[str, str], n: int, round_: int) -> flo
 def session(folder: Path, params: dict[str, str], kills: int, workers: int, seed: int) -> tuple[float, float, int]:
     """(wall seconds, seconds its attempts ran, attempts)."""
     started = time.perf_counter()
-    done = subprocess.run([*EXE, "chaos", "dataprep", "--params", json.dumps(params), "--compare-dir", "out",
-                           "--kills", str(kills), "--seed", str(seed), "--workers", str(workers), "--json"],
-                          cwd=folder, capture_output=True, check=False)
+    done = subprocess.run(
+        [
+            *EXE,
+            "chaos",
+            "dataprep",
+            "--params",
+            json.dumps(params),
+            "--compare-dir",
+            "out",
+            "--kills",
+            str(kills),
+            "--seed",
+            str(seed),
+            "--workers",
+            str(workers),
+            "--json",
+        ],
+        cwd=folder,
+        capture_output=True,
+        check=False,
+    )
     seconds = time.perf_counter() - started
     report = json.loads(done.stdout)
     assert done.returncode == 0 and report["ok"], done.stdout.decode()[-3000:]
@@ -72,12 +105,16 @@ def main() -> None:
             rows["w2"].append(session(folder, params, args.kills, 2, seed=r)[0])
         clean, w1, w2, ran, attempts = (statistics.median(rows[k]) for k in ("clean", "w1", "w2", "ran", "attempts"))
         one = clean / (args.kills + 2)
-        print(f"dataprep, {args.frames} frames 640x360, grid: one clean run {one:.2f}s; "
-              f"{args.kills} kills, median of {args.rounds}")
+        print(
+            f"dataprep, {args.frames} frames 640x360, grid: one clean run {one:.2f}s; "
+            f"{args.kills} kills, median of {args.rounds}"
+        )
         print(f"  {args.kills + 2} clean runs          {clean:7.2f}s")
         print(f"  chaos --workers 1         {w1:7.2f}s   {w1 / clean:.2f}x  [<= 1.3x]")
-        print(f"    of which the cases' {attempts:.0f} attempts ran {ran:.2f}s ({ran / (args.kills * one):.2f}x the "
-              f"{args.kills} clean runs they stand for: the work each interruption throws away, and restarts)")
+        print(
+            f"    of which the cases' {attempts:.0f} attempts ran {ran:.2f}s ({ran / (args.kills * one):.2f}x the "
+            f"{args.kills} clean runs they stand for: the work each interruption throws away, and restarts)"
+        )
         print(f"    and the engine (clean references, judging, cleanups, fork server) {w1 - ran:.2f}s")
         print(f"  chaos --workers 2         {w2:7.2f}s   {w2 / clean:.2f}x  (speed-up {w1 / w2:.2f}x over 1 worker)")
 

@@ -57,13 +57,24 @@ def plain_read(folder: Path) -> float:
     return time.perf_counter() - t
 
 
-def commit(ctx: dict[str, Any], log: RunLog, enc: Encoder, pool: ThreadPoolExecutor,
-           seq: int) -> tuple[float, int, Any]:
+def commit(
+    ctx: dict[str, Any], log: RunLog, enc: Encoder, pool: ThreadPoolExecutor, seq: int
+) -> tuple[float, int, Any]:
     t = time.perf_counter()
     node, uploaded = enc.resolve(snapshot(ctx), pool)
-    log.append(seq, {"checkpoint_version": "2.0", "kind": "step", "attempt": 1,
-                     "pipeline_name": "bench", "run_guid": "b", "completed_steps": [],
-                     "context": node, "steps_summary": {}})
+    log.append(
+        seq,
+        {
+            "checkpoint_version": "2.0",
+            "kind": "step",
+            "attempt": 1,
+            "pipeline_name": "bench",
+            "run_guid": "b",
+            "completed_steps": [],
+            "context": node,
+            "steps_summary": {},
+        },
+    )
     return time.perf_counter() - t, uploaded, node
 
 
@@ -95,13 +106,13 @@ def bench_commit_and_resume(gib: float, base: Path, fsync: bool) -> None:
         shutil.rmtree(base / f"ck{i}")
     w, c, r, ld = (statistics.median(x) for x in (writes, commits, reads, loads))
     label = "write+fsync" if fsync else "write"
-    print(f"[1] commit {size / 2**30:.2f} GiB to file:// (fsync={fsync}): {c:.3f}s; "
-          f"plain {label}: {w:.3f}s; ratio {c / w:.2f}x  (median of 3)")
+    print(
+        f"[1] commit {size / 2**30:.2f} GiB to file:// (fsync={fsync}): {c:.3f}s; "
+        f"plain {label}: {w:.3f}s; ratio {c / w:.2f}x  (median of 3)"
+    )
     s_t = statistics.median(t for t, _ in second)
-    print(f"[2] second commit, nothing changed: {s_t * 1000:.1f} ms, "
-          f"{max(u for _, u in second)} bytes uploaded")
-    print(f"[3] resume (load + sha256 verify) {ld:.3f}s; plain read {r:.3f}s; "
-          f"ratio {ld / r:.2f}x")
+    print(f"[2] second commit, nothing changed: {s_t * 1000:.1f} ms, {max(u for _, u in second)} bytes uploaded")
+    print(f"[3] resume (load + sha256 verify) {ld:.3f}s; plain read {r:.3f}s; ratio {ld / r:.2f}x")
 
 
 class TenSteps(Pipeline):
@@ -123,11 +134,14 @@ class TenSteps(Pipeline):
 
 
 for _i in range(10):
+
     def _make(i: int) -> Any:
         def fn(self: TenSteps, ctx: Any) -> None:
             self._work(ctx, i)
+
         fn.__name__ = f"step{i}"
         return step(fn)
+
     setattr(TenSteps, f"step{_i}", _make(_i))
 
 
@@ -142,8 +156,10 @@ def bench_pipeline_overhead(base: Path, fsync: bool) -> None:
         TenSteps(store=store, run_id=f"p{i}", retain="Always").run()
         on.append(time.perf_counter() - t)
     a, b = min(off), min(on)
-    print(f"[4] 10 steps x ~1 s on 100 MB arrays: checkpointing off {a:.2f}s, "
-          f"on (file://, fsync={fsync}) {b:.2f}s; overhead {100 * (b - a) / a:+.1f}%")
+    print(
+        f"[4] 10 steps x ~1 s on 100 MB arrays: checkpointing off {a:.2f}s, "
+        f"on (file://, fsync={fsync}) {b:.2f}s; overhead {100 * (b - a) / a:+.1f}%"
+    )
 
 
 def main() -> None:

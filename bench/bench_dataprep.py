@@ -31,10 +31,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from tests.dataprep.synth import make_video  # noqa: E402
+from tests.dataprep.synth import make_video
 
 CROP = 224
 
@@ -59,7 +59,7 @@ def bare_loop(path: str) -> tuple[int, float]:
         ok, frame = cap.read()
         if not ok:
             break
-        kept.append(frame[y:y + CROP, x:x + CROP].copy())
+        kept.append(frame[y : y + CROP, x : x + CROP].copy())
     seconds = time.perf_counter() - t
     cap.release()
     return len(kept), seconds
@@ -99,8 +99,12 @@ def memory_child(path: str, out: str, ckpt: str) -> None:
 
 def peak_rss_mb(path: str, tmp: Path) -> float:
     shutil.rmtree(tmp / "mem-ck", ignore_errors=True)
-    done = subprocess.run([sys.executable, __file__, "--memory-child", path, str(tmp / "mem-out"),
-                           f"file://{tmp / 'mem-ck'}"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--memory-child", path, str(tmp / "mem-out"), f"file://{tmp / 'mem-ck'}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(json.loads(done.stdout.strip().splitlines()[-1])["maxrss_kb"]) / 1024
 
 
@@ -142,8 +146,10 @@ def main() -> None:
     paired = statistics.median(x / y for x, y in zip(pipe, bare))
     print(f"   bare loop            {b:8.0f} frames/s")
     print(f"   decode only          {d:8.0f} frames/s   (read() keeping nothing: no pipeline can beat it)")
-    print(f"   extract_frames+crop  {p:8.0f} frames/s   ratio {p / b:.2f}x (target >= 0.9x); "
-          f"median of paired runs {paired:.2f}x; vs decode only {p / d:.2f}x")
+    print(
+        f"   extract_frames+crop  {p:8.0f} frames/s   ratio {p / b:.2f}x (target >= 0.9x); "
+        f"median of paired runs {paired:.2f}x; vs decode only {p / d:.2f}x"
+    )
     print(f"   (last run, seconds per step: {json.dumps(r['steps'])})")
 
     print("\n3. whole pipeline, checkpoint after every step (file://) vs checkpointing off")
@@ -155,8 +161,10 @@ def main() -> None:
     t_off, t_on = min(off), min(on)
     print(f"   checkpointing off    {t_off:8.2f} s   (runs: {', '.join(f'{x:.2f}' for x in off)})")
     print(f"   checkpointing on     {t_on:8.2f} s   (runs: {', '.join(f'{x:.2f}' for x in on)})")
-    print(f"   overhead {100 * (t_on / t_off - 1):+.1f}% (target <= 5%); "
-          f"medians {100 * (statistics.median(on) / statistics.median(off) - 1):+.1f}%")
+    print(
+        f"   overhead {100 * (t_on / t_off - 1):+.1f}% (target <= 5%); "
+        f"medians {100 * (statistics.median(on) / statistics.median(off) - 1):+.1f}%"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

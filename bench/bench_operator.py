@@ -68,6 +68,7 @@ class EventClock:
 
     def start(self) -> None:
         """Subscribe to the three resource types."""
+
         def op() -> None:
             srv = self.api.server
             for resource in ("pipelineruns", "jobs", "pods"):
@@ -76,6 +77,7 @@ class EventClock:
                 srv._watchers.add(w)
                 self._watchers.append(w)
                 self._tasks.append(asyncio.get_running_loop().create_task(self._consume(resource, w)))
+
         self.api.call(op)
 
     async def _consume(self, resource: str, w: _Watcher) -> None:
@@ -92,11 +94,13 @@ class EventClock:
 
     def stop(self) -> None:
         """Unsubscribe and cancel the consumer tasks."""
+
         def op() -> None:
             for w in self._watchers:
                 self.api.server._watchers.discard(w)
             for task in self._tasks:
                 task.cancel()
+
         self.api.call(op)
 
     def count(self, resource: str, names: Iterable[str]) -> int:
@@ -134,13 +138,18 @@ def wait_quiet(api: ApiServerThread, quiet: float, timeout: float) -> bool:
 def start_operator(kubeconfig: str, work: Path, verbose: bool) -> tuple[subprocess.Popen[bytes], Path]:
     """Start ``respawn-operator --standalone`` from this venv; output goes to work/operator.log."""
     exe = Path(sys.executable).parent / "respawn-operator"
-    env = {**os.environ, "KUBECONFIG": kubeconfig,
-           "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{work / 'ckpt'}",
-           "RESPAWN_METRICS_PORT": "0", "RESPAWN_RESYNC_SECONDS": "60"}
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{work / 'ckpt'}",
+        "RESPAWN_METRICS_PORT": "0",
+        "RESPAWN_RESYNC_SECONDS": "60",
+    }
     log = work / "operator.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), "--standalone"] + (["-v"] if verbose else []), env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(exe), "--standalone"] + (["-v"] if verbose else []), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     return proc, log
 
 
@@ -180,8 +189,10 @@ def latency_line(label: str, xs: list[float], expected: int, target: float) -> s
     xs = sorted(xs)
     p99 = percentile(xs, 0.99)
     verdict = "ok" if p99 <= target and len(xs) == expected else "MISSED"
-    return (f"{label}: n={len(xs)}/{expected} p50={percentile(xs, 0.5) * 1000:.0f}ms "
-            f"p99={p99 * 1000:.0f}ms max={xs[-1] * 1000:.0f}ms [target p99 <= {target:g} s: {verdict}]")
+    return (
+        f"{label}: n={len(xs)}/{expected} p50={percentile(xs, 0.5) * 1000:.0f}ms "
+        f"p99={p99 * 1000:.0f}ms max={xs[-1] * 1000:.0f}ms [target p99 <= {target:g} s: {verdict}]"
+    )
 
 
 def diff(after: Counts, before: Counts) -> Counts:
@@ -201,8 +212,15 @@ def create_runs(api: ApiServerThread, n: int, gap: float) -> list[str]:
     names = [f"r{i}" for i in range(n)]
     t0 = time.monotonic()
     for name in names:
-        api.create({"apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
-                    "metadata": {"name": name}, "spec": {"pipeline": "x:Y"}}, namespace=NAMESPACE)
+        api.create(
+            {
+                "apiVersion": "respawn.dev/v1alpha1",
+                "kind": "PipelineRun",
+                "metadata": {"name": name},
+                "spec": {"pipeline": "x:Y"},
+            },
+            namespace=NAMESPACE,
+        )
         if gap:
             time.sleep(gap)
     print(f"created {n} PipelineRuns in {time.monotonic() - t0:.1f}s")
@@ -213,21 +231,39 @@ def start_pods(api: ApiServerThread, runs: list[str]) -> None:
     """Play the kubelet: create each run's attempt-1 pod on the node and mark it Running."""
     for r in runs:
         uid = api.get("pipelineruns", r, NAMESPACE)["metadata"]["uid"]
-        api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
-            "name": f"{r}-a1-x", "namespace": NAMESPACE,
-            "labels": {"respawn.dev/run-uid": uid, "respawn.dev/attempt": "1", "respawn.dev/run": r},
-            "annotations": {"respawn.dev/run-name": r}},
-            "spec": {"nodeName": NODE, "containers": [{"name": "pipeline", "image": "x"}]}}, namespace=NAMESPACE)
+        api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{r}-a1-x",
+                    "namespace": NAMESPACE,
+                    "labels": {"respawn.dev/run-uid": uid, "respawn.dev/attempt": "1", "respawn.dev/run": r},
+                    "annotations": {"respawn.dev/run-name": r},
+                },
+                "spec": {"nodeName": NODE, "containers": [{"name": "pipeline", "image": "x"}]},
+            },
+            namespace=NAMESPACE,
+        )
         api.patch("pods", f"{r}-a1-x", {"status": {"phase": "Running"}}, NAMESPACE, subresource="status")
 
 
 def preempt_pods(api: ApiServerThread, runs: list[str], gap: float) -> None:
     """Write the status the kubelet writes for a preempted pod: Failed, DisruptionTarget, exit 143."""
     for r in runs:
-        api.patch("pods", f"{r}-a1-x", {"status": {"phase": "Failed", "conditions": [
-            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}],
-            "containerStatuses": [{"name": "pipeline", "state": {"terminated": {"exitCode": 143}}}]}},
-            NAMESPACE, subresource="status")
+        api.patch(
+            "pods",
+            f"{r}-a1-x",
+            {
+                "status": {
+                    "phase": "Failed",
+                    "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}],
+                    "containerStatuses": [{"name": "pipeline", "state": {"terminated": {"exitCode": 143}}}],
+                }
+            },
+            NAMESPACE,
+            subresource="status",
+        )
         if gap:
             time.sleep(gap)
 
@@ -239,29 +275,50 @@ def bench(api: ApiServerThread, proc: subprocess.Popen[bytes], clock: EventClock
 
     names = create_runs(api, n, args.gap)
     wait_until(f"{n} attempt-1 Jobs", lambda: clock.count("jobs", (f"{r}-a1" for r in names)) >= n, timeout)
-    lat1 = [clock.created[("jobs", f"{r}-a1")] - clock.created[("pipelineruns", r)]
-            for r in names if ("jobs", f"{r}-a1") in clock.created]
+    lat1 = [
+        clock.created[("jobs", f"{r}-a1")] - clock.created[("pipelineruns", r)]
+        for r in names
+        if ("jobs", f"{r}-a1") in clock.created
+    ]
     print(latency_line("[1] PipelineRun created -> Job created", lat1, n, 1.0))
-    wait_until("every run's status at attempt 1",
-               lambda: sum(s.get("attempt", 0) >= 1 for s in run_statuses(api).values()) >= n, timeout, 0.5)
+    wait_until(
+        "every run's status at attempt 1",
+        lambda: sum(s.get("attempt", 0) >= 1 for s in run_statuses(api).values()) >= n,
+        timeout,
+        0.5,
+    )
     wait_quiet(api, 1.0, timeout)
     created = api.request_counts()
 
     sample = [f"r{i}" for i in range(0, n, max(1, n // args.preempt))][: args.preempt]
     start_pods(api, sample)
-    wait_until(f"{len(sample)} runs reported Running", lambda: sum(
-        run_statuses(api).get(r, {}).get("phase") == "Running" for r in sample) >= len(sample), timeout, 0.5)
+    wait_until(
+        f"{len(sample)} runs reported Running",
+        lambda: sum(run_statuses(api).get(r, {}).get("phase") == "Running" for r in sample) >= len(sample),
+        timeout,
+        0.5,
+    )
     wait_quiet(api, 1.0, timeout)
     running = api.request_counts()
 
     preempt_pods(api, sample, args.preempt_gap)
-    wait_until(f"{len(sample)} attempt-2 Jobs",
-               lambda: clock.count("jobs", (f"{r}-a2" for r in sample)) >= len(sample), timeout)
-    lat2 = [clock.created[("jobs", f"{r}-a2")] - clock.pod_failed[f"{r}-a1-x"]
-            for r in sample if ("jobs", f"{r}-a2") in clock.created and f"{r}-a1-x" in clock.pod_failed]
+    wait_until(
+        f"{len(sample)} attempt-2 Jobs",
+        lambda: clock.count("jobs", (f"{r}-a2" for r in sample)) >= len(sample),
+        timeout,
+    )
+    lat2 = [
+        clock.created[("jobs", f"{r}-a2")] - clock.pod_failed[f"{r}-a1-x"]
+        for r in sample
+        if ("jobs", f"{r}-a2") in clock.created and f"{r}-a1-x" in clock.pod_failed
+    ]
     print(latency_line("[2] pod preempted -> next attempt's Job created", lat2, len(sample), 2.0))
-    wait_until("preempted runs' status at attempt 2", lambda: sum(
-        run_statuses(api).get(r, {}).get("attempt", 0) >= 2 for r in sample) >= len(sample), timeout, 0.5)
+    wait_until(
+        "preempted runs' status at attempt 2",
+        lambda: sum(run_statuses(api).get(r, {}).get("attempt", 0) >= 2 for r in sample) >= len(sample),
+        timeout,
+        0.5,
+    )
     wait_quiet(api, 1.0, timeout)
     done = api.request_counts()
     mine = api.request_counts("respawn-operator")
@@ -272,8 +329,10 @@ def bench(api: ApiServerThread, proc: subprocess.Popen[bytes], clock: EventClock
     print(f"    pod Running, per preempted run: {fmt_counts(diff(running, created), len(sample))}")
     print(f"    preemption, per preempted run: {fmt_counts(diff(done, running), len(sample))}")
     total = sum(diff(done, startup).values())
-    print(f"    whole benchmark ({n} runs, {len(sample)} preempted): {total} requests, {total / n:.1f} per run "
-          f"({sum(mine.values())} of them from the reconciler's own client, the rest kopf)")
+    print(
+        f"    whole benchmark ({n} runs, {len(sample)} preempted): {total} requests, {total / n:.1f} per run "
+        f"({sum(mine.values())} of them from the reconciler's own client, the rest kopf)"
+    )
 
     rss, hwm = rss_mb(proc.pid)
     verdict = "ok" if rss <= 200 else "MISSED"
@@ -306,8 +365,7 @@ def main() -> None:
         clock.start()
         proc, log = start_operator(kubeconfig, work, args.verbose_operator)
         t = time.monotonic()
-        if not wait_until("the operator to watch pipelineruns, jobs and pods",
-                          lambda: operator_ready(api, proc), 60):
+        if not wait_until("the operator to watch pipelineruns, jobs and pods", lambda: operator_ready(api, proc), 60):
             raise RuntimeError("respawn-operator did not start")
         print(f"operator ready in {time.monotonic() - t:.1f}s")
         bench(api, proc, clock, args)

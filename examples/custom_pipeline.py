@@ -35,8 +35,7 @@ class Thumbnails(Pipeline):
         if ctx.params.size % 2:
             raise InvalidInput("size: must be even, thumbnails halve it")
         rng = np.random.default_rng(ctx.params.seed)
-        ctx["frames"] = rng.integers(0, 256, (ctx.params.n, ctx.params.size, ctx.params.size),
-                                     dtype=np.uint8)
+        ctx["frames"] = rng.integers(0, 256, (ctx.params.n, ctx.params.size, ctx.params.size), dtype=np.uint8)
 
     @step
     def shrink(self, ctx: Any) -> None:
@@ -45,9 +44,8 @@ class Thumbnails(Pipeline):
         done, parts = state["done"], list(state["parts"])
         frames = ctx["frames"]
         while done < len(frames):
-            batch = frames[done:done + 50]
-            parts.append(((batch[:, ::2, ::2].astype(np.uint16) + batch[:, 1::2, 1::2]) // 2)
-                         .astype(np.uint8))
+            batch = frames[done : done + 50]
+            parts.append(((batch[:, ::2, ::2].astype(np.uint16) + batch[:, 1::2, 1::2]) // 2).astype(np.uint8))
             done += len(batch)
             ctx.save_progress({"done": done, "parts": parts})
         ctx["small"] = np.concatenate(parts)

@@ -12,13 +12,26 @@ if TYPE_CHECKING:  # the real names, for type checkers; at run time they load la
     from .errors import IncompatibleCheckpoint, InvalidInput, StepFailed, Terminated
     from .pipeline import Pipeline, RunSummary, StepContext, step
 
-__all__ = ["IncompatibleCheckpoint", "InvalidInput", "Pipeline", "RunSummary", "StepContext",
-           "StepFailed", "Terminated", "step"]
+__all__ = [
+    "IncompatibleCheckpoint",
+    "InvalidInput",
+    "Pipeline",
+    "RunSummary",
+    "StepContext",
+    "StepFailed",
+    "Terminated",
+    "step",
+]
 
 _WHERE = {
-    "Pipeline": "pipeline", "StepContext": "pipeline", "RunSummary": "pipeline",
-    "step": "pipeline", "InvalidInput": "errors", "IncompatibleCheckpoint": "errors",
-    "StepFailed": "errors", "Terminated": "errors",
+    "Pipeline": "pipeline",
+    "StepContext": "pipeline",
+    "RunSummary": "pipeline",
+    "step": "pipeline",
+    "InvalidInput": "errors",
+    "IncompatibleCheckpoint": "errors",
+    "StepFailed": "errors",
+    "Terminated": "errors",
 }
 
 

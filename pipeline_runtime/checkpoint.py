@@ -39,6 +39,7 @@ READABLE_VERSIONS = ("2.0", "2.1")
 SEALED_VERSIONS = ("2.1",)
 """Versions whose commits carry a `digest` of their canonical body (2.0 commits have none)."""
 
+
 class Kind(str, enum.Enum):
     """What a commit is (a str, so bodies read back from JSON compare equal to it)."""
 
@@ -61,10 +62,9 @@ class Kind(str, enum.Enum):
 FINISHED_KINDS = (Kind.FINAL, Kind.TOMBSTONE)
 """Commits after which no attempt may commit."""
 
-SEED_FIELDS = ("pipeline_name", "run_guid", "completed_steps", "context",
-               "steps_summary", "checkpoint_version")
+SEED_FIELDS = ("pipeline_name", "run_guid", "completed_steps", "context", "steps_summary", "checkpoint_version")
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (RUN_ID_MAX - 1))
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}")
 
 
 class Superseded(Exception):
@@ -80,14 +80,14 @@ def check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:  # fullmatch: no trailing \n
         raise ValueError(
             f"{kind} {str(value)[:80]!r} is not allowed: use letters, digits, '.', '_', '-' "
-            f"(no '..', at most {RUN_ID_MAX} characters, starting with a letter or digit)")
+            f"(no '..', at most {RUN_ID_MAX} characters, starting with a letter or digit)"
+        )
     return value
 
 
 def now() -> str:
     """UTC timestamp in the Kubernetes style."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def fingerprint(definition: dict[str, Any]) -> str:
@@ -190,10 +190,11 @@ class RunLog:
             return f"attempt {attempt} lost the commit race"
         other = latest.body
         if other.get("kind") in FINISHED_KINDS:
-            return (f"the run already finished ({other.get('outcome')}, attempt "
-                    f"{other.get('attempt')}); attempt {attempt} stops")
-        return (f"attempt {other.get('attempt')} owns the run now; stale attempt "
-                f"{attempt} stops without committing")
+            return (
+                f"the run already finished ({other.get('outcome')}, attempt "
+                f"{other.get('attempt')}); attempt {attempt} stops"
+            )
+        return f"attempt {other.get('attempt')} owns the run now; stale attempt {attempt} stops without committing"
 
     # -- artifacts -------------------------------------------------------------
     def put_artifact(self, path: str, data: bytes | memoryview) -> None:
@@ -212,8 +213,9 @@ class RunLog:
     def artifact_shas(self, epoch: int = 0) -> set[str]:
         """The artifacts stored in `epoch`."""
         base = len(self.prefix)
-        return {p.rsplit("/", 1)[-1] for p in self.store.list(self._p("artifacts/"))
-                if artifact_epoch(p[base:]) == epoch}
+        return {
+            p.rsplit("/", 1)[-1] for p in self.store.list(self._p("artifacts/")) if artifact_epoch(p[base:]) == epoch
+        }
 
     # -- cleanup ---------------------------------------------------------------
     def retire(self, tombstone: dict[str, Any], last_seq: int) -> int:
@@ -250,13 +252,12 @@ class RunLog:
                 return not overtaken
 
         def delete(path: str) -> None:
-            if artifact_epoch(path[len(self.prefix):]) < seq and still_newest():
+            if artifact_epoch(path[len(self.prefix) :]) < seq and still_newest():
                 self.store.delete(path)
 
         def stub(old: int) -> None:
             # Overwrite, never delete: an empty slot could be filled by a stale writer.
-            body = {"seq": old, "kind": Kind.STUB.value, "checkpoint_version": CHECKPOINT_VERSION,
-                    "tombstone": seq}
+            body = {"seq": old, "kind": Kind.STUB.value, "checkpoint_version": CHECKPOINT_VERSION, "tombstone": seq}
             if still_newest():
                 self.store.put(self._p(_slot(old)), seal(body))
 
@@ -265,8 +266,10 @@ class RunLog:
             list(pool.map(delete, self.store.list(self._p("artifacts/"))))
             list(pool.map(stub, [old for old in self.seqs() if old < seq]))
         if overtaken:
-            raise Superseded(f"commit {overtaken[0]} landed after this cleanup's tombstone {seq}: a newer "
-                             "attempt owns the run, so the cleanup stopped and its artifacts stay")
+            raise Superseded(
+                f"commit {overtaken[0]} landed after this cleanup's tombstone {seq}: a newer "
+                "attempt owns the run, so the cleanup stopped and its artifacts stay"
+            )
 
     def purge(self) -> int:
         """Remove everything of the run, tombstone included (the PipelineRun is gone)."""
@@ -301,20 +304,18 @@ def parse_commit(raw: bytes, where: str) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, or a >4300-digit int
-        raise CorruptCheckpoint(f"{where} is not valid JSON ({str(e)[:120]}); truncated or overwritten") \
-            from None
+        raise CorruptCheckpoint(f"{where} is not valid JSON ({str(e)[:120]}); truncated or overwritten") from None
     if not isinstance(body, dict):
         raise CorruptCheckpoint(f"{where} is not a commit object")
     version = body.get("checkpoint_version")
     if version not in READABLE_VERSIONS:
         raise CorruptCheckpoint(
-            f"{where} has checkpoint_version {str(version)[:40]!r}; this runtime reads "
-            f"{', '.join(READABLE_VERSIONS)}")
+            f"{where} has checkpoint_version {str(version)[:40]!r}; this runtime reads {', '.join(READABLE_VERSIONS)}"
+        )
     if version in SEALED_VERSIONS:
         digest = body.pop("digest", None)
         if not isinstance(digest, str) or hashlib.sha256(_canonical(body)).hexdigest() != digest:
-            raise CorruptCheckpoint(f"{where} does not match its digest: it was damaged or edited "
-                                    "after it was written")
+            raise CorruptCheckpoint(f"{where} does not match its digest: it was damaged or edited after it was written")
     if body.get("kind") == Kind.STUB:
         return body
     missing = [f for f in ("seq", "attempt", "kind", *SEED_FIELDS) if f not in body]
@@ -338,10 +339,12 @@ _FIELD_TYPES: list[tuple[str, str, Any]] = [
     ("kind", "a commit kind", lambda v: v in {k.value for k in Kind} - {Kind.STUB.value}),
     ("pipeline_name", "a string", lambda v: isinstance(v, str)),
     ("run_guid", "a string", lambda v: isinstance(v, str)),
-    ("completed_steps", "a list of step names",
-     lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    ("context", "a context node",
-     lambda v: isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("json", "dict", "ref")),
+    ("completed_steps", "a list of step names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    (
+        "context",
+        "a context node",
+        lambda v: isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("json", "dict", "ref"),
+    ),
     ("steps_summary", "an object", lambda v: v is None or isinstance(v, dict)),
     ("progress", "an object", lambda v: v is None or isinstance(v, dict)),
 ]
@@ -356,14 +359,34 @@ def tombstone_of(body: dict[str, Any], *, outcome: str) -> dict[str, Any]:
     the runtime (on success) and `pipeline-runtime cleanup` use. It keeps what fences
     and what `inspect` shows (attempt, steps, summary, definition), drops the state."""
     tomb = {k: v for k, v in body.items() if k not in ("context", "progress", "digest", "seq")}
-    tomb.update(kind=Kind.TOMBSTONE.value, nonce=new_nonce(), at=now(), checkpoint_version=CHECKPOINT_VERSION,
-                outcome=outcome)
-    for key, empty in (("attempt", 0), ("pipeline_name", ""), ("run_guid", ""), ("completed_steps", []),
-                       ("steps_summary", {})):
+    tomb.update(
+        kind=Kind.TOMBSTONE.value, nonce=new_nonce(), at=now(), checkpoint_version=CHECKPOINT_VERSION, outcome=outcome
+    )
+    for key, empty in (
+        ("attempt", 0),
+        ("pipeline_name", ""),
+        ("run_guid", ""),
+        ("completed_steps", []),
+        ("steps_summary", {}),
+    ):
         if tomb.get(key) is None:
             tomb[key] = empty
     return tomb
 
 
-__all__ = ["CHECKPOINT_VERSION", "FINISHED_KINDS", "CorruptCheckpoint", "Kind", "Latest", "RunLog", "Superseded",
-           "artifact_path", "check_name", "fingerprint", "now", "parse_commit", "seal", "tombstone_of"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "FINISHED_KINDS",
+    "CorruptCheckpoint",
+    "Kind",
+    "Latest",
+    "RunLog",
+    "Superseded",
+    "artifact_path",
+    "check_name",
+    "fingerprint",
+    "now",
+    "parse_commit",
+    "seal",
+    "tombstone_of",
+]

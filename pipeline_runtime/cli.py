@@ -62,34 +62,62 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a pipeline (every flag has a RESPAWN_* twin)")
-    run.add_argument("pipeline", nargs="?", default=_env_default(c.ENV_PIPELINE),
-                     help="registered name or module:Class [RESPAWN_PIPELINE]")
-    run.add_argument("--params", default=_env_default(c.ENV_PARAMS),
-                     help="JSON object, or @file holding one [RESPAWN_PARAMS]")
+    run.add_argument(
+        "pipeline",
+        nargs="?",
+        default=_env_default(c.ENV_PIPELINE),
+        help="registered name or module:Class [RESPAWN_PIPELINE]",
+    )
+    run.add_argument(
+        "--params", default=_env_default(c.ENV_PARAMS), help="JSON object, or @file holding one [RESPAWN_PARAMS]"
+    )
     run.add_argument("--run-id", default=_env_default(c.ENV_RUN_ID), help="[RESPAWN_RUN_ID]")
-    run.add_argument("--checkpoint-uri", default=_env_default(
-        c.ENV_CHECKPOINT_URI, "file://" + os.path.abspath(".respawn/checkpoints")),
-        help="file:///path, gs://bucket/prefix, or 'none' [RESPAWN_CHECKPOINT_URI]")
-    run.add_argument("--resume", dest="resume", action="store_true",
-                     default=_bool_env(c.ENV_RESUME, True), help="[RESPAWN_RESUME] (default)")
+    run.add_argument(
+        "--checkpoint-uri",
+        default=_env_default(c.ENV_CHECKPOINT_URI, "file://" + os.path.abspath(".respawn/checkpoints")),
+        help="file:///path, gs://bucket/prefix, or 'none' [RESPAWN_CHECKPOINT_URI]",
+    )
+    run.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        default=_bool_env(c.ENV_RESUME, True),
+        help="[RESPAWN_RESUME] (default)",
+    )
     run.add_argument("--no-resume", dest="resume", action="store_false")
     # Values that may come from the environment are checked in cmd_run (argparse does
     # not check defaults), so a bad RESPAWN_* value gets exit 64 like a bad flag.
-    run.add_argument("--resume-policy", default=_env_default(c.ENV_RESUME_POLICY, "Compatible"),
-                     help="Strict | Compatible | Restart [RESPAWN_RESUME_POLICY]")
-    run.add_argument("--attempt", type=int, default=_env_default(c.ENV_ATTEMPT),
-                     help="fencing token; default: one more than the last [RESPAWN_ATTEMPT]")
-    run.add_argument("--retain", default=_env_default(c.ENV_RETAIN, "OnFailure"),
-                     help="Always | OnFailure | Never [RESPAWN_RETAIN]")
+    run.add_argument(
+        "--resume-policy",
+        default=_env_default(c.ENV_RESUME_POLICY, "Compatible"),
+        help="Strict | Compatible | Restart [RESPAWN_RESUME_POLICY]",
+    )
+    run.add_argument(
+        "--attempt",
+        type=int,
+        default=_env_default(c.ENV_ATTEMPT),
+        help="fencing token; default: one more than the last [RESPAWN_ATTEMPT]",
+    )
+    run.add_argument(
+        "--retain", default=_env_default(c.ENV_RETAIN, "OnFailure"), help="Always | OnFailure | Never [RESPAWN_RETAIN]"
+    )
     run.add_argument("--tenant", default=_env_default(c.ENV_TENANT), help="[RESPAWN_TENANT]")
-    run.add_argument("--rerun-from", default=_env_default(c.ENV_RERUN_FROM) or None,
-                     help="discard this step and later ones, run them again [RESPAWN_RERUN_FROM]")
-    run.add_argument("--term-deadline", default=_env_default(c.ENV_TERM_DEADLINE, "10"),
-                     help="seconds from SIGTERM to a forced exit 143 [RESPAWN_TERM_DEADLINE_SECONDS]")
-    run.add_argument("--progress-interval", default=_env_default(
-        c.ENV_PROGRESS_INTERVAL, str(c.DEFAULT_PROGRESS_INTERVAL_SECONDS)),
+    run.add_argument(
+        "--rerun-from",
+        default=_env_default(c.ENV_RERUN_FROM) or None,
+        help="discard this step and later ones, run them again [RESPAWN_RERUN_FROM]",
+    )
+    run.add_argument(
+        "--term-deadline",
+        default=_env_default(c.ENV_TERM_DEADLINE, "10"),
+        help="seconds from SIGTERM to a forced exit 143 [RESPAWN_TERM_DEADLINE_SECONDS]",
+    )
+    run.add_argument(
+        "--progress-interval",
+        default=_env_default(c.ENV_PROGRESS_INTERVAL, str(c.DEFAULT_PROGRESS_INTERVAL_SECONDS)),
         help="seconds between commits of a step's save_progress state "
-             f"(default {c.DEFAULT_PROGRESS_INTERVAL_SECONDS:g}) [{c.ENV_PROGRESS_INTERVAL}]")
+        f"(default {c.DEFAULT_PROGRESS_INTERVAL_SECONDS:g}) [{c.ENV_PROGRESS_INTERVAL}]",
+    )
     run.set_defaults(func=cmd_run)
 
     ins = sub.add_parser("inspect", help="print a run's checkpoint")
@@ -119,8 +147,11 @@ def _parser() -> argparse.ArgumentParser:
 def _fail(code: int, reason: str, message: str, reporter: Any = None) -> int:
     from .reporting import write_termination_log
 
-    record = (reporter.termination(code, reason, message) if reporter is not None else
-              {"exitCode": code, "reason": reason, "message": message})
+    record = (
+        reporter.termination(code, reason, message)
+        if reporter is not None
+        else {"exitCode": code, "reason": reason, "message": message}
+    )
     write_termination_log(record)
     print(f"pipeline-runtime: {reason}: {message}", file=sys.stderr)
     return code
@@ -160,9 +191,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_deadline() -> None:
         # The step never reached a safe point in time: the last commit stands.
-        _fail(STOP.exit_code, "Terminated",
-              f"{STOP.name} deadline ({args.term_deadline:g}s) passed inside a step; "
-              "resuming from the last commit", reporter)
+        _fail(
+            STOP.exit_code,
+            "Terminated",
+            f"{STOP.name} deadline ({args.term_deadline:g}s) passed inside a step; resuming from the last commit",
+            reporter,
+        )
         os._exit(STOP.exit_code)
 
     STOP.on_deadline = on_deadline
@@ -188,18 +222,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             attempt = int(args.attempt) if args.attempt not in (None, "") else None
         except ValueError:
             raise InvalidInput(f"attempt: {args.attempt!r} is not a number") from None
-        pipeline = cls(_load_params(args.params), checkpoint_uri=uri, store=store, run_id=args.run_id,
-                       tenant_id=args.tenant, attempt=attempt,
-                       resume_policy=args.resume_policy, retain=args.retain, on_event=reporter,
-                       progress_interval=args.progress_interval)
+        pipeline = cls(
+            _load_params(args.params),
+            checkpoint_uri=uri,
+            store=store,
+            run_id=args.run_id,
+            tenant_id=args.tenant,
+            attempt=attempt,
+            resume_policy=args.resume_policy,
+            retain=args.retain,
+            on_event=reporter,
+            progress_interval=args.progress_interval,
+        )
         summary = pipeline.run(resume_from_checkpoint=args.resume, rerun_from=args.rerun_from)
-        message = (f"{len(summary.executed)} steps run, {len(summary.skipped)} skipped "
-                   f"(resumed)" if summary.skipped else f"{len(summary.executed)} steps run")
+        message = (
+            f"{len(summary.executed)} steps run, {len(summary.skipped)} skipped (resumed)"
+            if summary.skipped
+            else f"{len(summary.executed)} steps run"
+        )
         from .reporting import write_termination_log
 
         write_termination_log(reporter.termination(0, "Succeeded", message))
         return 0
-    except BaseException as e:  # noqa: BLE001 - every ending maps to one exit code
+    except BaseException as e:
         if isinstance(e, (SystemExit, KeyboardInterrupt)):
             raise
         code, reason = exit_code_for(e)
@@ -219,20 +264,28 @@ def _check_run_args(args: argparse.Namespace) -> None:
     """Check what argparse cannot (values from RESPAWN_* defaults); convert in place."""
     from .errors import InvalidInput, parse_seconds
 
-    for name, enum, env in (("resume_policy", c.ResumePolicy, c.ENV_RESUME_POLICY),
-                            ("retain", c.RetainPolicy, c.ENV_RETAIN)):
+    for name, enum, env in (
+        ("resume_policy", c.ResumePolicy, c.ENV_RESUME_POLICY),
+        ("retain", c.RetainPolicy, c.ENV_RETAIN),
+    ):
         value = getattr(args, name)
         if value not in [p.value for p in enum]:
-            raise InvalidInput(f"{name.replace('_', '-')}: {value!r} is not one of "
-                               f"{', '.join(p.value for p in enum)} (flag or {env})")
+            raise InvalidInput(
+                f"{name.replace('_', '-')}: {value!r} is not one of {', '.join(p.value for p in enum)} (flag or {env})"
+            )
     if isinstance(args.resume, str):
-        raise InvalidInput(f"resume: {args.resume!r} is neither true nor false ({c.ENV_RESUME}: "
-                           f"one of {', '.join(_TRUE + _FALSE)})")
-    args.term_deadline = parse_seconds(f"term-deadline (flag or {c.ENV_TERM_DEADLINE})", args.term_deadline,
-                                       low=0.0, high=86400.0)
-    args.progress_interval = parse_seconds(f"progress-interval (flag or {c.ENV_PROGRESS_INTERVAL})",
-                                           args.progress_interval, low=c.MIN_PROGRESS_INTERVAL_SECONDS,
-                                           high=c.MAX_PROGRESS_INTERVAL_SECONDS)
+        raise InvalidInput(
+            f"resume: {args.resume!r} is neither true nor false ({c.ENV_RESUME}: one of {', '.join(_TRUE + _FALSE)})"
+        )
+    args.term_deadline = parse_seconds(
+        f"term-deadline (flag or {c.ENV_TERM_DEADLINE})", args.term_deadline, low=0.0, high=86400.0
+    )
+    args.progress_interval = parse_seconds(
+        f"progress-interval (flag or {c.ENV_PROGRESS_INTERVAL})",
+        args.progress_interval,
+        low=c.MIN_PROGRESS_INTERVAL_SECONDS,
+        high=c.MAX_PROGRESS_INTERVAL_SECONDS,
+    )
 
 
 def _registered() -> dict[str, str]:
@@ -278,23 +331,36 @@ def inspect_run(runlog: Any) -> dict[str, Any]:
     latest = real[-1] if real else history[-1]
     refs = referenced_artifacts(latest.get("context", {}))
     return {
-        "pipeline_name": latest.get("pipeline_name"), "run_guid": latest.get("run_guid"),
+        "pipeline_name": latest.get("pipeline_name"),
+        "run_guid": latest.get("run_guid"),
         "completed_steps": latest.get("completed_steps"),
         "context": describe(latest["context"]) if latest.get("context") else {},
         "steps_summary": latest.get("steps_summary"),
         "checkpoint_version": latest.get("checkpoint_version"),
-        "attempt": latest.get("attempt"), "seq": latest.get("seq"), "kind": latest.get("kind"),
-        "outcome": latest.get("outcome"), "uri": runlog.uri,
-        "progress": ({"step": latest["progress"]["step"],
-                      "state": describe(latest["progress"]["state"])}
-                     if latest.get("progress") else None),
+        "attempt": latest.get("attempt"),
+        "seq": latest.get("seq"),
+        "kind": latest.get("kind"),
+        "outcome": latest.get("outcome"),
+        "uri": runlog.uri,
+        "progress": (
+            {"step": latest["progress"]["step"], "state": describe(latest["progress"]["state"])}
+            if latest.get("progress")
+            else None
+        ),
         "artifacts": {"count": len(refs), "bytes": sum(refs.values())},
-        "history": [{"seq": h.get("seq"), "attempt": h.get("attempt"), "kind": h.get("kind"),
-                     "step": h.get("step"), "at": h.get("at"),
-                     "completed": len(h.get("completed_steps") or []),
-                     **({"error": h["error"]} if "error" in h else {}),
-                     **({"resumed_from": h["resumed_from"]} if h.get("resumed_from") else {})}
-                    for h in history],
+        "history": [
+            {
+                "seq": h.get("seq"),
+                "attempt": h.get("attempt"),
+                "kind": h.get("kind"),
+                "step": h.get("step"),
+                "at": h.get("at"),
+                "completed": len(h.get("completed_steps") or []),
+                **({"error": h["error"]} if "error" in h else {}),
+                **({"resumed_from": h["resumed_from"]} if h.get("resumed_from") else {}),
+            }
+            for h in history
+        ],
     }
 
 
@@ -306,7 +372,11 @@ def _store_errors(command: str, action: Any) -> int:
     code: int
     try:
         return int(action())
-    except (ValueError, OutsideStore, StoreMisconfigured) as e:  # a bad URI, run id or tenant; a store path through a symlink
+    except (
+        ValueError,
+        OutsideStore,
+        StoreMisconfigured,
+    ) as e:  # a bad URI, run id or tenant; a store path through a symlink
         code, reason, message = c.ExitCode.INVALID_INPUT, "InvalidInput", str(e)
     except CorruptCheckpoint as e:
         code, reason, message = c.ExitCode.INCOMPATIBLE_CHECKPOINT, "IncompatibleCheckpoint", str(e)
@@ -330,8 +400,10 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     print(f"{info['pipeline_name']} run {info['run_guid']} at {info['uri']}")
-    print(f"  latest: commit #{info['seq']} ({info['kind']}) by attempt {info['attempt']}"
-          + (f", outcome {info['outcome']}" if info["outcome"] else ""))
+    print(
+        f"  latest: commit #{info['seq']} ({info['kind']}) by attempt {info['attempt']}"
+        + (f", outcome {info['outcome']}" if info["outcome"] else "")
+    )
     print(f"  completed: {', '.join(info['completed_steps'] or []) or '-'}")
     if info["progress"]:
         print(f"  in-step progress saved for {info['progress']['step']}")
@@ -346,16 +418,20 @@ def _inspect(args: argparse.Namespace) -> int:
         print("  steps:")
         for name, row in summary.items():
             mb = (row.get("bytes_written") or 0) / 1e6
-            print(f"    {name:<20} {row.get('status', '?'):<9} attempt {row.get('attempt')!s:<3} "
-                  f"{row.get('duration_s') or 0:>8.2f}s {mb:>9.1f} MB")
+            print(
+                f"    {name:<20} {row.get('status', '?'):<9} attempt {row.get('attempt')!s:<3} "
+                f"{row.get('duration_s') or 0:>8.2f}s {mb:>9.1f} MB"
+            )
     print("  history:")
     stubs = [h for h in info["history"] if h["kind"] == "stub"]
     if stubs:  # what retiring leaves of the older commits: one line, not one per commit
         print(f"    #{stubs[0]['seq']}..#{stubs[-1]['seq']}: {len(stubs)} older commits, retired")
     for h in info["history"]:
         if h["kind"] != "stub":
-            print(f"    #{h['seq']:<5} attempt {h['attempt']!s:<3} {h['kind']!s:<9} "
-                  f"{h['step'] or '':<20} {h['at'] or ''} {h.get('error', '')}")
+            print(
+                f"    #{h['seq']:<5} attempt {h['attempt']!s:<3} {h['kind']!s:<9} "
+                f"{h['step'] or '':<20} {h['at'] or ''} {h.get('error', '')}"
+            )
     return 0
 
 

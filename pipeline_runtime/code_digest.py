@@ -33,9 +33,14 @@ def _const(value: Any) -> str:
 
 def _code(code: types.CodeType) -> str:
     h = hashlib.sha256()
-    for part in (code.co_code, repr(code.co_names).encode(), repr(code.co_varnames).encode(),
-                 repr(code.co_freevars).encode(), repr(code.co_cellvars).encode(),
-                 repr((code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode()):
+    for part in (
+        code.co_code,
+        repr(code.co_names).encode(),
+        repr(code.co_varnames).encode(),
+        repr(code.co_freevars).encode(),
+        repr(code.co_cellvars).encode(),
+        repr((code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode(),
+    ):
         h.update(len(part).to_bytes(8, "big") + part)
     for const in code.co_consts:
         text = _const(const).encode()

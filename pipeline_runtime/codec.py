@@ -62,8 +62,11 @@ def artifact_path(sha256: str, epoch: int = 0) -> str:
 def artifact_epoch(path: str) -> int:
     """The epoch of an artifact path (relative to the run's folder)."""
     parts = path.split("/")
-    return int(parts[1][1:]) if len(parts) > 3 and parts[1].startswith("e") and parts[1][1:].isascii() \
-        and parts[1][1:].isdigit() else 0
+    return (
+        int(parts[1][1:])
+        if len(parts) > 3 and parts[1].startswith("e") and parts[1][1:].isascii() and parts[1][1:].isdigit()
+        else 0
+    )
 
 
 class UnsupportedValue(TypeError):
@@ -124,8 +127,11 @@ def snapshot(value: Any, where: str = "value") -> Any:
         return _Leaf(obj=value, kind="ndarray")
     if kind is bytes or kind is bytearray:
         data = bytes(value)
-        node = {"b64": base64.b64encode(data).decode()} if len(data) <= INLINE_BYTES_LIMIT \
+        node = (
+            {"b64": base64.b64encode(data).decode()}
+            if len(data) <= INLINE_BYTES_LIMIT
             else _Leaf(obj=data, kind="bytes")
+        )
         return node if kind is bytes else {"bytearray": node}
     if kind is list or kind is tuple:
         return {kind.__name__: [snapshot(v, f"{where}[{i}]") for i, v in enumerate(value)]}
@@ -137,15 +143,19 @@ def snapshot(value: Any, where: str = "value") -> Any:
             out[k] = snapshot(v, f"{where}[{k!r}]")
         return {"dict": out}
     if isinstance(value, (dict, list, tuple, np.ndarray, bytes, bytearray, int, float, str)) and kind is not float:
-        base = next(b for b in (dict, list, tuple, np.ndarray, bytes, bytearray, int, float, str) if isinstance(value, b))
+        base = next(
+            b for b in (dict, list, tuple, np.ndarray, bytes, bytearray, int, float, str) if isinstance(value, b)
+        )
         raise UnsupportedValue(
             f"{where}: {kind.__name__} is a subclass of {base.__name__} and would come back as a plain "
-            f"{base.__name__} after a resume; store {base.__name__}(value) instead")
+            f"{base.__name__} after a resume; store {base.__name__}(value) instead"
+        )
     if kind is float:
         raise UnsupportedValue(f"{where}: {value!r} is not a finite float; store it as str or in a numpy array")
     raise UnsupportedValue(
         f"{where}: {type(value).__name__} cannot be checkpointed; use JSON values, "
-        "numpy arrays and scalars, bytes, or lists/tuples/dicts of them")
+        "numpy arrays and scalars, bytes, or lists/tuples/dicts of them"
+    )
 
 
 def _leaf_bytes(leaf: _Leaf) -> memoryview | bytes:
@@ -175,8 +185,9 @@ class Encoder:
     commit where nothing large changed hashes and uploads nothing.
     """
 
-    def __init__(self, put: Callable[[str, bytes | memoryview], None],
-                 known: set[str] | None = None, epoch: int = 0) -> None:
+    def __init__(
+        self, put: Callable[[str, bytes | memoryview], None], known: set[str] | None = None, epoch: int = 0
+    ) -> None:
         self._put = put
         self.known: set[str] = set(known or ())
         self.epoch = epoch
@@ -198,8 +209,9 @@ class Encoder:
             self._by_id[id(obj)] = (obj, ref)
             self.known.add(ref["sha256"])
 
-    def resolve(self, plan: Any, pool: Executor | None = None,
-                uploaded_shas: list[str] | None = None) -> tuple[Any, int]:
+    def resolve(
+        self, plan: Any, pool: Executor | None = None, uploaded_shas: list[str] | None = None
+    ) -> tuple[Any, int]:
         """Turn a snapshot into JSON; returns (json_node, bytes uploaded).
 
         The sha256 of every artifact this call stored is appended to `uploaded_shas`.
@@ -316,8 +328,9 @@ class CorruptArtifact(ValueError):
     """An artifact is missing, truncated or does not match its hash."""
 
 
-def decode(node: Any, get: Callable[[str], bytes], encoder: Encoder | None = None,
-           pool: Executor | None = None, epoch: int = 0) -> Any:
+def decode(
+    node: Any, get: Callable[[str], bytes], encoder: Encoder | None = None, pool: Executor | None = None, epoch: int = 0
+) -> Any:
     """Rebuild a value from its JSON node exactly, verifying every artifact's sha256.
 
     Each artifact is fetched once, but every reference builds its own value from the
@@ -368,7 +381,9 @@ def _fetch(ref: dict[str, Any], get: Callable[[str], bytes], epoch: int) -> byte
 
 def _from_bytes(ref: dict[str, Any], data: bytes) -> Any:
     if len(data) != ref["size"]:  # each reference says its size: check them all, not one per artifact
-        raise CorruptArtifact(f"artifact {ref['sha256'][:12]}… is damaged (size {len(data)}, reference says {ref['size']})")
+        raise CorruptArtifact(
+            f"artifact {ref['sha256'][:12]}… is damaged (size {len(data)}, reference says {ref['size']})"
+        )
     if ref["type"] == "ndarray":
         dtype = np.dtype(ref["dtype"])
         if dtype.itemsize == 0:

@@ -21,9 +21,14 @@ from .codec import Encoder, artifact_path
 class CommitWorker:
     """Turns (body, context snapshot, progress snapshot) into commits, in order."""
 
-    def __init__(self, runlog: RunLog, encoder: Encoder, *,
-                 on_commit: Callable[[int, dict[str, Any], int], None],
-                 pool: Executor | None = None) -> None:
+    def __init__(
+        self,
+        runlog: RunLog,
+        encoder: Encoder,
+        *,
+        on_commit: Callable[[int, dict[str, Any], int], None],
+        pool: Executor | None = None,
+    ) -> None:
         self.runlog = runlog
         self.encoder = encoder
         self.pool = pool
@@ -52,8 +57,7 @@ class CommitWorker:
             self._pending += 1
         self._queue.put((body, context_plan, progress_plan))
 
-    def flush(self, timeout: float | None = None, at_most: int = 0,
-              stop: Callable[[], bool] | None = None) -> bool:
+    def flush(self, timeout: float | None = None, at_most: int = 0, stop: Callable[[], bool] | None = None) -> bool:
         """Wait until at most `at_most` commits are queued or running.
 
         Returns False on timeout, or as soon as `stop()` is true (polled).
@@ -136,6 +140,7 @@ class CommitWorker:
         self.seq += 1
         if context_plan is not None:
             self._context_json = context_json
-            self.encoder.forget_except({"list": [context_json, body.get("progress") and
-                                                 body["progress"]["state"] or {}]})
+            self.encoder.forget_except(
+                {"list": [context_json, (body.get("progress") and body["progress"]["state"]) or {}]}
+            )
         self.on_commit(self.seq, body, uploaded)

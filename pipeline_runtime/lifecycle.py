@@ -62,8 +62,7 @@ class StopSignal:
         for signum in STOP_SIGNALS:
             signal.signal(signum, _ignore)  # the wakeup fd does the real work
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, args=(r,), name="respawn-sigterm",
-                         daemon=True).start()
+        threading.Thread(target=self._watch, args=(r,), name="respawn-sigterm", daemon=True).start()
         self.installed = True
 
     def hold(self) -> None:
@@ -84,8 +83,7 @@ class StopSignal:
         self.signum = signum
         self.received_at = time.monotonic()
         self.event.set()
-        threading.Thread(target=self._enforce_deadline, name="respawn-deadline",
-                         daemon=True).start()
+        threading.Thread(target=self._enforce_deadline, name="respawn-deadline", daemon=True).start()
 
     def _watch(self, fd: int) -> None:
         while True:

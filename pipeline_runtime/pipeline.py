@@ -10,24 +10,40 @@ import shutil
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, overload
 
 import pydantic
 
-from .checkpoint import (CHECKPOINT_VERSION, FINISHED_KINDS, CorruptCheckpoint, Kind, Latest, RunLog,
-                         Superseded, check_name, fingerprint, new_nonce, now, tombstone_of)
+from .checkpoint import (
+    CHECKPOINT_VERSION,
+    FINISHED_KINDS,
+    CorruptCheckpoint,
+    Kind,
+    Latest,
+    RunLog,
+    Superseded,
+    check_name,
+    fingerprint,
+    new_nonce,
+    now,
+    tombstone_of,
+)
 from .code_digest import code_digest
 from .codec import CorruptArtifact, Encoder, UnsupportedValue, decode, snapshot
 from .commit_worker import CommitWorker
-from .contracts import (DEFAULT_PROGRESS_INTERVAL_SECONDS, ENV_PROGRESS_INTERVAL,
-                        MAX_PROGRESS_INTERVAL_SECONDS, MIN_PROGRESS_INTERVAL_SECONDS, ResumePolicy,
-                        RetainPolicy)
-from .errors import (IncompatibleCheckpoint, InvalidInput, StepFailed, StopRequested,
-                     Terminated, parse_seconds)
+from .contracts import (
+    DEFAULT_PROGRESS_INTERVAL_SECONDS,
+    ENV_PROGRESS_INTERVAL,
+    MAX_PROGRESS_INTERVAL_SECONDS,
+    MIN_PROGRESS_INTERVAL_SECONDS,
+    ResumePolicy,
+    RetainPolicy,
+)
+from .errors import IncompatibleCheckpoint, InvalidInput, StepFailed, StopRequested, Terminated, parse_seconds
 from .lifecycle import STOP
 from .storage.base import NotFound, Store, TransientStoreError
 
@@ -52,12 +68,12 @@ def step(fn: F) -> F: ...
 
 
 @overload
-def step(*, version: str = "1", name: str | None = None,
-         overlap: bool = True) -> Callable[[F], F]: ...
+def step(*, version: str = "1", name: str | None = None, overlap: bool = True) -> Callable[[F], F]: ...
 
 
-def step(fn: Callable[..., Any] | None = None, *, version: str = "1",
-         name: str | None = None, overlap: bool = True) -> Any:
+def step(
+    fn: Callable[..., Any] | None = None, *, version: str = "1", name: str | None = None, overlap: bool = True
+) -> Any:
     """Mark a method as a pipeline step; steps run in definition order.
 
     Bump `version` when a step's output changes meaning: under `resume:
@@ -71,6 +87,7 @@ def step(fn: Callable[..., Any] | None = None, *, version: str = "1",
     every earlier commit has landed, so an attempt that lost the run (a stale
     pod) learns it before doing them.
     """
+
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         f.__respawn_step__ = StepInfo(name or f.__name__, version, f, overlap)  # type: ignore[attr-defined]
         return f
@@ -85,9 +102,16 @@ class StepContext(MutableMapping[str, Any]):
     read-only once committed: copy one before changing it in place.
     """
 
-    def __init__(self, data: dict[str, Any], params: Any, run_id: str, attempt: int,
-                 tenant: str, scratch_dir: Path, on_progress: Callable[[dict[str, Any]], None]
-                 ) -> None:
+    def __init__(
+        self,
+        data: dict[str, Any],
+        params: Any,
+        run_id: str,
+        attempt: int,
+        tenant: str,
+        scratch_dir: Path,
+        on_progress: Callable[[dict[str, Any]], None],
+    ) -> None:
         self._data = data
         self.params = params
         self.run_id = run_id
@@ -159,13 +183,20 @@ class Pipeline:
     Params: ClassVar[type[pydantic.BaseModel]] = NoParams
     """Override with the pipeline's own pydantic model (a nested `class Params`)."""
 
-    def __init__(self, params: Any = None, *, checkpoint_uri: str | None = None,
-                 run_id: str | None = None, tenant_id: str | None = None,
-                 attempt: int | None = None, store: Store | None = None,
-                 resume_policy: ResumePolicy | str = ResumePolicy.COMPATIBLE,
-                 retain: RetainPolicy | str = RetainPolicy.ON_FAILURE,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 progress_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        params: Any = None,
+        *,
+        checkpoint_uri: str | None = None,
+        run_id: str | None = None,
+        tenant_id: str | None = None,
+        attempt: int | None = None,
+        store: Store | None = None,
+        resume_policy: ResumePolicy | str = ResumePolicy.COMPATIBLE,
+        retain: RetainPolicy | str = RetainPolicy.ON_FAILURE,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        progress_interval: float | None = None,
+    ) -> None:
         self.raw_params = params
         self.checkpoint_uri = checkpoint_uri
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -178,10 +209,17 @@ class Pipeline:
         except ValueError as e:
             raise InvalidInput(f"checkpoint policy: {e}") from None
         self.on_event = on_event or (lambda event, fields: None)
-        raw = progress_interval if progress_interval is not None else os.environ.get(
-            ENV_PROGRESS_INTERVAL, DEFAULT_PROGRESS_INTERVAL_SECONDS)
-        self.progress_interval = parse_seconds(f"progress interval ({ENV_PROGRESS_INTERVAL})", raw,
-                                               low=MIN_PROGRESS_INTERVAL_SECONDS, high=MAX_PROGRESS_INTERVAL_SECONDS)
+        raw = (
+            progress_interval
+            if progress_interval is not None
+            else os.environ.get(ENV_PROGRESS_INTERVAL, DEFAULT_PROGRESS_INTERVAL_SECONDS)
+        )
+        self.progress_interval = parse_seconds(
+            f"progress interval ({ENV_PROGRESS_INTERVAL})",
+            raw,
+            low=MIN_PROGRESS_INTERVAL_SECONDS,
+            high=MAX_PROGRESS_INTERVAL_SECONDS,
+        )
 
     # -- definition ------------------------------------------------------------
     @classmethod
@@ -203,8 +241,11 @@ class Pipeline:
     def definition(cls) -> dict[str, Any]:
         """What the fingerprint covers: the pipeline's name and version, and per step its
         name, version and a digest of its compiled code (code_digest.py)."""
-        return {"pipeline": cls.pipeline_name(), "version": cls.version,
-                "steps": [[s.name, s.version, code_digest(s.fn)] for s in cls.steps()]}
+        return {
+            "pipeline": cls.pipeline_name(),
+            "version": cls.version,
+            "steps": [[s.name, s.version, code_digest(s.fn)] for s in cls.steps()],
+        }
 
     def validate_params(self, extra: dict[str, Any]) -> pydantic.BaseModel:
         raw = self.raw_params
@@ -221,28 +262,25 @@ class Pipeline:
             if unknown:
                 raise InvalidInput(
                     f"invalid params for pipeline {self.pipeline_name()!r}: "
-                    + "; ".join(f"{k}: unknown param (known: {', '.join(sorted(known)) or 'none'})"
-                                for k in unknown))
+                    + "; ".join(f"{k}: unknown param (known: {', '.join(sorted(known)) or 'none'})" for k in unknown)
+                )
         try:
             return self.Params.model_validate(merged)
         except pydantic.ValidationError as e:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
-                for err in e.errors())
-            raise InvalidInput(f"invalid params for pipeline {self.pipeline_name()!r}: "
-                               f"{problems}") from None
+                f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}" for err in e.errors()
+            )
+            raise InvalidInput(f"invalid params for pipeline {self.pipeline_name()!r}: {problems}") from None
 
     # -- running ---------------------------------------------------------------
-    def run(self, resume_from_checkpoint: bool = True, rerun_from: str | None = None,
-            **params: Any) -> RunSummary:
+    def run(self, resume_from_checkpoint: bool = True, rerun_from: str | None = None, **params: Any) -> RunSummary:
         """Run the remaining steps; commit after each; return the summary."""
         steps = self.steps()
         if not steps:
             raise InvalidInput(f"pipeline {self.pipeline_name()!r} has no @step methods")
         names = [s.name for s in steps]
         if rerun_from is not None and rerun_from not in names:
-            raise InvalidInput(f"rerunFrom: unknown step {rerun_from!r}; steps are "
-                               f"{', '.join(names)}")
+            raise InvalidInput(f"rerunFrom: unknown step {rerun_from!r}; steps are {', '.join(names)}")
         validated = self.validate_params(params)
         if self.attempt is not None and (not isinstance(self.attempt, int) or self.attempt < 1):
             raise InvalidInput(f"attempt: {self.attempt!r} is not an attempt number (1, 2, ...)")
@@ -253,8 +291,7 @@ class Pipeline:
             raise InvalidInput(str(e)) from None
         scratch = Path(tempfile.mkdtemp(prefix=f"respawn-{self.run_id[:40]}-"))
         try:
-            return _Run(self, steps, validated, scratch).execute(resume_from_checkpoint,
-                                                                  rerun_from)
+            return _Run(self, steps, validated, scratch).execute(resume_from_checkpoint, rerun_from)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -292,8 +329,7 @@ class _Base:
 class _Run:
     """One execution of `Pipeline.run`: claim, run steps, commit, finish."""
 
-    def __init__(self, pipeline: Pipeline, steps: list[StepInfo], params: pydantic.BaseModel,
-                 scratch: Path) -> None:
+    def __init__(self, pipeline: Pipeline, steps: list[StepInfo], params: pydantic.BaseModel, scratch: Path) -> None:
         self.p = pipeline
         self.steps = steps
         self.names = [s.name for s in steps]
@@ -312,20 +348,30 @@ class _Run:
         self._last_progress_commit = time.monotonic()
 
     def emit(self, event: str, **fields: Any) -> None:
-        self.p.on_event(event, {"pipeline": self.p.pipeline_name(), "run_id": self.p.run_id,
-                                **fields})
+        self.p.on_event(event, {"pipeline": self.p.pipeline_name(), "run_id": self.p.run_id, **fields})
 
     # -- commit bodies -----------------------------------------------------------
     def body(self, kind: Kind, attempt: int, **extra: Any) -> dict[str, Any]:
         """A commit body of this run (the one builder; RunLog.append seals it)."""
         return {
-            "checkpoint_version": CHECKPOINT_VERSION, "kind": kind.value, "attempt": attempt,
-            "at": now(), "nonce": new_nonce(), "pipeline_name": self.p.pipeline_name(),
-            "run_guid": self.p.run_id, "tenant": self.p.tenant, "definition": self.definition,
-            "fingerprint": self.fp, "params_hash": self.phash,
-            "completed_steps": list(self.completed), "step": self.current,
-            "steps_summary": json.loads(json.dumps(self.summary)), "outcome": None,
-            "progress": None, "artifact_epoch": self.encoder.epoch if self.encoder else 0, **extra,
+            "checkpoint_version": CHECKPOINT_VERSION,
+            "kind": kind.value,
+            "attempt": attempt,
+            "at": now(),
+            "nonce": new_nonce(),
+            "pipeline_name": self.p.pipeline_name(),
+            "run_guid": self.p.run_id,
+            "tenant": self.p.tenant,
+            "definition": self.definition,
+            "fingerprint": self.fp,
+            "params_hash": self.phash,
+            "completed_steps": list(self.completed),
+            "step": self.current,
+            "steps_summary": json.loads(json.dumps(self.summary)),
+            "outcome": None,
+            "progress": None,
+            "artifact_epoch": self.encoder.epoch if self.encoder else 0,
+            **extra,
         }
 
     # -- claim -------------------------------------------------------------------
@@ -343,7 +389,8 @@ class _Run:
                 if other["attempt"] > attempt or (finished and other["attempt"] >= attempt):
                     raise Superseded(
                         f"attempt {attempt} is stale: the checkpoint at {runlog.uri} was "
-                        f"{'finished' if finished else 'claimed'} by attempt {other['attempt']}")
+                        f"{'finished' if finished else 'claimed'} by attempt {other['attempt']}"
+                    )
             assert self.encoder is not None
             self.encoder.reset()
             base = self.base_state(runlog, latest, resume, rerun_from)
@@ -360,8 +407,7 @@ class _Run:
             body = self.body(Kind.CLAIM, attempt, resumed_from=base.resumed_from)
             progress_plan = None
             if base.progress is not None:
-                progress_plan = {"step": base.progress["step"],
-                                 "state": snapshot(base.progress["state"], "progress")}
+                progress_plan = {"step": base.progress["step"], "state": snapshot(base.progress["state"], "progress")}
             seq = (latest.seq if latest else 0) + blocked
             try:
                 self.worker.claim(seq + 1, body, context_plan, progress_plan)
@@ -385,13 +431,20 @@ class _Run:
         done = body["completed_steps"]
         # `step` is the last completed step (what a resume continues after); a
         # progress commit also names the step whose intra-step state it holds.
-        self.emit("commit", seq=seq, kind=body["kind"], step=done[-1] if done else None,
-                  in_step=step_name if body["kind"] == "progress" else None,
-                  completed=len(done), total=len(self.names),
-                  attempt=body["attempt"], bytes_written=uploaded, at=body["at"])
+        self.emit(
+            "commit",
+            seq=seq,
+            kind=body["kind"],
+            step=done[-1] if done else None,
+            in_step=step_name if body["kind"] == "progress" else None,
+            completed=len(done),
+            total=len(self.names),
+            attempt=body["attempt"],
+            bytes_written=uploaded,
+            at=body["at"],
+        )
 
-    def base_state(self, runlog: RunLog, latest: Latest | None, resume: bool,
-                   rerun_from: str | None) -> _Base:
+    def base_state(self, runlog: RunLog, latest: Latest | None, resume: bool, rerun_from: str | None) -> _Base:
         fresh = _Base([], {}, None, {}, None)
         policy = self.p.resume_policy
         if latest is None or not resume or policy is ResumePolicy.RESTART:
@@ -401,32 +454,44 @@ class _Run:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} is unreadable: {latest.error}. Use resume policy "
                 "Restart to start over (history is kept), or inspect it with "
-                "`pipeline-runtime inspect`")
+                "`pipeline-runtime inspect`"
+            )
         body = latest.body
         if body.get("kind") == Kind.STUB:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} ends in a stub (commit {latest.seq}): the run was retired and its "
                 "cleanup was interrupted, so nothing is left to resume. Use resume policy Restart to "
-                "start over, or a new run id")
+                "start over, or a new run id"
+            )
         if body.get("kind") == Kind.TOMBSTONE:
             # Retired. A success is final: an attempt started after it (e.g. the pod
             # was killed during the cleanup) has nothing left to do, not everything.
             # Other outcomes left no state to resume from: start over.
             done = body.get("completed_steps") or []
-            if (body.get("outcome") == "Succeeded" and rerun_from is None
-                    and done == self.names and body.get("fingerprint") == self.fp
-                    and body.get("params_hash") == self.phash):
-                return _Base(list(done), {}, None, dict(body.get("steps_summary") or {}),
-                             {"seq": body["seq"], "step": done[-1], "attempt": body["attempt"]})
+            if (
+                body.get("outcome") == "Succeeded"
+                and rerun_from is None
+                and done == self.names
+                and body.get("fingerprint") == self.fp
+                and body.get("params_hash") == self.phash
+            ):
+                return _Base(
+                    list(done),
+                    {},
+                    None,
+                    dict(body.get("steps_summary") or {}),
+                    {"seq": body["seq"], "step": done[-1], "attempt": body["attempt"]},
+                )
             return fresh
         if body["pipeline_name"] != self.p.pipeline_name() or body["run_guid"] != self.p.run_id:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} belongs to pipeline {body['pipeline_name']!r} run "
-                f"{body['run_guid']!r}, not {self.p.pipeline_name()!r} run {self.p.run_id!r}")
+                f"{body['run_guid']!r}, not {self.p.pipeline_name()!r} run {self.p.run_id!r}"
+            )
         if body.get("tenant", self.p.tenant) != self.p.tenant:
             raise IncompatibleCheckpoint(
-                f"checkpoint at {where} belongs to tenant {str(body.get('tenant'))[:60]!r}, not "
-                f"{self.p.tenant!r}")
+                f"checkpoint at {where} belongs to tenant {str(body.get('tenant'))[:60]!r}, not {self.p.tenant!r}"
+            )
         keep = list(body["completed_steps"])
         stored_def = body.get("definition") or {}
         if body.get("fingerprint") != self.fp or body.get("params_hash") != self.phash:
@@ -434,7 +499,8 @@ class _Run:
             if policy is ResumePolicy.STRICT:
                 raise IncompatibleCheckpoint(
                     f"checkpoint at {where} was written by another definition: {change}; resume "
-                    "policy Strict refuses it. Use Compatible or Restart, or a new run id")
+                    "policy Strict refuses it. Use Compatible or Restart, or a new run id"
+                )
             if body.get("params_hash") != self.phash or stored_def.get("version") != self.definition["version"]:
                 self.emit("restart", reason=f"{change} since the checkpoint: nothing can be kept")
                 return fresh
@@ -457,21 +523,35 @@ class _Run:
             stored = body.get("progress")
             # Progress belongs to one definition of one step, in one run of it: never
             # hand it to a changed step, nor to a step the user asked to run again.
-            same_step = nxt is not None and _step_entry(body.get("definition") or {}, nxt) == \
-                _step_entry(self.definition, nxt)
+            same_step = nxt is not None and _step_entry(body.get("definition") or {}, nxt) == _step_entry(
+                self.definition, nxt
+            )
             rerun_here = rerun_from is not None and self.names.index(rerun_from) <= len(keep)
-            if stored and stored.get("step") == nxt and keep == body["completed_steps"] and same_step \
-                    and not rerun_here:
-                progress = {"step": nxt, "state": decode(stored["state"], runlog.get_artifact,
-                                                         self.encoder, self.pool, epoch)}
+            if (
+                stored
+                and stored.get("step") == nxt
+                and keep == body["completed_steps"]
+                and same_step
+                and not rerun_here
+            ):
+                progress = {
+                    "step": nxt,
+                    "state": decode(stored["state"], runlog.get_artifact, self.encoder, self.pool, epoch),
+                }
         except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError, RecursionError) as e:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} (commit {body.get('seq')}) is damaged: {e}. Use resume "
-                "policy Restart to start over") from None
+                "policy Restart to start over"
+            ) from None
         summary = {k: v for k, v in body.get("steps_summary", {}).items() if k in keep}
-        return _Base(keep, context or {}, progress, summary,
-                     {"seq": body["seq"], "step": keep[-1] if keep else None,
-                      "attempt": body["attempt"]}, epoch)
+        return _Base(
+            keep,
+            context or {},
+            progress,
+            summary,
+            {"seq": body["seq"], "step": keep[-1] if keep else None, "attempt": body["attempt"]},
+            epoch,
+        )
 
     # -- main loop -----------------------------------------------------------------
     def execute(self, resume: bool, rerun_from: str | None) -> RunSummary:
@@ -490,13 +570,24 @@ class _Run:
         self.attempt = attempt
         self.completed = list(base.completed)
         self.summary = dict(base.summary)
-        ctx = StepContext(dict(base.context), self.params, self.p.run_id, attempt, self.p.tenant,
-                          self.scratch, self._on_progress)
-        result = RunSummary(self.p.pipeline_name(), self.p.run_id, attempt, self.summary,
-                            resumed_from=base.resumed_from,
-                            checkpoint_uri=runlog.uri if runlog else None)
-        self.emit("start", attempt=attempt, total=len(self.names), completed=len(self.completed),
-                  resumed_from=base.resumed_from)
+        ctx = StepContext(
+            dict(base.context), self.params, self.p.run_id, attempt, self.p.tenant, self.scratch, self._on_progress
+        )
+        result = RunSummary(
+            self.p.pipeline_name(),
+            self.p.run_id,
+            attempt,
+            self.summary,
+            resumed_from=base.resumed_from,
+            checkpoint_uri=runlog.uri if runlog else None,
+        )
+        self.emit(
+            "start",
+            attempt=attempt,
+            total=len(self.names),
+            completed=len(self.completed),
+            resumed_from=base.resumed_from,
+        )
         try:
             for info in self.steps:
                 if info.name in self.completed:
@@ -523,8 +614,7 @@ class _Run:
             # Run ahead by one commit at most: the upload of the step just done may
             # overlap with this one, older commits must have landed. Otherwise a
             # stale attempt whose commits hang would run every remaining step.
-            self.worker.flush(at_most=1 if nxt.overlap else 0,
-                              stop=lambda: STOP.requested)
+            self.worker.flush(at_most=1 if nxt.overlap else 0, stop=lambda: STOP.requested)
             self.worker.raise_if_failed()
         if STOP.requested:
             self._stop("between steps")
@@ -533,16 +623,20 @@ class _Run:
         if self.worker is not None:
             self.worker.flush(timeout=STOP.remaining())
             self.worker.raise_if_failed()
-        raise Terminated(f"{STOP.name}: stopped {where} after committing "
-                         f"{len(self.completed)}/{len(self.names)} steps")
+        raise Terminated(f"{STOP.name}: stopped {where} after committing {len(self.completed)}/{len(self.names)} steps")
 
     def run_step(self, info: StepInfo, ctx: StepContext, base: _Base) -> None:
         self.current = info.name
         ctx.step_name = info.name
-        ctx.progress = base.progress["state"] if (
-            base.progress and base.progress["step"] == info.name) else None
-        self.emit("step_start", step=info.name, index=len(self.completed) + 1,
-                  total=len(self.names), attempt=self.attempt, resumed=ctx.progress is not None)
+        ctx.progress = base.progress["state"] if (base.progress and base.progress["step"] == info.name) else None
+        self.emit(
+            "step_start",
+            step=info.name,
+            index=len(self.completed) + 1,
+            total=len(self.names),
+            attempt=self.attempt,
+            resumed=ctx.progress is not None,
+        )
         started = time.monotonic()
         snapshot_before = dict(ctx._data)
         try:
@@ -558,20 +652,28 @@ class _Run:
             if self.worker is not None:
                 self.worker.raise_if_failed()  # a storage/fencing error surfaced inside the step
             ctx._data = snapshot_before
-            self.summary[info.name] = {"status": "failed", "attempt": self.attempt,
-                                       "duration_s": round(time.monotonic() - started, 3),
-                                       "error": f"{type(e).__name__}: {e}"[:500]}
+            self.summary[info.name] = {
+                "status": "failed",
+                "attempt": self.attempt,
+                "duration_s": round(time.monotonic() - started, 3),
+                "error": f"{type(e).__name__}: {e}"[:500],
+            }
             if self.worker is not None:
                 self.worker.submit(self.body(Kind.FAILED, self.attempt), None, None)
                 self.worker.flush(timeout=30)
             raise StepFailed(info.name, e) from e
         duration = time.monotonic() - started
         self.completed.append(info.name)
-        self.summary[info.name] = {"status": "completed", "attempt": self.attempt,
-                                   "duration_s": round(duration, 3), "bytes_written": 0,
-                                   "finished_at": now()}
-        self.emit("step_done", step=info.name, index=len(self.completed), total=len(self.names),
-                  duration_s=round(duration, 3))
+        self.summary[info.name] = {
+            "status": "completed",
+            "attempt": self.attempt,
+            "duration_s": round(duration, 3),
+            "bytes_written": 0,
+            "finished_at": now(),
+        }
+        self.emit(
+            "step_done", step=info.name, index=len(self.completed), total=len(self.names), duration_s=round(duration, 3)
+        )
         base.progress = None
         if self.worker is not None:
             try:
@@ -626,7 +728,7 @@ def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _common_prefix(old: list[list[str]], new: list[list[str]], completed: list[str]) -> list[str]:
     keep = []
-    for (o, n, done) in zip(old, new, completed):
+    for o, n, done in zip(old, new, completed):
         if o != n or o[0] != done:
             break
         keep.append(done)

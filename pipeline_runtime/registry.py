@@ -36,8 +36,9 @@ def resolve(spec: str) -> type[Pipeline]:
         found = [ep for ep in entry_points(group=GROUP) if ep.name == spec]
         if not found:
             known = ", ".join(sorted(registered())) or "none"
-            raise InvalidInput(f"pipeline: unknown pipeline {spec!r}; registered pipelines: "
-                               f"{known} (or give module:Class)")
+            raise InvalidInput(
+                f"pipeline: unknown pipeline {spec!r}; registered pipelines: {known} (or give module:Class)"
+            )
         cls = found[0].load()
     if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
         raise InvalidInput(f"pipeline: {spec!r} is not a pipeline_runtime.Pipeline subclass")

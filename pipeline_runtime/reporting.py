@@ -25,9 +25,13 @@ class Reporter:
 
     def __init__(self, *, tty: bool | None = None) -> None:
         self.tty = sys.stderr.isatty() if tty is None else tty
-        self.state: dict[str, Any] = {"attempt": None, "currentStep": None,
-                                      "completedSteps": 0, "totalSteps": None,
-                                      "lastCheckpoint": None}
+        self.state: dict[str, Any] = {
+            "attempt": None,
+            "currentStep": None,
+            "completedSteps": 0,
+            "totalSteps": None,
+            "lastCheckpoint": None,
+        }
         self.pod = PodAnnotator.from_env()
         self._console: Any = None
         if self.tty:
@@ -47,9 +51,13 @@ class Reporter:
             s["currentStep"] = fields["step"]
         elif event == "commit":
             s["completedSteps"] = fields["completed"]
-            s["lastCheckpoint"] = {"step": fields["step"], "seq": fields["seq"],
-                                   "at": fields["at"], "kind": fields["kind"],
-                                   **({"inStep": fields["in_step"]} if fields["in_step"] else {})}
+            s["lastCheckpoint"] = {
+                "step": fields["step"],
+                "seq": fields["seq"],
+                "at": fields["at"],
+                "kind": fields["kind"],
+                **({"inStep": fields["in_step"]} if fields["in_step"] else {}),
+            }
         elif event == "succeeded":
             s["currentStep"] = None
         self._print(event, fields)
@@ -63,11 +71,12 @@ class Reporter:
         c = self._console
         if event == "start":
             note = f" (resuming after {fields['completed']} done)" if fields["completed"] else ""
-            c.print(f"[bold]{fields['pipeline']}[/] run {fields['run_id']} attempt "
-                    f"{fields['attempt']}{note}")
+            c.print(f"[bold]{fields['pipeline']}[/] run {fields['run_id']} attempt {fields['attempt']}{note}")
         elif event == "step_start":
-            c.print(f"  [{fields['index']}/{fields['total']}] {fields['step']} …"
-                    + (" (continuing saved progress)" if fields.get("resumed") else ""))
+            c.print(
+                f"  [{fields['index']}/{fields['total']}] {fields['step']} …"
+                + (" (continuing saved progress)" if fields.get("resumed") else "")
+            )
         elif event == "step_done":
             c.print(f"  [green]✓[/] {fields['step']} {fields['duration_s']:.2f}s")
         elif event == "commit" and fields["kind"] in ("step", "progress"):
@@ -75,16 +84,24 @@ class Reporter:
             what = f"progress in {fields['in_step']}" if fields["in_step"] else "step"
             c.print(f"    checkpoint #{fields['seq']}: {what} ({mb:.1f} MB uploaded)", style="dim")
         elif event in ("succeeded", "restart", "retired"):
-            c.print(f"[bold]{event}[/] " + ", ".join(f"{k}={v}" for k, v in fields.items()
-                                                    if k not in ("pipeline", "run_id")))
+            c.print(
+                f"[bold]{event}[/] "
+                + ", ".join(f"{k}={v}" for k, v in fields.items() if k not in ("pipeline", "run_id"))
+            )
 
     def termination(self, code: int, reason: str, message: str) -> dict[str, Any]:
         """The one-line JSON reason for /dev/termination-log."""
         s = self.state
-        return {"exitCode": code, "reason": reason, "message": message[:2000],
-                "attempt": s["attempt"], "step": s["currentStep"],
-                "completedSteps": s["completedSteps"], "totalSteps": s["totalSteps"],
-                "lastCheckpoint": s["lastCheckpoint"]}
+        return {
+            "exitCode": code,
+            "reason": reason,
+            "message": message[:2000],
+            "attempt": s["attempt"],
+            "step": s["currentStep"],
+            "completedSteps": s["completedSteps"],
+            "totalSteps": s["totalSteps"],
+            "lastCheckpoint": s["lastCheckpoint"],
+        }
 
     def close(self) -> None:
         if self.pod is not None:
@@ -113,8 +130,9 @@ class PodAnnotator:
     the checkpoint and the termination message are the contract.
     """
 
-    def __init__(self, api: str, namespace: str, name: str, token_file: str | None,
-                 context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, api: str, namespace: str, name: str, token_file: str | None, context: ssl.SSLContext | None
+    ) -> None:
         self.url = f"{api.rstrip('/')}/api/v1/namespaces/{namespace}/pods/{name}"
         self.token_file = token_file
         """The pod's ServiceAccount token, read again for every report (kubelet rotates it)."""
@@ -174,14 +192,20 @@ class PodAnnotator:
             self._send(item)
 
     def _send(self, progress: dict[str, Any]) -> None:
-        body = json.dumps({"metadata": {"annotations": {
-            PROGRESS_ANNOTATION: json.dumps(progress, separators=(",", ":"), default=str)}}})
-        req = urllib.request.Request(self.url, data=body.encode(), method="PATCH",
-                                     headers={"Content-Type": "application/merge-patch+json"})
+        body = json.dumps(
+            {
+                "metadata": {
+                    "annotations": {PROGRESS_ANNOTATION: json.dumps(progress, separators=(",", ":"), default=str)}
+                }
+            }
+        )
+        req = urllib.request.Request(
+            self.url, data=body.encode(), method="PATCH", headers={"Content-Type": "application/merge-patch+json"}
+        )
         try:
             if self.token_file:
                 with open(self.token_file) as f:
                     req.add_header("Authorization", f"Bearer {f.read().strip()}")
             urllib.request.urlopen(req, timeout=5, context=self.ssl).close()
-        except Exception:  # noqa: BLE001 - best effort by design
+        except Exception:  # noqa: BLE001, S110 - best effort by design
             pass

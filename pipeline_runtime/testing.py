@@ -31,24 +31,45 @@ def _target(pipeline: Any) -> str:
         return pipeline
     module, name = pipeline.__module__, pipeline.__qualname__
     if module == "__main__" or "<locals>" in name:
-        raise ValueError(f"{name}: define the pipeline at the top level of an importable module "
-                         "(the chaos runs import it in their own processes)")
+        raise ValueError(
+            f"{name}: define the pipeline at the top level of an importable module "
+            "(the chaos runs import it in their own processes)"
+        )
     return f"{module}:{name}"
 
 
-def assert_resumable(pipeline: Any, params: dict[str, Any] | None = None, *, kills: int = 10, seed: int = 0,
-                     signals: tuple[str, ...] = ("KILL", "TERM", "INT"), moments: str = "both",
-                     compare_dir: str | Path | None = None, workers: int = 1,
-                     workdir: str | Path | None = None, checkpoint_uri: str | None = None) -> Any:
+def assert_resumable(
+    pipeline: Any,
+    params: dict[str, Any] | None = None,
+    *,
+    kills: int = 10,
+    seed: int = 0,
+    signals: tuple[str, ...] = ("KILL", "TERM", "INT"),
+    moments: str = "both",
+    compare_dir: str | Path | None = None,
+    workers: int = 1,
+    workdir: str | Path | None = None,
+    checkpoint_uri: str | None = None,
+) -> Any:
     """Run a chaos session; raise AssertionError with the report when any run differs.
     Returns the report (a ChaosReport) when every run matched."""
     from .chaos.cli import render
     from .chaos.engine import ChaosConfig, run_chaos
 
-    report = run_chaos(ChaosConfig(
-        pipeline=_target(pipeline), params=dict(params or {}), kills=kills, seed=seed, signals=tuple(signals),
-        moments=moments, compare_dir=str(compare_dir) if compare_dir is not None else None, workers=workers,
-        workdir=Path(workdir) if workdir is not None else None, checkpoint_uri=checkpoint_uri))
+    report = run_chaos(
+        ChaosConfig(
+            pipeline=_target(pipeline),
+            params=dict(params or {}),
+            kills=kills,
+            seed=seed,
+            signals=tuple(signals),
+            moments=moments,
+            compare_dir=str(compare_dir) if compare_dir is not None else None,
+            workers=workers,
+            workdir=Path(workdir) if workdir is not None else None,
+            checkpoint_uri=checkpoint_uri,
+        )
+    )
     if not report.ok:
         raise AssertionError(render(report))
     return report
@@ -56,6 +77,7 @@ def assert_resumable(pipeline: Any, params: dict[str, Any] | None = None, *, kil
 
 def _resumable(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """`resumable(Pipeline, params, **options)`: assert_resumable with its work under tmp_path."""
+
     def check(pipeline: Any, params: dict[str, Any] | None = None, **options: Any) -> Any:
         options.setdefault("workdir", tmp_path / "chaos")
         return assert_resumable(pipeline, params, **options)

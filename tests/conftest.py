@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
-
 from respawn_local.testkit import free_port, wait_for
 
 VENV_BIN = Path(sys.executable).parent
@@ -20,10 +19,17 @@ VENV_BIN = Path(sys.executable).parent
 # Generated-case tests: `ci` (the default, what .ci/run runs) is bounded and derandomized,
 # so a red CI is a real, reproducible failure; HYPOTHESIS_PROFILE=slow runs thousands of
 # fresh cases. Every failure found becomes a plain regression test next to the property.
-settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("slow", max_examples=5000, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "slow", max_examples=5000, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -65,9 +71,24 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSEmulat
     # without reading it, and the server blocks once that pipe fills.
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port",
-             str(port), "-backend", "memory", "-external-url", url, "-log-level", "error"],
-            stdout=out, stderr=subprocess.STDOUT)
+            [
+                str(_get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-backend",
+                "memory",
+                "-external-url",
+                url,
+                "-log-level",
+                "error",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     wait_for(lambda: gcs_answers(url), 20, "fake-gcs-server to answer")
     old = os.environ.get("STORAGE_EMULATOR_HOST")

@@ -10,8 +10,12 @@ from tests.conftest import VENV_BIN
 
 
 def test_demo_preempts_and_resumes(tmp_path: Path) -> None:
-    done = subprocess.run([str(VENV_BIN / "respawn-demo"), "--dir", str(tmp_path / "demo"),
-                           "--frames", "1500"], capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [str(VENV_BIN / "respawn-demo"), "--dir", str(tmp_path / "demo"), "--frames", "1500"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "Preempted (TerminationByKubelet)" in out
@@ -44,8 +48,12 @@ def test_the_demo_never_deletes_a_folder_it_did_not_make(tmp_path: Path) -> None
 
 
 def test_a_short_video_finishes_without_a_traceback_and_says_why_nothing_was_preempted(tmp_path: Path) -> None:
-    done = subprocess.run([str(VENV_BIN / "respawn-demo"), "--dir", str(tmp_path / "demo"), "--frames", "60"],
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [str(VENV_BIN / "respawn-demo"), "--dir", str(tmp_path / "demo"), "--frames", "60"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     assert "give --frames more frames" in done.stdout or "Preempted" in done.stdout
     assert re.search(r"dataprep-video-42\s+Succeeded\s+6/6", done.stdout)

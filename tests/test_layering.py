@@ -1,4 +1,5 @@
-"""The layering written in pyproject.toml ([tool.importlinter]) holds; the runtime and the operator type-check."""
+"""The layering written in pyproject.toml ([tool.importlinter]) holds; the runtime and the operator
+type-check; the whole repository passes ruff's lint and format check ([tool.ruff])."""
 
 from __future__ import annotations
 
@@ -11,15 +12,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_import_contracts_are_kept() -> None:
-    done = subprocess.run([str(VENV_BIN / "lint-imports"), "--no-cache"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(VENV_BIN / "lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 kept, 0 broken" in done.stdout
 
 
 def test_runtime_and_examples_type_check_strict() -> None:
-    done = subprocess.run([str(VENV_BIN / "mypy"), "pipeline_runtime", "examples/custom_pipeline.py",
-                           "operator/respawn_operator"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(VENV_BIN / "mypy"), "pipeline_runtime", "examples/custom_pipeline.py", "operator/respawn_operator"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Success: no issues found" in done.stdout
+
+
+def test_lint_and_format_are_clean() -> None:
+    lint = subprocess.run([str(VENV_BIN / "ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    form = subprocess.run(
+        [str(VENV_BIN / "ruff"), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert form.returncode == 0, f"run `.venv/bin/ruff format .`:\n{form.stdout}{form.stderr}"

@@ -52,17 +52,22 @@ class UserInfo:
     """Bound-token claims such as the pod's name and uid."""
 
     def as_dict(self) -> Obj:
-        return {"username": self.username, "groups": list(self.groups),
-                "extra": {k: list(v) for k, v in self.extra.items()}}
+        return {
+            "username": self.username,
+            "groups": list(self.groups),
+            "extra": {k: list(v) for k, v in self.extra.items()},
+        }
 
 
 ANONYMOUS = UserInfo("system:anonymous", ("system:unauthenticated",))
 
 
 def service_account_user(namespace: str, name: str, extra: dict[str, tuple[str, ...]] | None = None) -> UserInfo:
-    return UserInfo(f"system:serviceaccount:{namespace}:{name}",
-                    ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
-                    dict(extra or {}))
+    return UserInfo(
+        f"system:serviceaccount:{namespace}:{name}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
+        dict(extra or {}),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +149,9 @@ def rule_allows(rule: Obj, attrs: RequestAttributes) -> bool:
         return False
     if not attrs.resource:
         return False  # nonResourceURLs rules are not emulated; discovery is allowed elsewhere
-    if not _matches(rule.get("apiGroups") or [], attrs.group) or not _resource_matches(rule.get("resources") or [], attrs):
+    if not _matches(rule.get("apiGroups") or [], attrs.group) or not _resource_matches(
+        rule.get("resources") or [], attrs
+    ):
         return False
     names = rule.get("resourceNames") or []
     return not names or (bool(attrs.name) and attrs.name in names)
@@ -170,8 +177,11 @@ def authorize(user: UserInfo, attrs: RequestAttributes, lookup: Callable[[str, s
     if MASTERS in user.groups:
         return True
     if not attrs.resource:
-        return attrs.verb == "get" and "system:authenticated" in user.groups and \
-            any(attrs.path == p or attrs.path.startswith(p + "/") for p in DISCOVERY_PREFIXES)
+        return (
+            attrs.verb == "get"
+            and "system:authenticated" in user.groups
+            and any(attrs.path == p or attrs.path.startswith(p + "/") for p in DISCOVERY_PREFIXES)
+        )
 
     def role_rules(ref: Obj, binding_ns: str | None) -> list[Obj]:
         plural = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
@@ -217,18 +227,27 @@ class TlsFiles:
         from cryptography.x509.oid import NameOID
 
         folder = folder or tempfile.mkdtemp(prefix="respawn-apiserver-tls-")
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
 
         def cert(subject: str, key: Any, issuer: x509.Name | None, signer: Any, ca: bool) -> x509.Certificate:
             name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-            builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
-                       .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                       .not_valid_before(now - datetime.timedelta(minutes=5))
-                       .not_valid_after(now + datetime.timedelta(days=2))
-                       .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(issuer or name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            )
             if not ca:
-                builder = builder.add_extension(x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                builder = builder.add_extension(
+                    x509.SubjectAlternativeName(
+                        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    ),
+                    critical=False,
+                )
             return builder.sign(signer, hashes.SHA256())
 
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -241,8 +260,11 @@ class TlsFiles:
         with open(files.cert_file, "wb") as f:
             f.write(server.public_bytes(serialization.Encoding.PEM))
         with open(files.key_file, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
         return files
 
     def server_context(self) -> Any:

@@ -81,7 +81,7 @@ class ApiError(Exception):
 
 def now_rfc3339(offset: float = 0.0) -> str:
     """Current UTC time (plus `offset` seconds) the way Kubernetes prints it."""
-    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset)
+    t = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=offset)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -149,10 +149,21 @@ def strip_directives(patch: Any) -> Any:
 # patchMergeKey of the list fields kubectl's strategic merge patches touch (k8s.io/api
 # struct tags); other lists are replaced. `finalizers` merges as a set, like kube.
 _MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name", "env": "name",
-    "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath", "ports": "containerPort",
-    "imagePullSecrets": "name", "conditions": "type", "ownerReferences": "uid", "hostAliases": "ip",
-    "topologySpreadConstraints": "topologyKey", "resourceClaims": "name", "envFrom": None,
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+    "conditions": "type",
+    "ownerReferences": "uid",
+    "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey",
+    "resourceClaims": "name",
+    "envFrom": None,
 }
 _SET_LISTS = {"finalizers"}
 
@@ -200,7 +211,9 @@ def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[An
         if not isinstance(item, dict) or merge_key not in item:
             merged.append(strip_directives(item))
             continue
-        idx = next((i for i, c in enumerate(merged) if isinstance(c, dict) and c.get(merge_key) == item[merge_key]), None)
+        idx = next(
+            (i for i, c in enumerate(merged) if isinstance(c, dict) and c.get(merge_key) == item[merge_key]), None
+        )
         if item.get("$patch") == "delete":
             if idx is not None:
                 merged.pop(idx)
@@ -320,19 +333,20 @@ def parse_label_selector(expr: str | None) -> Callable[[dict[str, str]], bool]:
         if m:
             key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
             if op == "in":
-                checks.append(lambda l, k=key, vs=values: l.get(k) in vs)
+                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
             else:
-                checks.append(lambda l, k=key, vs=values: l.get(k) not in vs)
+                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
         elif "!=" in term:
             key, value = (s.strip() for s in term.split("!=", 1))
-            checks.append(lambda l, k=key, v=value: l.get(k) != v)
+            checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
         elif "==" in term or "=" in term:
             key, value = (s.strip() for s in re.split(r"==?", term, maxsplit=1))
-            checks.append(lambda l, k=key, v=value: l.get(k) == v)
+            checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
         elif term.startswith("!"):
-            checks.append(lambda l, k=term[1:].strip(): k not in l)
+            absent = term[1:].strip()
+            checks.append(lambda labels, k=absent: k not in labels)
         elif re.match(r"^[A-Za-z0-9./_-]+$", term):
-            checks.append(lambda l, k=term: k in l)
+            checks.append(lambda labels, k=term: k in labels)
         else:
             raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
     return lambda labels: all(c(labels) for c in checks)
@@ -397,8 +411,9 @@ def _fmt(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else str(value)
 
 
-def apply_schema(schema: Obj, value: Any, path: str, errors: list[Obj], prune: bool = True,
-                 dropped: list[str] | None = None) -> Any:
+def apply_schema(
+    schema: Obj, value: Any, path: str, errors: list[Obj], prune: bool = True, dropped: list[str] | None = None
+) -> Any:
     """Validate `value` against a structural schema; return it pruned and defaulted.
 
     Errors are appended as `causes` entries (reason, message, field) like kube's;
@@ -406,7 +421,13 @@ def apply_schema(schema: Obj, value: Any, path: str, errors: list[Obj], prune: b
     """
 
     def err(reason: str, msg: str) -> None:
-        errors.append({"reason": reason, "message": f"Invalid value: {msg}" if reason == "FieldValueInvalid" else msg, "field": path})
+        errors.append(
+            {
+                "reason": reason,
+                "message": f"Invalid value: {msg}" if reason == "FieldValueInvalid" else msg,
+                "field": path,
+            }
+        )
 
     if value is None:
         if schema.get("nullable"):
@@ -415,7 +436,13 @@ def apply_schema(schema: Obj, value: Any, path: str, errors: list[Obj], prune: b
         return None
     if not _type_ok(schema, value):
         shown = type(value).__name__
-        t = "string" if isinstance(value, str) else {"dict": "object", "list": "array", "bool": "boolean", "int": "integer", "float": "number"}.get(shown, shown)
+        t = (
+            "string"
+            if isinstance(value, str)
+            else {"dict": "object", "list": "array", "bool": "boolean", "int": "integer", "float": "number"}.get(
+                shown, shown
+            )
+        )
         want = "integer,string" if schema.get("x-kubernetes-int-or-string") else schema.get("type")
         err("FieldValueTypeInvalid", f'Invalid value: "{t}": {path} in body must be of type {want}: "{t}"')
         return value
@@ -426,18 +453,27 @@ def apply_schema(schema: Obj, value: Any, path: str, errors: list[Obj], prune: b
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             err("FieldValueTooLong", f"Too long: may not be more than {schema['maxLength']} bytes")
         if "minLength" in schema and len(value) < schema["minLength"]:
-            err("FieldValueInvalid", f"{_fmt(value)}: {path} in body should be at least {schema['minLength']} chars long")
+            err(
+                "FieldValueInvalid",
+                f"{_fmt(value)}: {path} in body should be at least {schema['minLength']} chars long",
+            )
         if "pattern" in schema and not re.search(schema["pattern"], value):
             err("FieldValueInvalid", f"{_fmt(value)}: {path} in body should match '{schema['pattern']}'")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema:
             excl = schema.get("exclusiveMinimum") is True
             if value < schema["minimum"] or (excl and value == schema["minimum"]):
-                err("FieldValueInvalid", f"{value}: {path} in body should be greater than {'' if excl else 'or equal to '}{schema['minimum']}")
+                err(
+                    "FieldValueInvalid",
+                    f"{value}: {path} in body should be greater than {'' if excl else 'or equal to '}{schema['minimum']}",
+                )
         if "maximum" in schema:
             excl = schema.get("exclusiveMaximum") is True
             if value > schema["maximum"] or (excl and value == schema["maximum"]):
-                err("FieldValueInvalid", f"{value}: {path} in body should be less than {'' if excl else 'or equal to '}{schema['maximum']}")
+                err(
+                    "FieldValueInvalid",
+                    f"{value}: {path} in body should be less than {'' if excl else 'or equal to '}{schema['maximum']}",
+                )
     for combinator in ("allOf", "anyOf", "oneOf"):
         subs = schema.get(combinator)
         if subs:
@@ -548,41 +584,150 @@ class ResourceType:
 
 
 def _builtin_types() -> list[ResourceType]:
-    pod_fields = ("metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy",
-                  "spec.schedulerName", "spec.serviceAccountName", "status.phase", "status.podIP")
-    event_fields = ("metadata.name", "metadata.namespace", "involvedObject.*", "reason", "type",
-                    "source", "reportingComponent")
+    pod_fields = (
+        "metadata.name",
+        "metadata.namespace",
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "status.phase",
+        "status.podIP",
+    )
+    event_fields = (
+        "metadata.name",
+        "metadata.namespace",
+        "involvedObject.*",
+        "reason",
+        "type",
+        "source",
+        "reportingComponent",
+    )
     return [
-        ResourceType("", ["v1"], "namespaces", "namespace", "Namespace", False, ["ns"], status_subresource=True,
-                     field_selectors=("metadata.name", "status.phase")),
-        ResourceType("", ["v1"], "pods", "pod", "Pod", True, ["po"], ["all"], status_subresource=True,
-                     field_selectors=pod_fields, extra_subresources=("eviction", "log", "binding")),
+        ResourceType(
+            "",
+            ["v1"],
+            "namespaces",
+            "namespace",
+            "Namespace",
+            False,
+            ["ns"],
+            status_subresource=True,
+            field_selectors=("metadata.name", "status.phase"),
+        ),
+        ResourceType(
+            "",
+            ["v1"],
+            "pods",
+            "pod",
+            "Pod",
+            True,
+            ["po"],
+            ["all"],
+            status_subresource=True,
+            field_selectors=pod_fields,
+            extra_subresources=("eviction", "log", "binding"),
+        ),
         ResourceType("", ["v1"], "events", "event", "Event", True, ["ev"], field_selectors=event_fields),
-        ResourceType("", ["v1"], "nodes", "node", "Node", False, ["no"], status_subresource=True,
-                     field_selectors=("metadata.name", "spec.unschedulable")),
+        ResourceType(
+            "",
+            ["v1"],
+            "nodes",
+            "node",
+            "Node",
+            False,
+            ["no"],
+            status_subresource=True,
+            field_selectors=("metadata.name", "spec.unschedulable"),
+        ),
         ResourceType("", ["v1"], "configmaps", "configmap", "ConfigMap", True, ["cm"]),
-        ResourceType("", ["v1"], "secrets", "secret", "Secret", True, field_selectors=("metadata.name", "metadata.namespace", "type")),
-        ResourceType("", ["v1"], "serviceaccounts", "serviceaccount", "ServiceAccount", True, ["sa"],
-                     extra_subresources=("token",)),
+        ResourceType(
+            "",
+            ["v1"],
+            "secrets",
+            "secret",
+            "Secret",
+            True,
+            field_selectors=("metadata.name", "metadata.namespace", "type"),
+        ),
+        ResourceType(
+            "",
+            ["v1"],
+            "serviceaccounts",
+            "serviceaccount",
+            "ServiceAccount",
+            True,
+            ["sa"],
+            extra_subresources=("token",),
+        ),
         ResourceType("", ["v1"], "services", "service", "Service", True, ["svc"], ["all"], status_subresource=True),
-        ResourceType("apps", ["v1"], "deployments", "deployment", "Deployment", True, ["deploy"], ["all"],
-                     status_subresource=True),
+        ResourceType(
+            "apps",
+            ["v1"],
+            "deployments",
+            "deployment",
+            "Deployment",
+            True,
+            ["deploy"],
+            ["all"],
+            status_subresource=True,
+        ),
         ResourceType(RBAC_GROUP, ["v1"], "roles", "role", "Role", True),
         ResourceType(RBAC_GROUP, ["v1"], "clusterroles", "clusterrole", "ClusterRole", False),
         ResourceType(RBAC_GROUP, ["v1"], "rolebindings", "rolebinding", "RoleBinding", True),
         ResourceType(RBAC_GROUP, ["v1"], "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", False),
         # Stored, not enforced: the chart's policies are tested with a CEL library instead (docs/emulator.md).
-        ResourceType("admissionregistration.k8s.io", ["v1"], "validatingadmissionpolicies",
-                     "validatingadmissionpolicy", "ValidatingAdmissionPolicy", False, status_subresource=True),
-        ResourceType("admissionregistration.k8s.io", ["v1"], "validatingadmissionpolicybindings",
-                     "validatingadmissionpolicybinding", "ValidatingAdmissionPolicyBinding", False),
-        ResourceType("events.k8s.io", ["v1"], "events", "event", "Event", True, ["ev"],
-                     field_selectors=("metadata.name", "metadata.namespace", "regarding.*", "reason", "type")),
-        ResourceType("batch", ["v1"], "jobs", "job", "Job", True, [], ["all"], status_subresource=True,
-                     field_selectors=("metadata.name", "metadata.namespace", "status.successful")),
+        ResourceType(
+            "admissionregistration.k8s.io",
+            ["v1"],
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicy",
+            "ValidatingAdmissionPolicy",
+            False,
+            status_subresource=True,
+        ),
+        ResourceType(
+            "admissionregistration.k8s.io",
+            ["v1"],
+            "validatingadmissionpolicybindings",
+            "validatingadmissionpolicybinding",
+            "ValidatingAdmissionPolicyBinding",
+            False,
+        ),
+        ResourceType(
+            "events.k8s.io",
+            ["v1"],
+            "events",
+            "event",
+            "Event",
+            True,
+            ["ev"],
+            field_selectors=("metadata.name", "metadata.namespace", "regarding.*", "reason", "type"),
+        ),
+        ResourceType(
+            "batch",
+            ["v1"],
+            "jobs",
+            "job",
+            "Job",
+            True,
+            [],
+            ["all"],
+            status_subresource=True,
+            field_selectors=("metadata.name", "metadata.namespace", "status.successful"),
+        ),
         ResourceType("coordination.k8s.io", ["v1"], "leases", "lease", "Lease", True),
-        ResourceType("apiextensions.k8s.io", ["v1"], "customresourcedefinitions", "customresourcedefinition",
-                     "CustomResourceDefinition", False, ["crd", "crds"], ["api-extensions"], status_subresource=True),
+        ResourceType(
+            "apiextensions.k8s.io",
+            ["v1"],
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            "CustomResourceDefinition",
+            False,
+            ["crd", "crds"],
+            ["api-extensions"],
+            status_subresource=True,
+        ),
     ]
 
 
@@ -591,7 +736,7 @@ def _age(obj: Obj) -> str:
     ts = obj.get("metadata", {}).get("creationTimestamp")
     if not ts:
         return "<unknown>"
-    return human_duration((datetime.datetime.now(datetime.timezone.utc) - parse_rfc3339(ts)).total_seconds())
+    return human_duration((datetime.datetime.now(datetime.UTC) - parse_rfc3339(ts)).total_seconds())
 
 
 def _pod_status(pod: Obj) -> str:
@@ -625,7 +770,7 @@ def _job_duration(job: Obj) -> str:
     st = job.get("status", {})
     if not st.get("startTime"):
         return ""
-    end = parse_rfc3339(st["completionTime"]) if st.get("completionTime") else datetime.datetime.now(datetime.timezone.utc)
+    end = parse_rfc3339(st["completionTime"]) if st.get("completionTime") else datetime.datetime.now(datetime.UTC)
     return human_duration((end - parse_rfc3339(st["startTime"])).total_seconds())
 
 
@@ -642,14 +787,26 @@ _BUILTIN_COLUMNS: dict[tuple[str, str], list[_Col]] = {
     ("", "pods"): [
         ("Ready", "string", _pod_ready, 0),
         ("Status", "string", _pod_status, 0),
-        ("Restarts", "string", lambda p: str(sum(cs.get("restartCount", 0) for cs in p.get("status", {}).get("containerStatuses", []) or [])), 0),
+        (
+            "Restarts",
+            "string",
+            lambda p: str(
+                sum(cs.get("restartCount", 0) for cs in p.get("status", {}).get("containerStatuses", []) or [])
+            ),
+            0,
+        ),
         ("Age", "string", _age, 0),
         ("IP", "string", lambda p: p.get("status", {}).get("podIP", "<none>"), 1),
         ("Node", "string", lambda p: p.get("spec", {}).get("nodeName", "<none>"), 1),
     ],
     ("batch", "jobs"): [
         ("Status", "string", _job_status, 0),
-        ("Completions", "string", lambda j: f"{j.get('status', {}).get('succeeded', 0)}/{j.get('spec', {}).get('completions', 1)}", 0),
+        (
+            "Completions",
+            "string",
+            lambda j: f"{j.get('status', {}).get('succeeded', 0)}/{j.get('spec', {}).get('completions', 1)}",
+            0,
+        ),
         ("Duration", "string", _job_duration, 0),
         ("Age", "string", _age, 0),
     ],
@@ -664,10 +821,28 @@ _BUILTIN_COLUMNS: dict[tuple[str, str], list[_Col]] = {
         ("Age", "string", _age, 0),
     ],
     ("", "events"): [
-        ("Last Seen", "string", lambda e: _age({"metadata": {"creationTimestamp": e.get("lastTimestamp") or e.get("metadata", {}).get("creationTimestamp")}}), 0),
+        (
+            "Last Seen",
+            "string",
+            lambda e: _age(
+                {
+                    "metadata": {
+                        "creationTimestamp": e.get("lastTimestamp") or e.get("metadata", {}).get("creationTimestamp")
+                    }
+                }
+            ),
+            0,
+        ),
         ("Type", "string", lambda e: e.get("type", ""), 0),
         ("Reason", "string", lambda e: e.get("reason", ""), 0),
-        ("Object", "string", lambda e: f"{(e.get('involvedObject') or {}).get('kind', '').lower()}/{(e.get('involvedObject') or {}).get('name', '')}", 0),
+        (
+            "Object",
+            "string",
+            lambda e: (
+                f"{(e.get('involvedObject') or {}).get('kind', '').lower()}/{(e.get('involvedObject') or {}).get('name', '')}"
+            ),
+            0,
+        ),
         ("Message", "string", lambda e: e.get("message", ""), 0),
     ],
 }
@@ -740,8 +915,13 @@ class Faults:
         self.paused_until = 0.0
         self.injected = 0
 
-    def fail_next(self, count: int = 1, status: int = 500, match: Callable[[web.Request], bool] | None = None,
-                  retry_after: int | None = None) -> FaultRule:
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 500,
+        match: Callable[[web.Request], bool] | None = None,
+        retry_after: int | None = None,
+    ) -> FaultRule:
         """Make the next `count` requests matching `match` (default: all) answer `status`."""
         rule = FaultRule(match or (lambda r: True), status, count, retry_after)
         self.rules.append(rule)
@@ -795,10 +975,19 @@ _PATCH_TYPES = {
 class ApiServer:
     """The Kubernetes API emulator. Create, `await start()`, use `url`, `await stop()`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, history_size: int = 5000,
-                 namespaces: Iterable[str] = ("default", "kube-system", "kube-public", "kube-node-lease"),
-                 strict_namespaces: bool = True, gc_interval: float = 0.2, bookmark_interval: float = 5.0,
-                 authenticate: bool = True, allow_anonymous: bool = False, tls: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        history_size: int = 5000,
+        namespaces: Iterable[str] = ("default", "kube-system", "kube-public", "kube-node-lease"),
+        strict_namespaces: bool = True,
+        gc_interval: float = 0.2,
+        bookmark_interval: float = 5.0,
+        authenticate: bool = True,
+        allow_anonymous: bool = False,
+        tls: bool = True,
+    ) -> None:
         self.host = host
         self.authenticate = authenticate
         """Refuse requests without a valid token (401) and judge the rest by RBAC (403)."""
@@ -858,8 +1047,13 @@ class ApiServer:
 
     async def _start_site(self) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True,
-                                 ssl_context=self.tls.server_context() if self.tls else None)
+        self._site = web.TCPSite(
+            self._runner,
+            self.host,
+            self.port,
+            reuse_address=True,
+            ssl_context=self.tls.server_context() if self.tls else None,
+        )
         await self._site.start()
         if not self.port:
             server = self._site._server
@@ -902,8 +1096,7 @@ class ApiServer:
         for t in self.types.values():
             if low in (t.qualified, f"{t.singular}.{t.group}", f"{t.kind.lower()}.{t.group}"):
                 return t
-        candidates = [t for t in self.types.values()
-                      if low in (t.plural, t.singular, t.kind.lower(), *t.short_names)]
+        candidates = [t for t in self.types.values() if low in (t.plural, t.singular, t.kind.lower(), *t.short_names)]
         # Prefer core over events.k8s.io for "events", like kubectl.
         candidates.sort(key=lambda t: (t.group != "", t.group))
         if not candidates:
@@ -950,15 +1143,29 @@ class ApiServer:
     def _check_namespace(self, rtype: ResourceType, ns: str | None) -> str:
         if rtype.namespaced:
             if not ns:
-                raise ApiError(400, "BadRequest", "the server could not find the requested resource: namespace is required")
+                raise ApiError(
+                    400, "BadRequest", "the server could not find the requested resource: namespace is required"
+                )
             namespace = self.store[("", "namespaces")].get(("", ns))
             if self.strict_namespaces and namespace is None:
                 raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
             if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
-                raise ApiError(403, "Forbidden", f"unable to create new content in namespace {ns} because it is being terminated",
-                               {"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating",
-                                                                             "message": f"namespace {ns} is being terminated",
-                                                                             "field": "metadata.namespace"}]})
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f"unable to create new content in namespace {ns} because it is being terminated",
+                    {
+                        "name": ns,
+                        "kind": "namespaces",
+                        "causes": [
+                            {
+                                "reason": "NamespaceTerminating",
+                                "message": f"namespace {ns} is being terminated",
+                                "field": "metadata.namespace",
+                            }
+                        ],
+                    },
+                )
             return ns
         return ""
 
@@ -981,31 +1188,62 @@ class ApiServer:
         name = obj["metadata"].get("name", "")
         causes: list[Obj] = []
         if not name:
-            causes.append({"reason": "FieldValueRequired", "message": "Required value: name or generateName is required", "field": "metadata.name"})
+            causes.append(
+                {
+                    "reason": "FieldValueRequired",
+                    "message": "Required value: name or generateName is required",
+                    "field": "metadata.name",
+                }
+            )
         elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-            causes.append({"reason": "FieldValueInvalid", "field": "metadata.name",
-                           "message": f"Invalid value: {json.dumps(name)}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"})
-        for key, value in (obj["metadata"].get("labels") or {}).items():
-            if not isinstance(value, str) or len(value) > 63 or (value and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value)):
-                causes.append({"reason": "FieldValueInvalid", "field": f"metadata.labels", "message": f"Invalid value: {json.dumps(value)}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"})
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "metadata.name",
+                    "message": f"Invalid value: {json.dumps(name)}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                }
+            )
+        for value in (obj["metadata"].get("labels") or {}).values():
+            if (
+                not isinstance(value, str)
+                or len(value) > 63
+                or (value and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value))
+            ):
+                causes.append(
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "metadata.labels",
+                        "message": f"Invalid value: {json.dumps(value)}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'",
+                    }
+                )
         if rtype.key == ("", "pods"):
             causes += _pod_spec_problems(obj.get("spec"), "spec")
         elif rtype.key == ("batch", "jobs"):
-            template = ((obj.get("spec") or {}).get("template") or {})
+            template = (obj.get("spec") or {}).get("template") or {}
             causes += _pod_spec_problems(template.get("spec"), "spec.template.spec")
         field_validation = field_validation or _field_validation.get()
         schema = rtype.schemas.get(version or rtype.versions[0])
         if schema is not None and not causes:
             meta, api_version, kind = obj["metadata"], obj.get("apiVersion"), obj.get("kind")
             body = {k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind")}
-            root = {**schema, "properties": {k: v for k, v in (schema.get("properties") or {}).items()
-                                              if k not in ("metadata", "apiVersion", "kind")}}
+            root = {
+                **schema,
+                "properties": {
+                    k: v
+                    for k, v in (schema.get("properties") or {}).items()
+                    if k not in ("metadata", "apiVersion", "kind")
+                },
+            }
             root.pop("required", None)
             dropped: list[str] = []
             pruned = apply_schema(root, body, "", causes, dropped=dropped)
             if dropped and field_validation == "Strict":
                 fields = ", ".join(f'unknown field "{d}"' for d in dropped)
-                raise ApiError(400, "BadRequest", f'{rtype.kind} in version "{version or rtype.versions[0]}" cannot be handled as a {rtype.kind}: strict decoding error: {fields}')
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f'{rtype.kind} in version "{version or rtype.versions[0]}" cannot be handled as a {rtype.kind}: strict decoding error: {fields}',
+                )
             for key in schema.get("required") or []:
                 if key not in ("metadata", "apiVersion", "kind") and key not in pruned:
                     causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": key})
@@ -1022,7 +1260,11 @@ class ApiServer:
         meta = obj.setdefault("metadata", {})
         if rtype.namespaced:
             if meta.get("namespace") and meta["namespace"] != ns:
-                raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
@@ -1036,8 +1278,10 @@ class ApiServer:
         if meta.get("resourceVersion"):
             raise ApiError(400, "BadRequest", "resourceVersion should not be set on objects to be created")
         meta["uid"] = str(uuid.uuid4())
-        if rtype.status_subresource and (rtype.crd or rtype.key in (("", "pods"), ("batch", "jobs"),
-                                                                     ("apiextensions.k8s.io", "customresourcedefinitions"))):
+        if rtype.status_subresource and (
+            rtype.crd
+            or rtype.key in (("", "pods"), ("batch", "jobs"), ("apiextensions.k8s.io", "customresourcedefinitions"))
+        ):
             obj.pop("status", None)  # like the real strategies' PrepareForCreate; nodes keep theirs
         self._apply_defaults(rtype, obj)
         if rtype.key == ("batch", "jobs"):
@@ -1084,8 +1328,14 @@ class ApiServer:
             obj["status"].setdefault("qosClass", "BestEffort")
         elif rtype.key == ("batch", "jobs"):
             spec = obj.setdefault("spec", {})
-            for key, value in (("backoffLimit", 6), ("completions", 1), ("parallelism", 1), ("suspend", False),
-                               ("completionMode", "NonIndexed"), ("manualSelector", False)):
+            for key, value in (
+                ("backoffLimit", 6),
+                ("completions", 1),
+                ("parallelism", 1),
+                ("suspend", False),
+                ("completionMode", "NonIndexed"),
+                ("manualSelector", False),
+            ):
                 spec.setdefault(key, value)
             spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
             obj.setdefault("status", {})
@@ -1097,8 +1347,12 @@ class ApiServer:
     def _finish_job_create(self, obj: Obj) -> None:
         # The real Job strategy labels the job and its template with the controller uid.
         uid, name = obj["metadata"]["uid"], obj["metadata"].get("name", "")
-        labels = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-                  "controller-uid": uid, "job-name": name}
+        labels = {
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid,
+            "job-name": name,
+        }
         spec = obj["spec"]
         if not spec.get("manualSelector"):
             spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
@@ -1108,8 +1362,16 @@ class ApiServer:
         for key in ("batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name", "controller-uid", "job-name"):
             meta_labels.setdefault(key, labels[key])
 
-    def _update(self, rtype: ResourceType, ns: str | None, name: str, new: Obj, subresource: str | None,
-                version: str | None = None, expected_rv: str | None = None) -> Obj:
+    def _update(
+        self,
+        rtype: ResourceType,
+        ns: str | None,
+        name: str,
+        new: Obj,
+        subresource: str | None,
+        version: str | None = None,
+        expected_rv: str | None = None,
+    ) -> Obj:
         """Replace an object (PUT semantics); `new` is the full desired object."""
         ns = "" if not rtype.namespaced else (ns or "")
         old = self._get(rtype, ns, name)
@@ -1120,9 +1382,18 @@ class ApiServer:
             details: Obj = {"name": name, "kind": rtype.plural}
             if rtype.group:
                 details["group"] = rtype.group
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rtype.qualified} "{name}": the object has been modified; please apply your changes to the latest version and try again', details)
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {rtype.qualified} "{name}": the object has been modified; please apply your changes to the latest version and try again',
+                details,
+            )
         if meta.get("name", name) != name:
-            raise ApiError(400, "BadRequest", f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})",
+            )
         if rtype.status_subresource:
             if subresource == "status":
                 status = new.get("status")
@@ -1138,7 +1409,14 @@ class ApiServer:
                     new.pop("status", None)
         meta = new.setdefault("metadata", {})
         # Immutable/system metadata comes from the stored object.
-        for key in ("uid", "creationTimestamp", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "namespace",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ):
             if key in old["metadata"]:
                 meta[key] = old["metadata"][key]
             else:
@@ -1148,7 +1426,11 @@ class ApiServer:
             # Finalizers can only be removed from an object being deleted, not added.
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
-                raise ApiError(422, "Invalid", f'{rtype.kind} "{name}" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {sorted(added)}')
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'{rtype.kind} "{name}" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {sorted(added)}',
+                )
         new["apiVersion"] = rtype.api_version(version)
         new["kind"] = rtype.kind
         if rtype.key == ("", "pods"):
@@ -1169,15 +1451,19 @@ class ApiServer:
         self._emit("MODIFIED", rtype, new, old)
         if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._serve_crd(new)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            if rtype.key != ("", "pods") or meta.get("deletionGracePeriodSeconds", 0) == 0:
-                return self._remove(rtype, new)
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and (rtype.key != ("", "pods") or meta.get("deletionGracePeriodSeconds", 0) == 0)
+        ):
+            return self._remove(rtype, new)
         return new
 
     def _check_immutable(self, rtype: ResourceType, old: Obj, new: Obj) -> None:
         """The immutability rules of pods and jobs that a controller can trip over."""
         name = old["metadata"]["name"]
         if rtype.key == ("", "pods"):
+
             def mutable_removed(spec: Obj) -> Obj:
                 spec = copy.deepcopy(spec or {})
                 for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"):
@@ -1186,20 +1472,34 @@ class ApiServer:
                     for c in spec.get(key) or []:
                         c.pop("image", None)
                 return spec
+
             if mutable_removed(old.get("spec")) != mutable_removed(new.get("spec")):
-                raise self._invalid(rtype, name, [{
-                    "reason": "FieldValueForbidden", "field": "spec",
-                    "message": "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
-                               "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` "
-                               "(only additions to existing tolerations), `spec.terminationGracePeriodSeconds` "
-                               "(allow it to be set to 1 if it was previously negative)"}])
+                raise self._invalid(
+                    rtype,
+                    name,
+                    [
+                        {
+                            "reason": "FieldValueForbidden",
+                            "field": "spec",
+                            "message": "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
+                            "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` "
+                            "(only additions to existing tolerations), `spec.terminationGracePeriodSeconds` "
+                            "(allow it to be set to 1 if it was previously negative)",
+                        }
+                    ],
+                )
         elif rtype.key == ("batch", "jobs"):
             old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
             causes = []
             for field in ("selector", "completionMode", "podFailurePolicy"):
                 if old_spec.get(field) != new_spec.get(field):
-                    causes.append({"reason": "FieldValueInvalid", "field": f"spec.{field}",
-                                   "message": f"Invalid value: {json.dumps(new_spec.get(field))}: field is immutable"})
+                    causes.append(
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": f"spec.{field}",
+                            "message": f"Invalid value: {json.dumps(new_spec.get(field))}: field is immutable",
+                        }
+                    )
             old_t, new_t = copy.deepcopy(old_spec.get("template") or {}), copy.deepcopy(new_spec.get("template") or {})
             # Scheduling directives may change while a suspended Job has never started.
             if new_spec.get("suspend") and not (old.get("status") or {}).get("startTime"):
@@ -1209,8 +1509,13 @@ class ApiServer:
                     for key in ("labels", "annotations"):
                         (t.get("metadata") or {}).pop(key, None)
             if old_t != new_t:
-                causes.append({"reason": "FieldValueInvalid", "field": "spec.template",
-                               "message": "Invalid value: {...}: field is immutable"})
+                causes.append(
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "spec.template",
+                        "message": "Invalid value: {...}: field is immutable",
+                    }
+                )
             if causes:
                 raise self._invalid(rtype, name, causes)
 
@@ -1223,8 +1528,16 @@ class ApiServer:
         b = {k: v for k, v in new.items() if k not in skip}
         return a != b
 
-    def _patch(self, rtype: ResourceType, ns: str | None, name: str, patch_type: str, patch: Any,
-               subresource: str | None, version: str | None = None) -> Obj:
+    def _patch(
+        self,
+        rtype: ResourceType,
+        ns: str | None,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        subresource: str | None,
+        version: str | None = None,
+    ) -> Obj:
         old = self._get(rtype, ns if rtype.namespaced else "", name)
         current = copy.deepcopy(old)
         current["apiVersion"] = rtype.api_version(version)
@@ -1235,12 +1548,18 @@ class ApiServer:
                 result = json_patch(current, patch)
             elif patch_type == "strategic":
                 if rtype.crd:
-                    raise ApiError(415, "UnsupportedMediaType", "strategic merge patch is not supported for custom resources: use a merge patch")
+                    raise ApiError(
+                        415,
+                        "UnsupportedMediaType",
+                        "strategic merge patch is not supported for custom resources: use a merge patch",
+                    )
                 result = strategic_merge_patch(current, patch)
             else:
                 result = merge_patch(current, patch)
         except (KeyError, IndexError, ValueError, TypeError) as e:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {e}")
+            raise ApiError(
+                422, "Invalid", f"the server rejected our request due to an error in our request: {e}"
+            ) from None
         if not isinstance(result, dict):
             raise ApiError(400, "BadRequest", "patch result is not an object")
         rv = (result.get("metadata") or {}).get("resourceVersion")
@@ -1268,9 +1587,17 @@ class ApiServer:
         obj = self._get(rtype, ns, name)
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != obj["metadata"]["uid"]:
-            raise ApiError(409, "Conflict", f'Precondition failed: UID in precondition: {pre["uid"]}, UID in object meta: {obj["metadata"]["uid"]}')
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Precondition failed: UID in precondition: {pre["uid"]}, UID in object meta: {obj["metadata"]["uid"]}',
+            )
         if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Precondition failed: ResourceVersion in precondition: {pre["resourceVersion"]}, ResourceVersion in object meta: {obj["metadata"]["resourceVersion"]}')
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Precondition failed: ResourceVersion in precondition: {pre["resourceVersion"]}, ResourceVersion in object meta: {obj["metadata"]["resourceVersion"]}',
+            )
         policy = options.get("propagationPolicy")
         if policy is None and options.get("orphanDependents") is not None:
             policy = "Orphan" if options["orphanDependents"] else "Background"
@@ -1294,8 +1621,9 @@ class ApiServer:
                 grace = new.get("spec", {}).get("terminationGracePeriodSeconds", 30)
             node = new.get("spec", {}).get("nodeName")
             phase = new.get("status", {}).get("phase")
-            graceful = (grace > 0 and node and ("", node) in self.store[("", "nodes")]
-                        and phase not in ("Succeeded", "Failed"))
+            graceful = (
+                grace > 0 and node and ("", node) in self.store[("", "nodes")] and phase not in ("Succeeded", "Failed")
+            )
             if not graceful:
                 grace = 0
             current = meta.get("deletionGracePeriodSeconds")
@@ -1307,8 +1635,12 @@ class ApiServer:
         else:
             namespace_content = rtype.key == ("", "namespaces") and (new.get("spec") or {}).get("finalizers")
             if rtype.key == ("", "namespaces") and name in ("default", "kube-system", "kube-public"):
-                raise ApiError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted',
-                               {"name": name, "kind": "namespaces"})
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                    {"name": name, "kind": "namespaces"},
+                )
             if not finalizers and not namespace_content:
                 return self._remove(rtype, obj)
             meta.setdefault("deletionTimestamp", now_rfc3339())
@@ -1330,8 +1662,12 @@ class ApiServer:
         return new
 
     def _has_dependents(self, uid: str) -> bool:
-        return any(ref.get("uid") == uid for objs in self.store.values() for o in objs.values()
-                   for ref in o["metadata"].get("ownerReferences") or [])
+        return any(
+            ref.get("uid") == uid
+            for objs in self.store.values()
+            for o in objs.values()
+            for ref in o["metadata"].get("ownerReferences") or []
+        )
 
     def _orphan_dependents(self, uid: str) -> None:
         for rkey, objs in list(self.store.items()):
@@ -1339,15 +1675,20 @@ class ApiServer:
                 refs = o["metadata"].get("ownerReferences") or []
                 if any(r.get("uid") == uid for r in refs):
                     kept = [r for r in refs if r.get("uid") != uid]
-                    self._patch(self.types[rkey], key[0], key[1], "merge", {"metadata": {"ownerReferences": kept or None}}, None)
+                    self._patch(
+                        self.types[rkey], key[0], key[1], "merge", {"metadata": {"ownerReferences": kept or None}}, None
+                    )
 
-    def _list(self, rtype: ResourceType, ns: str | None, label_selector: str | None = None,
-              field_selector: str | None = None) -> list[Obj]:
+    def _list(
+        self, rtype: ResourceType, ns: str | None, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list[Obj]:
         lsel = parse_label_selector(label_selector)
         fsel = parse_field_selector(field_selector, rtype.field_selectors)
-        items = [o for (ons, _), o in sorted(self.store[rtype.key].items())
-                 if (ns is None or not rtype.namespaced or ons == ns)
-                 and lsel(o["metadata"].get("labels") or {}) and fsel(o)]
+        items = [
+            o
+            for (ons, _), o in sorted(self.store[rtype.key].items())
+            if (ns is None or not rtype.namespaced or ons == ns) and lsel(o["metadata"].get("labels") or {}) and fsel(o)
+        ]
         return items
 
     # -- garbage collection ----------------------------------------------
@@ -1357,7 +1698,7 @@ class ApiServer:
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._gc_wake.wait(), timeout=self.gc_interval * 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if self._stopping:
                 return
@@ -1367,6 +1708,7 @@ class ApiServer:
                 self.collect_garbage()
             except Exception:  # pragma: no cover - GC must never die
                 import traceback
+
                 traceback.print_exc()
 
     def collect_garbage(self) -> int:
@@ -1393,8 +1735,11 @@ class ApiServer:
                 for r in alive:
                     okey, ons, oname = self.uids[r["uid"]]
                     owner = self.store[okey].get((ons, oname))
-                    if owner and "foregroundDeletion" in (owner["metadata"].get("finalizers") or []) \
-                            and not o["metadata"].get("deletionTimestamp"):
+                    if (
+                        owner
+                        and "foregroundDeletion" in (owner["metadata"].get("finalizers") or [])
+                        and not o["metadata"].get("deletionTimestamp")
+                    ):
                         try:
                             self._delete(rtype, ns, name, {"propagationPolicy": "Background"})
                             actions += 1
@@ -1413,12 +1758,17 @@ class ApiServer:
                 fins = o["metadata"].get("finalizers") or []
                 if "foregroundDeletion" in fins and o["metadata"].get("deletionTimestamp"):
                     uid = o["metadata"]["uid"]
-                    blocking = any(ref.get("uid") == uid and ref.get("blockOwnerDeletion")
-                                   for objs2 in self.store.values() for d in objs2.values()
-                                   for ref in d["metadata"].get("ownerReferences") or [])
+                    blocking = any(
+                        ref.get("uid") == uid and ref.get("blockOwnerDeletion")
+                        for objs2 in self.store.values()
+                        for d in objs2.values()
+                        for ref in d["metadata"].get("ownerReferences") or []
+                    )
                     if not blocking:
                         rest = [f for f in fins if f != "foregroundDeletion"]
-                        self._patch(self.types[rkey], ns, name, "merge", {"metadata": {"finalizers": rest or None}}, None)
+                        self._patch(
+                            self.types[rkey], ns, name, "merge", {"metadata": {"finalizers": rest or None}}, None
+                        )
                         actions += 1
         actions += self._finalize_namespaces()
         return actions
@@ -1449,7 +1799,9 @@ class ApiServer:
                 new = copy.deepcopy(namespace)
                 new["spec"]["finalizers"] = []
                 self._update(namespaces, None, ns_name, new, None)
-                if ("", ns_name) in self.store[namespaces.key] and not self.store[namespaces.key][("", ns_name)]["metadata"].get("finalizers"):
+                if ("", ns_name) in self.store[namespaces.key] and not self.store[namespaces.key][("", ns_name)][
+                    "metadata"
+                ].get("finalizers"):
                     self._remove(namespaces, self.store[namespaces.key][("", ns_name)])
                 actions += 1
         return actions
@@ -1465,19 +1817,49 @@ class ApiServer:
                 problems.append({"reason": "FieldValueRequired", "message": "Required value", "field": f"spec.{field}"})
         for field in ("plural", "kind"):
             if not names.get(field):
-                problems.append({"reason": "FieldValueRequired", "message": "Required value", "field": f"spec.names.{field}"})
+                problems.append(
+                    {"reason": "FieldValueRequired", "message": "Required value", "field": f"spec.names.{field}"}
+                )
         if spec.get("scope") not in (None, "Namespaced", "Cluster"):
-            problems.append({"reason": "FieldValueNotSupported", "field": "spec.scope", "message": f"Unsupported value: {spec.get('scope')!r}"})
-        if names.get("plural") and spec.get("group") and crd["metadata"]["name"] != f"{names['plural']}.{spec['group']}":
-            problems.append({"reason": "FieldValueInvalid", "field": "metadata.name", "message": f"Invalid value: {crd['metadata']['name']!r}: must be spec.names.plural+\".\"+spec.group"})
+            problems.append(
+                {
+                    "reason": "FieldValueNotSupported",
+                    "field": "spec.scope",
+                    "message": f"Unsupported value: {spec.get('scope')!r}",
+                }
+            )
+        if (
+            names.get("plural")
+            and spec.get("group")
+            and crd["metadata"]["name"] != f"{names['plural']}.{spec['group']}"
+        ):
+            problems.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "metadata.name",
+                    "message": f"Invalid value: {crd['metadata']['name']!r}: must be spec.names.plural+\".\"+spec.group",
+                }
+            )
         versions = spec.get("versions") or []
         if not versions:
             problems.append({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.versions"})
         elif sum(1 for v in versions if v.get("storage")) != 1:
-            problems.append({"reason": "FieldValueInvalid", "field": "spec.versions", "message": "Invalid value: must have exactly one version marked as storage version"})
+            problems.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "spec.versions",
+                    "message": "Invalid value: must have exactly one version marked as storage version",
+                }
+            )
         for i, v in enumerate(versions):
             if not (v.get("schema") or {}).get("openAPIV3Schema"):
-                problems.append({"reason": "FieldValueRequired", "field": f"spec.versions[{i}].schema.openAPIV3Schema", "message": "Required value: schemas are required"})
+                problems.append(
+                    {
+                        "reason": "FieldValueRequired",
+                        "field": f"spec.versions[{i}].schema.openAPIV3Schema",
+                        "message": "Required value: schemas are required",
+                    }
+                )
         return problems
 
     def _serve_crd(self, crd: Obj) -> None:
@@ -1487,10 +1869,14 @@ class ApiServer:
         # Preferred version first: kube sorts by version priority; storage first is close enough.
         served.sort(key=lambda v: (not v.get("storage"), v["name"]))
         rtype = ResourceType(
-            group=spec["group"], versions=[v["name"] for v in served], plural=names["plural"],
-            singular=names.get("singular") or names["kind"].lower(), kind=names["kind"],
+            group=spec["group"],
+            versions=[v["name"] for v in served],
+            plural=names["plural"],
+            singular=names.get("singular") or names["kind"].lower(),
+            kind=names["kind"],
             namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            short_names=list(names.get("shortNames") or []), categories=list(names.get("categories") or []),
+            short_names=list(names.get("shortNames") or []),
+            categories=list(names.get("categories") or []),
             status_subresource=any("status" in (v.get("subresources") or {}) for v in served),
             schemas={v["name"]: v["schema"]["openAPIV3Schema"] for v in served},
             printer_columns={v["name"]: v.get("additionalPrinterColumns") or [] for v in served},
@@ -1508,8 +1894,20 @@ class ApiServer:
             stored["status"] = {
                 "acceptedNames": copy.deepcopy(names),
                 "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": cond_time},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": cond_time},
+                    {
+                        "type": "NamesAccepted",
+                        "status": "True",
+                        "reason": "NoConflicts",
+                        "message": "no conflicts found",
+                        "lastTransitionTime": cond_time,
+                    },
+                    {
+                        "type": "Established",
+                        "status": "True",
+                        "reason": "InitialNamesAccepted",
+                        "message": "the initial names have been accepted",
+                        "lastTransitionTime": cond_time,
+                    },
                 ],
                 "storedVersions": [v["name"] for v in spec["versions"] if v.get("storage")],
             }
@@ -1538,14 +1936,30 @@ class ApiServer:
         return obj
 
     def _table(self, rtype: ResourceType, version: str, items: list[Obj], include: str, rv: str) -> Obj:
-        columns: list[Obj] = [{"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}]
+        columns: list[Obj] = [
+            {
+                "name": "Name",
+                "type": "string",
+                "format": "name",
+                "description": "Name must be unique within a namespace.",
+                "priority": 0,
+            }
+        ]
         getters: list[Callable[[Obj], Any]] = [lambda o: o["metadata"]["name"]]
         if rtype.crd:
             defs = rtype.printer_columns.get(version) or [
-                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+            ]
             for col in defs:
-                columns.append({"name": col["name"], "type": col.get("type", "string"), "format": col.get("format", ""),
-                                "description": col.get("description", ""), "priority": col.get("priority", 0)})
+                columns.append(
+                    {
+                        "name": col["name"],
+                        "type": col.get("type", "string"),
+                        "format": col.get("format", ""),
+                        "description": col.get("description", ""),
+                        "priority": col.get("priority", 0),
+                    }
+                )
 
                 def getter(o: Obj, c: Obj = col) -> Any:
                     value = _jsonpath(o, c["jsonPath"])
@@ -1553,12 +1967,15 @@ class ApiServer:
                         return None
                     if c.get("type") == "date" and isinstance(value, str):
                         try:
-                            return human_duration((datetime.datetime.now(datetime.timezone.utc) - parse_rfc3339(value)).total_seconds())
+                            return human_duration(
+                                (datetime.datetime.now(datetime.UTC) - parse_rfc3339(value)).total_seconds()
+                            )
                         except ValueError:
                             return value
                     if isinstance(value, (dict, list)):
                         return json.dumps(value)
                     return value
+
                 getters.append(getter)
         else:
             for name, typ, fn, prio in _BUILTIN_COLUMNS.get(rtype.key, [("Age", "string", _age, 0)]):
@@ -1570,10 +1987,19 @@ class ApiServer:
             if include == "Object":
                 row["object"] = self._render(rtype, o, version)
             elif include != "None":
-                row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
+                row["object"] = {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"],
+                }
             rows.append(row)
-        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
-                "columnDefinitions": columns, "rows": rows}
+        return {
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": rv},
+            "columnDefinitions": columns,
+            "rows": rows,
+        }
 
     # -- discovery --------------------------------------------------------
 
@@ -1591,27 +2017,62 @@ class ApiServer:
         for t in sorted(self.types.values(), key=lambda t: t.plural):
             if t.group != group or version not in t.versions:
                 continue
-            entry: Obj = {"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
-                          "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}
+            entry: Obj = {
+                "name": t.plural,
+                "singularName": t.singular,
+                "namespaced": t.namespaced,
+                "kind": t.kind,
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            }
             if t.short_names:
                 entry["shortNames"] = t.short_names
             if t.categories:
                 entry["categories"] = t.categories
             resources.append(entry)
             if t.status_subresource:
-                resources.append({"name": f"{t.plural}/status", "singularName": "", "namespaced": t.namespaced,
-                                  "kind": t.kind, "verbs": ["get", "patch", "update"]})
+                resources.append(
+                    {
+                        "name": f"{t.plural}/status",
+                        "singularName": "",
+                        "namespaced": t.namespaced,
+                        "kind": t.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
             if "eviction" in t.extra_subresources:
-                resources.append({"name": f"{t.plural}/eviction", "singularName": "", "namespaced": True, "group": "policy",
-                                  "version": "v1", "kind": "Eviction", "verbs": ["create"]})
+                resources.append(
+                    {
+                        "name": f"{t.plural}/eviction",
+                        "singularName": "",
+                        "namespaced": True,
+                        "group": "policy",
+                        "version": "v1",
+                        "kind": "Eviction",
+                        "verbs": ["create"],
+                    }
+                )
             if "log" in t.extra_subresources:
-                resources.append({"name": f"{t.plural}/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]})
+                resources.append(
+                    {"name": f"{t.plural}/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]}
+                )
             if "binding" in t.extra_subresources:
-                resources.append({"name": f"{t.plural}/binding", "singularName": "", "namespaced": True, "kind": "Binding", "verbs": ["create"]})
+                resources.append(
+                    {
+                        "name": f"{t.plural}/binding",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": "Binding",
+                        "verbs": ["create"],
+                    }
+                )
         if not resources:
             return None
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
-                "resources": resources}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
 
     def _openapi_v3(self, rest: list[str]) -> web.Response:
         """Just enough OpenAPI v3 for kubectl to see that we do server-side field validation.
@@ -1628,7 +2089,11 @@ class ApiServer:
         if not rest:
             paths = {}
             for gv, types in sorted(gvs.items()):
-                digest = hashlib.sha256(json.dumps(sorted((t.kind, t.plural) for t in types)).encode()).hexdigest()[:16].upper()
+                digest = (
+                    hashlib.sha256(json.dumps(sorted((t.kind, t.plural) for t in types)).encode())
+                    .hexdigest()[:16]
+                    .upper()
+                )
                 paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
             return web.json_response({"paths": paths})
         gv = "/".join(rest)
@@ -1637,14 +2102,30 @@ class ApiServer:
         version = gv.rsplit("/", 1)[-1]
         paths = {}
         for t in gvs[gv]:
-            base = f"/{gv}/namespaces/{{namespace}}/{t.plural}/{{name}}" if t.namespaced else f"/{gv}/{t.plural}/{{name}}"
-            params = [{"name": n, "in": "query", "schema": {"type": "string"}} for n in ("dryRun", "fieldManager", "fieldValidation", "force")]
+            base = (
+                f"/{gv}/namespaces/{{namespace}}/{t.plural}/{{name}}" if t.namespaced else f"/{gv}/{t.plural}/{{name}}"
+            )
+            params = [
+                {"name": n, "in": "query", "schema": {"type": "string"}}
+                for n in ("dryRun", "fieldManager", "fieldValidation", "force")
+            ]
             gvk = {"group": t.group, "version": version, "kind": t.kind}
-            op = {"operationId": f"patch{t.kind}", "parameters": params, "x-kubernetes-action": "patch",
-                  "x-kubernetes-group-version-kind": gvk, "responses": {"200": {"description": "OK"}}}
+            op = {
+                "operationId": f"patch{t.kind}",
+                "parameters": params,
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": gvk,
+                "responses": {"200": {"description": "OK"}},
+            }
             paths[base] = {"patch": op, "put": {**op, "operationId": f"replace{t.kind}", "x-kubernetes-action": "put"}}
-        return web.json_response({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
-                                  "paths": paths, "components": {"schemas": {}}})
+        return web.json_response(
+            {
+                "openapi": "3.0.0",
+                "info": {"title": "Kubernetes", "version": "v1.32.0"},
+                "paths": paths,
+                "components": {"schemas": {}},
+            }
+        )
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -1696,8 +2177,11 @@ class ApiServer:
             return ApiError(403, "Forbidden", f'forbidden: User "{user.username}" {what}')
         qualified = attrs.resource if not attrs.group else f"{attrs.resource}.{attrs.group}"
         named = f' "{attrs.name}"' if attrs.name else ""
-        details: Obj = {"kind": attrs.resource, **({"group": attrs.group} if attrs.group else {}),
-                        **({"name": attrs.name} if attrs.name else {})}
+        details: Obj = {
+            "kind": attrs.resource,
+            **({"group": attrs.group} if attrs.group else {}),
+            **({"name": attrs.name} if attrs.name else {}),
+        }
         return ApiError(403, "Forbidden", f'{qualified}{named} is forbidden: User "{user.username}" {what}', details)
 
     def _attributes(self, request: web.Request) -> RequestAttributes:
@@ -1708,12 +2192,21 @@ class ApiServer:
         except ApiError:
             parsed = None
         if parsed is None:
-            return RequestAttributes(verb="get" if request.method in ("GET", "HEAD") else request.method.lower(), path=path)
+            return RequestAttributes(
+                verb="get" if request.method in ("GET", "HEAD") else request.method.lower(), path=path
+            )
         rtype, ns, name, sub, _ = parsed
         if rtype.key == ("", "namespaces") and name:
             ns = name  # a namespace's own object is judged inside that namespace, as on a real server
-        return RequestAttributes(verb=verb, namespace=ns, group=rtype.group, resource=rtype.plural,
-                                 subresource=sub or "", name=name or "", path=path)
+        return RequestAttributes(
+            verb=verb,
+            namespace=ns,
+            group=rtype.group,
+            resource=rtype.plural,
+            subresource=sub or "",
+            name=name or "",
+            path=path,
+        )
 
     def _rbac_objects(self, plural: str, namespace: str | None) -> list[Obj]:
         return [o for (ns, _), o in self.store[(RBAC_GROUP, plural)].items() if namespace is None or ns == namespace]
@@ -1724,24 +2217,35 @@ class ApiServer:
         spec = dict((body or {}).get("spec") or {})
         seconds = int(spec.get("expirationSeconds") or 3600)
         if seconds < 600:
-            raise ApiError(422, "Invalid", "spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes")
+            raise ApiError(
+                422, "Invalid", "spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes"
+            )
         extra: dict[str, tuple[str, ...]] = {}
         bound_uid = None
         ref = spec.get("boundObjectRef")
         if ref:
             if ref.get("kind") != "Pod":
-                raise ApiError(400, "BadRequest", f"cannot bind token to object of kind {ref.get('kind')!r} (emulated: Pod)")
+                raise ApiError(
+                    400, "BadRequest", f"cannot bind token to object of kind {ref.get('kind')!r} (emulated: Pod)"
+                )
             pod = self._get(self.types[("", "pods")], ns, ref.get("name", ""))
             if ref.get("uid") and ref["uid"] != pod["metadata"]["uid"]:
-                raise ApiError(409, "Conflict", f"the UID in the bound object reference ({ref['uid']}) does not match "
-                                                f"the UID in record. The object might have been deleted and then recreated")
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f"the UID in the bound object reference ({ref['uid']}) does not match "
+                    f"the UID in record. The object might have been deleted and then recreated",
+                )
             bound_uid = pod["metadata"]["uid"]
             extra = {EXTRA_POD_NAME: (pod["metadata"]["name"],), EXTRA_POD_UID: (bound_uid,)}
         token = self.tokens.issue(service_account_user(ns, name, extra), seconds, bound_uid)
-        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-                "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
-                "spec": {**spec, "expirationSeconds": seconds},
-                "status": {"token": token, "expirationTimestamp": now_rfc3339(seconds)}}
+        return {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
+            "spec": {**spec, "expirationSeconds": seconds},
+            "status": {"token": token, "expirationTimestamp": now_rfc3339(seconds)},
+        }
 
     def _classify(self, request: web.Request) -> tuple[str, str]:
         try:
@@ -1757,8 +2261,12 @@ class ApiServer:
         if method == "GET":
             verb = "watch" if watch else ("get" if name else "list")
         else:
-            verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
-                    "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
+            verb = {
+                "POST": "create",
+                "PUT": "update",
+                "PATCH": "patch",
+                "DELETE": "delete" if name else "deletecollection",
+            }.get(method, method.lower())
         return (verb, resource)
 
     def _parse_path(self, path: str) -> tuple[ResourceType, str | None, str | None, str | None, str] | None:
@@ -1795,15 +2303,31 @@ class ApiServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
         if path == "/version":
-            return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0-respawn-emulator",
-                                      "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                                      "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23.0", "compiler": "gc",
-                                      "platform": "linux/amd64"})
+            return web.json_response(
+                {
+                    "major": "1",
+                    "minor": "32",
+                    "gitVersion": "v1.32.0-respawn-emulator",
+                    "gitCommit": "0000000000000000000000000000000000000000",
+                    "gitTreeState": "clean",
+                    "buildDate": "2026-01-01T00:00:00Z",
+                    "goVersion": "go1.23.0",
+                    "compiler": "gc",
+                    "platform": "linux/amd64",
+                }
+            )
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         if path == "/api":
-            return web.json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}]})
+            return web.json_response(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}
+                    ],
+                }
+            )
         if path == "/apis":
             groups = []
             for g, versions in sorted(self._groups().items()):
@@ -1816,7 +2340,9 @@ class ApiServer:
             if not versions:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             vs = [{"groupVersion": f"{parts[1]}/{v}", "version": v} for v in versions]
-            return web.json_response({"kind": "APIGroup", "apiVersion": "v1", "name": parts[1], "versions": vs, "preferredVersion": vs[0]})
+            return web.json_response(
+                {"kind": "APIGroup", "apiVersion": "v1", "name": parts[1], "versions": vs, "preferredVersion": vs[0]}
+            )
         if (len(parts) == 2 and parts[0] == "api") or (len(parts) == 3 and parts[0] == "apis"):
             group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
             body = self._resource_list(group, version)
@@ -1843,9 +2369,14 @@ class ApiServer:
             rv = str(self.rv)
             if _wants_table(request):
                 return web.json_response(self._table(rtype, version, items, q.get("includeObject", "Metadata"), rv))
-            return web.json_response({"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version(version),
-                                      "metadata": {"resourceVersion": rv},
-                                      "items": [self._render(rtype, o, version) for o in items]})
+            return web.json_response(
+                {
+                    "kind": f"{rtype.kind}List",
+                    "apiVersion": rtype.api_version(version),
+                    "metadata": {"resourceVersion": rv},
+                    "items": [self._render(rtype, o, version) for o in items],
+                }
+            )
         if name is None:
             if method == "POST":
                 body = await _json_body(request)
@@ -1861,34 +2392,56 @@ class ApiServer:
                         self._delete(rtype, o["metadata"].get("namespace"), o["metadata"]["name"], options)
                     except ApiError:
                         pass
-                return web.json_response({"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version(version),
-                                          "metadata": {"resourceVersion": str(self.rv)}, "items": items})
-            raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+                return web.json_response(
+                    {
+                        "kind": f"{rtype.kind}List",
+                        "apiVersion": rtype.api_version(version),
+                        "metadata": {"resourceVersion": str(self.rv)},
+                        "items": items,
+                    }
+                )
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if rtype.namespaced and ns is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if sub == "log":
             return await self._log(rtype, ns, name, request)
         if sub == "eviction":
             if method != "POST":
-                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             body = await _json_body(request)
             self.evict(ns or "", name, (body or {}).get("deleteOptions") or {})
-            return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, status=201)
+            return web.json_response(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, status=201
+            )
         if sub == "token":
             if method != "POST":
-                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             body = await _json_body(request)
-            return web.json_response(self.token_request(ns or "", name, body if isinstance(body, dict) else {}), status=201)
+            return web.json_response(
+                self.token_request(ns or "", name, body if isinstance(body, dict) else {}), status=201
+            )
         if sub == "binding":
             if method != "POST":
-                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             body = await _json_body(request)
             self.bind(ns or "", name, ((body or {}).get("target") or {}).get("name", ""))
-            return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, status=201)
+            return web.json_response(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, status=201
+            )
         if method == "GET":
             obj = self._get(rtype, ns, name)
             if _wants_table(request):
-                return web.json_response(self._table(rtype, version, [obj], q.get("includeObject", "Metadata"), obj["metadata"]["resourceVersion"]))
+                return web.json_response(
+                    self._table(
+                        rtype, version, [obj], q.get("includeObject", "Metadata"), obj["metadata"]["resourceVersion"]
+                    )
+                )
             return web.json_response(self._render(rtype, obj, version))
         if method == "PUT":
             body = await _json_body(request)
@@ -1899,13 +2452,19 @@ class ApiServer:
         if method == "PATCH":
             ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
             if ctype not in _PATCH_TYPES:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: {', '.join(_PATCH_TYPES)}")
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types include: {', '.join(_PATCH_TYPES)}",
+                )
             body = await _json_body(request)
             obj = self._patch(rtype, ns, name, _PATCH_TYPES[ctype], body, sub, version)
             return web.json_response(self._render(rtype, obj, version))
         if method == "DELETE":
             if sub:
-                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             options = await _delete_options(request)
             obj = self._delete(rtype, ns, name, options)
             return web.json_response(self._render(rtype, obj, version))
@@ -1926,7 +2485,7 @@ class ApiServer:
         tail = request.query.get("tailLines")
         if tail:
             lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
+            data = b"".join(lines[-int(tail) :]) if int(tail) > 0 else b""
         if request.query.get("follow") not in ("true", "1"):
             return web.Response(body=data, content_type="text/plain")
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
@@ -1942,8 +2501,11 @@ class ApiServer:
                 offset = 0
         while not self._stopping:
             current = self.store[rtype.key].get((ns or "", name))
-            done = current is None or current["metadata"]["uid"] != uid or \
-                (current.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            done = (
+                current is None
+                or current["metadata"]["uid"] != uid
+                or (current.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            )
             path = path or ((current or {}).get("metadata", {}).get("annotations") or {}).get("respawn.dev/sim-log")
             if path:
                 try:
@@ -1975,10 +2537,17 @@ class ApiServer:
         pods = self.types[("", "pods")]
         pod = self._get(pods, ns, name)
         if not pod["metadata"].get("deletionTimestamp"):
-            cond = {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
-                    "message": "Eviction API: evicting", "lastTransitionTime": now_rfc3339()}
-            conds = [c for c in pod.get("status", {}).get("conditions", []) or [] if c.get("type") != "DisruptionTarget"]
-            self._patch(pods, ns, name, "merge", {"status": {"conditions": conds + [cond]}}, "status")
+            cond = {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "EvictionByEvictionAPI",
+                "message": "Eviction API: evicting",
+                "lastTransitionTime": now_rfc3339(),
+            }
+            conds = [
+                c for c in pod.get("status", {}).get("conditions", []) or [] if c.get("type") != "DisruptionTarget"
+            ]
+            self._patch(pods, ns, name, "merge", {"status": {"conditions": [*conds, cond]}}, "status")
         return self._delete(pods, ns, name, delete_options or {})
 
     def bind(self, ns: str, name: str, node: str) -> Obj:
@@ -1986,19 +2555,26 @@ class ApiServer:
         pods = self.types[("", "pods")]
         pod = self._get(pods, ns, name)
         if pod.get("spec", {}).get("nodeName"):
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"')
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"',
+            )
         new = copy.deepcopy(pod)
         new["spec"]["nodeName"] = node
         conds = [c for c in new.get("status", {}).get("conditions", []) or [] if c.get("type") != "PodScheduled"]
-        new.setdefault("status", {})["conditions"] = conds + [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}]
+        new.setdefault("status", {})["conditions"] = [
+            *conds,
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()},
+        ]
         new["metadata"]["resourceVersion"] = str(self._next_rv())
         self.store[pods.key][(ns, name)] = new
         self._emit("MODIFIED", pods, new, pod)
         return new
 
-    async def _watch(self, request: web.Request, rtype: ResourceType, ns: str | None, name: str | None,
-                     version: str) -> web.StreamResponse:
+    async def _watch(
+        self, request: web.Request, rtype: ResourceType, ns: str | None, name: str | None, version: str
+    ) -> web.StreamResponse:
         q = request.query
         field_selector = q.get("fieldSelector")
         if name:  # legacy /watch/namespaces/ns/pods/name
@@ -2021,15 +2597,30 @@ class ApiServer:
             try:
                 since = int(rv_param)
             except ValueError:
-                raise ApiError(400, "BadRequest", f"invalid resource version: {rv_param!r}")
+                raise ApiError(400, "BadRequest", f"invalid resource version: {rv_param!r}") from None
             if since < self.compacted_rv:
                 self.expired_watches += 1
-                backlog.append(("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                          "message": f"too old resource version: {since} ({self.compacted_rv + 1})",
-                                          "reason": "Expired", "code": 410}))
+                backlog.append(
+                    (
+                        "ERROR",
+                        {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "metadata": {},
+                            "status": "Failure",
+                            "message": f"too old resource version: {since} ({self.compacted_rv + 1})",
+                            "reason": "Expired",
+                            "code": 410,
+                        },
+                    )
+                )
             else:
                 for ev in self.history:
-                    if ev.rv > since and ev.rkey == rtype.key and (namespace is None or ev.obj["metadata"].get("namespace") == namespace):
+                    if (
+                        ev.rv > since
+                        and ev.rkey == rtype.key
+                        and (namespace is None or ev.obj["metadata"].get("namespace") == namespace)
+                    ):
                         watcher.queue.put_nowait(ev)
         expired = bool(backlog) and backlog[0][0] == "ERROR"
         if not expired:
@@ -2043,7 +2634,9 @@ class ApiServer:
             nonlocal headers_sent
             if not as_table:
                 return self._render(rtype, o, version)
-            table = self._table(rtype, version, [o], q.get("includeObject", "Metadata"), o["metadata"]["resourceVersion"])
+            table = self._table(
+                rtype, version, [o], q.get("includeObject", "Metadata"), o["metadata"]["resourceVersion"]
+            )
             if headers_sent:
                 table["columnDefinitions"] = []
             headers_sent = True
@@ -2063,20 +2656,34 @@ class ApiServer:
                 return resp
             last_bookmark = loop.time()
             while True:
-                wait = min(1.0, self.bookmark_interval) if deadline is None else min(1.0, self.bookmark_interval, deadline - loop.time())
+                wait = (
+                    min(1.0, self.bookmark_interval)
+                    if deadline is None
+                    else min(1.0, self.bookmark_interval, deadline - loop.time())
+                )
                 if wait <= 0:
                     break
                 try:
                     ev = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     transport = request.transport
                     if transport is None or transport.is_closing():
                         break
                     if bookmarks and loop.time() - last_bookmark >= self.bookmark_interval:
                         last_bookmark = loop.time()
-                        await resp.write(json.dumps({"type": "BOOKMARK", "object": {
-                            "kind": rtype.kind, "apiVersion": rtype.api_version(version),
-                            "metadata": {"resourceVersion": str(self.rv)}}}).encode() + b"\n")
+                        await resp.write(
+                            json.dumps(
+                                {
+                                    "type": "BOOKMARK",
+                                    "object": {
+                                        "kind": rtype.kind,
+                                        "apiVersion": rtype.api_version(version),
+                                        "metadata": {"resourceVersion": str(self.rv)},
+                                    },
+                                }
+                            ).encode()
+                            + b"\n"
+                        )
                     continue
                 if ev is None:
                     break
@@ -2106,6 +2713,7 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 def _pod_spec_problems(spec: Any, field: str) -> list[Obj]:
     """What the real PodSpec validation refuses among the fields our builders write."""
+
     def bad(where: str, message: str, reason: str = "FieldValueInvalid") -> Obj:
         return {"reason": reason, "field": where, "message": message}
 
@@ -2140,12 +2748,22 @@ def _pod_spec_problems(spec: Any, field: str) -> list[Obj]:
         for j, var in enumerate(env or []):
             vname = var.get("name") if isinstance(var, dict) else None
             if not isinstance(vname, str) or not _ENV_NAME.fullmatch(vname):
-                problems.append(bad(f"{where}.env[{j}].name", f"Invalid value: {json.dumps(vname)}: a valid environment "
-                                    "variable name must consist of alphabetic characters, digits, '_', '-', or '.', "
-                                    "and must not start with a digit"))
+                problems.append(
+                    bad(
+                        f"{where}.env[{j}].name",
+                        f"Invalid value: {json.dumps(vname)}: a valid environment "
+                        "variable name must consist of alphabetic characters, digits, '_', '-', or '.', "
+                        "and must not start with a digit",
+                    )
+                )
     if spec.get("restartPolicy") not in (None, "Always", "OnFailure", "Never"):
-        problems.append(bad(f"{field}.restartPolicy", f"Unsupported value: {json.dumps(spec.get('restartPolicy'))}",
-                            "FieldValueNotSupported"))
+        problems.append(
+            bad(
+                f"{field}.restartPolicy",
+                f"Unsupported value: {json.dumps(spec.get('restartPolicy'))}",
+                "FieldValueNotSupported",
+            )
+        )
     return problems
 
 
@@ -2164,7 +2782,11 @@ async def _json_body(request: web.Request) -> Any:
     if ctype.startswith("application/vnd.kubernetes.protobuf"):
         return decode_protobuf(await request.read())
     if ctype == "application/cbor":
-        raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        )
     raw = await request.read()
     if not raw:
         return None
@@ -2173,9 +2795,10 @@ async def _json_body(request: web.Request) -> Any:
     except ValueError:
         try:
             import yaml
+
             return yaml.safe_load(raw)
         except Exception:
-            raise ApiError(400, "BadRequest", "the request body is not valid JSON")
+            raise ApiError(400, "BadRequest", "the request body is not valid JSON") from None
 
 
 async def _delete_options(request: web.Request) -> Obj:
@@ -2203,30 +2826,69 @@ _PB_TIME = "time"
 _PB_MAP_STR = ("map", "string")
 _PB_MAP_B64 = ("map", "base64")
 _PB_OWNER_REF: dict[int, tuple[str, Any]] = {
-    5: ("apiVersion", "string"), 1: ("kind", "string"), 3: ("name", "string"), 4: ("uid", "string"),
-    6: ("controller", "bool"), 7: ("blockOwnerDeletion", "bool")}
+    5: ("apiVersion", "string"),
+    1: ("kind", "string"),
+    3: ("name", "string"),
+    4: ("uid", "string"),
+    6: ("controller", "bool"),
+    7: ("blockOwnerDeletion", "bool"),
+}
 _PB_META: dict[int, tuple[str, Any]] = {
-    1: ("name", "string"), 2: ("generateName", "string"), 3: ("namespace", "string"), 5: ("uid", "string"),
-    6: ("resourceVersion", "string"), 7: ("generation", "int"), 8: ("creationTimestamp", _PB_TIME),
-    9: ("deletionTimestamp", _PB_TIME), 10: ("deletionGracePeriodSeconds", "int"), 11: ("labels", _PB_MAP_STR),
-    12: ("annotations", _PB_MAP_STR), 13: ("ownerReferences", ("repeated", _PB_OWNER_REF)),
-    14: ("finalizers", ("repeated", "string"))}
+    1: ("name", "string"),
+    2: ("generateName", "string"),
+    3: ("namespace", "string"),
+    5: ("uid", "string"),
+    6: ("resourceVersion", "string"),
+    7: ("generation", "int"),
+    8: ("creationTimestamp", _PB_TIME),
+    9: ("deletionTimestamp", _PB_TIME),
+    10: ("deletionGracePeriodSeconds", "int"),
+    11: ("labels", _PB_MAP_STR),
+    12: ("annotations", _PB_MAP_STR),
+    13: ("ownerReferences", ("repeated", _PB_OWNER_REF)),
+    14: ("finalizers", ("repeated", "string")),
+}
 _PB_DELETE_OPTIONS: dict[int, tuple[str, Any]] = {
-    1: ("gracePeriodSeconds", "int"), 2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
-    3: ("orphanDependents", "bool"), 4: ("propagationPolicy", "string"), 5: ("dryRun", ("repeated", "string"))}
+    1: ("gracePeriodSeconds", "int"),
+    2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
+    3: ("orphanDependents", "bool"),
+    4: ("propagationPolicy", "string"),
+    5: ("dryRun", ("repeated", "string")),
+}
 _PB_OBJECT_REF: dict[int, tuple[str, Any]] = {
-    1: ("kind", "string"), 2: ("namespace", "string"), 3: ("name", "string"), 4: ("uid", "string"),
-    5: ("apiVersion", "string"), 6: ("resourceVersion", "string"), 7: ("fieldPath", "string")}
+    1: ("kind", "string"),
+    2: ("namespace", "string"),
+    3: ("name", "string"),
+    4: ("uid", "string"),
+    5: ("apiVersion", "string"),
+    6: ("resourceVersion", "string"),
+    7: ("fieldPath", "string"),
+}
 _PB_KINDS: dict[tuple[str, str], dict[int, tuple[str, Any]]] = {
-    ("v1", "ConfigMap"): {1: ("metadata", _PB_META), 2: ("data", _PB_MAP_STR), 3: ("binaryData", _PB_MAP_B64),
-                          4: ("immutable", "bool")},
-    ("v1", "Secret"): {1: ("metadata", _PB_META), 2: ("data", _PB_MAP_B64), 3: ("type", "string"),
-                       4: ("stringData", _PB_MAP_STR), 5: ("immutable", "bool")},
-    ("v1", "Namespace"): {1: ("metadata", _PB_META), 2: ("spec", {1: ("finalizers", ("repeated", "string"))}),
-                          3: ("status", {1: ("phase", "string")})},
-    ("v1", "ServiceAccount"): {1: ("metadata", _PB_META), 2: ("secrets", ("repeated", _PB_OBJECT_REF)),
-                               3: ("imagePullSecrets", ("repeated", {1: ("name", "string")})),
-                               4: ("automountServiceAccountToken", "bool")},
+    ("v1", "ConfigMap"): {
+        1: ("metadata", _PB_META),
+        2: ("data", _PB_MAP_STR),
+        3: ("binaryData", _PB_MAP_B64),
+        4: ("immutable", "bool"),
+    },
+    ("v1", "Secret"): {
+        1: ("metadata", _PB_META),
+        2: ("data", _PB_MAP_B64),
+        3: ("type", "string"),
+        4: ("stringData", _PB_MAP_STR),
+        5: ("immutable", "bool"),
+    },
+    ("v1", "Namespace"): {
+        1: ("metadata", _PB_META),
+        2: ("spec", {1: ("finalizers", ("repeated", "string"))}),
+        3: ("status", {1: ("phase", "string")}),
+    },
+    ("v1", "ServiceAccount"): {
+        1: ("metadata", _PB_META),
+        2: ("secrets", ("repeated", _PB_OBJECT_REF)),
+        3: ("imagePullSecrets", ("repeated", {1: ("name", "string")})),
+        4: ("automountServiceAccountToken", "bool"),
+    },
     ("policy/v1", "Eviction"): {1: ("metadata", _PB_META), 2: ("deleteOptions", _PB_DELETE_OPTIONS)},
     ("v1", "DeleteOptions"): _PB_DELETE_OPTIONS,
     ("meta.k8s.io/v1", "DeleteOptions"): _PB_DELETE_OPTIONS,
@@ -2255,13 +2917,13 @@ def _pb_fields(buf: bytes) -> Iterable[tuple[int, int, Any]]:
             yield num, wt, varint()
         elif wt == 2:
             n = varint()
-            yield num, wt, buf[i:i + n]
+            yield num, wt, buf[i : i + n]
             i += n
         elif wt == 1:
-            yield num, wt, buf[i:i + 8]
+            yield num, wt, buf[i : i + 8]
             i += 8
         elif wt == 5:
-            yield num, wt, buf[i:i + 4]
+            yield num, wt, buf[i : i + 4]
             i += 4
         else:
             raise ValueError(f"unsupported wire type {wt}")
@@ -2272,6 +2934,7 @@ def _pb_value(kind: Any, raw: Any) -> Any:
         return raw.decode()
     if kind == "base64":
         import base64
+
         return base64.b64encode(raw).decode()
     if kind == "int":
         return raw - (1 << 64) if raw >= 1 << 63 else raw
@@ -2279,7 +2942,7 @@ def _pb_value(kind: Any, raw: Any) -> Any:
         return bool(raw)
     if kind == _PB_TIME:
         secs = dict((n, v) for n, _, v in _pb_fields(raw)).get(1, 0)
-        return datetime.datetime.fromtimestamp(secs, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.datetime.fromtimestamp(secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(kind, dict):
         return _pb_message(kind, raw)
     raise ValueError(f"unsupported field kind {kind!r}")
@@ -2310,8 +2973,11 @@ def decode_protobuf(body: bytes) -> Obj:
     api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
     schema = _PB_KINDS.get((api_version, kind))
     if schema is None:
-        raise ApiError(415, "UnsupportedMediaType",
-                       f"the emulator decodes protobuf only for {sorted({k for _, k in _PB_KINDS})}, not {api_version}/{kind}: send JSON")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the emulator decodes protobuf only for {sorted({k for _, k in _PB_KINDS})}, not {api_version}/{kind}: send JSON",
+        )
     obj = _pb_message(schema, envelope.get(2, b""))
     obj["apiVersion"], obj["kind"] = api_version, kind
     return obj
@@ -2417,17 +3083,25 @@ class ApiServerThread:
         if self.ca_file:
             cluster["certificate-authority"] = self.ca_file
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "respawn-local",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "respawn-local",
             "clusters": [{"name": "respawn-local", "cluster": cluster}],
             "users": [{"name": "respawn-local", "user": {"token": token or self.admin_token}}],
-            "contexts": [{"name": "respawn-local", "context": {"cluster": "respawn-local", "user": "respawn-local", "namespace": namespace}}],
+            "contexts": [
+                {
+                    "name": "respawn-local",
+                    "context": {"cluster": "respawn-local", "user": "respawn-local", "namespace": namespace},
+                }
+            ],
         }
         with open(path, "w") as f:
             yaml.safe_dump(config, f)
         return path
 
-    def service_account_token(self, namespace: str, name: str, pod: str | None = None,
-                              expiration_seconds: int = 3600) -> str:
+    def service_account_token(
+        self, namespace: str, name: str, pod: str | None = None, expiration_seconds: int = 3600
+    ) -> str:
         """A TokenRequest token for ServiceAccount `namespace/name` (bound to `pod` if given)."""
         spec: Obj = {"expirationSeconds": expiration_seconds}
         if pod:
@@ -2439,9 +3113,11 @@ class ApiServerThread:
 
     def get(self, resource: str, name: str, namespace: str | None = "default") -> Obj:
         """One object (a deep copy); raises ApiError 404."""
+
         def op() -> Obj:
             rtype = self.server.resolve(resource)
             return copy.deepcopy(self.server._get(rtype, namespace if rtype.namespaced else "", name))
+
         return self.call(op)  # type: ignore[no-any-return]
 
     def get_or_none(self, resource: str, name: str, namespace: str | None = "default") -> Obj | None:
@@ -2453,42 +3129,69 @@ class ApiServerThread:
                 return None
             raise
 
-    def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> list[Obj]:
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Obj]:
         """Objects of a type (all namespaces when namespace is None)."""
+
         def op() -> list[Obj]:
             rtype = self.server.resolve(resource)
             return copy.deepcopy(self.server._list(rtype, namespace, label_selector, field_selector))
+
         return self.call(op)  # type: ignore[no-any-return]
 
     def create(self, body: Obj, namespace: str | None = None) -> Obj:
         """Create from a manifest (apiVersion/kind pick the type)."""
+
         def op() -> Obj:
             rtype = self.server.type_for(body["apiVersion"], body["kind"])
             ns = namespace or (body.get("metadata") or {}).get("namespace") or ("default" if rtype.namespaced else None)
             version = body["apiVersion"].rsplit("/", 1)[-1]
             obj = self.server._create(rtype, ns, body, version)
             return copy.deepcopy(obj)
+
         return self.call(op)  # type: ignore[no-any-return]
 
-    def patch(self, resource: str, name: str, patch: Any, namespace: str | None = "default",
-              subresource: str | None = None, patch_type: str = "merge") -> Obj:
+    def patch(
+        self,
+        resource: str,
+        name: str,
+        patch: Any,
+        namespace: str | None = "default",
+        subresource: str | None = None,
+        patch_type: str = "merge",
+    ) -> Obj:
         """Patch ("merge", "json" or "strategic"); subresource="status" for /status."""
+
         def op() -> Obj:
             rtype = self.server.resolve(resource)
             return copy.deepcopy(self.server._patch(rtype, namespace, name, patch_type, patch, subresource))
+
         return self.call(op)  # type: ignore[no-any-return]
 
-    def replace(self, resource: str, name: str, body: Obj, namespace: str | None = "default",
-                subresource: str | None = None) -> Obj:
+    def replace(
+        self, resource: str, name: str, body: Obj, namespace: str | None = "default", subresource: str | None = None
+    ) -> Obj:
         """PUT semantics (409 on a stale metadata.resourceVersion)."""
+
         def op() -> Obj:
             rtype = self.server.resolve(resource)
             return copy.deepcopy(self.server._update(rtype, namespace, name, body, subresource))
+
         return self.call(op)  # type: ignore[no-any-return]
 
-    def delete(self, resource: str, name: str, namespace: str | None = "default",
-               propagation_policy: str | None = None, grace_period_seconds: int | None = None) -> Obj:
+    def delete(
+        self,
+        resource: str,
+        name: str,
+        namespace: str | None = "default",
+        propagation_policy: str | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> Obj:
         """DELETE with the same options the HTTP API takes."""
         options: Obj = {}
         if propagation_policy:
@@ -2499,21 +3202,26 @@ class ApiServerThread:
         def op() -> Obj:
             rtype = self.server.resolve(resource)
             return copy.deepcopy(self.server._delete(rtype, namespace, name, options))
+
         return self.call(op)  # type: ignore[no-any-return]
 
     def request_counts(self, agent: str | None = None) -> dict[tuple[str, str], int]:
         """Requests by (verb, resource) so far; only those from `agent` (User-Agent product) if given."""
+
         def op() -> dict[tuple[str, str], int]:
             if agent is None:
                 return dict(self.server.requests)
             return {(v, r): n for (a, v, r), n in self.server.requests_by_agent.items() if a == agent}
+
         return self.call(op)  # type: ignore[no-any-return]
 
     def reset_counts(self) -> None:
         """Zero the request counters (e.g. between benchmark runs)."""
+
         def op() -> None:
             self.server.requests.clear()
             self.server.requests_by_agent.clear()
+
         self.call(op)
 
 
@@ -2523,8 +3231,13 @@ class _ThreadFaults:
     def __init__(self, owner: ApiServerThread) -> None:
         self._owner = owner
 
-    def fail_next(self, count: int = 1, status: int = 500, match: Callable[[web.Request], bool] | None = None,
-                  retry_after: int | None = None) -> FaultRule:
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 500,
+        match: Callable[[web.Request], bool] | None = None,
+        retry_after: int | None = None,
+    ) -> FaultRule:
         """See `Faults.fail_next`."""
         return self._owner.call(self._owner.server.faults.fail_next, count, status, match, retry_after)  # type: ignore[no-any-return]
 

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from respawn_operator.crdgen import build_crd
 
 from pipeline_runtime.contracts import PROGRESS_ANNOTATION
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.sample_video import make_video
 from respawn_local.testkit import WaitTimeout, runner_rbac, wait_for
-from respawn_operator.crdgen import build_crd
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "dataprep-run.yaml"
@@ -58,8 +58,14 @@ class Table:
         with urllib.request.urlopen(req, timeout=5, context=self.tls) as resp:
             table = json.load(resp)
         cols = [c["name"].upper() for c in table["columnDefinitions"] if c.get("priority", 0) == 0]
-        rows = [["" if v is None else str(v) for v, c in zip(r["cells"], table["columnDefinitions"])
-                 if c.get("priority", 0) == 0] for r in table["rows"]]
+        rows = [
+            [
+                "" if v is None else str(v)
+                for v, c in zip(r["cells"], table["columnDefinitions"])
+                if c.get("priority", 0) == 0
+            ]
+            for r in table["rows"]
+        ]
         # AGE changes every second: only a change elsewhere is worth a line.
         key = [r[:-1] for r in rows]
         if key == (None if self.last is None else [r[:-1] for r in self.last]):
@@ -78,9 +84,17 @@ def load_example(video: Path, out: Path, checkpoints: Path) -> dict[str, Any]:
     """examples/dataprep-run.yaml, pointed at local files and the simulated nodes."""
     body: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     spec = body["spec"]
-    spec["params"].update({"video_uri": str(video), "output_uri": f"file://{out}",
-                           "mode": "grid", "crop_size": 120, "frame_stride": 5,
-                           "chunk_size": 32, "shard_size": 256})
+    spec["params"].update(
+        {
+            "video_uri": str(video),
+            "output_uri": f"file://{out}",
+            "mode": "grid",
+            "crop_size": 120,
+            "frame_stride": 5,
+            "chunk_size": 32,
+            "shard_size": 256,
+        }
+    )
     spec["checkpoint"]["uri"] = f"file://{checkpoints}"
     spec["image"] = "respawn:demo"  # the simulator runs the installed runtime
     spec["resources"] = {}
@@ -102,8 +116,10 @@ def prepare_folder(work: Path) -> str | None:
         return f"{work} is a file, not a folder; give --dir a folder"
     if work.is_dir() and any(work.iterdir()):
         if not (work / DEMO_MARKER).is_file():
-            return (f"{work} is not empty and is not a demo folder; the demo deletes its folder's contents "
-                    "when it starts, so give --dir a new or empty folder")
+            return (
+                f"{work} is not empty and is not a demo folder; the demo deletes its folder's contents "
+                "when it starts, so give --dir a new or empty folder"
+            )
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     (work / DEMO_MARKER).write_text("made by respawn-demo: the next demo in this folder empties it\n")
@@ -112,11 +128,13 @@ def prepare_folder(work: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="respawn-demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", default=".respawn/demo",
-                    help="where everything goes: a new or empty folder, or one an earlier demo made (emptied)")
+    ap.add_argument(
+        "--dir",
+        default=".respawn/demo",
+        help="where everything goes: a new or empty folder, or one an earlier demo made (emptied)",
+    )
     ap.add_argument("--frames", type=int, default=3000, help="length of the generated video")
-    ap.add_argument("--preempt-at", default="extract_frames",
-                    help="preempt the pod while this step runs")
+    ap.add_argument("--preempt-at", default="extract_frames", help="preempt the pod while this step runs")
     args = ap.parse_args(argv)
     work = Path(args.dir).resolve()
     problem = prepare_folder(work)
@@ -124,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"respawn-demo: {problem}")
     started = time.monotonic()
 
-    video = Path(make_video(work / "video.avi", frames=args.frames, width=480, height=360,
-                            fourcc="MJPG"))
+    video = Path(make_video(work / "video.avi", frames=args.frames, width=480, height=360, fourcc="MJPG"))
     say(f"Generated {video} ({args.frames} frames, 480x360, MJPG).")
 
     api = ApiServerThread()
@@ -136,15 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         api.create(manifest)
     sim = PodSim.attached(api, work_dir=str(work / "pods"))
     sim.start()
-    env = {**os.environ, "KUBECONFIG": kubeconfig, "RESPAWN_METRICS_PORT": "0",
-           "RESPAWN_RUNNER_SERVICE_ACCOUNT": "respawn-runner",
-           "RESPAWN_RESYNC_SECONDS": "2", "RESPAWN_DEFAULT_IMAGE": "respawn:demo"}
-    op_log = open(work / "operator.log", "wb")  # noqa: SIM115 - the child writes it
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "RESPAWN_METRICS_PORT": "0",
+        "RESPAWN_RUNNER_SERVICE_ACCOUNT": "respawn-runner",
+        "RESPAWN_RESYNC_SECONDS": "2",
+        "RESPAWN_DEFAULT_IMAGE": "respawn:demo",
+    }
+    op_log = open(work / "operator.log", "wb")
     bin_dir = Path(sys.executable).parent
-    operator = subprocess.Popen([str(bin_dir / "respawn-operator"), "--standalone", "-A"],
-                                env=env, stdout=op_log, stderr=subprocess.STDOUT)
-    say(f"API emulator at {api.url}; operator and pod simulator started "
-        f"(nodes: {', '.join(sim.nodes)}).")
+    operator = subprocess.Popen(
+        [str(bin_dir / "respawn-operator"), "--standalone", "-A"], env=env, stdout=op_log, stderr=subprocess.STDOUT
+    )
+    say(f"API emulator at {api.url}; operator and pod simulator started (nodes: {', '.join(sim.nodes)}).")
     say(f"  kubectl works too: kubectl --kubeconfig {kubeconfig} get pipelineruns")
     try:
         return run_demo(api, sim, work, video, args, started)
@@ -160,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         api.stop()
 
 
-def run_demo(api: ApiServerThread, sim: PodSim, work: Path, video: Path,
-             args: argparse.Namespace, started: float) -> int:
+def run_demo(
+    api: ApiServerThread, sim: PodSim, work: Path, video: Path, args: argparse.Namespace, started: float
+) -> int:
     out, checkpoints = work / "dataset", work / "checkpoints"
     body = load_example(video, out, checkpoints)
     name = body["metadata"]["name"]
@@ -172,18 +195,24 @@ def run_demo(api: ApiServerThread, sim: PodSim, work: Path, video: Path,
     def status() -> dict[str, Any]:
         return api.get("pipelineruns", name, NS).get("status") or {}
 
-    def watch_until(pred: Callable[[dict[str, Any]], bool], timeout: float, what: str
-                    ) -> dict[str, Any]:
+    def watch_until(pred: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             table.poll()
             st = status()
             if st.get("phase") == "Failed":
                 raise SystemExit(f"demo: the run failed: {st.get('message')}")
             return st if pred(st) else None
+
         return wait_for(check, timeout, what, interval=0.1)
 
-    st = watch_until(lambda st: (st.get("currentStep") == args.preempt_at and st.get("phase") == "Running")
-                     or st.get("phase") == "Succeeded", 90, f"step {args.preempt_at} to run")
+    st = watch_until(
+        lambda st: (
+            (st.get("currentStep") == args.preempt_at and st.get("phase") == "Running")
+            or st.get("phase") == "Succeeded"
+        ),
+        90,
+        f"step {args.preempt_at} to run",
+    )
     uid = api.get("pipelineruns", name, NS)["metadata"]["uid"]
 
     def pod_in_the_step() -> dict[str, Any] | None:
@@ -199,8 +228,11 @@ def run_demo(api: ApiServerThread, sim: PodSim, work: Path, video: Path,
         pod = pod_in_the_step()
         if pod is not None:
             return pod
-        return "past" if status().get("currentStep") not in (None, args.preempt_at) or \
-            status().get("phase") == "Succeeded" else None
+        return (
+            "past"
+            if status().get("currentStep") not in (None, args.preempt_at) or status().get("phase") == "Succeeded"
+            else None
+        )
 
     found = None
     if st.get("phase") != "Succeeded":
@@ -209,12 +241,16 @@ def run_demo(api: ApiServerThread, sim: PodSim, work: Path, video: Path,
         seen = wait_for(in_step_or_past, 60, f"the pod to report {args.preempt_at}", interval=0.02)
         found = seen if isinstance(seen, dict) else None
     if found is None:
-        say(f"\n>>> {args.preempt_at} ended before the preemption could land in it (the video is short): "
-            "no preemption this time; give --frames more frames to see one.\n")
+        say(
+            f"\n>>> {args.preempt_at} ended before the preemption could land in it (the video is short): "
+            "no preemption this time; give --frames more frames to see one.\n"
+        )
     else:
         pod, node = found["metadata"]["name"], found["spec"].get("nodeName")
-        say(f"\n>>> Spot node {node} is reclaimed: pod {pod} gets DisruptionTarget "
-            "(TerminationByKubelet) and SIGTERM.\n")
+        say(
+            f"\n>>> Spot node {node} is reclaimed: pod {pod} gets DisruptionTarget "
+            "(TerminationByKubelet) and SIGTERM.\n"
+        )
         sim.preempt(pod, NS, reason="TerminationByKubelet", grace=15, wait=False)
     final = watch_until(lambda st: st.get("phase") == "Succeeded", 120, "the run to succeed")
     last_pod = final["attempts"][-1].get("pod")
@@ -241,21 +277,23 @@ def steps_by_attempt(st: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str
     from pipeline_runtime.cli import inspect_run
     from pipeline_runtime.storage import open_store
 
-    runlog = RunLog(open_store(spec["checkpoint"]["uri"]), spec.get("tenant") or "default",
-                    st["runId"])
+    runlog = RunLog(open_store(spec["checkpoint"]["uri"]), spec.get("tenant") or "default", st["runId"])
     info = inspect_run(runlog)
     summary = info["steps_summary"] or {}
     return [(step, summary[step].get("attempt")) for step in info["completed_steps"] or []]
 
 
-def report(st: dict[str, Any], spec: dict[str, Any], out: Path, started: float,
-           continued: list[str], preempted: bool = True) -> int:
+def report(
+    st: dict[str, Any], spec: dict[str, Any], out: Path, started: float, continued: list[str], preempted: bool = True
+) -> int:
     """Print the outcome; 0 when the dataset is there and, if a pod was preempted, a later attempt resumed."""
     say("\nAttempts:")
     for a in st.get("attempts", []):
         note = f", resumed after step {a['resumedFrom']}" if a.get("resumedFrom") else ""
-        say(f"  #{a['attempt']} on {a.get('node')} (spot: {a.get('spot')}): {a.get('outcome')}"
-            f" ({a.get('reason')}){note}")
+        say(
+            f"  #{a['attempt']} on {a.get('node')} (spot: {a.get('spot')}): {a.get('outcome')}"
+            f" ({a.get('reason')}){note}"
+        )
     ran = steps_by_attempt(st, spec)
     manifest = out / "manifest.jsonl"
     lines = manifest.read_text().count("\n") if manifest.exists() else 0
@@ -266,13 +304,17 @@ def report(st: dict[str, Any], spec: dict[str, Any], out: Path, started: float,
     skipped = [s for s, a in ran if a != last["attempt"]]
     again = [s for s, a in ran if a == last["attempt"]]
     if resumed:
-        say(f"Attempt {last['attempt']} resumed after '{resumed}': it skipped "
+        say(
+            f"Attempt {last['attempt']} resumed after '{resumed}': it skipped "
             f"{', '.join(skipped) or 'nothing'} (done by earlier attempts) and ran "
-            f"{', '.join(again)}.")
+            f"{', '.join(again)}."
+        )
     for step_name in continued:
         say(f"{step_name} continued from the progress saved at SIGTERM, not from its start.")
-    say(f"Preemptions: {st.get('preemptions')}, failures: {st.get('failures')}; "
-        f"done in {time.monotonic() - started:.0f}s.")
+    say(
+        f"Preemptions: {st.get('preemptions')}, failures: {st.get('failures')}; "
+        f"done in {time.monotonic() - started:.0f}s."
+    )
     return 0 if lines and (not preempted or (resumed and skipped)) else 1
 
 

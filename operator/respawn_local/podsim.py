@@ -123,13 +123,16 @@ def fits(pod_spec: Obj, node: SimNode) -> bool:
     for k, v in (pod_spec.get("nodeSelector") or {}).items():
         if node.labels.get(k) != v:
             return False
-    required = (((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     terms = required.get("nodeSelectorTerms") or []
     if terms and not any(all(_expr_ok(node.labels, e) for e in term.get("matchExpressions") or []) for term in terms):
         return False
     for taint in node.taints:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(pod_spec.get("tolerations") or [], taint):
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(
+            pod_spec.get("tolerations") or [], taint
+        ):
             return False
     return True
 
@@ -222,10 +225,18 @@ class PodSim:
     process, plus `extra_env`, then the pod's env.
     """
 
-    def __init__(self, api_url: str, nodes: list[SimNode] | None = None, work_dir: str | None = None,
-                 default_command: tuple[str, ...] = ("pipeline-runtime",), extra_env: dict[str, str] | None = None,
-                 resync_seconds: float = 1.0, events: bool = True, token: str | None = None,
-                 ca_file: str | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        nodes: list[SimNode] | None = None,
+        work_dir: str | None = None,
+        default_command: tuple[str, ...] = ("pipeline-runtime",),
+        extra_env: dict[str, str] | None = None,
+        resync_seconds: float = 1.0,
+        events: bool = True,
+        token: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.ca_file = ca_file
@@ -330,8 +341,15 @@ class PodSim:
 
     # -- disruptions and helpers (sync, thread-safe) -------------------------------
 
-    def preempt(self, pod: str, namespace: str = "default", reason: str = "TerminationByKubelet",
-                grace: float = 15, message: str | None = None, wait: bool = True) -> concurrent.futures.Future[Any] | None:
+    def preempt(
+        self,
+        pod: str,
+        namespace: str = "default",
+        reason: str = "TerminationByKubelet",
+        grace: float = 15,
+        message: str | None = None,
+        wait: bool = True,
+    ) -> concurrent.futures.Future[Any] | None:
         """Disrupt a running pod the way Kubernetes does.
 
         reason="TerminationByKubelet" (default, GKE spot node shutdown): DisruptionTarget
@@ -401,8 +419,15 @@ class PodSim:
 
     # -- HTTP --------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
-                       content_type: str = "application/json", ok404: bool = False) -> Obj | None:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        ok404: bool = False,
+    ) -> Obj | None:
         assert self._session is not None
         data = json.dumps(body) if body is not None else None
         # Like a kubelet, keep trying while the API server is away (a pod's end must
@@ -413,8 +438,9 @@ class PodSim:
             attempt += 1
             last_try = time.monotonic() > deadline or self._stopping
             try:
-                async with self._session.request(method, self.api_url + path, data=data, params=params,
-                                                 headers={"Content-Type": content_type}) as resp:
+                async with self._session.request(
+                    method, self.api_url + path, data=data, params=params, headers={"Content-Type": content_type}
+                ) as resp:
                     text = await resp.text()
                     if resp.status == 404 and ok404:
                         return None
@@ -424,7 +450,7 @@ class PodSim:
                     if resp.status >= 400:
                         raise _HttpError(resp.status, text)
                     return json.loads(text) if text else {}
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientConnectionError):
                 if last_try:
                     raise
                 await asyncio.sleep(min(1.0, 0.1 * attempt))
@@ -439,8 +465,9 @@ class PodSim:
             p += f"/{sub}"
         return p
 
-    async def _update_status(self, kind: str, ns: str, name: str, mutate: Callable[[Obj], bool | None],
-                             cached: Obj | None = None) -> Obj | None:
+    async def _update_status(
+        self, kind: str, ns: str, name: str, mutate: Callable[[Obj], bool | None], cached: Obj | None = None
+    ) -> Obj | None:
         """GET, mutate status in place, PUT /status with the resourceVersion; retry on 409.
 
         With `cached`, first try the mutation on it: no change means no request at all.
@@ -478,8 +505,10 @@ class PodSim:
         cache = self.jobs if kind == "jobs" else self.pods
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         cur = cache.get(key)
-        if cur is None or (cur["metadata"]["uid"] == obj["metadata"]["uid"]
-                           and int(cur["metadata"]["resourceVersion"]) < int(obj["metadata"]["resourceVersion"])):
+        if cur is None or (
+            cur["metadata"]["uid"] == obj["metadata"]["uid"]
+            and int(cur["metadata"]["resourceVersion"]) < int(obj["metadata"]["resourceVersion"])
+        ):
             cache[key] = obj
 
     def _spawn(self, coro: Any) -> None:
@@ -492,8 +521,9 @@ class PodSim:
     async def _astart(self) -> None:
         headers = {"User-Agent": USER_AGENT, **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
         connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=self.ca_file)) if self.ca_file else None
-        self._session = aiohttp.ClientSession(headers=headers, connector=connector,
-                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        self._session = aiohttp.ClientSession(
+            headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
+        )
         self._kick = asyncio.Event()
         for node in self.nodes.values():
             await self._add_node(node)
@@ -524,19 +554,36 @@ class PodSim:
         self.nodes[node.name] = node
         self.lost_nodes.discard(node.name)
         body = {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
-                                                       "kubernetes.io/arch": "amd64", **node.labels}},
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": node.name,
+                "labels": {
+                    "kubernetes.io/hostname": node.name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    **node.labels,
+                },
+            },
             "spec": {"taints": copy.deepcopy(node.taints)} if node.taints else {},
             "status": {
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "kubelet is posting ready status", "lastTransitionTime": now_rfc3339(),
-                                "lastHeartbeatTime": now_rfc3339()}],
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "kubelet is posting ready status",
+                        "lastTransitionTime": now_rfc3339(),
+                        "lastHeartbeatTime": now_rfc3339(),
+                    }
+                ],
                 "nodeInfo": {"kubeletVersion": "v1.32.0-podsim", "operatingSystem": "linux", "architecture": "amd64"},
                 "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
                 "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-                "addresses": [{"type": "InternalIP", "address": f"10.128.0.{len(self.nodes) + 1}"},
-                              {"type": "Hostname", "address": node.name}],
+                "addresses": [
+                    {"type": "InternalIP", "address": f"10.128.0.{len(self.nodes) + 1}"},
+                    {"type": "Hostname", "address": node.name},
+                ],
             },
         }
         try:
@@ -547,11 +594,21 @@ class PodSim:
             created = await self._request("GET", f"/api/v1/nodes/{node.name}")
         # The kubelet's heartbeat lease (kubectl describe node reads it); owned by the Node.
         assert created is not None
-        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                 "metadata": {"name": node.name, "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name,
-                                                                      "uid": created["metadata"]["uid"]}]},
-                 "spec": {"holderIdentity": node.name, "leaseDurationSeconds": 40,
-                          "renewTime": now_rfc3339().replace("Z", ".000000Z")}}
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": node.name,
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": created["metadata"]["uid"]}
+                ],
+            },
+            "spec": {
+                "holderIdentity": node.name,
+                "leaseDurationSeconds": 40,
+                "renewTime": now_rfc3339().replace("Z", ".000000Z"),
+            },
+        }
         try:
             await self._request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)
         except _HttpError as e:
@@ -576,7 +633,12 @@ class PodSim:
                 self._kick.set()  # type: ignore[union-attr]
                 relist = False
                 while not relist:
-                    params = {"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
+                    params = {
+                        "watch": "true",
+                        "resourceVersion": rv,
+                        "allowWatchBookmarks": "true",
+                        "timeoutSeconds": "300",
+                    }
                     async with self._session.get(self.api_url + path, params=params) as resp:
                         if resp.status != 200:
                             relist = True
@@ -603,7 +665,7 @@ class PodSim:
                             self._kick.set()  # type: ignore[union-attr]
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 await asyncio.sleep(0.2)
             except Exception as e:  # keep watching whatever happens
                 self.errors.append(f"{kind} informer: {e!r}")
@@ -614,7 +676,7 @@ class PodSim:
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout=self.resync_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if self._stopping:
                 return
@@ -623,7 +685,7 @@ class PodSim:
                 await self._reconcile()
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 await asyncio.sleep(0.2)
             except Exception as e:
                 self.errors.append(f"reconcile: {e!r}")
@@ -632,12 +694,14 @@ class PodSim:
     async def _reconcile(self) -> None:
         # Each object on its own, like the real controllers' work queues: one that fails
         # (a Job the API refuses pods for) is noted and retried next pass, never a stall.
-        for kind, sync, objs in (("job", self._sync_job, list(self.jobs.values())),
-                                 ("pod", self._sync_pod, list(self.pods.values()))):
+        for kind, sync, objs in (
+            ("job", self._sync_job, list(self.jobs.values())),
+            ("pod", self._sync_pod, list(self.pods.values())),
+        ):
             for obj in objs:
                 try:
                     await sync(obj)
-                except (asyncio.CancelledError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+                except (TimeoutError, asyncio.CancelledError, aiohttp.ClientError, ConnectionError):
                     raise
                 except Exception as e:
                     meta = obj.get("metadata") or {}
@@ -669,7 +733,9 @@ class PodSim:
         status = job.get("status") or {}
         finished = _is_true(job, "Complete") or _is_true(job, "Failed") or uid in self._finished_jobs
         # Our own counts are authoritative: the cached status may predate our last write.
-        counts = self._job_counts.setdefault(uid, {"failed": status.get("failed", 0), "succeeded": status.get("succeeded", 0)})
+        counts = self._job_counts.setdefault(
+            uid, {"failed": status.get("failed", 0), "succeeded": status.get("succeeded", 0)}
+        )
         owned = [p for p in self.pods.values() if _controller_uid(p) == uid]
         counted = self._counted.setdefault(uid, set())
         new_failed, new_succeeded = 0, 0
@@ -678,8 +744,12 @@ class PodSim:
             puid = p["metadata"]["uid"]
             if puid in self._suspend_deleted:
                 counted.add(puid)  # pods stopped by a suspension are not failures (KEP-2232)
-            if (not only_failed and puid not in counted and p["metadata"].get("deletionTimestamp")
-                    and (p.get("status") or {}).get("phase") != "Succeeded"):
+            if (
+                not only_failed
+                and puid not in counted
+                and p["metadata"].get("deletionTimestamp")
+                and (p.get("status") or {}).get("phase") != "Succeeded"
+            ):
                 # Like the real controller's isPodFailed: unless only Failed pods are
                 # replaced, a terminating pod already counts as failed.
                 counted.add(puid)
@@ -705,8 +775,9 @@ class PodSim:
         failed, succeeded = counts["failed"], counts["succeeded"]
         if finished:
             if new_failed or new_succeeded:
-                await self._patch_job_status(ns, name, {"failed": failed or None, "succeeded": succeeded or None,
-                                                        "active": len(active) or None})
+                await self._patch_job_status(
+                    ns, name, {"failed": failed or None, "succeeded": succeeded or None, "active": len(active) or None}
+                )
             return
 
         def is_now(s: Obj) -> None:
@@ -730,6 +801,7 @@ class PodSim:
                 s.pop("active", None)
                 s.pop("startTime", None)
                 set_condition(s, "Suspended", "True", "JobSuspended", "Job suspended")
+
             await self._update_status("jobs", ns, name, suspend, job)
             return
 
@@ -754,12 +826,21 @@ class PodSim:
                 is_now(s)
                 s.pop("active", None)
                 if reason == "Complete":
-                    set_condition(s, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods")
-                    set_condition(s, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods")
+                    set_condition(
+                        s,
+                        "SuccessCriteriaMet",
+                        "True",
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                    )
+                    set_condition(
+                        s, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods"
+                    )
                     s["completionTime"] = now_rfc3339()
                 else:
                     set_condition(s, "FailureTarget", "True", reason, message or "")
                     set_condition(s, "Failed", "True", reason, message or "")
+
             await self._update_status("jobs", ns, name, finish, job)
             if reason == "Complete":
                 self._event(job, "Completed", "Job completed", component="job-controller")
@@ -777,26 +858,49 @@ class PodSim:
             s.setdefault("startTime", now_rfc3339())
             if _cond(j, "Suspended") is not None:
                 set_condition(s, "Suspended", "False", "JobResumed", "Job resumed")
+
         await self._update_status("jobs", ns, name, running, job)
 
     async def _patch_job_status(self, ns: str, name: str, fields: Obj) -> None:
-        await self._request("PATCH", self._path("jobs", ns, name, "status"), {"status": fields},
-                            content_type="application/merge-patch+json", ok404=True)
+        await self._request(
+            "PATCH",
+            self._path("jobs", ns, name, "status"),
+            {"status": fields},
+            content_type="application/merge-patch+json",
+            ok404=True,
+        )
 
     async def _create_job_pod(self, job: Obj) -> None:
         meta, template = job["metadata"], copy.deepcopy((job.get("spec") or {}).get("template") or {})
         uid = meta["uid"]
         tmeta = template.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
-        labels.update({"job-name": meta["name"], "batch.kubernetes.io/job-name": meta["name"],
-                       "controller-uid": uid, "batch.kubernetes.io/controller-uid": uid})
+        labels.update(
+            {
+                "job-name": meta["name"],
+                "batch.kubernetes.io/job-name": meta["name"],
+                "controller-uid": uid,
+                "batch.kubernetes.io/controller-uid": uid,
+            }
+        )
         pod = {
-            "apiVersion": "v1", "kind": "Pod",
+            "apiVersion": "v1",
+            "kind": "Pod",
             "metadata": {
-                "generateName": f"{meta['name']}-", "namespace": meta["namespace"], "labels": labels,
+                "generateName": f"{meta['name']}-",
+                "namespace": meta["namespace"],
+                "labels": labels,
                 "annotations": dict(tmeta.get("annotations") or {}),
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": uid,
-                                     "controller": True, "blockOwnerDeletion": True}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": meta["name"],
+                        "uid": uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
             "spec": template.get("spec") or {},
         }
@@ -805,7 +909,9 @@ class PodSim:
             created = await self._request("POST", self._path("pods", meta["namespace"]), pod)
             self._remember("pods", created)
             if created is not None:
-                self._event(job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component="job-controller")
+                self._event(
+                    job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component="job-controller"
+                )
         finally:
             self._pending_creates[uid] -= 1
 
@@ -813,7 +919,7 @@ class PodSim:
 
     async def _sync_pod(self, pod: Obj) -> None:
         meta, spec = pod["metadata"], pod.get("spec") or {}
-        uid, ns, name = meta["uid"], meta["namespace"], meta["name"]
+        uid = meta["uid"]
         node = spec.get("nodeName")
         if meta.get("deletionTimestamp"):
             if node in self.nodes and node not in self.lost_nodes and uid not in self._finalizing:
@@ -821,8 +927,11 @@ class PodSim:
                 self._spawn(self._terminate(pod))
             return
         if not node:
-            if spec.get("schedulerName", "default-scheduler") == "default-scheduler" and not _terminal(pod) \
-                    and not spec.get("schedulingGates"):  # gated pods (e.g. by Kueue) wait
+            if (
+                spec.get("schedulerName", "default-scheduler") == "default-scheduler"
+                and not _terminal(pod)
+                and not spec.get("schedulingGates")
+            ):  # gated pods (e.g. by Kueue) wait
                 await self._schedule(pod)
             return
         if node in self.nodes and node not in self.lost_nodes and uid not in self._handled and not _terminal(pod):
@@ -839,6 +948,7 @@ class PodSim:
 
                 def unschedulable(p: Obj) -> None:
                     set_condition(p["status"], "PodScheduled", "False", "Unschedulable", msg)
+
                 await self._update_status("pods", meta["namespace"], meta["name"], unschedulable)
                 self._event(pod, "FailedScheduling", msg, "Warning", component="default-scheduler")
             return
@@ -849,15 +959,26 @@ class PodSim:
                 load[n] += 1
         best = min(candidates, key=lambda n: (load[n.name], n.name))
         try:
-            await self._request("POST", self._path("pods", meta["namespace"], meta["name"], "binding"),
-                                {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": meta["name"]},
-                                 "target": {"apiVersion": "v1", "kind": "Node", "name": best.name}})
+            await self._request(
+                "POST",
+                self._path("pods", meta["namespace"], meta["name"], "binding"),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": meta["name"]},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": best.name},
+                },
+            )
         except _HttpError as e:
             if e.status not in (404, 409):
                 raise
             return
-        self._event(pod, "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {best.name}",
-                    component="default-scheduler")
+        self._event(
+            pod,
+            "Scheduled",
+            f"Successfully assigned {meta['namespace']}/{meta['name']} to {best.name}",
+            component="default-scheduler",
+        )
 
     def _event(self, obj: Obj, reason: str, message: str, etype: str = "Normal", component: str = "kubelet") -> None:
         """Post a core/v1 Event about `obj` (fire and forget), as the real components do."""
@@ -866,20 +987,35 @@ class PodSim:
         meta = obj["metadata"]
         ns = meta.get("namespace") or "default"
         now = now_rfc3339()
-        body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": f"{meta['name']}.{random.getrandbits(64):016x}", "namespace": ns},
-                "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "Pod"),
-                                   "name": meta["name"], "namespace": ns, "uid": meta.get("uid", ""),
-                                   "resourceVersion": meta.get("resourceVersion", "")},
-                "reason": reason, "message": message, "type": etype, "count": 1,
-                "firstTimestamp": now, "lastTimestamp": now, "source": {"component": component},
-                "reportingComponent": component, "reportingInstance": ""}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{random.getrandbits(64):016x}", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj.get("kind", "Pod"),
+                "name": meta["name"],
+                "namespace": ns,
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "reason": reason,
+            "message": message,
+            "type": etype,
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": component},
+            "reportingComponent": component,
+            "reportingInstance": "",
+        }
 
         async def post() -> None:
             try:
                 await self._request("POST", f"/api/v1/namespaces/{ns}/events", body)
             except Exception:
                 pass  # events are best effort, as in kube
+
         self._spawn(post())
 
     def _live_node(self, name: str) -> SimNode | None:
@@ -894,16 +1030,24 @@ class PodSim:
             return None  # cordoned (kubectl cordon / drain)
         return SimNode(name, dict(obj["metadata"].get("labels") or {}), list(spec.get("taints") or []))
 
-    def _container_env(self, pod: Obj, container: Obj, termination_log: str, sa_dir: str | None = None) -> dict[str, str]:
+    def _container_env(
+        self, pod: Obj, container: Obj, termination_log: str, sa_dir: str | None = None
+    ) -> dict[str, str]:
         meta, spec = pod["metadata"], pod.get("spec") or {}
         venv_bin = os.path.dirname(sys.executable)
         env = {k: os.environ[k] for k in _HOST_ENV if k in os.environ}
         env["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
         env["HOSTNAME"] = meta["name"]
         env.update(self.extra_env)
-        fields = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
-                  "spec.nodeName": spec.get("nodeName", ""), "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
-                  "status.podIP": (pod.get("status") or {}).get("podIP", ""), "status.hostIP": ""}
+        fields = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": spec.get("nodeName", ""),
+            "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+            "status.podIP": (pod.get("status") or {}).get("podIP", ""),
+            "status.hostIP": "",
+        }
         for item in container.get("env") or []:
             if "value" in item:
                 env[item["name"]] = _expand(str(item["value"]), env)
@@ -920,13 +1064,18 @@ class PodSim:
                 # secretKeyRef / configMapKeyRef / resourceFieldRef: not simulated
             else:
                 env[item["name"]] = ""
-        env.update({"RESPAWN_TERMINATION_LOG": termination_log,
-                    "RESPAWN_POD_NAME": meta["name"], "RESPAWN_POD_NAMESPACE": meta["namespace"],
-                    "RESPAWN_NODE_NAME": spec.get("nodeName", "")})
+        env.update(
+            {
+                "RESPAWN_TERMINATION_LOG": termination_log,
+                "RESPAWN_POD_NAME": meta["name"],
+                "RESPAWN_POD_NAMESPACE": meta["namespace"],
+                "RESPAWN_NODE_NAME": spec.get("nodeName", ""),
+            }
+        )
         if sa_dir is not None:
             env[ENV_SERVICEACCOUNT_DIR] = sa_dir
         if self.api_url.startswith("https://"):
-            host, _, port = self.api_url[len("https://"):].rpartition(":")
+            host, _, port = self.api_url[len("https://") :].rpartition(":")
             env.update({"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port})
         else:
             env["RESPAWN_KUBE_API"] = self.api_url  # in-cluster clients speak only https
@@ -938,11 +1087,18 @@ class PodSim:
         if spec.get("automountServiceAccountToken") is False:
             return None
         sa = spec.get("serviceAccountName") or "default"
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "spec": {"expirationSeconds": 3600,
-                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]}}}
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": 3600,
+                "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]},
+            },
+        }
         try:
-            answer = await self._request("POST", f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body)
+            answer = await self._request(
+                "POST", f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body
+            )
         except _HttpError as e:
             self.errors.append(f"token for pod {meta['namespace']}/{meta['name']} (ServiceAccount {sa}): {e}")
             return None
@@ -971,15 +1127,26 @@ class PodSim:
         exe = shutil.which(argv[0], path=env["PATH"]) or argv[0]
         if any(match(pod) for match in self._freeze):
             argv, exe = ["sh", "-c", 'kill -STOP $$; exec "$@"', "podsim-frozen", exe, *argv[1:]], "/bin/sh"
-        await self._request("PATCH", self._path("pods", ns, name),
-                            {"metadata": {"annotations": {LOG_ANNOTATION: log_path}}},
-                            content_type="application/merge-patch+json", ok404=True)
+        await self._request(
+            "PATCH",
+            self._path("pods", ns, name),
+            {"metadata": {"annotations": {LOG_ANNOTATION: log_path}}},
+            content_type="application/merge-patch+json",
+            ok404=True,
+        )
         started = now_rfc3339()
         log = open(log_path, "ab")
         try:
-            process = await asyncio.create_subprocess_exec(exe, *argv[1:], stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                                                           stderr=asyncio.subprocess.STDOUT, cwd=os.path.join(pod_dir, "work"),
-                                                           env=env, start_new_session=True)
+            process = await asyncio.create_subprocess_exec(
+                exe,
+                *argv[1:],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=os.path.join(pod_dir, "work"),
+                env=env,
+                start_new_session=True,
+            )
         except OSError as e:
             log.write(f"podsim: cannot start {argv!r}: {e}\n".encode())
             log.close()
@@ -988,19 +1155,47 @@ class PodSim:
             def cannot_start(p: Obj) -> None:
                 s = p["status"]
                 s["phase"] = "Failed"
-                s["containerStatuses"] = [{"name": container.get("name", "main"), "image": container.get("image", ""),
-                                           "ready": False, "restartCount": 0, "started": False,
-                                           "state": {"terminated": {"exitCode": 128, "reason": "StartError", "message": why,
-                                                                    "startedAt": started, "finishedAt": now_rfc3339()}}}]
+                s["containerStatuses"] = [
+                    {
+                        "name": container.get("name", "main"),
+                        "image": container.get("image", ""),
+                        "ready": False,
+                        "restartCount": 0,
+                        "started": False,
+                        "state": {
+                            "terminated": {
+                                "exitCode": 128,
+                                "reason": "StartError",
+                                "message": why,
+                                "startedAt": started,
+                                "finishedAt": now_rfc3339(),
+                            }
+                        },
+                    }
+                ]
+
             await self._update_status("pods", ns, name, cannot_start)
             return
         log.close()
-        proc = _Proc(uid, ns, name, spec.get("nodeName", ""), process, log_path, term_path, started,
-                     container.get("terminationMessagePolicy", "File"), container.get("name", "main"), container.get("image", ""))
+        proc = _Proc(
+            uid,
+            ns,
+            name,
+            spec.get("nodeName", ""),
+            process,
+            log_path,
+            term_path,
+            started,
+            container.get("terminationMessagePolicy", "File"),
+            container.get("name", "main"),
+            container.get("image", ""),
+        )
         self.procs[uid] = proc
         current = self.pods.get((ns, name))
         if current is None or current["metadata"]["uid"] != uid:
-            self._spawn(self._stop_process(proc, float(spec.get("terminationGracePeriodSeconds", 30))))  # deleted meanwhile
+            self._spawn(
+                self._stop_process(proc, float(spec.get("terminationGracePeriodSeconds", 30)))
+            )  # deleted meanwhile
         node_idx = sorted(self.nodes).index(proc.node) + 1 if proc.node in self.nodes else 9
 
         def running(p: Obj) -> None:
@@ -1016,8 +1211,19 @@ class PodSim:
             set_condition(s, "ContainersReady", "True")
             set_condition(s, "Ready", "True")
             set_condition(s, "PodScheduled", "True")
-            s["containerStatuses"] = [{"name": proc.container, "image": proc.image, "imageID": "", "containerID": f"sim://{process.pid}",
-                                       "ready": True, "started": True, "restartCount": 0, "state": {"running": {"startedAt": started}}}]
+            s["containerStatuses"] = [
+                {
+                    "name": proc.container,
+                    "image": proc.image,
+                    "imageID": "",
+                    "containerID": f"sim://{process.pid}",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": started}},
+                }
+            ]
+
         await self._update_status("pods", ns, name, running)
         self._event(pod, "Started", f"Started container {proc.container}")
         self._spawn(self._monitor(proc))
@@ -1043,21 +1249,36 @@ class PodSim:
                 s = p["status"]
                 # A pod stopped by a node shutdown is Failed whatever its exit code.
                 s["phase"] = "Succeeded" if code == 0 and not proc.status_reason else "Failed"
-                term: Obj = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                             "startedAt": proc.started_at, "finishedAt": finished, "containerID": f"sim://{proc.process.pid}"}
+                term: Obj = {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": proc.started_at,
+                    "finishedAt": finished,
+                    "containerID": f"sim://{proc.process.pid}",
+                }
                 if message:
                     term["message"] = message
                 if rc < 0:
                     term["signal"] = -rc
-                s["containerStatuses"] = [{"name": proc.container, "image": proc.image, "imageID": "",
-                                           "containerID": f"sim://{proc.process.pid}", "ready": False, "started": False,
-                                           "restartCount": 0, "state": {"terminated": term}}]
+                s["containerStatuses"] = [
+                    {
+                        "name": proc.container,
+                        "image": proc.image,
+                        "imageID": "",
+                        "containerID": f"sim://{proc.process.pid}",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "state": {"terminated": term},
+                    }
+                ]
                 set_condition(s, "Ready", "False", "PodCompleted")
                 set_condition(s, "ContainersReady", "False", "PodCompleted")
                 set_condition(s, "PodReadyToStartContainers", "False")
                 if proc.status_reason:
                     s["reason"] = proc.status_reason
                     s["message"] = proc.status_message or ""
+
             await self._update_status("pods", proc.namespace, proc.name, terminated)
         except Exception as e:
             self.errors.append(f"monitor {proc.name}: {e!r}")
@@ -1068,9 +1289,15 @@ class PodSim:
     async def _stop_process(self, proc: _Proc, grace: float) -> None:
         """SIGTERM, wait up to `grace`, SIGKILL, then wait for the status update."""
         proc.stopping = True
-        self._event({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": proc.name, "namespace": proc.namespace,
-                                                                    "uid": proc.pod_uid}},
-                    "Killing", f"Stopping container {proc.container}")
+        self._event(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": proc.name, "namespace": proc.namespace, "uid": proc.pod_uid},
+            },
+            "Killing",
+            f"Stopping container {proc.container}",
+        )
         if proc.process.returncode is None:
             try:
                 proc.process.send_signal(signal.SIGTERM)
@@ -1078,7 +1305,7 @@ class PodSim:
                 pass
             try:
                 await asyncio.wait_for(proc.process.wait(), timeout=max(grace, 0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 _kill_group(proc.process.pid, signal.SIGKILL)
         await proc.done.wait()
 
@@ -1093,10 +1320,19 @@ class PodSim:
                 # Never started (or started elsewhere): report it stopped before removing.
                 def stopped(p: Obj) -> None:
                     p["status"]["phase"] = "Failed"
+
                 await self._update_status("pods", meta["namespace"], meta["name"], stopped)
-            await self._request("DELETE", self._path("pods", meta["namespace"], meta["name"]),
-                                {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                                 "preconditions": {"uid": meta["uid"]}}, ok404=True)
+            await self._request(
+                "DELETE",
+                self._path("pods", meta["namespace"], meta["name"]),
+                {
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": meta["uid"]},
+                },
+                ok404=True,
+            )
         except _HttpError as e:
             if e.status != 409:
                 self.errors.append(f"terminate {meta['name']}: {e!r}")
@@ -1126,6 +1362,7 @@ class PodSim:
 
         def disrupt(p: Obj) -> None:
             set_condition(p["status"], "DisruptionTarget", "True", reason, msg)
+
         pod = await self._update_status("pods", ns, name, disrupt)
         if pod is None:
             raise KeyError(f"pod {ns}/{name} not found")
@@ -1139,11 +1376,13 @@ class PodSim:
                 proc.status_reason, proc.status_message = "Terminated", NODE_SHUTDOWN_MESSAGE
             await self._stop_process(proc, grace)
         else:
+
             def failed(p: Obj) -> None:
                 if not _terminal(p):
                     p["status"]["phase"] = "Failed"
                     if reason == "TerminationByKubelet":
                         p["status"]["reason"], p["status"]["message"] = "Terminated", NODE_SHUTDOWN_MESSAGE
+
             await self._update_status("pods", ns, name, failed)
 
     async def _evict(self, ns: str, name: str, grace: int | None, wait: bool) -> None:
@@ -1177,14 +1416,20 @@ class PodSim:
             ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             affected.append(name)
 
-            def lost(p: Obj) -> None:
-                set_condition(p["status"], "DisruptionTarget", "True", "DeletionByTaintManager",
-                              "Taint manager: deleting due to NoExecute taint")
+            def lost(p: Obj, name: str = name) -> None:
+                set_condition(
+                    p["status"],
+                    "DisruptionTarget",
+                    "True",
+                    "DeletionByTaintManager",
+                    "Taint manager: deleting due to NoExecute taint",
+                )
                 if not _terminal(p):
                     p["status"]["phase"] = "Failed"
                     p["status"]["reason"] = "NodeLost"
                     p["status"]["message"] = f"Node {node} which was running pod {name} is unresponsive"
                     set_condition(p["status"], "Ready", "False", "NodeLost")
+
             await self._update_status("pods", ns, name, lost)
             await self._request("DELETE", self._path("pods", ns, name), {"gracePeriodSeconds": 0}, ok404=True)
         return affected
@@ -1206,8 +1451,8 @@ def _expand(value: str, env: dict[str, str]) -> str:
             i += 2
         elif value.startswith("$(", i) and ")" in value[i:]:
             end = value.index(")", i)
-            var = value[i + 2:end]
-            out.append(env[var] if var in env else value[i:end + 1])
+            var = value[i + 2 : end]
+            out.append(env[var] if var in env else value[i : end + 1])
             i = end + 1
         else:
             out.append(value[i])

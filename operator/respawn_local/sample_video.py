@@ -8,8 +8,14 @@ import cv2
 import numpy as np
 
 
-def make_video(path: str | os.PathLike[str], frames: int = 120, width: int = 160, height: int = 120,
-               fourcc: str = "mp4v", fps: float = 25.0) -> str:
+def make_video(
+    path: str | os.PathLike[str],
+    frames: int = 120,
+    width: int = 160,
+    height: int = 120,
+    fourcc: str = "mp4v",
+    fps: float = 25.0,
+) -> str:
     """Write a video of moving shapes over a drifting gradient; every frame differs."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     if not writer.isOpened():
@@ -26,10 +32,8 @@ def make_video(path: str | os.PathLike[str], frames: int = 120, width: int = 160
             cx = int(width / 2 + width / 3 * np.sin(i / 9))
             cv2.circle(frame, (cx, height // 2), max(4, height // 6), (0, 0, 255), -1)
             x = (5 * i) % max(1, width - height // 4)
-            cv2.rectangle(frame, (x, height // 8), (x + height // 4, height // 8 + height // 4),
-                          (255, 255, 255), -1)
-            cv2.putText(frame, str(i), (4, height - 6), cv2.FONT_HERSHEY_SIMPLEX, height / 240,
-                        (0, 255, 0), 1)
+            cv2.rectangle(frame, (x, height // 8), (x + height // 4, height // 8 + height // 4), (255, 255, 255), -1)
+            cv2.putText(frame, str(i), (4, height - 6), cv2.FONT_HERSHEY_SIMPLEX, height / 240, (0, 255, 0), 1)
             writer.write(frame)
     finally:
         writer.release()

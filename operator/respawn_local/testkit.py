@@ -12,8 +12,9 @@ class WaitTimeout(AssertionError):
     """A condition did not come true before its deadline (an AssertionError for pytest)."""
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.05
+) -> Any:
     """Poll `predicate` until it returns something truthy; raise WaitTimeout after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -43,7 +44,11 @@ def runner_rbac(namespace: str, service_account: str = "respawn-runner") -> list
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": RUNNER_RULES},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": service_account},
-         "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": service_account},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        },
     ]

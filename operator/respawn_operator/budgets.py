@@ -40,9 +40,7 @@ def spot_allowed(on_demand_after: int | None, preemptions: int) -> bool:
     return on_demand_after is None or preemptions < on_demand_after
 
 
-def remaining_deadline(
-    active_deadline_seconds: int | None, start: dt.datetime | None, now: dt.datetime
-) -> int | None:
+def remaining_deadline(active_deadline_seconds: int | None, start: dt.datetime | None, now: dt.datetime) -> int | None:
     """Seconds left of the run's deadline (at least 1 while any is left, 0 when spent)."""
     if active_deadline_seconds is None:
         return None

@@ -105,8 +105,9 @@ def classify_attempt(
     phase = pod_status.get("phase")
     deleted = bool(((pod or {}).get("metadata") or {}).get("deletionTimestamp")) or pod_gone
 
-    def out(outcome: AttemptOutcome, reason: str, charge: Charge = Charge.NONE, fatal: bool = False,
-            message: str = "") -> Outcome:
+    def out(
+        outcome: AttemptOutcome, reason: str, charge: Charge = Charge.NONE, fatal: bool = False, message: str = ""
+    ) -> Outcome:
         return Outcome(outcome, reason, message or detail, charge, fatal, exit_code, report)
 
     # 1. The pipeline's own verdict.
@@ -122,16 +123,19 @@ def classify_attempt(
     # 2. The run's deadline (the Job carries what is left of it).
     failed = job_conds.get("Failed")
     if failed and failed.get("reason") == "DeadlineExceeded":
-        return out(AttemptOutcome.FAILED, "DeadlineExceeded", fatal=True,
-                   message="spec.activeDeadlineSeconds reached")
+        return out(AttemptOutcome.FAILED, "DeadlineExceeded", fatal=True, message="spec.activeDeadlineSeconds reached")
 
     # 3. Kueue evicts a workload by suspending its Job; the Job controller then deletes the pod.
     # A Job Kueue still holds in its queue is suspended too, but never had a pod.
     suspended = ((job or {}).get("spec") or {}).get("suspend") is True
     if suspended and pod is not None and ("Suspended" in job_conds or deleted or pod_is_terminal(pod)):
         cond = job_conds.get("Suspended") or {}
-        return out(AttemptOutcome.PREEMPTED, "KueueEviction", Charge.PREEMPTION,
-                   message=cond.get("message") or "the Job was suspended (Kueue eviction)")
+        return out(
+            AttemptOutcome.PREEMPTED,
+            "KueueEviction",
+            Charge.PREEMPTION,
+            message=cond.get("message") or "the Job was suspended (Kueue eviction)",
+        )
 
     # 4. The infrastructure took the pod away.
     disruption = pod_conds.get("DisruptionTarget")
@@ -140,38 +144,57 @@ def classify_attempt(
     ended = term is not None or pod_is_terminal(pod) or pod_gone
     if disruption and ended:
         reason = disruption.get("reason") or "DisruptionTarget"
-        return out(AttemptOutcome.PREEMPTED, reason, Charge.PREEMPTION,
-                   message=disruption.get("message") or detail)
+        return out(AttemptOutcome.PREEMPTED, reason, Charge.PREEMPTION, message=disruption.get("message") or detail)
     if pod_status.get("reason") in INFRA_POD_REASONS and ended:
-        return out(AttemptOutcome.PREEMPTED, pod_status["reason"], Charge.PREEMPTION,
-                   message=pod_status.get("message") or detail)
+        return out(
+            AttemptOutcome.PREEMPTED,
+            pod_status["reason"],
+            Charge.PREEMPTION,
+            message=pod_status.get("message") or detail,
+        )
     if pod is not None and not pod_is_terminal(pod) and term is None and node_exists is False:
         node = (pod.get("spec") or {}).get("nodeName")
-        return out(AttemptOutcome.PREEMPTED, "NodeLost", Charge.PREEMPTION,
-                   message=f"node {node} no longer exists")
+        return out(AttemptOutcome.PREEMPTED, "NodeLost", Charge.PREEMPTION, message=f"node {node} no longer exists")
     if exit_code in (ExitCode.TERMINATED, ExitCode.INTERRUPTED):  # a safe stop either way
         return out(AttemptOutcome.PREEMPTED, "PodDeleted" if deleted else "Terminated", Charge.PREEMPTION)
     if exit_code == ExitCode.TRANSIENT_INFRA:
         return out(AttemptOutcome.PREEMPTED, "TransientInfra", Charge.PREEMPTION)
     if term is None and pod_gone and not pod_is_terminal(pod):
-        return out(AttemptOutcome.PREEMPTED, "PodDeleted", Charge.PREEMPTION,
-                   message="the pod was deleted before it finished")
+        return out(
+            AttemptOutcome.PREEMPTED, "PodDeleted", Charge.PREEMPTION, message="the pod was deleted before it finished"
+        )
     if pod is None and failed:
         # The Job failed and we never saw a pod end: the pod was removed under it.
-        return out(AttemptOutcome.PREEMPTED, "PodDeleted", Charge.PREEMPTION,
-                   message=failed.get("message") or "the Job's pod disappeared")
+        return out(
+            AttemptOutcome.PREEMPTED,
+            "PodDeleted",
+            Charge.PREEMPTION,
+            message=failed.get("message") or "the Job's pod disappeared",
+        )
 
     # 5. The container failed on its own.
     if term is not None:
         if term.get("reason") == "OOMKilled":
-            return out(AttemptOutcome.FAILED, "OOMKilled", Charge.FAILURE,
-                       message="the pipeline container ran out of memory: raise spec.resources.limits.memory")
+            return out(
+                AttemptOutcome.FAILED,
+                "OOMKilled",
+                Charge.FAILURE,
+                message="the pipeline container ran out of memory: raise spec.resources.limits.memory",
+            )
         if exit_code == ExitCode.STEP_FAILED:
             return out(AttemptOutcome.FAILED, "StepFailed", Charge.FAILURE)
-        return out(AttemptOutcome.FAILED, f"ExitCode{exit_code}", Charge.FAILURE,
-                   message=detail or f"the pipeline container exited with code {exit_code}")
+        return out(
+            AttemptOutcome.FAILED,
+            f"ExitCode{exit_code}",
+            Charge.FAILURE,
+            message=detail or f"the pipeline container exited with code {exit_code}",
+        )
     if phase == "Failed" or failed:
         reason = pod_status.get("reason") or (failed or {}).get("reason") or "PodFailed"
-        return out(AttemptOutcome.FAILED, reason, Charge.FAILURE,
-                   message=pod_status.get("message") or (failed or {}).get("message") or "")
+        return out(
+            AttemptOutcome.FAILED,
+            reason,
+            Charge.FAILURE,
+            message=pod_status.get("message") or (failed or {}).get("message") or "",
+        )
     return None

@@ -1,8 +1,8 @@
 """``respawn-operator``: run the PipelineRun operator (kopf) in the foreground.
 
-    respawn-operator                       # all namespaces (or RESPAWN_NAMESPACES)
-    respawn-operator -n team-a -n team-b   # only these namespaces
-    respawn-operator --peering respawn     # standby replicas via kopf peering (needs its CRD)
+respawn-operator                       # all namespaces (or RESPAWN_NAMESPACES)
+respawn-operator -n team-a -n team-b   # only these namespaces
+respawn-operator --peering respawn     # standby replicas via kopf peering (needs its CRD)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def own_identity() -> str:
     pod = os.environ.get("POD_ID")
     if pod is not None:
         return pod
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     rnd = "".join(random.choices("abcdefhijklmnopqrstuvwxyz0123456789", k=3))
     return f"{getpass.getuser()}@{socket.gethostname()}/{stamp}/{rnd}"
 
@@ -34,14 +34,22 @@ def own_identity() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="respawn-operator", description="Reconcile PipelineRuns into Job attempts.")
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[], help="serve this namespace (repeatable, globs allowed)")
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="serve this namespace (repeatable, globs allowed)"
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace (default)")
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--standalone", action="store_true", help="no peering: assume this is the only replica")
-    peering.add_argument("--peering", metavar="NAME", help="kopf peering object shared by the replicas (one active, others standby)")
-    parser.add_argument("--priority", type=int, default=None,
-                        help="peering priority of this replica; the highest works, the others stand by (default "
-                             "with --peering: a random one, since kopf pauses every replica when priorities tie)")
+    peering.add_argument(
+        "--peering", metavar="NAME", help="kopf peering object shared by the replicas (one active, others standby)"
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority of this replica; the highest works, the others stand by (default "
+        "with --peering: a random one, since kopf pauses every replica when priorities tie)",
+    )
     parser.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8081/healthz")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -65,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     # kopf's pause stops only its watches; the reconciler's own loops ask a gate that
     # applies kopf's peering rule to the same peering object, under the same identity.
     identity = own_identity()
-    handlers.SETTINGS = handlers.Settings(identity=identity, peering=None if args.standalone else args.peering,
-                                          priority=priority, clusterwide=not namespaces,
-                                          namespaces=tuple(namespaces))
+    handlers.SETTINGS = handlers.Settings(
+        identity=identity,
+        peering=None if args.standalone else args.peering,
+        priority=priority,
+        clusterwide=not namespaces,
+        namespaces=tuple(namespaces),
+    )
     kopf.run(
         identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         clusterwide=not namespaces,

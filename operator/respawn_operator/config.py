@@ -76,17 +76,11 @@ class OperatorConfig:
             runtime_command=words("RESPAWN_RUNTIME_COMMAND", base.runtime_command, None),
             cleanup_command=words("RESPAWN_CLEANUP_COMMAND", base.cleanup_command, None),
             image_pull_policy=env.get("RESPAWN_IMAGE_PULL_POLICY") or None,
-            termination_grace_seconds=int(
-                env.get("RESPAWN_TERMINATION_GRACE_SECONDS", base.termination_grace_seconds)
-            ),
+            termination_grace_seconds=int(env.get("RESPAWN_TERMINATION_GRACE_SECONDS", base.termination_grace_seconds)),
             spot_label_keys=words("RESPAWN_SPOT_LABEL_KEYS", base.spot_label_keys),
             resync_seconds=float(env.get("RESPAWN_RESYNC_SECONDS", base.resync_seconds)),
-            cleanup_timeout_seconds=float(
-                env.get("RESPAWN_CLEANUP_TIMEOUT_SECONDS", base.cleanup_timeout_seconds)
-            ),
-            peering_lifetime_seconds=int(
-                env.get("RESPAWN_PEERING_LIFETIME_SECONDS", base.peering_lifetime_seconds)
-            ),
+            cleanup_timeout_seconds=float(env.get("RESPAWN_CLEANUP_TIMEOUT_SECONDS", base.cleanup_timeout_seconds)),
+            peering_lifetime_seconds=int(env.get("RESPAWN_PEERING_LIFETIME_SECONDS", base.peering_lifetime_seconds)),
             allowed_checkpoint_prefixes=words("RESPAWN_ALLOWED_CHECKPOINT_PREFIXES", ()),
             namespace_checkpoint_prefixes=_prefix_map(env.get("RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES")),
         )
@@ -96,8 +90,10 @@ class OperatorConfig:
         allowed = self.namespace_checkpoint_prefixes.get(namespace) or self.allowed_checkpoint_prefixes
         if not allowed or any(uri == p.rstrip("/") or uri.startswith(p.rstrip("/") + "/") for p in allowed):
             return None
-        return (f"spec.checkpoint.uri {uri} is not allowed in namespace {namespace}: use a URI under "
-                f"{' or '.join(allowed)} (the operator's allowed checkpoint prefixes)")
+        return (
+            f"spec.checkpoint.uri {uri} is not allowed in namespace {namespace}: use a URI under "
+            f"{' or '.join(allowed)} (the operator's allowed checkpoint prefixes)"
+        )
 
 
 def _prefix_map(raw: str | None) -> dict[str, tuple[str, ...]]:
@@ -107,7 +103,8 @@ def _prefix_map(raw: str | None) -> dict[str, tuple[str, ...]]:
         value = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES is not JSON: {exc}") from None
-    if not isinstance(value, dict) or not all(isinstance(v, list) and all(isinstance(p, str) for p in v)
-                                             for v in value.values()):
+    if not isinstance(value, dict) or not all(
+        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in value.values()
+    ):
         raise ValueError("RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES must map namespaces to lists of URI prefixes")
     return {str(ns): tuple(p for p in prefixes if p) for ns, prefixes in value.items()}

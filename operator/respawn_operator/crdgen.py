@@ -144,9 +144,7 @@ class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no type st
     pass
 
 
-_Dumper.add_multi_representer(
-    enum.Enum, lambda dumper, data: dumper.represent_data(data.value)
-)
+_Dumper.add_multi_representer(enum.Enum, lambda dumper, data: dumper.represent_data(data.value))
 
 
 def render() -> str:

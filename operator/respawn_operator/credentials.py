@@ -108,16 +108,20 @@ def load(environ: Mapping[str, str] | None = None) -> Credentials:
     sa = service_account_dir(env)
     if env.get("KUBERNETES_SERVICE_HOST"):
         try:
-            InClusterConfigLoader(token_filename=os.path.join(sa, "token"), cert_filename=os.path.join(sa, "ca.crt"),
-                                  environ=env).load_and_set(cfg)  # type: ignore[no-untyped-call]
+            InClusterConfigLoader(
+                token_filename=os.path.join(sa, "token"), cert_filename=os.path.join(sa, "ca.crt"), environ=env
+            ).load_and_set(cfg)  # type: ignore[no-untyped-call]
             return Credentials(cfg, "in-cluster", env)
         except kubernetes.config.ConfigException:
             pass  # e.g. automountServiceAccountToken: false; a kubeconfig may still be given
     try:
-        kubernetes.config.load_kube_config(config_file=env.get("KUBECONFIG") or None,  # type: ignore[no-untyped-call]
-                                           client_configuration=cfg)
+        kubernetes.config.load_kube_config(
+            config_file=env.get("KUBECONFIG") or None,  # type: ignore[no-untyped-call]
+            client_configuration=cfg,
+        )
     except (kubernetes.config.ConfigException, OSError) as exc:
         raise NoCredentials(
             f"no Kubernetes credentials: not in a pod (no token in {sa}) and no usable kubeconfig ({exc}); "
-            "run in a pod with a ServiceAccount, or set KUBECONFIG") from exc
+            "run in a pod with a ServiceAccount, or set KUBECONFIG"
+        ) from exc
     return Credentials(cfg, "kubeconfig", env)

@@ -58,6 +58,7 @@ from respawn_operator.spec import (
     parse_status,
 )
 from respawn_operator.timeutil import fmt, now, parse
+from respawn_operator.workqueue import Backoff, Retry, TokenBucket, WorkQueue
 
 log = logging.getLogger("respawn.operator")
 Key = tuple[str, str]
@@ -71,8 +72,13 @@ def run_facts(body: dict[str, Any]) -> Facts:
     managedFields) changes nothing :func:`reconcile.decide` or the Job builder reads.
     """
     meta = body.get("metadata") or {}
-    return (meta.get("uid"), meta.get("generation"), meta.get("deletionTimestamp"),
-            body.get("spec"), body.get("status"))
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        meta.get("deletionTimestamp"),
+        body.get("spec"),
+        body.get("status"),
+    )
 
 
 class NoDiffBaseStorage(kopf.DiffBaseStorage):
@@ -114,7 +120,9 @@ class PodCache:
     def store(self, namespace: str, uid: str, attempt: str, pod: dict[str, Any], gone: bool) -> None:
         self._pods[(namespace, uid, attempt)] = (pod, gone)
         if attempt.isdigit():  # attempt N exists only once N-1 was classified: drop the older ones
-            for key in [k for k in self._pods if k[:2] == (namespace, uid) and k[2].isdigit() and int(k[2]) < int(attempt)]:
+            for key in [
+                k for k in self._pods if k[:2] == (namespace, uid) and k[2].isdigit() and int(k[2]) < int(attempt)
+            ]:
                 del self._pods[key]
 
     def get(self, namespace: str, uid: str, attempt: int) -> tuple[dict[str, Any], bool] | None:
@@ -135,9 +143,9 @@ class Reconciler:
         """With --peering: whether this replica may act (kopf's pause does not stop our own loops)."""
         self.pods = PodCache()
         self.phases = metrics.PhaseBook()
-        self._tasks: dict[Key, asyncio.Task[None]] = {}
-        self._dirty: set[Key] = set()
-        self._timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
+        self.queue: WorkQueue[Key] = WorkQueue(
+            self._reconcile_safely, self._failed, Backoff(base=0.05, cap=300.0), TokenBucket(qps=50.0, burst=200)
+        )
         self.known: set[Key] = set()
         self.bodies: dict[Key, dict[str, Any]] = {}
         """The newest state of each run known in order (watch events, our status writes),
@@ -192,70 +200,53 @@ class Reconciler:
         """Reconcile the run soon (after ``delay`` seconds); many pokes collapse into one run."""
         key = (namespace, name)
         self.known.add(key)
-        loop = asyncio.get_running_loop()
-        if delay > 0:
-            due = loop.time() + delay
-            old = self._timers.get(key)
-            if old is not None and old[0] <= due:
-                return
-            if old is not None:
-                old[1].cancel()
-            self._timers[key] = (due, loop.call_at(due, self._fire_timer, key))
-            return
-        if key in self._tasks:
-            self._dirty.add(key)
-            return
-        self._tasks[key] = loop.create_task(self._worker(key))
+        self.queue.add(key, delay)
 
-    def _fire_timer(self, key: Key) -> None:
-        self._timers.pop(key, None)
-        self.poke(*key)
-
-    async def _worker(self, key: Key) -> None:
-        try:
-            while True:
-                self._dirty.discard(key)
-                delay = await self._reconcile_safely(*key)
-                if delay is not None:
-                    self.poke(*key, delay=delay)
-                if key not in self._dirty:
-                    break
-        finally:
-            self._tasks.pop(key, None)
-
-    async def _reconcile_safely(self, namespace: str, name: str) -> float | None:
+    async def _reconcile_safely(self, key: Key) -> float | None:
+        """One round for the queue: the seconds until the next one, or None. API errors
+        become `Retry` (no traceback); anything else is a bug, retried with backoff."""
         started = time.monotonic()
         try:
-            return await self.reconcile(namespace, name)
+            return await self.reconcile(*key)
         except ApiError as exc:
-            self.bodies.pop((namespace, name), None)  # whatever went wrong, read the run afresh
+            self.bodies.pop(key, None)  # whatever went wrong, read the run afresh
             kind, delay = sort_api_error(exc)
             metrics.API_ERRORS.labels(kind.value).inc()
             if kind is ErrorKind.CONFLICT:
                 return 0.05  # our copy was stale: read again right away
-            log.warning("reconcile %s/%s: %s (retry in %.0fs)", namespace, name, exc, max(delay, 1.0))
-            return max(delay, 1.0)
-        except Exception:  # a bug must not kill the loop of every other run
-            self.bodies.pop((namespace, name), None)
-            log.exception("reconcile %s/%s crashed; retrying in 5s", namespace, name)
-            return 5.0
+            raise Retry(str(exc), after=delay) from exc
+        except Exception:
+            self.bodies.pop(key, None)
+            raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
+    @staticmethod
+    def _failed(key: Key, exc: BaseException, failures: int, delay: float) -> None:
+        namespace, name = key
+        if isinstance(exc, Retry):
+            log.warning("reconcile %s/%s: %s (retry %d in %.2fs)", namespace, name, exc, failures, delay)
+        elif failures == 1:  # the traceback once; then one line per retry, ever further apart
+            log.exception("reconcile %s/%s crashed; retrying in %.2fs", namespace, name, delay, exc_info=exc)
+        else:
+            log.error(
+                "reconcile %s/%s crashed again (%d times): %s: %s; retrying in %.1fs",
+                namespace,
+                name,
+                failures,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+
     async def shutdown(self) -> None:
         """Cancel pending and running reconciles, then close the client."""
-        for _, handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.queue.shutdown()
         await self.client.close()
 
     async def wait_active(self, namespace: str) -> None:
         """Return once this replica may act on ``namespace`` (at once without peering)."""
-        while not self.gate.active(namespace):
+        while not self.gate.active(namespace):  # noqa: ASYNC110 - the gate changes from peering polls, not an event
             await asyncio.sleep(self.gate.interval)
 
     async def watch_peering_forever(self) -> None:
@@ -415,8 +406,11 @@ class Reconciler:
         self.writing[key] = inflight
         try:
             written = await self.client.request(
-                "PATCH", PIPELINERUNS.path(meta["namespace"], meta["name"], "status"),
-                body=ops, content_type="application/json-patch+json")
+                "PATCH",
+                PIPELINERUNS.path(meta["namespace"], meta["name"], "status"),
+                body=ops,
+                content_type="application/json-patch+json",
+            )
         except ApiError as exc:
             # A failed JSON-patch test answers 422 (or 409): someone else moved the run on.
             if sort_api_error(exc)[0] in (ErrorKind.CONFLICT, ErrorKind.INVALID):
@@ -427,8 +421,9 @@ class Reconciler:
                 del self.writing[key]
         self._wrote(key, body, written, inflight)
 
-    def _wrote(self, key: Key, body: dict[str, Any], written: dict[str, Any],
-               inflight: list[tuple[str | None, dict[str, Any]]]) -> None:
+    def _wrote(
+        self, key: Key, body: dict[str, Any], written: dict[str, Any], inflight: list[tuple[str | None, dict[str, Any]]]
+    ) -> None:
         """Our status write answered with the whole run: the newest state, no GET needed."""
         rv = (written.get("metadata") or {}).get("resourceVersion")
         if (written.get("metadata") or {}).get("uid") != body["metadata"].get("uid") or not rv:
@@ -463,8 +458,11 @@ class Reconciler:
                 owner = ((existing or {}).get("metadata", {}).get("labels") or {}).get(LABEL_RUN_UID)
                 if existing is not None and owner == uid:
                     return  # created before a restart: adopt it
-                raise ApiError(503, "NameTaken", f"job {job['metadata']['name']} belongs to another run "
-                               "(waiting for its garbage collection)") from exc
+                raise ApiError(
+                    503,
+                    "NameTaken",
+                    f"job {job['metadata']['name']} belongs to another run (waiting for its garbage collection)",
+                ) from exc
             if kind is ErrorKind.INVALID:
                 # The Job we built from this spec is rejected: the run cannot start.
                 reject_attempt(d, body, exc.message, now())
@@ -572,9 +570,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         client = KubeClient.from_environment()
     except NoCredentials as exc:
         raise kopf.PermanentError(str(exc)) from None
-    gate = PeeringGate(identity=SETTINGS.identity, priority=SETTINGS.priority, name=SETTINGS.peering,
-                       clusterwide=SETTINGS.clusterwide, namespaces=SETTINGS.namespaces,
-                       lifetime=config.peering_lifetime_seconds)
+    gate = PeeringGate(
+        identity=SETTINGS.identity,
+        priority=SETTINGS.priority,
+        name=SETTINGS.peering,
+        clusterwide=SETTINGS.clusterwide,
+        namespaces=SETTINGS.namespaces,
+        lifetime=config.peering_lifetime_seconds,
+    )
     STATE.reconciler = Reconciler(client, config, gate)
     loop = asyncio.get_running_loop()
     STATE.resync = loop.create_task(STATE.reconciler.resync_forever())
@@ -613,19 +616,29 @@ async def on_run_event(event: kopf.RawEvent, name: str, namespace: str | None, u
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})
-async def on_job_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, annotations: kopf.Annotations,
-                       **_: Any) -> None:
+async def on_job_event(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, annotations: kopf.Annotations, **_: Any
+) -> None:
     assert namespace is not None  # Jobs are namespaced
     run = annotations.get(ANNOTATION_RUN_NAME)
     # A Job matters once it has conditions (ended, suspended) or is gone, not when it appears.
-    if run and (event.get("type") == "DELETED" or (body.get("status") or {}).get("conditions")
-                or (body.get("spec") or {}).get("suspend")):
+    if run and (
+        event.get("type") == "DELETED"
+        or (body.get("status") or {}).get("conditions")
+        or (body.get("spec") or {}).get("suspend")
+    ):
         _reconciler().poke(namespace, run)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})
-async def on_pod_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, labels: kopf.Labels,
-                       annotations: kopf.Annotations, **_: Any) -> None:
+async def on_pod_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str | None,
+    labels: kopf.Labels,
+    annotations: kopf.Annotations,
+    **_: Any,
+) -> None:
     assert namespace is not None  # pods are namespaced
     rec = _reconciler()
     pod = copy.deepcopy(dict(body))
@@ -653,8 +666,11 @@ async def on_delete(body: kopf.Body, name: str, namespace: str | None, uid: str,
             if (job["metadata"].get("labels") or {}).get(LABEL_ROLE) == "attempt":
                 await client.delete(JOBS, job["metadata"]["name"], namespace, propagation="Background")
         while True:
-            alive = [p for p in await client.list(PODS, namespace, labels={LABEL_RUN_UID: uid})
-                     if LABEL_ATTEMPT in (p["metadata"].get("labels") or {}) and not pod_is_terminal(p)]
+            alive = [
+                p
+                for p in await client.list(PODS, namespace, labels={LABEL_RUN_UID: uid})
+                if LABEL_ATTEMPT in (p["metadata"].get("labels") or {}) and not pod_is_terminal(p)
+            ]
             if not alive:
                 break
             await rec.wait_active(namespace)
@@ -662,8 +678,9 @@ async def on_delete(body: kopf.Body, name: str, namespace: str | None, uid: str,
                 if not pod["metadata"].get("deletionTimestamp"):
                     await client.delete(PODS, pod["metadata"]["name"], namespace)
             if time.monotonic() - started > config.cleanup_timeout_seconds:
-                raise kopf.TemporaryError(f"pods {', '.join(p['metadata']['name'] for p in alive)} "
-                                          "do not stop; retrying", delay=10)
+                raise kopf.TemporaryError(
+                    f"pods {', '.join(p['metadata']['name'] for p in alive)} do not stop; retrying", delay=10
+                )
             await asyncio.sleep(1)
         cleanup_job = _cleanup_job(body, config)
         if cleanup_job is None:
@@ -678,15 +695,22 @@ async def on_delete(body: kopf.Body, name: str, namespace: str | None, uid: str,
                     raise
         while True:
             existing = await client.get(JOBS, job_name_, namespace) or {}
-            conds = {c.get("type") for c in (existing.get("status") or {}).get("conditions") or []
-                     if c.get("status") == "True"}
+            conds = {
+                c.get("type")
+                for c in (existing.get("status") or {}).get("conditions") or []
+                if c.get("status") == "True"
+            }
             if "Complete" in conds:
                 return
             if "Failed" in conds or not existing or time.monotonic() - started > config.cleanup_timeout_seconds:
                 await rec.wait_active(namespace)
-                await rec.post_event(dict(body), "Warning", "CleanupFailed",
-                                     f"checkpoint cleanup Job {job_name_} did not complete; the checkpoint "
-                                     "may remain in storage: remove it with `pipeline-runtime cleanup`")
+                await rec.post_event(
+                    dict(body),
+                    "Warning",
+                    "CleanupFailed",
+                    f"checkpoint cleanup Job {job_name_} did not complete; the checkpoint "
+                    "may remain in storage: remove it with `pipeline-runtime cleanup`",
+                )
                 return
             await asyncio.sleep(1)
     except ApiError as exc:
@@ -708,8 +732,14 @@ def _cleanup_job(body: kopf.Body, config: OperatorConfig) -> dict[str, Any] | No
     retain = spec.checkpoint.retain
     if retain is RetainPolicy.ALWAYS or (retain is RetainPolicy.ON_FAILURE and st.phase is Phase.FAILED):
         return None
-    run = Run(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
-              generation=int(meta.get("generation") or 1), spec=spec, status=st)
+    run = Run(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation") or 1),
+        spec=spec,
+        status=st,
+    )
     return build_cleanup_job(run, config, purge=True)
 
 

@@ -116,8 +116,13 @@ def grace_seconds(run: Run, config: OperatorConfig) -> int:
 
 
 MERGE_KEYS: dict[str, str] = {
-    "containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-    "imagePullSecrets": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "imagePullSecrets": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
     "ports": "containerPort",
 }
 """Lists a podTemplate merges into element by element, by the key Kubernetes' strategic merge uses."""
@@ -140,6 +145,7 @@ def _merge(base: Any, over: Any, key: str = "") -> Any:
 
         def ident(item: Any) -> Any:
             return item.get(field, CONTAINER_NAME if key == "containers" else None) if isinstance(item, dict) else None
+
         merged = [dict(item) for item in base]
         for item in over:
             at = next((i for i, old in enumerate(merged) if ident(old) == ident(item)), None)
@@ -174,7 +180,9 @@ def drop_spot(pod_spec: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]
         fields = term.get("matchFields") or []
         if not exprs and not fields:
             return None
-        return {**term, "matchExpressions": exprs} if exprs else {k: v for k, v in term.items() if k != "matchExpressions"}
+        return (
+            {**term, "matchExpressions": exprs} if exprs else {k: v for k, v in term.items() if k != "matchExpressions"}
+        )
 
     required = node_aff.get("requiredDuringSchedulingIgnoredDuringExecution")
     if required:

@@ -7,7 +7,6 @@ come from :mod:`respawn_operator.credentials`, the same loader kopf's login uses
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import json
@@ -19,7 +18,6 @@ import kopf
 
 from respawn_operator import credentials
 from respawn_operator.credentials import Credentials
-
 
 USER_AGENT = "respawn-operator/0.1"
 
@@ -118,8 +116,14 @@ PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings")
 class KubeClient:
     """Async REST client; one instance per operator process."""
 
-    def __init__(self, host: str, *, headers: dict[str, str] | None = None, ssl_context: Any = None,
-                 credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        *,
+        headers: dict[str, str] | None = None,
+        ssl_context: Any = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.host = host.rstrip("/")
         self._headers = dict(headers or {})
         self._ssl = ssl_context
@@ -137,8 +141,15 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
-    async def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                      content_type: str = "application/json") -> dict[str, Any]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
         """Send one request; raise :class:`ApiError` on any non-2xx answer or network failure.
 
         A 401 reloads the credentials once and tries again: a rotated token file or an
@@ -152,8 +163,9 @@ class KubeClient:
             self._credentials = self._credentials.reload()
             return await self._send(method, path, body, params, content_type)
 
-    async def _send(self, method: str, path: str, body: Any, params: dict[str, Any] | None,
-                    content_type: str) -> dict[str, Any]:
+    async def _send(
+        self, method: str, path: str, body: Any, params: dict[str, Any] | None, content_type: str
+    ) -> dict[str, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **self._headers}
@@ -177,9 +189,11 @@ class KubeClient:
                     except ValueError:
                         pass
                     retry = resp.headers.get("Retry-After")
-                    raise ApiError(resp.status, reason, message[:1000], float(retry) if retry and retry.isdigit() else None)
+                    raise ApiError(
+                        resp.status, reason, message[:1000], float(retry) if retry and retry.isdigit() else None
+                    )
                 return json.loads(text) if text else {}
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ApiError(0, type(exc).__name__, str(exc)) from exc
 
     # Thin verbs ---------------------------------------------------------------------------
@@ -193,7 +207,9 @@ class KubeClient:
                 return None
             raise
 
-    async def list(self, res: Resource, namespace: str | None = None, *, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    async def list(
+        self, res: Resource, namespace: str | None = None, *, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or None
         result = await self.request("GET", res.path(namespace), params={"labelSelector": selector})
         return list(result.get("items") or [])
@@ -201,8 +217,15 @@ class KubeClient:
     async def create(self, res: Resource, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         return await self.request("POST", res.path(namespace), body=body)
 
-    async def delete(self, res: Resource, name: str, namespace: str | None = None, *,
-                     grace_seconds: int | None = None, propagation: str | None = None) -> bool:
+    async def delete(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_seconds: int | None = None,
+        propagation: str | None = None,
+    ) -> bool:
         """Delete; ``False`` if it was gone already."""
         body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if grace_seconds is not None:

@@ -64,8 +64,16 @@ class PeeringGate:
     namespace whose peering object was not read yet is paused, as kopf starts paused.
     """
 
-    def __init__(self, *, identity: str = "", priority: int = 0, name: str | None = None,
-                 clusterwide: bool = True, namespaces: tuple[str, ...] = (), lifetime: int = 60) -> None:
+    def __init__(
+        self,
+        *,
+        identity: str = "",
+        priority: int = 0,
+        name: str | None = None,
+        clusterwide: bool = True,
+        namespaces: tuple[str, ...] = (),
+        lifetime: int = 60,
+    ) -> None:
         self.identity = identity
         self.priority = priority
         self.name = name
@@ -106,8 +114,7 @@ class PeeringGate:
         """The last verdict for ``key`` (``None``: not read yet)."""
         return self._verdicts.get(key)
 
-    def update(self, key: str, status: Mapping[str, Any] | None, now: dt.datetime, *,
-               missing: bool = False) -> Verdict:
+    def update(self, key: str, status: Mapping[str, Any] | None, now: dt.datetime, *, missing: bool = False) -> Verdict:
         """Take in a read of the peering object for ``key``; log a change at INFO.
 
         ``missing``: the object does not exist; kopf's mandatory peering then pauses.

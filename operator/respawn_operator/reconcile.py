@@ -34,8 +34,8 @@ from respawn_operator.spec import (
     SpecError,
     default_run_id,
     parse_spec,
-    result_hash,
     parse_status,
+    result_hash,
 )
 from respawn_operator.timeutil import fmt, parse
 
@@ -88,18 +88,27 @@ class Decision:
     """A Job that retires the checkpoint: the run failed for good under ``retain: Never``."""
 
 
-def _set_condition(st: PipelineRunStatus, type_: str, status: str, reason: str, message: str,
-                   generation: int, now: dt.datetime) -> None:
+def _set_condition(
+    st: PipelineRunStatus, type_: str, status: str, reason: str, message: str, generation: int, now: dt.datetime
+) -> None:
     old = next((c for c in st.conditions if c.type == type_), None)
     changed = old is None or old.status != status
     new = Condition(
-        type=type_, status=status, reason=reason, message=message or None,
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message or None,
         last_transition_time=fmt(now) if changed or old is None else old.last_transition_time,
         observed_generation=generation,
     )
     st.conditions = [c for c in st.conditions if c.type != type_] + [new]
-    st.conditions.sort(key=lambda c: ["Succeeded", "Ready", "Checkpointed", "Suspended"].index(c.type)
-                       if c.type in ("Succeeded", "Ready", "Checkpointed", "Suspended") else 9)
+    st.conditions.sort(
+        key=lambda c: (
+            ["Succeeded", "Ready", "Checkpointed", "Suspended"].index(c.type)
+            if c.type in ("Succeeded", "Ready", "Checkpointed", "Suspended")
+            else 9
+        )
+    )
 
 
 def _finish(d: Decision, phase: Phase, reason: str, message: str, generation: int, now: dt.datetime) -> None:
@@ -123,17 +132,37 @@ def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime
         _set_condition(st, "Ready", "False", phase.value, "", generation, now)
     last = st.last_checkpoint
     if last and (last.step or last.seq is not None):
-        _set_condition(st, "Checkpointed", "True", "Committed",
-                       f"step {last.step} committed (seq {last.seq}) at {last.at}", generation, now)
+        _set_condition(
+            st,
+            "Checkpointed",
+            "True",
+            "Committed",
+            f"step {last.step} committed (seq {last.seq}) at {last.at}",
+            generation,
+            now,
+        )
     else:
         _set_condition(st, "Checkpointed", "False", "NoCheckpoint", "no step committed yet", generation, now)
     if phase is Phase.SUSPENDED:
-        _set_condition(st, "Suspended", "True", "Suspended",
-                       "spec.suspend is true; set it to false to resume from the last checkpoint",
-                       generation, now)
+        _set_condition(
+            st,
+            "Suspended",
+            "True",
+            "Suspended",
+            "spec.suspend is true; set it to false to resume from the last checkpoint",
+            generation,
+            now,
+        )
     elif stopping == "Suspended":
-        _set_condition(st, "Suspended", "False", "Suspending",
-                       "waiting for the pod to commit its checkpoint and stop", generation, now)
+        _set_condition(
+            st,
+            "Suspended",
+            "False",
+            "Suspending",
+            "waiting for the pod to commit its checkpoint and stop",
+            generation,
+            now,
+        )
     else:
         _set_condition(st, "Suspended", "False", "NotSuspended", "", generation, now)
     for c in st.conditions:
@@ -156,8 +185,14 @@ def _apply_progress(d: Decision, report: dict[str, Any] | None, attempt: int) ->
     if new_ckpt is not None and new_ckpt != st.last_checkpoint:
         old = st.last_checkpoint
         if old is None or (new_ckpt.seq, new_ckpt.step) != (old.seq, old.step):
-            d.events.append(Event("Normal", "Checkpointed", f"attempt {attempt} committed step {new_ckpt.step}"
-                                  + (f" (seq {new_ckpt.seq})" if new_ckpt.seq is not None else "")))
+            d.events.append(
+                Event(
+                    "Normal",
+                    "Checkpointed",
+                    f"attempt {attempt} committed step {new_ckpt.step}"
+                    + (f" (seq {new_ckpt.seq})" if new_ckpt.seq is not None else ""),
+                )
+            )
     for key, value in fields.items():
         setattr(st, key, value)
 
@@ -241,8 +276,11 @@ def decide(
 ) -> Decision:
     """The next step for the PipelineRun ``body`` (a plain dict of the object)."""
     d = _decide(body, obs, now, config)
-    if d.status.phase is Phase.FAILED and (body.get("status") or {}).get("phase") != Phase.FAILED.value \
-            and d.status.attempt:
+    if (
+        d.status.phase is Phase.FAILED
+        and (body.get("status") or {}).get("phase") != Phase.FAILED.value
+        and d.status.attempt
+    ):
         # Failed for good: only the operator knows, so it retires what `retain: Never` must not keep.
         meta = body.get("metadata") or {}
         try:
@@ -250,8 +288,14 @@ def decide(
         except SpecError:
             return d  # unparseable: the retain policy is unknown, keep everything
         if spec.checkpoint.retain is RetainPolicy.NEVER:
-            run = Run(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""),
-                      generation=int(meta.get("generation") or 1), spec=spec, status=d.status)
+            run = Run(
+                name=meta["name"],
+                namespace=meta.get("namespace", "default"),
+                uid=meta.get("uid", ""),
+                generation=int(meta.get("generation") or 1),
+                spec=spec,
+                status=d.status,
+            )
             d.retire_job = build_cleanup_job(run, config, purge=False)
     return d
 
@@ -285,8 +329,11 @@ def _decide(
         return invalid_spec(str(exc))
     if spec.checkpoint.uri is None and config.default_checkpoint_uri is None:
         if st.phase is not Phase.FAILED:
-            return r.finish(Phase.FAILED, "InvalidSpec", "invalid spec: spec.checkpoint.uri is required "
-                            "(the operator has no RESPAWN_DEFAULT_CHECKPOINT_URI)")
+            return r.finish(
+                Phase.FAILED,
+                "InvalidSpec",
+                "invalid spec: spec.checkpoint.uri is required (the operator has no RESPAWN_DEFAULT_CHECKPOINT_URI)",
+            )
         return r.done()
     refusal = config.checkpoint_uri_refusal(namespace, spec.checkpoint.uri or config.default_checkpoint_uri or "")
     if refusal is not None:
@@ -319,20 +366,32 @@ def _decide(
         if not rec.stopping:
             rec.stopping = "SpecChanged"
             r.d.stops.append(Stop(rec.attempt, rec.job))
-            r.d.events.append(Event("Normal", "SpecChanged", f"the spec changed (generation {r.generation}): "
-                                    f"stopping attempt {rec.attempt}; the next one runs the new spec"))
+            r.d.events.append(
+                Event(
+                    "Normal",
+                    "SpecChanged",
+                    f"the spec changed (generation {r.generation}): "
+                    f"stopping attempt {rec.attempt}; the next one runs the new spec",
+                )
+            )
             r.d.requeue_after = STOP_POLL_SECONDS
         return r.done(rec.stopping)
     if spec_changed:
-        r.d.events.append(Event("Normal", "SpecChanged", f"the spec changed (generation {r.generation}): "
-                                "running it, resuming from what is still valid"))
+        r.d.events.append(
+            Event(
+                "Normal",
+                "SpecChanged",
+                f"the spec changed (generation {r.generation}): running it, resuming from what is still valid",
+            )
+        )
         st.spec_hash = wanted  # the run now belongs to this spec, even if no attempt can start yet
         st.preemptions = st.failures = 0
         st.next_attempt_time = st.completion_time = st.message = None
         if (st.phase or Phase.PENDING).finished:
             st.phase = Phase.RETRYING
-            _set_condition(st, "Succeeded", "Unknown", "SpecChanged",
-                           f"running generation {r.generation}", r.generation, now)
+            _set_condition(
+                st, "Succeeded", "Unknown", "SpecChanged", f"running generation {r.generation}", r.generation, now
+            )
 
     # B. Rerun requests: a new non-null spec.rerunFrom (cleared means "the next one counts again").
     if spec.rerun_from is None and st.rerun is not None:
@@ -354,8 +413,9 @@ def _decide(
         if want and not rec.stopping:
             rec.stopping = want
             r.d.stops.append(Stop(rec.attempt, rec.job))
-            r.d.events.append(Event("Normal", "Stopping", f"stopping attempt {rec.attempt} ({want}); "
-                                    "it commits a checkpoint first"))
+            r.d.events.append(
+                Event("Normal", "Stopping", f"stopping attempt {rec.attempt} ({want}); it commits a checkpoint first")
+            )
             r.d.requeue_after = STOP_POLL_SECONDS
         return r.done(rec.stopping)
 
@@ -378,8 +438,11 @@ def _attempt_outcome(rec: AttemptRecord, obs: Observed) -> Outcome | None:
         if rec.stopping:
             return Outcome(AttemptOutcome.STOPPED, rec.stopping)
         return Outcome(AttemptOutcome.PREEMPTED, "JobDeleted", "the attempt's Job was deleted", Charge.PREEMPTION)
-    if outcome is not None and rec.stopping and pod is not None and not (
-        pod_is_terminal(pod) or obs.pod_gone or obs.node_exists is False
+    if (
+        outcome is not None
+        and rec.stopping
+        and pod is not None
+        and not (pod_is_terminal(pod) or obs.pod_gone or obs.node_exists is False)
     ):
         return None  # stopping: wait until the pod has committed and gone
     if outcome is not None and rec.stopping and outcome.outcome is not AttemptOutcome.SUCCEEDED and not outcome.fatal:
@@ -403,12 +466,14 @@ def _track_running(r: _Round, rec: AttemptRecord, obs: Observed) -> None:
 _FATAL_HINTS = {
     "InvalidInput": "fix spec.params, spec.pipeline or spec.rerunFrom",
     "IncompatibleCheckpoint": "the pipeline changed since the checkpoint: use spec.checkpoint.resume "
-                              "Compatible or Restart",
+    "Compatible or Restart",
     "DeadlineExceeded": "raise spec.activeDeadlineSeconds",
 }
 
 
-def _record_end(r: _Round, spec: PipelineRunSpec, rec: AttemptRecord, outcome: Outcome, obs: Observed) -> Decision | None:
+def _record_end(
+    r: _Round, spec: PipelineRunSpec, rec: AttemptRecord, outcome: Outcome, obs: Observed
+) -> Decision | None:
     """Write down how the attempt ended and charge its budget; a Decision if the run is over."""
     st, d = r.st, r.d
     rec.outcome, rec.reason = outcome.outcome, outcome.reason
@@ -425,12 +490,21 @@ def _record_end(r: _Round, spec: PipelineRunSpec, rec: AttemptRecord, outcome: O
         d.stops.append(Stop(rec.attempt, rec.job, grace_seconds=0 if obs.node_exists is False else None))
     if outcome.charge is Charge.PREEMPTION:
         st.preemptions += 1
-        d.events.append(Event("Warning", "Preempted", f"attempt {rec.attempt} lost to the infrastructure "
-                              f"({outcome.reason}); resuming from the last checkpoint"))
+        d.events.append(
+            Event(
+                "Warning",
+                "Preempted",
+                f"attempt {rec.attempt} lost to the infrastructure "
+                f"({outcome.reason}); resuming from the last checkpoint",
+            )
+        )
     elif outcome.charge is Charge.FAILURE:
         st.failures += 1
-        d.events.append(Event("Warning", "AttemptFailed",
-                              f"attempt {rec.attempt} failed ({outcome.reason}): {outcome.message}"[:1000]))
+        d.events.append(
+            Event(
+                "Warning", "AttemptFailed", f"attempt {rec.attempt} failed ({outcome.reason}): {outcome.message}"[:1000]
+            )
+        )
     elif outcome.outcome is AttemptOutcome.SUPERSEDED:
         st.failures += 1  # bounded by maxFailures: a loop of superseded attempts must end
         d.events.append(Event("Warning", "Superseded", f"attempt {rec.attempt} found a newer owner of the run"))
@@ -470,13 +544,15 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
         st.next_attempt_time = st.completion_time = None
         st.message = None
         st.phase = Phase.RETRYING
-        _set_condition(st, "Succeeded", "Unknown", "RerunRequested", f"re-running from step {rerun_from}",
-                       r.generation, now)
+        _set_condition(
+            st, "Succeeded", "Unknown", "RerunRequested", f"re-running from step {rerun_from}", r.generation, now
+        )
         d.events.append(Event("Normal", "RerunRequested", f"re-running from step {rerun_from}"))
     left = remaining_deadline(spec.active_deadline_seconds, parse(st.start_time), now)
     if left is not None and left <= 0:
-        return r.finish(Phase.FAILED, "DeadlineExceeded",
-                        "spec.activeDeadlineSeconds reached before the run finished; raise it")
+        return r.finish(
+            Phase.FAILED, "DeadlineExceeded", "spec.activeDeadlineSeconds reached before the run finished; raise it"
+        )
     wake = parse(st.next_attempt_time)
     if wake is not None and wake > now:
         st.phase = Phase.RETRYING
@@ -487,19 +563,31 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
     d.create_job = build_job(run, attempt, r.config, rerun_from=rerun_from, active_deadline_seconds=left)
     st.spec_hash, st.result_generation = result_hash(spec), r.generation
     resumed_from = st.last_checkpoint.step if st.last_checkpoint and not rerun_from else None
-    st.attempts.append(AttemptRecord(
-        attempt=attempt, job=job_name(run.name, attempt), start_time=fmt(now),
-        resumed_from=resumed_from, rerun_from=rerun_from,
-    ))
+    st.attempts.append(
+        AttemptRecord(
+            attempt=attempt,
+            job=job_name(run.name, attempt),
+            start_time=fmt(now),
+            resumed_from=resumed_from,
+            rerun_from=rerun_from,
+        )
+    )
     st.attempts = st.attempts[-50:]  # bounded: the status must stay small
     st.attempt = attempt
     st.next_attempt_time = None
     st.start_time = st.start_time or fmt(now)
     st.phase = Phase.PENDING if attempt == 1 else Phase.RETRYING
-    how = f"resuming after step {resumed_from}" if resumed_from else (
-        f"from the start (rerunFrom {rerun_from}: nothing to discard yet)"
-        if rerun_from and st.rerun is not None and st.rerun.attempt == 1 else
-        f"re-running from step {rerun_from}" if rerun_from else "from the start")
+    how = (
+        f"resuming after step {resumed_from}"
+        if resumed_from
+        else (
+            f"from the start (rerunFrom {rerun_from}: nothing to discard yet)"
+            if rerun_from and st.rerun is not None and st.rerun.attempt == 1
+            else f"re-running from step {rerun_from}"
+            if rerun_from
+            else "from the start"
+        )
+    )
     d.events.append(Event("Normal", "AttemptStarted", f"attempt {attempt} started ({how})"))
     if resumed_from:
         d.events.append(Event("Normal", "Resumed", f"attempt {attempt} resumes after step {resumed_from}"))
@@ -515,6 +603,12 @@ def reject_attempt(d: Decision, body: dict[str, Any], why: str, now: dt.datetime
     d.create_job = None
     d.events.clear()
     generation = int((body.get("metadata") or {}).get("generation") or 1)
-    _finish(d, Phase.FAILED, "JobRejected",
-            f"the API server rejected the attempt's Job: {why}; fix the PipelineRun spec", generation, now)
+    _finish(
+        d,
+        Phase.FAILED,
+        "JobRejected",
+        f"the API server rejected the attempt's Job: {why}; fix the PipelineRun spec",
+        generation,
+        now,
+    )
     _refresh_conditions(st, generation, now, None)

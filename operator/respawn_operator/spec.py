@@ -56,11 +56,13 @@ PARAMS_MAX_BYTES = 100 * 1024
 
 Quantity = Annotated[
     StrictInt | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)],
-    WithJsonSchema({
-        "x-kubernetes-int-or-string": True,
-        "anyOf": [{"type": "integer"}, {"type": "string"}],
-        "pattern": QUANTITY_PATTERN,
-    }),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+        }
+    ),
 ]
 """A Kubernetes quantity: an integer or a string such as ``500m`` or ``4Gi``."""
 
@@ -68,9 +70,7 @@ _PRESERVE: JsonDict = {"x-kubernetes-preserve-unknown-fields": True}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False)
 
 
 class Backoff(_Model):
@@ -83,8 +83,7 @@ class Backoff(_Model):
     def _max_not_below_initial(self) -> Backoff:
         if self.max_seconds < self.initial_seconds:
             raise ValueError(
-                f"budgets.backoff.maxSeconds ({self.max_seconds}) must be >= "
-                f"initialSeconds ({self.initial_seconds})"
+                f"budgets.backoff.maxSeconds ({self.max_seconds}) must be >= initialSeconds ({self.initial_seconds})"
             )
         return self
 
@@ -107,16 +106,16 @@ class Checkpoint(_Model):
         pattern=CHECKPOINT_URI_PATTERN,
         description="gs://bucket/prefix or file:///path; default from the operator's config.",
     )
-    retain: RetainPolicy = Field(
-        RetainPolicy.ON_FAILURE, description="What stays in storage after the run ends."
-    )
+    retain: RetainPolicy = Field(RetainPolicy.ON_FAILURE, description="What stays in storage after the run ends.")
     resume: ResumePolicy = Field(
         ResumePolicy.COMPATIBLE, description="What to do when the pipeline definition changed."
     )
     progress_interval_seconds: float = Field(
-        DEFAULT_PROGRESS_INTERVAL_SECONDS, ge=MIN_PROGRESS_INTERVAL_SECONDS, le=MAX_PROGRESS_INTERVAL_SECONDS,
+        DEFAULT_PROGRESS_INTERVAL_SECONDS,
+        ge=MIN_PROGRESS_INTERVAL_SECONDS,
+        le=MAX_PROGRESS_INTERVAL_SECONDS,
         description="How often a step's save_progress state is committed (what a SIGKILL or a lost node "
-                    "costs at most inside a step).",
+        "costs at most inside a step).",
     )
 
 
@@ -153,9 +152,9 @@ class PodTemplateOverrides(_Model):
         None,
         json_schema_extra=_PRESERVE,
         description="PodSpec fields (priorityClassName, volumes, sidecars, ...), merged the way "
-                    "kubectl patch does: containers, env, volumes by name, volumeMounts by mountPath; "
-                    "the pipeline container's command, args, termination message and RESPAWN_* env "
-                    "belong to the operator.",
+        "kubectl patch does: containers, env, volumes by name, volumeMounts by mountPath; "
+        "the pipeline container's command, args, termination message and RESPAWN_* env "
+        "belong to the operator.",
     )
 
     @pydantic.model_validator(mode="after")
@@ -171,19 +170,24 @@ class PodTemplateOverrides(_Model):
             if not isinstance(name, str) or not name:
                 raise ValueError(f"{where}.name must be a non-empty string")
             env = ct.get("env") or []
-            if not isinstance(env, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
-                                                    for e in env):
+            if not isinstance(env, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("name"), str) for e in env
+            ):
                 raise ValueError(f"{where}.env must be a list of EnvVar objects with a name")
             for e in env:
                 if e["name"].startswith(RESERVED_ENV_PREFIX):
-                    raise ValueError(f"{where}.env {e['name']}: names starting with {RESERVED_ENV_PREFIX} "
-                                     "are set by the operator (run id, attempt, checkpoint); use the "
-                                     "matching spec field instead")
+                    raise ValueError(
+                        f"{where}.env {e['name']}: names starting with {RESERVED_ENV_PREFIX} "
+                        "are set by the operator (run id, attempt, checkpoint); use the "
+                        "matching spec field instead"
+                    )
             if name == PIPELINE_CONTAINER:
                 owned = [f for f in OPERATOR_OWNED_CONTAINER_FIELDS if f in ct]
                 if owned:
-                    raise ValueError(f"{where}.{owned[0]}: the pipeline container's {', '.join(owned)} "
-                                     "belong to the operator; put your code in spec.image and spec.pipeline")
+                    raise ValueError(
+                        f"{where}.{owned[0]}: the pipeline container's {', '.join(owned)} "
+                        "belong to the operator; put your code in spec.image and spec.pipeline"
+                    )
         return self
 
 
@@ -204,9 +208,7 @@ class PipelineRunSpec(_Model):
         json_schema_extra=_PRESERVE,
         description="Pipeline parameters, validated by the pipeline's pydantic Params.",
     )
-    tenant: str | None = Field(
-        None, pattern=TENANT_PATTERN, description="Optional; part of the checkpoint path."
-    )
+    tenant: str | None = Field(None, pattern=TENANT_PATTERN, description="Optional; part of the checkpoint path.")
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)  # type: ignore[arg-type]
     budgets: Budgets = Field(default_factory=Budgets)  # type: ignore[arg-type]
     on_demand_after_preemptions: int | None = Field(
@@ -236,9 +238,7 @@ class PipelineRunSpec(_Model):
         None, json_schema_extra=_PRESERVE, description="Container ResourceRequirements."
     )
     node_selector: dict[str, str] | None = None
-    tolerations: list[dict[str, Any]] | None = Field(
-        None, json_schema_extra={"items": {"type": "object", **_PRESERVE}}
-    )
+    tolerations: list[dict[str, Any]] | None = Field(None, json_schema_extra={"items": {"type": "object", **_PRESERVE}})
     affinity: dict[str, Any] | None = Field(None, json_schema_extra=_PRESERVE)
     pod_template: PodTemplateOverrides | None = None
 
@@ -343,7 +343,9 @@ class AttemptRecord(_Model):
     exit_code: int | None = None
     resumed_from: str | None = Field(default=None, description="Last committed step when this attempt started.")
     rerun_from: str | None = None
-    stopping: str | None = Field(default=None, description="Why the operator is stopping this attempt (Suspended, RerunRequested).")
+    stopping: str | None = Field(
+        default=None, description="Why the operator is stopping this attempt (Suspended, RerunRequested)."
+    )
 
 
 class RerunRecord(_Model):
@@ -377,10 +379,13 @@ class PipelineRunStatus(_Model):
     rerun: RerunRecord | None = None
     start_time: str | None = None
     completion_time: str | None = None
-    spec_hash: str | None = Field(default=None, description="Hash of the spec fields the result depends on, "
-                                  "as the current attempt runs them.")
-    result_generation: int | None = Field(default=None, description="The metadata.generation whose spec the "
-                                          "current attempt (and so the result) belongs to.")
+    spec_hash: str | None = Field(
+        default=None, description="Hash of the spec fields the result depends on, as the current attempt runs them."
+    )
+    result_generation: int | None = Field(
+        default=None,
+        description="The metadata.generation whose spec the current attempt (and so the result) belongs to.",
+    )
 
 
 RESULT_FIELDS = ("pipeline", "image", "params", "tenant", "checkpoint.uri", "checkpoint.resume")
@@ -393,8 +398,14 @@ def result_hash(spec: PipelineRunSpec) -> str:
 
     Plain JSON, not model_dump: pydantic's serializer refuses params a few hundred levels
     deep, which the spec accepts."""
-    data = {"pipeline": spec.pipeline, "image": spec.image, "params": spec.params, "tenant": spec.tenant,
-            "checkpoint.uri": spec.checkpoint.uri, "checkpoint.resume": spec.checkpoint.resume.value}
+    data = {
+        "pipeline": spec.pipeline,
+        "image": spec.image,
+        "params": spec.params,
+        "tenant": spec.tenant,
+        "checkpoint.uri": spec.checkpoint.uri,
+        "checkpoint.resume": spec.checkpoint.resume.value,
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -414,8 +425,10 @@ def parse_spec(raw: dict[str, Any]) -> PipelineRunSpec:
             parts.append(f"spec.{loc}: {msg}" if loc != "spec" else msg)
         raise SpecError("; ".join(parts)) from None
     except RecursionError:  # e.g. params nested thousands deep: the run must fail, not stay Pending
-        raise SpecError("spec is nested too deeply (params more than a few hundred levels deep?); "
-                        "flatten it or pass a file's URI as a param") from None
+        raise SpecError(
+            "spec is nested too deeply (params more than a few hundred levels deep?); "
+            "flatten it or pass a file's URI as a param"
+        ) from None
 
 
 def parse_status(raw: dict[str, Any] | None) -> PipelineRunStatus:

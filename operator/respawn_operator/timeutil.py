@@ -7,12 +7,12 @@ import datetime as dt
 
 def now() -> dt.datetime:
     """The current time in UTC."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def fmt(value: dt.datetime) -> str:
     """``2026-11-30T07:00:00Z`` (second precision, like the API server)."""
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse(value: str | None) -> dt.datetime | None:
@@ -23,4 +23,4 @@ def parse(value: str | None) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

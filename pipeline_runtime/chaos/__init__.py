@@ -24,8 +24,17 @@ SIGNALS = ("KILL", "TERM", "INT")
 MOMENTS = ("time", "storage", "both")
 """Where interruptions land: signals at random times, SIGKILL at storage operations, or both."""
 
-__all__ = ["MOMENTS", "SIGNALS", "CaseResult", "ChaosConfig", "ChaosReport", "Difference", "Finding",
-           "Interruption", "run_chaos"]
+__all__ = [
+    "MOMENTS",
+    "SIGNALS",
+    "CaseResult",
+    "ChaosConfig",
+    "ChaosReport",
+    "Difference",
+    "Finding",
+    "Interruption",
+    "run_chaos",
+]
 
 
 def __getattr__(name: str) -> Any:

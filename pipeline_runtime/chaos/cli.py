@@ -17,28 +17,39 @@ EXIT_MISMATCH = 1
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("chaos", help="prove a pipeline resumes exactly: kill it at random moments, compare",
-                       description="Run a pipeline cleanly twice, then --kills times with one to three "
-                                   "interruptions each (signals at random moments, SIGKILL at storage "
-                                   "operations), resumed until it finishes; every finished run must match "
-                                   "the clean run exactly. Exit 0 only when all did.")
+    p = sub.add_parser(
+        "chaos",
+        help="prove a pipeline resumes exactly: kill it at random moments, compare",
+        description="Run a pipeline cleanly twice, then --kills times with one to three "
+        "interruptions each (signals at random moments, SIGKILL at storage "
+        "operations), resumed until it finishes; every finished run must match "
+        "the clean run exactly. Exit 0 only when all did.",
+    )
     p.add_argument("pipeline", help="registered name or module:Class")
     p.add_argument("--params", default=None, help="JSON object, or @file holding one")
     p.add_argument("--kills", type=int, default=10, help="interrupted runs (default 10)")
     p.add_argument("--seed", type=int, default=0, help="draws the interruptions (default 0)")
     p.add_argument("--signals", default=",".join(SIGNALS), help=f"some of {','.join(SIGNALS)} (default all)")
-    p.add_argument("--moments", default="both", choices=MOMENTS,
-                   help="signals at random times, SIGKILL at storage operations, or both (default)")
+    p.add_argument(
+        "--moments",
+        default="both",
+        choices=MOMENTS,
+        help="signals at random times, SIGKILL at storage operations, or both (default)",
+    )
     p.add_argument("--checkpoint-uri", default=None, help="where the runs keep checkpoints (default: a temp folder)")
-    p.add_argument("--compare-dir", default=None,
-                   help="a folder a param names: each run gets its own, compared byte for byte")
+    p.add_argument(
+        "--compare-dir", default=None, help="a folder a param names: each run gets its own, compared byte for byte"
+    )
     p.add_argument("--workers", type=int, default=1, help="runs at once (default 1)")
     p.add_argument("--case", type=int, default=None, help="replay one case of this seed")
     p.add_argument("--workdir", default=None, help="keep the runs' folders here (default: a temp folder, removed)")
     p.add_argument("--keep", action="store_true", help="keep checkpoints and folders for a look afterwards")
-    p.add_argument("--fresh-processes", action="store_true",
-                   help="start every attempt as a new interpreter, not forked from one that imported the "
-                        "pipeline (slower; for pipelines that start threads or open connections at import)")
+    p.add_argument(
+        "--fresh-processes",
+        action="store_true",
+        help="start every attempt as a new interpreter, not forked from one that imported the "
+        "pipeline (slower; for pipelines that start threads or open connections at import)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON report")
 
 
@@ -49,11 +60,20 @@ def command(args: argparse.Namespace) -> int:
 
     try:
         config = ChaosConfig(
-            pipeline=args.pipeline, params=_load_params(args.params), kills=args.kills, seed=args.seed,
+            pipeline=args.pipeline,
+            params=_load_params(args.params),
+            kills=args.kills,
+            seed=args.seed,
             signals=tuple(s.strip().upper().removeprefix("SIG") for s in args.signals.split(",") if s.strip()),
-            moments=args.moments, checkpoint_uri=args.checkpoint_uri, compare_dir=args.compare_dir,
-            workers=args.workers, workdir=Path(args.workdir) if args.workdir else None, keep=args.keep,
-            case=args.case, fresh_processes=args.fresh_processes)
+            moments=args.moments,
+            checkpoint_uri=args.checkpoint_uri,
+            compare_dir=args.compare_dir,
+            workers=args.workers,
+            workdir=Path(args.workdir) if args.workdir else None,
+            keep=args.keep,
+            case=args.case,
+            fresh_processes=args.fresh_processes,
+        )
         live = Live(sys.stderr, quiet=args.json)
         session = Session(config, live.case)
     except InvalidInput as e:
@@ -82,8 +102,12 @@ class Live:
     def start(self, config: ChaosConfig, session: Any) -> None:
         self.total = 1 if config.case is not None else config.kills
         if not self.quiet:
-            print(f"chaos: {config.pipeline}, {self.total} interrupted runs, seed {config.seed}, "
-                  f"{config.workers} at once; two clean runs first", file=self.out, flush=True)
+            print(
+                f"chaos: {config.pipeline}, {self.total} interrupted runs, seed {config.seed}, "
+                f"{config.workers} at once; two clean runs first",
+                file=self.out,
+                flush=True,
+            )
 
     def case(self, case: CaseResult, report: ChaosReport) -> None:
         self.done += 1
@@ -122,13 +146,19 @@ def render(report: ChaosReport) -> str:
     if report.reference_error:
         return f"chaos: {report.pipeline}: {report.reference_error}\nnothing was interrupted: fix the clean run first"
     interrupted = sum(1 for c in report.cases for a in c.attempts if a.interruption and not a.finished_first)
-    lines.append(f"chaos: {report.pipeline}, seed {report.seed}: {len(report.cases)} runs, {interrupted} "
-                 f"interruptions, {len(report.failed)} differ; clean run {report.clean_seconds:.1f}s, "
-                 f"session {report.seconds:.1f}s")
-    table = [("runs", len(report.cases)), ("interruptions", interrupted),
-             ("matched the clean run", sum(c.ok for c in report.cases)), ("differ", len(report.failed)),
-             ("attempts", sum(len(c.attempts) for c in report.cases)),
-             ("cleanups interrupted", sum(1 for c in report.cases if c.cleanup))]
+    lines.append(
+        f"chaos: {report.pipeline}, seed {report.seed}: {len(report.cases)} runs, {interrupted} "
+        f"interruptions, {len(report.failed)} differ; clean run {report.clean_seconds:.1f}s, "
+        f"session {report.seconds:.1f}s"
+    )
+    table = [
+        ("runs", len(report.cases)),
+        ("interruptions", interrupted),
+        ("matched the clean run", sum(c.ok for c in report.cases)),
+        ("differ", len(report.failed)),
+        ("attempts", sum(len(c.attempts) for c in report.cases)),
+        ("cleanups interrupted", sum(1 for c in report.cases if c.cleanup)),
+    ]
     lines += [f"  {name:<24} {value}" for name, value in table]
     for finding in report.nondeterministic:
         lines.append(f"not deterministic: {finding.message}")
@@ -140,6 +170,7 @@ def render(report: ChaosReport) -> str:
         if len(case.differences) > 5:
             lines.append(f"    ... {len(case.differences) - 5} more")
         lines.append(f"    replay: {report.replay} --case {case.index}")
-    lines.append("resumable: every interrupted run ended exactly as a clean run" if report.ok
-                 else "NOT proven resumable")
+    lines.append(
+        "resumable: every interrupted run ended exactly as a clean run" if report.ok else "NOT proven resumable"
+    )
     return "\n".join(lines)

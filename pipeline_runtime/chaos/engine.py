@@ -39,7 +39,9 @@ from .store import ENV_MARKER, ENV_PAUSE_AT, ENV_STATS
 
 EXPECTED_EXIT = {
     # -15/-2: the signal came while the interpreter was starting, before the handler.
-    "KILL": {-signal.SIGKILL}, "TERM": {143, -signal.SIGTERM}, "INT": {130, -signal.SIGINT},
+    "KILL": {-signal.SIGKILL},
+    "TERM": {143, -signal.SIGTERM},
+    "INT": {130, -signal.SIGINT},
 }
 TRANSIENT_EXIT = 75
 PROGRESS_INTERVAL = "0.05"
@@ -209,12 +211,15 @@ def check(config: ChaosConfig) -> type[Any]:
         folder = Path(_local_path(config.compare_dir))
         probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("/"))
         if not probe.is_dir() or not os.access(probe, os.W_OK):
-            raise InvalidInput(f"compare-dir: {config.compare_dir} is not a writable folder "
-                               f"({probe} is {'not writable' if probe.is_dir() else 'not a folder'})")
+            raise InvalidInput(
+                f"compare-dir: {config.compare_dir} is not a writable folder "
+                f"({probe} is {'not writable' if probe.is_dir() else 'not a folder'})"
+            )
         if not _mentions(config.params, config.compare_dir):
             raise InvalidInput(
                 f"compare-dir: no param names {config.compare_dir}, so every case would write the same "
-                "files; give the folder a param writes to (e.g. output_uri)")
+                "files; give the folder a param writes to (e.g. output_uri)"
+            )
     return cls
 
 
@@ -236,12 +241,12 @@ def _substitute(params: Any, folder: str, replacement: str) -> Any:
             return {k: one(v) for k, v in value.items()}
         if isinstance(value, list):
             return [one(v) for v in value]
-        if not isinstance(value, str) or not value or "://" in value and not value.startswith("file://"):
+        if not isinstance(value, str) or not value or ("://" in value and not value.startswith("file://")):
             return value
         scheme = "file://" if value.startswith("file://") else ""
         path = _local_path(value)
         if path == base or path.startswith(base + "/"):
-            return scheme + replacement + path[len(base):]
+            return scheme + replacement + path[len(base) :]
         return value
 
     return one(params)
@@ -278,9 +283,24 @@ class Session:
         base = [sys.executable, "-m", "pipeline_runtime.chaos.child", command]
         if command == "cleanup":
             return [*base, self.uri, "--run-id", run_id, "--tenant", self.tenant]
-        return [*base, self.target, "--params", json.dumps(params), "--run-id", run_id, "--checkpoint-uri",
-                self.uri, "--attempt", str(attempt), "--retain", "Always", "--tenant", self.tenant,
-                "--progress-interval", PROGRESS_INTERVAL]
+        return [
+            *base,
+            self.target,
+            "--params",
+            json.dumps(params),
+            "--run-id",
+            run_id,
+            "--checkpoint-uri",
+            self.uri,
+            "--attempt",
+            str(attempt),
+            "--retain",
+            "Always",
+            "--tenant",
+            self.tenant,
+            "--progress-interval",
+            PROGRESS_INTERVAL,
+        ]
 
     def _timeout(self, clean: float) -> float:
         return self.cfg.attempt_timeout or max(120.0, 20 * clean)
@@ -292,12 +312,21 @@ class Session:
         if self.forks is not None:
             return self.forks.spawn(argv[3:], extra, str(log)), log, term
         with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, env={**self.env, **extra}, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                argv, env={**self.env, **extra}, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         return proc, log, term
 
-    def attempt(self, folder: Path, run_id: str, number: int, params: Any, what: Interruption | None,
-                clean: float, command: str = "run") -> Attempt:
+    def attempt(
+        self,
+        folder: Path,
+        run_id: str,
+        number: int,
+        params: Any,
+        what: Interruption | None,
+        clean: float,
+        command: str = "run",
+    ) -> Attempt:
         """Start one attempt, interrupt it as planned (or let it finish); what happened."""
         tag = f"{command}-{number}"
         marker = folder / f"{tag}.paused"
@@ -333,7 +362,9 @@ class Session:
             code = -signal.SIGKILL
             sent = False
         seconds = time.monotonic() - started
-        found = Attempt(number, what.label(clean) if what else None, code, seconds, finished_first=what is not None and not sent)
+        found = Attempt(
+            number, what.label(clean) if what else None, code, seconds, finished_first=what is not None and not sent
+        )
         self._read_log(log, found)
         self._read_termination(term, found)
         if what is None and code == -signal.SIGKILL and not sent:
@@ -353,8 +384,11 @@ class Session:
             into.ready = into.ready or name == "ready"
             if name == "start" and event.get("resumed_from"):
                 src = event["resumed_from"]
-                into.resumed_from = (f"commit #{src.get('seq')} ({src.get('step') or 'no step done'})"
-                                     if isinstance(src, dict) else str(src))
+                into.resumed_from = (
+                    f"commit #{src.get('seq')} ({src.get('step') or 'no step done'})"
+                    if isinstance(src, dict)
+                    else str(src)
+                )
             elif name == "step_start":
                 into.in_step = event.get("step")
                 into.ran.append(str(event.get("step")))
@@ -383,8 +417,14 @@ class Session:
             return None, done, folder
         history = judge.history(self.uri, run_id, self.tenant)
         stats = json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").exists() else {}
-        ref = _Reference(done.seconds, self._context(run_id, folder),
-                         judge.file_digests(folder / "out"), stats, judge.writers(history), judge.step_windows(history))
+        ref = _Reference(
+            done.seconds,
+            self._context(run_id, folder),
+            judge.file_digests(folder / "out"),
+            stats,
+            judge.writers(history),
+            judge.step_windows(history),
+        )
         return ref, done, folder
 
     def _context(self, run_id: str, folder: Path) -> list[tuple[str, Any]]:
@@ -403,8 +443,10 @@ class Session:
                 return {k: placeholders(v) for k, v in node.items()}
             return node
 
-        return [(key, placeholders(tree))
-                for key, tree in judge.describe_context(judge.final_context(self.uri, run_id, self.tenant))]
+        return [
+            (key, placeholders(tree))
+            for key, tree in judge.describe_context(judge.final_context(self.uri, run_id, self.tenant))
+        ]
 
     def _run_id(self, name: str) -> str:
         run_id = f"{self.session}-{name}"
@@ -425,9 +467,15 @@ class Session:
             if key in got and mine != got[key]:
                 step = _last_writer(a, key)
                 who = f"step `{step}` writes `{key}`" if step else f"`{key}`"
-                found.append(Finding(key, step, "context",
-                                     f"{who} differently on every run ({_differs(mine, got[key])}): "
-                                     "seed its randomness, and do not read the clock or the environment into ctx"))
+                found.append(
+                    Finding(
+                        key,
+                        step,
+                        "context",
+                        f"{who} differently on every run ({_differs(mine, got[key])}): "
+                        "seed its randomness, and do not read the clock or the environment into ctx",
+                    )
+                )
         for path, (digest, _, mtime) in a.files.items():
             other = b.files.get(path)
             if other is not None and other[0] != digest:
@@ -441,8 +489,9 @@ class Session:
         """The interruptions of every case, from the seed and a clean run's counts."""
         cfg = self.cfg
         commits, artifacts = ref.counts.get("commit", 0), ref.counts.get("artifact", 0)
-        storage = [Interruption("commit-before", n) for n in range(2, commits + 1)] + \
-            [Interruption("artifact-before", n) for n in range(1, artifacts + 1)]
+        storage = [Interruption("commit-before", n) for n in range(2, commits + 1)] + [
+            Interruption("artifact-before", n) for n in range(1, artifacts + 1)
+        ]
         random.Random(f"{cfg.seed}:sweep").shuffle(storage)
         use_time, use_storage = cfg.moments in ("time", "both"), cfg.moments in ("storage", "both") and storage
         plans = []
@@ -480,14 +529,21 @@ class Session:
             # 0: it finished as the signal came (a decided outcome holds signals); 75: storage was away.
             expected = EXPECTED_EXIT.get(what.kind, {-signal.SIGKILL}) | {0, TRANSIENT_EXIT}
             if got.exit_code not in expected and got.ready:
-                result.differences.append(Difference(
-                    "exit", f"attempt {got.number}", got.in_step,
-                    f"answered {got.interruption} with exit {got.exit_code}"
-                    + (f" ({got.reason}: {got.message})" if got.reason else "")))
+                result.differences.append(
+                    Difference(
+                        "exit",
+                        f"attempt {got.number}",
+                        got.in_step,
+                        f"answered {got.interruption} with exit {got.exit_code}"
+                        + (f" ({got.reason}: {got.message})" if got.reason else ""),
+                    )
+                )
                 return self._done(result, started)
         last = result.attempts[-1]
         while last.exit_code != 0:
-            if number > len(plan) + MAX_EXTRA_ATTEMPTS or (last.interruption is None and last.exit_code != TRANSIENT_EXIT):
+            if number > len(plan) + MAX_EXTRA_ATTEMPTS or (
+                last.interruption is None and last.exit_code != TRANSIENT_EXIT
+            ):
                 result.differences.append(self._failed_attempt(last))
                 return self._done(result, started)
             last = self.attempt(folder, run_id, number, params, None, ref.seconds)
@@ -507,8 +563,10 @@ class Session:
         what = f"exited {got.exit_code}" + (f": {got.reason}: {got.message}" if got.reason else "")
         hint = None
         if got.resumed_from and got.reason == "StepFailed":
-            hint = (f"it failed only after resuming from {got.resumed_from}: step `{got.in_step}` reads state that "
-                    "a skipped step kept outside ctx (a module global, an attribute of self)")
+            hint = (
+                f"it failed only after resuming from {got.resumed_from}: step `{got.in_step}` reads state that "
+                "a skipped step kept outside ctx (a module global, an attribute of self)"
+            )
         return Difference("exit", f"attempt {got.number}", got.in_step, what, hint)
 
     def _compare(self, result: CaseResult, folder: Path, run_id: str, ref: _Reference, skip: set[str]) -> None:
@@ -523,16 +581,20 @@ class Session:
         for key, desc in want:
             step = _last_writer(ref, key)
             if key not in gotten:
-                result.differences.append(Difference("context", key, step, "missing after resume", self._hint(step, result)))
+                result.differences.append(
+                    Difference("context", key, step, "missing after resume", self._hint(step, result))
+                )
             elif gotten[key] != desc:
-                result.differences.append(Difference("context", key, step, _differs(desc, gotten[key]),
-                                                     self._hint(step, result)))
+                result.differences.append(
+                    Difference("context", key, step, _differs(desc, gotten[key]), self._hint(step, result))
+                )
         for key, _ in got:
             if key not in wanted:
                 result.differences.append(Difference("context", key, None, "not in a clean run's context"))
         if context and [k for k, _ in want] != [k for k, _ in got if k in wanted] and not result.differences:
-            result.differences.append(Difference("context", "key order", None,
-                                                 f"{[k for k, _ in got]} instead of {[k for k, _ in want]}"))
+            result.differences.append(
+                Difference("context", "key order", None, f"{[k for k, _ in got]} instead of {[k for k, _ in want]}")
+            )
         if self.cfg.compare_dir is not None:
             files = judge.file_digests(folder / "out")
             for path, (digest, size, mtime) in ref.files.items():
@@ -543,8 +605,15 @@ class Session:
                 if mine is None:
                     result.differences.append(Difference("file", path, writer, "missing after resume"))
                 elif mine[0] != digest:
-                    result.differences.append(Difference("file", path, writer, f"{mine[1]} bytes where a clean run wrote "
-                                                         f"{size}, other contents", self._file_hint(writer, result)))
+                    result.differences.append(
+                        Difference(
+                            "file",
+                            path,
+                            writer,
+                            f"{mine[1]} bytes where a clean run wrote {size}, other contents",
+                            self._file_hint(writer, result),
+                        )
+                    )
             for path in sorted(set(files) - set(ref.files)):
                 result.differences.append(Difference("file", path, None, "not written by a clean run"))
         history = judge.history(self.uri, run_id, self.tenant)
@@ -562,9 +631,11 @@ class Session:
             return None
         resumed = [a for a in result.attempts if a.resumed_from and step in a.ran]
         if resumed:
-            return (f"step `{step}` gave another value after resuming from {resumed[0].resumed_from}: it reads state "
-                    "that a skipped step kept outside ctx (a module global, an attribute of self), or keeps partial "
-                    "work outside its saved progress; keep everything a later step needs in ctx")
+            return (
+                f"step `{step}` gave another value after resuming from {resumed[0].resumed_from}: it reads state "
+                "that a skipped step kept outside ctx (a module global, an attribute of self), or keeps partial "
+                "work outside its saved progress; keep everything a later step needs in ctx"
+            )
         return None
 
     def _file_hint(self, step: str | None, result: CaseResult) -> str | None:
@@ -572,13 +643,16 @@ class Session:
             return None
         runs = self._runs_of(step, result)
         if len(runs) > 1:
-            return (f"step `{step}` ran in attempts {', '.join(map(str, runs))} and its file differs: its effect outside "
-                    "ctx is not idempotent (it appends, or adds a new file each time): write the whole file each time "
-                    "(to a temporary name, then rename) and declare @step(overlap=False)")
+            return (
+                f"step `{step}` ran in attempts {', '.join(map(str, runs))} and its file differs: its effect outside "
+                "ctx is not idempotent (it appends, or adds a new file each time): write the whole file each time "
+                "(to a temporary name, then rename) and declare @step(overlap=False)"
+            )
         return None
 
-    def _interrupt_cleanup(self, result: CaseResult, folder: Path, run_id: str, ref: _Reference,
-                           number: int, params: Any) -> None:
+    def _interrupt_cleanup(
+        self, result: CaseResult, folder: Path, run_id: str, ref: _Reference, number: int, params: Any
+    ) -> None:
         """Kill `cleanup` halfway, run it again, then start one more attempt: the run must
         end retired, with no artifact left, and the late attempt must have nothing to do."""
         from ..checkpoint import Kind, RunLog
@@ -655,8 +729,17 @@ class Session:
 
     def replay_command(self) -> str:
         cfg = self.cfg
-        parts = ["pipeline-runtime", "chaos", cfg.pipeline, "--params", _quote(json.dumps(cfg.params)),
-                 "--kills", str(cfg.kills), "--seed", str(cfg.seed)]
+        parts = [
+            "pipeline-runtime",
+            "chaos",
+            cfg.pipeline,
+            "--params",
+            _quote(json.dumps(cfg.params)),
+            "--kills",
+            str(cfg.kills),
+            "--seed",
+            str(cfg.seed),
+        ]
         if tuple(cfg.signals) != SIGNALS:
             parts += ["--signals", ",".join(cfg.signals)]
         if cfg.moments != "both":

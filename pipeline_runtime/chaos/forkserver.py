@@ -131,14 +131,19 @@ class ForkServer:
     """The engine's end: start the server, fork attempts through it."""
 
     def __init__(self, target: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline_runtime.chaos.forkserver", target],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline_runtime.chaos.forkserver", target],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         self._lock = threading.Lock()
         self._next = 0
         self._pending: dict[int, tuple[threading.Event, list[Forked]]] = {}
         self._running: dict[int, Forked] = {}
-        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True,
-                                        name="chaos-forkserver")
+        self._reader = threading.Thread(
+            target=self._read, args=(self.proc.stdout,), daemon=True, name="chaos-forkserver"
+        )
         self._reader.start()
 
     def _read(self, stream: IO[bytes] | None) -> None:

@@ -33,8 +33,10 @@ def describe_value(value: Any) -> str:
     import numpy as np
 
     if isinstance(value, (np.ndarray, np.generic)):
-        return f"{type(value).__name__}:{value.dtype.str}:{np.shape(value)}:" \
-               f"{hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]}"
+        return (
+            f"{type(value).__name__}:{value.dtype.str}:{np.shape(value)}:"
+            f"{hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]}"
+        )
     if isinstance(value, dict):
         return "{" + ",".join(f"{k!r}:{describe_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
@@ -178,8 +180,9 @@ def fenced_writes(history: list[dict[str, Any]]) -> tuple[int, list[str]]:
     return bad, problems
 
 
-def reran_after_commit(executions: list[tuple[str, int, int]],
-                       history: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
+def reran_after_commit(
+    executions: list[tuple[str, int, int]], history: list[dict[str, Any]]
+) -> tuple[int, int, list[str]]:
     """(duplicates, lost, problems) from step starts (step, attempt, start index): a step that
     started in an attempt later than the one whose commit of it landed; and a resumed step
     that started before the progress its attempt's claim carried."""
@@ -196,8 +199,9 @@ def reran_after_commit(executions: list[tuple[str, int, int]],
         saved = progress_index(claim) if claim else None
         if saved and saved[0] == name and start < saved[1]:
             lost += 1
-            problems.append(f"step {name} resumed at {start} in attempt {attempt}, but progress {saved[1]} "
-                            "was committed")
+            problems.append(
+                f"step {name} resumed at {start} in attempt {attempt}, but progress {saved[1]} was committed"
+            )
     return dups, lost, problems
 
 
@@ -225,8 +229,9 @@ def writers(history: list[dict[str, Any]]) -> dict[str, list[str]]:
             continue
         context = body["context"]
         # A context of plain JSON is stored whole as {"json": {...}}; otherwise key by key.
-        nodes = context.get("dict") or ({k: {"json": v} for k, v in context["json"].items()}
-                                        if isinstance(context.get("json"), dict) else {})
+        nodes = context.get("dict") or (
+            {k: {"json": v} for k, v in context["json"].items()} if isinstance(context.get("json"), dict) else {}
+        )
         for key, node in nodes.items():
             text = json.dumps(node, sort_keys=True)
             if seen.get(key) != text:

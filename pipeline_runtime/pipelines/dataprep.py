@@ -147,8 +147,15 @@ class DataPrepPipeline(Pipeline):
         except VideoError as e:
             raise InvalidInput(f"video_uri: {e}") from None
         ctx["video"] = {"uri": p.video_uri, "sha256": digest, **info.to_json()}
-        log.info("open_video: %s %dx%d %s, %d frames at %.3g fps", p.video_uri, info.width,
-                 info.height, info.fourcc, info.frame_count, info.fps)
+        log.info(
+            "open_video: %s %dx%d %s, %d frames at %.3g fps",
+            p.video_uri,
+            info.width,
+            info.height,
+            info.fourcc,
+            info.frame_count,
+            info.fps,
+        )
 
     # -- 2 -------------------------------------------------------------------
     @step
@@ -177,8 +184,12 @@ class DataPrepPipeline(Pipeline):
                 if ctx.progress is not None:
                     resumed_at.append(kept.next_frame)
                     reader.seek(kept.next_frame, anchor=kept.anchor)
-                    log.warning("extract_frames: resuming at frame %d (%d frames kept so far, seek %s)",
-                                kept.next_frame, kept.count, "verified" if reader.seeks else "by decoding from 0")
+                    log.warning(
+                        "extract_frames: resuming at frame %d (%d frames kept so far, seek %s)",
+                        kept.next_frame,
+                        kept.count,
+                        "verified" if reader.seeks else "by decoding from 0",
+                    )
                 reader.tick = None  # from here on the loop below saves progress itself
                 done = limit is not None and kept.count >= limit
                 while not done:
@@ -215,9 +226,13 @@ class DataPrepPipeline(Pipeline):
         }
         # Where it resumed is logged, not kept in ctx: a resumed run's context equals an
         # uninterrupted run's (pipeline-runtime chaos checks exactly that).
-        log.info("extract_frames: kept %d of %d decoded frames%s%s", kept.count, decoded,
-                 f", cut their {p.mode} crops into {len(kept.windows)} chunks" if boxes else "",
-                 f"; resumed at frames {resumed_at}" if resumed_at else "")
+        log.info(
+            "extract_frames: kept %d of %d decoded frames%s%s",
+            kept.count,
+            decoded,
+            f", cut their {p.mode} crops into {len(kept.windows)} chunks" if boxes else "",
+            f"; resumed at frames {resumed_at}" if resumed_at else "",
+        )
 
     # -- 3 -------------------------------------------------------------------
     @step
@@ -283,11 +298,17 @@ class DataPrepPipeline(Pipeline):
                 ctx["crops"] = {"chunks": cut, "count": total, "crop_size": size, "cut_in": "extract_frames"}
                 log.info("crop: %d crops in %d chunks, cut by extract_frames", total, len(cut))
                 return
-            log.warning("crop: %d of the %d chunks extract_frames cut are gone (a finished run deletes them); "
-                        "cutting again from the video", len(gone), len(cut))
+            log.warning(
+                "crop: %d of the %d chunks extract_frames cut are gone (a finished run deletes them); "
+                "cutting again from the video",
+                len(gone),
+                len(cut),
+            )
         state = ctx.progress or {"chunks": [], "resumed_at_chunk": []}
         refs: list[dict[str, Any]] = list(state["chunks"])
         resumed_at = list(state["resumed_at_chunk"]) + ([len(refs)] if ctx.progress is not None else [])
+        if ctx.progress is not None:
+            log.warning("crop: resuming after chunk %d (%d chunks stored)", len(refs), len(refs))
         done = len(refs) * per
         positions = np.unique(owner[done:]) if done < total else np.zeros(0, np.int64)
         first_box = np.searchsorted(owner, positions, side="left")
@@ -295,8 +316,11 @@ class DataPrepPipeline(Pipeline):
         beat = _Heartbeat(ctx, {"chunks": list(refs), "resumed_at_chunk": resumed_at})
         work = self._work(ctx)
         try:
-            for k, (_, frame) in enumerate(iter_frames(self._local_video(ctx), frames["index"][positions],
-                                                       frames["fingerprint"][positions], tick=beat)):
+            for k, (_, frame) in enumerate(
+                iter_frames(
+                    self._local_video(ctx), frames["index"][positions], frames["fingerprint"][positions], tick=beat
+                )
+            ):
                 b = max(int(first_box[k]), done)
                 while b < total and owner[b] == positions[k]:
                     if chunk is None:
@@ -314,8 +338,9 @@ class DataPrepPipeline(Pipeline):
         finally:
             work.close()
         ctx["crops"] = {"chunks": refs, "count": total, "crop_size": size, "cut_in": "crop"}
-        log.info("crop: %d crops in %d chunks%s", total, len(refs),
-                 f"; resumed at chunks {resumed_at}" if resumed_at else "")
+        log.info(
+            "crop: %d crops in %d chunks%s", total, len(refs), f"; resumed at chunks {resumed_at}" if resumed_at else ""
+        )
 
     # -- 5 -------------------------------------------------------------------
     @step
@@ -374,8 +399,9 @@ class DataPrepPipeline(Pipeline):
             out.delete(shards.MANIFEST)  # a different dataset was here: never pair it with our shards
         state = ctx.progress or {"next_shard": 0}
         # Shards the saved progress counts are skipped, unless one has gone missing since.
-        start = next((i for i in range(state["next_shard"]) if not out.exists(shards.shard_name(i))),
-                     state["next_shard"])
+        start = next(
+            (i for i in range(state["next_shard"]) if not out.exists(shards.shard_name(i))), state["next_shard"]
+        )
         if start:
             log.warning("write_dataset: resuming at shard %d of %d", start, n_shards)
         load = functools.partial(self._chunk, ctx, work, "augmented")
@@ -397,10 +423,21 @@ class DataPrepPipeline(Pipeline):
         removed = work.clear()
         # What the cleanup removed depends on what earlier runs and attempts left, so it is
         # logged, not kept in ctx: a resumed run's context equals an uninterrupted run's.
-        ctx["dataset"] = {"uri": ctx.params.output_uri, "shards": n_shards, "crops": ctx["augmented"]["count"],
-                          "manifest_sha256": hashlib.sha256(manifest).hexdigest()}
-        log.info("write_dataset: %d crops in %d shards at %s; removed %d stale shards and %d work objects",
-                 ctx["augmented"]["count"], n_shards, ctx.params.output_uri, len(stale), removed)
+        ctx["dataset"] = {
+            "uri": ctx.params.output_uri,
+            "shards": n_shards,
+            "crops": ctx["augmented"]["count"],
+            "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+        }
+        if stale:  # someone's earlier dataset was in this folder: say so where it is seen
+            log.warning("write_dataset: removed %d shards an earlier run left in %s", len(stale), ctx.params.output_uri)
+        log.info(
+            "write_dataset: %d crops in %d shards at %s; %d work objects removed",
+            ctx["augmented"]["count"],
+            n_shards,
+            ctx.params.output_uri,
+            removed,
+        )
 
     def _manifest_entries(self, ctx: StepContext) -> Iterator[dict[str, Any]]:
         p: DataPrepParams = ctx.params
@@ -482,8 +519,7 @@ def _cutting_step(p: DataPrepParams) -> str:
     return "crop" if p.mode == "faces" else "extract_frames"
 
 
-def _augment_batch(p: DataPrepParams, batch: np.ndarray, base: int,
-                   out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _augment_batch(p: DataPrepParams, batch: np.ndarray, base: int, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Augment crops base.. into `out`; their draws (n, 4) and the sha256 of each result (n, 32)."""
     rows, shas = [], []
     for i, crop in enumerate(batch):
@@ -491,12 +527,15 @@ def _augment_batch(p: DataPrepParams, batch: np.ndarray, base: int,
         out[i] = aug.apply(crop, d, p.augmentations)
         rows.append(d.as_row())
         shas.append(hashlib.sha256(out[i].data).digest())
-    return (np.asarray(rows, dtype=np.float64).reshape(-1, 4),
-            np.frombuffer(b"".join(shas), dtype=np.uint8).reshape(-1, 32))
+    return (
+        np.asarray(rows, dtype=np.float64).reshape(-1, 4),
+        np.frombuffer(b"".join(shas), dtype=np.uint8).reshape(-1, 32),
+    )
 
 
-def _shard_batches(load: Callable[[int], np.ndarray], refs: list[dict[str, Any]], shard_size: int,
-                   start_shard: int) -> Iterator[tuple[int, np.ndarray]]:
+def _shard_batches(
+    load: Callable[[int], np.ndarray], refs: list[dict[str, Any]], shard_size: int, start_shard: int
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (shard number, images) from `start_shard` on, holding one work chunk and one shard at a time."""
     total = sum(r["count"] for r in refs)
     starts = np.cumsum([0] + [r["count"] for r in refs])
@@ -513,7 +552,7 @@ def _shard_batches(load: Callable[[int], np.ndarray], refs: list[dict[str, Any]]
             if images is None:
                 images = np.empty((hi - lo, *chunk.shape[1:]), chunk.dtype)
             take = min(hi, int(starts[c + 1])) - at
-            images[at - lo:at - lo + take] = chunk[at - int(starts[c]):at - int(starts[c]) + take]
+            images[at - lo : at - lo + take] = chunk[at - int(starts[c]) : at - int(starts[c]) + take]
             at += take
         assert images is not None
         yield number, images

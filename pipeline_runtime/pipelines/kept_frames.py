@@ -44,8 +44,14 @@ Box = tuple[int, int, int, int]
 class KeptFrames:
     """Kept frames of one extract_frames attempt, resumed from its saved progress `state`."""
 
-    def __init__(self, state: dict[str, Any], chunk_size: int, crop_size: int,
-                 boxes: list[Box] | None = None, work: WorkStore | None = None) -> None:
+    def __init__(
+        self,
+        state: dict[str, Any],
+        chunk_size: int,
+        crop_size: int,
+        boxes: list[Box] | None = None,
+        work: WorkStore | None = None,
+    ) -> None:
         self.next_frame: int = state["next_frame"]
         """Decoder position the listed state reaches: a resumed attempt starts decoding here."""
         self.index: list[np.ndarray] = list(state["index"])
@@ -64,8 +70,14 @@ class KeptFrames:
             self.per_chunk = max(1, min(chunk_size // len(boxes), CHUNK_BYTES // frame_bytes))
         # (box, its rows and columns if cutting it is a plain copy)
         self._cuts_of: list[tuple[Box, tuple[slice, slice] | None]] = [
-            (box, (slice(box[1], box[1] + box[3]), slice(box[0], box[0] + box[2]))
-             if box[2] == box[3] == crop_size else None) for box in boxes or []]
+            (
+                box,
+                (slice(box[1], box[1] + box[3]), slice(box[0], box[0] + box[2]))
+                if box[2] == box[3] == crop_size
+                else None,
+            )
+            for box in boxes or []
+        ]
         self._idx: list[int] = []
         self._batch: list[np.ndarray] = []
         self._fps = np.empty((self.per_chunk, FINGERPRINT_BYTES), np.uint8)  # filled by the cutter
@@ -170,5 +182,10 @@ class KeptFrames:
 
     def state(self, resumed_at: list[int]) -> dict[str, Any]:
         """The progress to save: only frames whose crops are stored."""
-        return {"next_frame": self.next_frame, "index": list(self.index), "fingerprint": list(self.fingerprint),
-                "windows": list(self.windows), "resumed_at": resumed_at}
+        return {
+            "next_frame": self.next_frame,
+            "index": list(self.index),
+            "fingerprint": list(self.fingerprint),
+            "windows": list(self.windows),
+            "resumed_at": resumed_at,
+        }

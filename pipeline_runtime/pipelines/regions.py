@@ -34,8 +34,7 @@ def grid_boxes(width: int, height: int, crop_size: int) -> list[tuple[int, int, 
     if cols == 0 or rows == 0:
         return [center_box(width, height, crop_size)]
     x0, y0 = (width - cols * crop_size) // 2, (height - rows * crop_size) // 2
-    return [(x0 + c * crop_size, y0 + r * crop_size, crop_size, crop_size)
-            for r in range(rows) for c in range(cols)]
+    return [(x0 + c * crop_size, y0 + r * crop_size, crop_size, crop_size) for r in range(rows) for c in range(cols)]
 
 
 def geometry_boxes(mode: Mode, width: int, height: int, crop_size: int) -> list[tuple[int, int, int, int]] | None:
@@ -55,8 +54,10 @@ def faces_unavailable() -> str | None:
     """
     # getattr: OpenCV 5's type stubs no longer declare these names.
     if not hasattr(cv2, "CascadeClassifier"):
-        return (f"faces mode needs OpenCV's Haar cascades, which OpenCV {cv2.__version__} does not ship "
-                "(install opencv-python-headless<5, or use mode center or grid)")
+        return (
+            f"faces mode needs OpenCV's Haar cascades, which OpenCV {cv2.__version__} does not ship "
+            "(install opencv-python-headless<5, or use mode center or grid)"
+        )
     path = os.path.join(getattr(getattr(cv2, "data", None), "haarcascades", ""), FACE_CASCADE)
     if not os.path.isfile(path):
         return f"faces mode needs {FACE_CASCADE}, not found in cv2.data.haarcascades"
@@ -75,8 +76,8 @@ class FaceDetector:
         reason = faces_unavailable()
         if reason:
             raise RuntimeError(reason)
-        path = os.path.join(getattr(cv2, "data").haarcascades, FACE_CASCADE)
-        self._cascade = getattr(cv2, "CascadeClassifier")(path)
+        path = os.path.join(getattr(cv2, "data").haarcascades, FACE_CASCADE)  # noqa: B009 - cv2's stubs lack `data`
+        self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise RuntimeError(f"cannot load the Haar cascade {path}")
         self.margin = margin
@@ -91,11 +92,12 @@ class FaceDetector:
         if scale < 1.0:
             gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
-        found = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                               minSize=(self.min_size, self.min_size))
+        found = self._cascade.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=5, minSize=(self.min_size, self.min_size)
+        )
         boxes = []
-        for x, y, w, h in (found if len(found) else []):
-            side = int(round(max(w, h) / scale * (1 + 2 * self.margin)))
+        for x, y, w, h in found if len(found) else []:
+            side = int(round(max(w, h) / scale * (1 + 2 * self.margin)))  # noqa: RUF046 - numpy floats round to floats
             side = min(side, width, height)
             cx, cy = (x + w / 2) / scale, (y + h / 2) / scale
             bx = int(min(max(round(cx - side / 2), 0), width - side))
@@ -107,7 +109,7 @@ class FaceDetector:
 def cut(frame: np.ndarray, box: tuple[int, int, int, int] | np.ndarray, crop_size: int) -> np.ndarray:
     """The `crop_size`x`crop_size` crop of `box` (resized with INTER_AREA/INTER_LINEAR if the box differs)."""
     x, y, w, h = (int(v) for v in box)
-    region = frame[y:y + h, x:x + w]
+    region = frame[y : y + h, x : x + w]
     if w == crop_size and h == crop_size:
         return region
     interp = cv2.INTER_AREA if w > crop_size else cv2.INTER_LINEAR

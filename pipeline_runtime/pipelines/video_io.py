@@ -52,8 +52,13 @@ class VideoInfo:
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form, for the step context."""
-        return {"fps": self.fps, "frame_count": self.frame_count, "width": self.width,
-                "height": self.height, "fourcc": self.fourcc}
+        return {
+            "fps": self.fps,
+            "frame_count": self.frame_count,
+            "width": self.width,
+            "height": self.height,
+            "fourcc": self.fourcc,
+        }
 
 
 def split_uri(uri: str) -> tuple[str | None, str]:
@@ -124,9 +129,13 @@ def probe(path: str) -> VideoInfo:
             raise VideoError(f"{path} is not a readable video (no frame decodes)")
         code = int(cap.get(cv2.CAP_PROP_FOURCC))
         fourcc = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00")
-        return VideoInfo(fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-                         frame_count=int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
-                         width=int(frame.shape[1]), height=int(frame.shape[0]), fourcc=fourcc)
+        return VideoInfo(
+            fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
+            frame_count=int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+            width=int(frame.shape[1]),
+            height=int(frame.shape[0]),
+            fourcc=fourcc,
+        )
     finally:
         cap.release()
 
@@ -248,8 +257,9 @@ class FrameReader:
         self.skip_exactly(index - self.position)
 
 
-def iter_frames(path: str, indices: np.ndarray, fingerprints: np.ndarray, start: int = 0,
-                tick: Callable[[], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_frames(
+    path: str, indices: np.ndarray, fingerprints: np.ndarray, start: int = 0, tick: Callable[[], None] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (position, frame) for the kept frames `indices[start:]`, each verified.
 
     `fingerprints[i]` is what `extract_frames` recorded for `indices[i]`; a frame

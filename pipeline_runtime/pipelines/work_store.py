@@ -46,8 +46,11 @@ from pipeline_runtime.storage.local import FileStore
 def npy_header(shape: tuple[int, ...], dtype: np.dtype[Any] | type) -> bytes:
     """The `.npy` (format 1.0) header of a C-order array of this shape and dtype."""
     buf = io.BytesIO()
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": tuple(int(s) for s in shape)}
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": tuple(int(s) for s in shape),
+    }
     np.lib.format.write_array_header_1_0(buf, header)
     return buf.getvalue()
 
@@ -58,7 +61,7 @@ class NpyBuffer:
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any] | type = np.uint8) -> None:
         head = npy_header(shape, dtype)
         self._raw = bytearray(len(head) + int(np.prod(shape)) * np.dtype(dtype).itemsize)
-        self._raw[:len(head)] = head
+        self._raw[: len(head)] = head
         self.array: np.ndarray = np.frombuffer(self._raw, dtype=dtype, offset=len(head)).reshape(shape)
         """The array's cells, inside the file's bytes."""
 
@@ -96,8 +99,9 @@ class WorkStore:
         self.store.put(path, data)
         return {"path": path, "xxh3_128": digest, "count": count}
 
-    def _write_chunk(self, name: str, chunk: NpyBuffer, rows: int | None,
-                     after: Sequence[Future[Any]]) -> dict[str, Any]:
+    def _write_chunk(
+        self, name: str, chunk: NpyBuffer, rows: int | None, after: Sequence[Future[Any]]
+    ) -> dict[str, Any]:
         for future in after:
             future.result()  # a failed fill fails this write, and so the step
         if rows is None or rows == len(chunk.array):
@@ -117,8 +121,9 @@ class WorkStore:
             return self._write(name, array.data, int(array.array.shape[0]))
         return self._write(name, npy_bytes(array), int(array.shape[0]))
 
-    def submit(self, name: str, chunk: NpyBuffer, rows: int | None = None,
-               after: Sequence[Future[Any]] = ()) -> list[dict[str, Any]]:
+    def submit(
+        self, name: str, chunk: NpyBuffer, rows: int | None = None, after: Sequence[Future[Any]] = ()
+    ) -> list[dict[str, Any]]:
         """Queue a write of `chunk` (its first `rows` rows, default all), to start once every
         future in `after` is done (those still filling it); returns the references of
         earlier writes that have now finished, in order.

@@ -23,8 +23,8 @@ def _client() -> Any:
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"),
-                              credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"), credentials=anonymous)
     return storage.Client()
 
 
@@ -60,17 +60,29 @@ class GCSStore:
         gexc = self._gexc
         if isinstance(e, gexc.NotFound) and not object_may_be_missing:
             # Listing and writing never miss an object: the bucket itself is not there.
-            return StoreMisconfigured(f"bucket {self._bucket.name!r} does not exist ({self.uri}): create it "
-                                      "or fix the checkpoint URI")
+            return StoreMisconfigured(
+                f"bucket {self._bucket.name!r} does not exist ({self.uri}): create it or fix the checkpoint URI"
+            )
         if isinstance(e, gexc.NotFound):
             return NotFound(path)
         if isinstance(e, (gexc.Forbidden, gexc.Unauthorized)):
-            return StoreMisconfigured(f"{self.uri}: {path}: access denied ({getattr(e, 'message', e)}): grant the "
-                                      "pod's identity access to the checkpoint bucket")
+            return StoreMisconfigured(
+                f"{self.uri}: {path}: access denied ({getattr(e, 'message', e)}): grant the "
+                "pod's identity access to the checkpoint bucket"
+            )
         if isinstance(e, gexc.PreconditionFailed):
             return PreconditionFailed(path)
-        if isinstance(e, (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError,
-                          gexc.ServiceUnavailable, ConnectionError, TimeoutError)):
+        if isinstance(
+            e,
+            (
+                gexc.TooManyRequests,
+                gexc.ServerError,
+                gexc.RetryError,
+                gexc.ServiceUnavailable,
+                ConnectionError,
+                TimeoutError,
+            ),
+        ):
             return TransientStoreError(f"{path}: {e}")
         import requests
 
@@ -94,15 +106,15 @@ class GCSStore:
     def get(self, path: str) -> bytes:
         try:
             data: bytes = self._bucket.blob(self._name(path)).download_as_bytes(
-                retry=self._retry, timeout=self._timeout)
+                retry=self._retry, timeout=self._timeout
+            )
             return data
         except Exception as e:
             raise self._sorted_error(e, path) from e
 
     def exists(self, path: str) -> bool:
         try:
-            return bool(self._bucket.blob(self._name(path)).exists(
-                retry=self._retry, timeout=self._timeout))
+            return bool(self._bucket.blob(self._name(path)).exists(retry=self._retry, timeout=self._timeout))
         except Exception as e:
             raise self._sorted_error(e, path) from e
 
@@ -110,8 +122,7 @@ class GCSStore:
         full = self._name(prefix, prefix=True) if prefix else (f"{self.prefix}/" if self.prefix else "")
         cut = len(self.prefix) + 1 if self.prefix else 0
         try:
-            blobs = self._client.list_blobs(self._bucket, prefix=full,
-                                            retry=self._retry, timeout=self._timeout)
+            blobs = self._client.list_blobs(self._bucket, prefix=full, retry=self._retry, timeout=self._timeout)
             return sorted(b.name[cut:] for b in blobs)
         except Exception as e:
             raise self._sorted_error(e, prefix, object_may_be_missing=False) from e

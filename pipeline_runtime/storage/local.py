@@ -7,8 +7,8 @@ name exists, so of two racing creators on one host exactly one wins).
 
 from __future__ import annotations
 
-import errno
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -155,8 +155,16 @@ def _os_error(e: OSError, path: str) -> Exception:
     # attempt may land elsewhere: report it as transient infrastructure.
     if e.errno in (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT):
         return TransientStoreError(f"{path}: {e.strerror}")
-    if e.errno in (errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOENT,
-                   errno.ELOOP):
-        return StoreMisconfigured(f"{e.filename or path}: {e.strerror}: fix the file:// checkpoint URI "
-                                  "or the folder's permissions")
+    if e.errno in (
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENAMETOOLONG,
+        errno.ENOENT,
+        errno.ELOOP,
+    ):
+        return StoreMisconfigured(
+            f"{e.filename or path}: {e.strerror}: fix the file:// checkpoint URI or the folder's permissions"
+        )
     return e

@@ -25,9 +25,24 @@ KILLS = "8"
 
 def chaos(tmp_path: Path, *args: str, cwd: Path | None = None) -> tuple[int, dict[str, Any] | None, str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "chaos", *args, "--json", "--workers", "2",
-                           "--workdir", str(tmp_path / "work")], check=False, capture_output=True, text=True, env=env,
-                          cwd=cwd or tmp_path, timeout=300)
+    done = subprocess.run(
+        [
+            str(VENV_BIN / "pipeline-runtime"),
+            "chaos",
+            *args,
+            "--json",
+            "--workers",
+            "2",
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or tmp_path,
+        timeout=300,
+    )
     try:
         report = json.loads(done.stdout)
     except ValueError:
@@ -40,8 +55,18 @@ def differences(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_a_sound_pipeline_passes_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    code, report, err = chaos(tmp_path, "tests.chaos.buggy:Sound", "--params", json.dumps({"out": "out"}),
-                              "--compare-dir", "out", "--kills", KILLS, "--seed", "1")
+    code, report, err = chaos(
+        tmp_path,
+        "tests.chaos.buggy:Sound",
+        "--params",
+        json.dumps({"out": "out"}),
+        "--compare-dir",
+        "out",
+        "--kills",
+        KILLS,
+        "--seed",
+        "1",
+    )
     assert code == 0, err
     assert report is not None and report["ok"] and len(report["cases"]) == 8
     interrupted = [a for c in report["cases"] for a in c["attempts"] if a["interruption"] and not a["finished_first"]]
@@ -70,9 +95,10 @@ def test_state_on_self_is_found_when_a_resumed_step_fails(tmp_path: Path) -> Non
     assert "a skipped step kept outside ctx" in found[0]["hint"]
 
 
-@pytest.mark.parametrize(("pipeline", "step", "key"), [("Unseeded", "augment", "noisy"),
-                                                       ("LegacyRandom", "jitter", "offsets"),
-                                                       ("WallClock", "stamp", "made_at")])
+@pytest.mark.parametrize(
+    ("pipeline", "step", "key"),
+    [("Unseeded", "augment", "noisy"), ("LegacyRandom", "jitter", "offsets"), ("WallClock", "stamp", "made_at")],
+)
 def test_non_determinism_is_named_not_blamed_on_resume(tmp_path: Path, pipeline: str, step: str, key: str) -> None:
     code, report, err = chaos(tmp_path, f"tests.chaos.buggy:{pipeline}", "--kills", "2", "--seed", "1")
     assert code == 1 and report is not None, err
@@ -82,8 +108,9 @@ def test_non_determinism_is_named_not_blamed_on_resume(tmp_path: Path, pipeline:
 
 
 def test_fresh_processes_give_the_same_verdicts(tmp_path: Path) -> None:
-    code, report, err = chaos(tmp_path, "tests.chaos.buggy:GlobalState", "--kills", KILLS, "--seed", "1",
-                              "--fresh-processes")
+    code, report, err = chaos(
+        tmp_path, "tests.chaos.buggy:GlobalState", "--kills", KILLS, "--seed", "1", "--fresh-processes"
+    )
     assert code == 1 and report is not None, err
     assert any(d["key"] == "total" and d["step"] == "report" for d in differences(report))
 
@@ -97,32 +124,63 @@ def test_changing_a_committed_array_in_place_is_named(tmp_path: Path) -> None:
 
 
 def test_appending_to_an_output_file_is_found_with_the_compare_dir(tmp_path: Path) -> None:
-    code, report, err = chaos(tmp_path, "tests.chaos.buggy:Appends", "--params", json.dumps({"out": "out"}),
-                              "--compare-dir", "out", "--kills", "4", "--seed", "2")
+    code, report, err = chaos(
+        tmp_path,
+        "tests.chaos.buggy:Appends",
+        "--params",
+        json.dumps({"out": "out"}),
+        "--compare-dir",
+        "out",
+        "--kills",
+        "4",
+        "--seed",
+        "2",
+    )
     assert code == 1 and report is not None, err
     found = [d for d in differences(report) if d["where"] == "file"]
     assert found and found[0]["key"] == "rows.csv" and found[0]["step"] == "write"
 
 
 def test_an_effect_run_twice_is_found(tmp_path: Path) -> None:
-    code, report, err = chaos(tmp_path, "tests.chaos.buggy:Outbox", "--params", json.dumps({"out": "out"}),
-                              "--compare-dir", "out", "--kills", KILLS, "--seed", "1")
+    code, report, err = chaos(
+        tmp_path,
+        "tests.chaos.buggy:Outbox",
+        "--params",
+        json.dumps({"out": "out"}),
+        "--compare-dir",
+        "out",
+        "--kills",
+        KILLS,
+        "--seed",
+        "1",
+    )
     assert code == 1 and report is not None, err
     found = [d for d in differences(report) if d["where"] == "file"]
     assert found and found[0]["key"] == "outbox.txt" and found[0]["step"] == "publish"
     assert "overlap=False" in found[0]["hint"] and "not idempotent" in found[0]["hint"]
 
 
-@pytest.mark.parametrize("args", [
-    ["no_such_module:Nope"],
-    ["tests.chaos.buggy:Sound", "--params", '{"bogus": 1}'],
-    ["tests.chaos.buggy:Sound", "--kills", "0"],
-    ["tests.chaos.buggy:Sound", "--signals", "HUP"],
-    ["tests.chaos.buggy:Sound", "--params", '{"out": "a-file/out"}', "--compare-dir", "a-file/out"],
-    ["tests.chaos.buggy:Sound", "--params", '{"out": "out"}', "--compare-dir", "elsewhere"],
-    ["tests.chaos.buggy:Sound", "--case", "10"],
-], ids=["unknown-pipeline", "bad-params", "no-kills", "bad-signal", "unwritable-compare-dir",
-        "compare-dir-no-param-names", "case-out-of-range"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["no_such_module:Nope"],
+        ["tests.chaos.buggy:Sound", "--params", '{"bogus": 1}'],
+        ["tests.chaos.buggy:Sound", "--kills", "0"],
+        ["tests.chaos.buggy:Sound", "--signals", "HUP"],
+        ["tests.chaos.buggy:Sound", "--params", '{"out": "a-file/out"}', "--compare-dir", "a-file/out"],
+        ["tests.chaos.buggy:Sound", "--params", '{"out": "out"}', "--compare-dir", "elsewhere"],
+        ["tests.chaos.buggy:Sound", "--case", "10"],
+    ],
+    ids=[
+        "unknown-pipeline",
+        "bad-params",
+        "no-kills",
+        "bad-signal",
+        "unwritable-compare-dir",
+        "compare-dir-no-param-names",
+        "case-out-of-range",
+    ],
+)
 def test_bad_input_gets_exit_64_and_one_line(tmp_path: Path, args: list[str]) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     code, report, err = chaos(tmp_path, *args)
@@ -158,23 +216,45 @@ def test_a_cleanup_killed_after_its_tombstone_is_finished_by_the_next_cleanup(tm
     from tests.conftest import wait_for
 
     uri = f"file://{tmp_path}/ck"
-    run = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "run", "tests.chaos.buggy:Sound", "--run-id", "r",
-                          "--checkpoint-uri", uri, "--retain", "Always"], cwd=ROOT, capture_output=True, text=True,
-                         check=False, timeout=120)
+    run = subprocess.run(
+        [
+            str(VENV_BIN / "pipeline-runtime"),
+            "run",
+            "tests.chaos.buggy:Sound",
+            "--run-id",
+            "r",
+            "--checkpoint-uri",
+            uri,
+            "--retain",
+            "Always",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     runlog = RunLog(open_store(uri), "default", "r")
     assert runlog.store.list("default/r/artifacts/"), "the run stored no artifact to clean up"
     marker = tmp_path / "paused"
-    cut = subprocess.Popen([sys.executable, "-m", "pipeline_runtime.chaos.child", "cleanup", uri, "--run-id", "r"],
-                           cwd=ROOT, env={**os.environ, "RESPAWN_CHAOS_PAUSE_AT": "delete-before:1",
-                                          "RESPAWN_CHAOS_MARKER": str(marker)})
+    cut = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_runtime.chaos.child", "cleanup", uri, "--run-id", "r"],
+        cwd=ROOT,
+        env={**os.environ, "RESPAWN_CHAOS_PAUSE_AT": "delete-before:1", "RESPAWN_CHAOS_MARKER": str(marker)},
+    )
     wait_for(lambda: marker.exists() or cut.poll() is not None, 60, "the cleanup to reach its first delete")
     cut.send_signal(signal.SIGKILL)
     cut.wait(30)
     latest = runlog.latest()
     assert latest is not None and latest.body is not None and latest.body["kind"] == "tombstone"
-    again = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "cleanup", uri, "--run-id", "r"],
-                           capture_output=True, text=True, check=False, timeout=60)
+    again = subprocess.run(
+        [str(VENV_BIN / "pipeline-runtime"), "cleanup", uri, "--run-id", "r"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert again.returncode == 0 and "leftovers removed" in again.stdout, again.stderr
     assert runlog.store.list("default/r/artifacts/") == []
     assert {h["kind"] for h in runlog.history()} == {"stub", "tombstone"}

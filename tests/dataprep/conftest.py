@@ -24,8 +24,9 @@ def video(video_dir: Path) -> Callable[..., str]:
         key = (frames, width, height, fourcc)
         if key not in made:
             ext = "mp4" if fourcc == "mp4v" else "avi"
-            made[key] = make_video(video_dir / f"v{frames}-{width}x{height}-{fourcc}.{ext}",
-                                   frames, width, height, fourcc)
+            made[key] = make_video(
+                video_dir / f"v{frames}-{width}x{height}-{fourcc}.{ext}", frames, width, height, fourcc
+            )
         return made[key]
 
     return get

@@ -19,13 +19,26 @@ PARAMS = {"crop_size": 48, "mode": "grid", "shard_size": 10, "chunk_size": 16, "
 
 
 def gs_args(pipeline: str, params: dict[str, Any], ckpt: str, attempt: int = 1) -> list[str]:
-    return ["run", pipeline, "--params", json.dumps(params), "--run-id", "g1", "--checkpoint-uri", ckpt,
-            "--attempt", str(attempt), "--resume", "--retain", "Always"]
+    return [
+        "run",
+        pipeline,
+        "--params",
+        json.dumps(params),
+        "--run-id",
+        "g1",
+        "--checkpoint-uri",
+        ckpt,
+        "--attempt",
+        str(attempt),
+        "--resume",
+        "--retain",
+        "Always",
+    ]
 
 
 def download(emulator: GCSEmulator, bucket: str, prefix: str) -> dict[str, bytes]:
     client = emulator.client()
-    return {b.name[len(prefix) + 1:]: b.download_as_bytes() for b in client.list_blobs(bucket, prefix=prefix + "/")}
+    return {b.name[len(prefix) + 1 :]: b.download_as_bytes() for b in client.list_blobs(bucket, prefix=prefix + "/")}
 
 
 @pytest.fixture
@@ -39,14 +52,16 @@ def gcs_video(gcs_emulator: GCSEmulator, video: Callable[..., str]) -> str:
 @pytest.fixture
 def local_reference(tmp_path: Path, video: Callable[..., str]) -> dict[str, bytes]:
     out = tmp_path / "ref"
-    code, text, _ = Runtime(tmp_path).run(run_args("dataprep", {"video_uri": video(frames=90),
-                                                                "output_uri": str(out), **PARAMS}, tmp_path / "ck"))
+    code, text, _ = Runtime(tmp_path).run(
+        run_args("dataprep", {"video_uri": video(frames=90), "output_uri": str(out), **PARAMS}, tmp_path / "ck")
+    )
     assert code == 0, text
     return files(out)
 
 
 def test_gs_input_and_output_give_the_same_dataset_as_local_files(
-        gcs_emulator: GCSEmulator, gcs_video: str, local_reference: dict[str, bytes], tmp_path: Path) -> None:
+    gcs_emulator: GCSEmulator, gcs_video: str, local_reference: dict[str, bytes], tmp_path: Path
+) -> None:
     bucket = gcs_emulator.make_bucket("dp-out")
     runtime = Runtime(tmp_path, env={"STORAGE_EMULATOR_HOST": gcs_emulator.url})
     params = {"video_uri": gcs_video, "output_uri": f"gs://{bucket}/datasets/d1", **PARAMS}
@@ -61,14 +76,17 @@ def test_gs_input_and_output_give_the_same_dataset_as_local_files(
 
 
 def test_sigterm_in_write_dataset_on_gcs_resumes_to_the_same_objects(
-        gcs_emulator: GCSEmulator, gcs_video: str, local_reference: dict[str, bytes], tmp_path: Path) -> None:
+    gcs_emulator: GCSEmulator, gcs_video: str, local_reference: dict[str, bytes], tmp_path: Path
+) -> None:
     bucket = gcs_emulator.make_bucket("dp-term")
-    runtime = Runtime(tmp_path, env={"STORAGE_EMULATOR_HOST": gcs_emulator.url,
-                                     "RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"})
+    runtime = Runtime(
+        tmp_path, env={"STORAGE_EMULATOR_HOST": gcs_emulator.url, "RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}
+    )
     params = {"video_uri": gcs_video, "output_uri": f"gs://{bucket}/d", **PARAMS}
     proc = runtime.start(gs_args(SLOW, params, f"gs://{bucket}/ckpt"), env={"DATAPREP_SLOW_SHARD_S": "0.2"})
-    wait_for(lambda: sum(n.startswith("shard-") for n in download(gcs_emulator, bucket, "d")) >= 3, 60,
-             "three shards on GCS")
+    wait_for(
+        lambda: sum(n.startswith("shard-") for n in download(gcs_emulator, bucket, "d")) >= 3, 60, "three shards on GCS"
+    )
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 143
     assert shards.MANIFEST not in download(gcs_emulator, bucket, "d")

@@ -19,8 +19,15 @@ from pipeline_runtime.pipelines import augment as aug
 from pipeline_runtime.pipelines import regions, shards
 from pipeline_runtime.pipelines.dataprep import DataPrepParams
 from pipeline_runtime.pipelines.kept_frames import KeptFrames
-from pipeline_runtime.pipelines.video_io import (FrameReader, VideoError, fetch_video, fingerprint,
-                                                 iter_frames, probe, split_uri)
+from pipeline_runtime.pipelines.video_io import (
+    FrameReader,
+    VideoError,
+    fetch_video,
+    fingerprint,
+    iter_frames,
+    probe,
+    split_uri,
+)
 from pipeline_runtime.pipelines.work_store import CorruptChunk, NpyBuffer, WorkStore, npy_bytes
 from tests.dataprep.synth import draw_face
 from tests.runtime.pipelines_for_tests import StoreWrapper
@@ -38,6 +45,7 @@ def decode_all(path: str) -> list[np.ndarray]:
 
 # -- video_io -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fourcc", ["mp4v", "MJPG", "XVID"])
 def test_probe_reads_metadata(video: Callable[..., str], fourcc: str) -> None:
     info = probe(video(frames=60, fourcc=fourcc))
@@ -54,7 +62,8 @@ def test_probe_refuses_a_file_that_is_not_a_video(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fourcc", ["mp4v", "MJPG", "XVID"])
 def test_verified_seek_lands_on_the_same_frame_as_decoding_from_the_start(
-        video: Callable[..., str], fourcc: str) -> None:
+    video: Callable[..., str], fourcc: str
+) -> None:
     path = video(frames=150, fourcc=fourcc)
     reference = decode_all(path)
     for index in (1, 13, 64, 99, 149):
@@ -117,6 +126,7 @@ def test_fetch_video_checks_the_recorded_checksum(video: Callable[..., str], tmp
 
 # -- regions --------------------------------------------------------------------------------
 
+
 def test_center_box_is_centred_and_shrinks_to_fit() -> None:
     assert regions.center_box(640, 480, 224) == (208, 128, 224, 224)
     assert regions.center_box(160, 120, 224) == (20, 0, 120, 120)
@@ -128,7 +138,7 @@ def test_grid_boxes_tile_without_overlap() -> None:
     assert all(w == h == 224 and 0 <= x <= 640 - 224 and 0 <= y <= 480 - 224 for x, y, w, h in boxes)
     mask = np.zeros((480, 640), int)
     for x, y, w, h in boxes:
-        mask[y:y + h, x:x + w] += 1
+        mask[y : y + h, x : x + w] += 1
     assert mask.max() == 1
     assert regions.grid_boxes(100, 100, 224) == [regions.center_box(100, 100, 224)]
 
@@ -162,6 +172,7 @@ def test_faces_mode_is_refused_up_front_when_opencv_lacks_the_cascades() -> None
 
 # -- augmentation ---------------------------------------------------------------------------
 
+
 def test_draws_depend_only_on_seed_and_crop_index() -> None:
     forward = [aug.draw(7, i) for i in range(50)]
     backward = [aug.draw(7, i) for i in reversed(range(50))][::-1]
@@ -194,6 +205,7 @@ def test_each_augmentation_does_what_it_says() -> None:
 
 
 # -- shards and work store ------------------------------------------------------------------
+
 
 def test_shards_are_byte_identical_whenever_they_are_written() -> None:
     images = np.random.default_rng(3).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
@@ -249,11 +261,23 @@ def test_work_store_writes_in_the_background_in_order(tmp_path: Path) -> None:
 
 # -- params ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("field,value", [
-    ("frame_stride", 0), ("frame_stride", -2), ("crop_size", 0), ("mode", "everything"),
-    ("max_frames", 0), ("augmentations", ["blur"]), ("augmentations", ["flip", "flip"]),
-    ("shard_size", 0), ("output_uri", "s3://bucket/x"), ("video_uri", ""), ("seed", -1),
-])
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("frame_stride", 0),
+        ("frame_stride", -2),
+        ("crop_size", 0),
+        ("mode", "everything"),
+        ("max_frames", 0),
+        ("augmentations", ["blur"]),
+        ("augmentations", ["flip", "flip"]),
+        ("shard_size", 0),
+        ("output_uri", "s3://bucket/x"),
+        ("video_uri", ""),
+        ("seed", -1),
+    ],
+)
 def test_bad_params_name_the_field(field: str, value: object) -> None:
     raw = {"video_uri": "v.mp4", "output_uri": "out", field: value}
     with pytest.raises(pydantic.ValidationError) as err:
@@ -285,8 +309,13 @@ def test_kept_frames_lists_only_frames_whose_crops_are_stored(tmp_path: Path) ->
     work = WorkStore(f"file://{tmp_path}", "w", in_flight=3)  # room for both chunks below to wait
     gated = GatedStore(work.store)
     work.store = gated  # type: ignore[assignment]
-    kept = KeptFrames({"next_frame": 0, "index": [], "fingerprint": [], "windows": []},
-                      chunk_size=12, crop_size=16, boxes=boxes, work=work)
+    kept = KeptFrames(
+        {"next_frame": 0, "index": [], "fingerprint": [], "windows": []},
+        chunk_size=12,
+        crop_size=16,
+        boxes=boxes,
+        work=work,
+    )
     assert kept.per_chunk == 2  # 12 crops = 2 frames of 6 tiles
     try:
         for i in range(4):

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 
 from .helpers import WIDGET_CRD
+
 
 @pytest.fixture
 def api() -> Iterator[ApiServerThread]:
@@ -54,8 +54,13 @@ def kubectl(kubeconfig: str, tmp_path: Path) -> Callable[..., subprocess.Complet
     cache = tmp_path / "kube-cache"
 
     def run(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", str(cache), *args],
-                                input=stdin, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", str(cache), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result

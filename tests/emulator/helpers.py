@@ -20,44 +20,57 @@ WIDGET_CRD: dict[str, Any] = {
     "spec": {
         "group": "test.respawn.dev",
         "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"],
-                  "categories": ["testing"]},
-        "versions": [{
-            "name": "v1",
-            "served": True,
-            "storage": True,
-            "subresources": {"status": {}},
-            "additionalPrinterColumns": [
-                {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
-                {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-            ],
-            "schema": {"openAPIV3Schema": {
-                "type": "object",
-                "properties": {
-                    "spec": {
+        "names": {
+            "plural": "widgets",
+            "singular": "widget",
+            "kind": "Widget",
+            "shortNames": ["wd"],
+            "categories": ["testing"],
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {
+                    "openAPIV3Schema": {
                         "type": "object",
-                        "required": ["size"],
                         "properties": {
-                            "size": {"type": "integer", "minimum": 0, "maximum": 100},
-                            "color": {"type": "string", "enum": ["red", "blue"], "default": "red"},
-                            "nick": {"type": "string", "maxLength": 8, "pattern": "^[a-z]+$"},
-                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                            "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                            "items": {"type": "array", "items": {"type": "integer"}},
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {
+                                    "size": {"type": "integer", "minimum": 0, "maximum": 100},
+                                    "color": {"type": "string", "enum": ["red", "blue"], "default": "red"},
+                                    "nick": {"type": "string", "maxLength": 8, "pattern": "^[a-z]+$"},
+                                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                                    "items": {"type": "array", "items": {"type": "integer"}},
+                                },
+                            },
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                         },
-                    },
-                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    }
                 },
-            }},
-        }],
+            }
+        ],
     },
 }
 
 
 def widget(name: str, size: int = 1, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "test.respawn.dev/v1", "kind": "Widget", "metadata": {"name": name},
-            "spec": {"size": size, **spec}}
+    return {
+        "apiVersion": "test.respawn.dev/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"size": size, **spec},
+    }
 
 
 def auth_header(api: Any) -> dict[str, str]:
@@ -70,8 +83,15 @@ def tls(api: Any) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=api.ca_file) if api.ca_file else None
 
 
-def http(api: Any, method: str, path: str, body: Any = None, content_type: str = "application/json",
-         accept: str = "application/json", token: str | None = None) -> tuple[int, Any]:
+def http(
+    api: Any,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+    token: str | None = None,
+) -> tuple[int, Any]:
     """One raw request as the emulator's admin (or as `token`'s owner; token="" sends none).
 
     Returns (status, parsed JSON body or text)."""
@@ -94,12 +114,25 @@ def http(api: Any, method: str, path: str, body: Any = None, content_type: str =
 
 def job_manifest(name: str, code: str, backoff_limit: int = 0, **spec: Any) -> dict[str, Any]:
     """A batch/v1 Job whose container runs `python -c code`."""
-    container = {"name": "main", "image": "python", "command": [PY, "-c", code],
-                 "terminationMessagePolicy": "FallbackToLogsOnError"}
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"backoffLimit": backoff_limit, "podReplacementPolicy": "Failed",
-                     "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5,
-                                           "containers": [container]}}, **spec}}
+    container = {
+        "name": "main",
+        "image": "python",
+        "command": [PY, "-c", code],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "podReplacementPolicy": "Failed",
+            "template": {
+                "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5, "containers": [container]}
+            },
+            **spec,
+        },
+    }
 
 
 def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:

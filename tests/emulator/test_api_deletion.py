@@ -10,8 +10,14 @@ from .helpers import condition, http, wait_for, widget
 
 
 def owned_cm(name: str, owner: dict[str, Any], block: bool = True) -> dict[str, Any]:
-    ref = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-           "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": block}
+    ref = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": block,
+    }
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "ownerReferences": [ref]}}
 
 
@@ -23,8 +29,13 @@ def test_finalizers_hold_the_object_until_removed(api: ApiServerThread, crd: Any
     assert held["metadata"]["finalizers"] == ["respawn.dev/cleanup"]
     assert held["metadata"]["generation"] == 2  # kube bumps it when the deletion starts
     # Adding a finalizer to an object being deleted is refused, status writes still work.
-    status, _ = http(api, "PATCH", "/apis/test.respawn.dev/v1/namespaces/default/widgets/a",
-                     {"metadata": {"finalizers": ["respawn.dev/cleanup", "other"]}}, content_type="application/merge-patch+json")
+    status, _ = http(
+        api,
+        "PATCH",
+        "/apis/test.respawn.dev/v1/namespaces/default/widgets/a",
+        {"metadata": {"finalizers": ["respawn.dev/cleanup", "other"]}},
+        content_type="application/merge-patch+json",
+    )
     assert status == 422
     api.patch("widgets", "a", {"status": {"phase": "Deleting"}}, subresource="status")
     api.patch("widgets", "a", {"metadata": {"finalizers": None}})
@@ -36,14 +47,17 @@ def test_background_gc_deletes_dependents_of_a_gone_owner(api: ApiServerThread, 
     api.create(owned_cm("dep", owner))
     other = api.create(widget("other"))
     shared = owned_cm("shared", owner)
-    shared["metadata"]["ownerReferences"].append({"apiVersion": other["apiVersion"], "kind": "Widget", "name": "other",
-                                                  "uid": other["metadata"]["uid"]})
+    shared["metadata"]["ownerReferences"].append(
+        {"apiVersion": other["apiVersion"], "kind": "Widget", "name": "other", "uid": other["metadata"]["uid"]}
+    )
     api.create(shared)
     api.delete("widgets", "owner")
     assert api.get_or_none("widgets", "owner") is None  # background: the owner goes first
     wait_for(lambda: api.get_or_none("configmaps", "dep") is None, 5, "dependent to be collected")
     # A dependent with another live owner stays, with the dangling reference removed.
-    wait_for(lambda: len(api.get("configmaps", "shared")["metadata"]["ownerReferences"]) == 1, 5, "dangling ref removed")
+    wait_for(
+        lambda: len(api.get("configmaps", "shared")["metadata"]["ownerReferences"]) == 1, 5, "dangling ref removed"
+    )
 
 
 def test_foreground_deletion_waits_for_blocking_dependents(api: ApiServerThread, crd: Any) -> None:
@@ -63,11 +77,19 @@ def test_foreground_deletion_waits_for_blocking_dependents(api: ApiServerThread,
 def test_orphan_keeps_dependents_and_jobs_orphan_by_default(api: ApiServerThread, crd: Any) -> None:
     owner = api.create(widget("owner"))
     api.create(owned_cm("dep", owner))
-    status, _ = http(api, "DELETE", "/apis/test.respawn.dev/v1/namespaces/default/widgets/owner?propagationPolicy=Orphan")
+    status, _ = http(
+        api, "DELETE", "/apis/test.respawn.dev/v1/namespaces/default/widgets/owner?propagationPolicy=Orphan"
+    )
     assert status == 200
     assert "ownerReferences" not in api.get("configmaps", "dep")["metadata"]
-    job = api.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
-                      "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}})
+    job = api.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "j"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}},
+        }
+    )
     api.create(owned_cm("job-dep", job))
     api.delete("jobs", "j")  # no policy: batch/v1 Jobs orphan, like the real server
     assert "ownerReferences" not in api.get("configmaps", "job-dep")["metadata"]
@@ -106,8 +128,12 @@ def test_pod_delete_is_graceful_on_a_node_and_immediate_when_unscheduled(api: Ap
 def test_eviction_marks_disruption_target_and_deletes_gracefully(api: ApiServerThread) -> None:
     api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
     api.create(_pod("p", node="n1", grace=10))
-    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p", "namespace": "default"},
-            "deleteOptions": {"gracePeriodSeconds": 7}}
+    body = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": "p", "namespace": "default"},
+        "deleteOptions": {"gracePeriodSeconds": 7},
+    }
     status, answer = http(api, "POST", "/api/v1/namespaces/default/pods/p/eviction", body)
     assert status == 201 and answer["status"] == "Success"
     pod = api.get("pods", "p")

@@ -37,8 +37,11 @@ def test_close_watches_ends_open_streams(api: ApiServerThread) -> None:
     ended = threading.Event()
 
     def watch() -> None:
-        with urllib.request.urlopen(urllib.request.Request(api.url + CM + "?watch=true&resourceVersion=1",
-                                                   headers=auth_header(api)), timeout=10, context=tls(api)) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(api.url + CM + "?watch=true&resourceVersion=1", headers=auth_header(api)),
+            timeout=10,
+            context=tls(api),
+        ) as resp:
             for _ in resp:
                 pass
         ended.set()
@@ -91,15 +94,31 @@ def test_request_counters_by_verb_resource_and_agent(api: ApiServerThread, crd: 
     http(api, "GET", CM + "/a")
     http(api, "PATCH", CM + "/a", {"data": {"x": "1"}}, content_type="application/merge-patch+json")
     http(api, "GET", CM + "?watch=true&timeoutSeconds=0")
-    http(api, "POST", "/apis/test.respawn.dev/v1/namespaces/default/widgets",
-         {"apiVersion": "test.respawn.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}})
-    http(api, "PATCH", "/apis/test.respawn.dev/v1/namespaces/default/widgets/w/status", {"status": {"a": 1}},
-         content_type="application/merge-patch+json")
+    http(
+        api,
+        "POST",
+        "/apis/test.respawn.dev/v1/namespaces/default/widgets",
+        {"apiVersion": "test.respawn.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}},
+    )
+    http(
+        api,
+        "PATCH",
+        "/apis/test.respawn.dev/v1/namespaces/default/widgets/w/status",
+        {"status": {"a": 1}},
+        content_type="application/merge-patch+json",
+    )
     http(api, "DELETE", CM + "/a")
     counts = api.request_counts()
-    assert counts == {("list", "configmaps"): 1, ("create", "configmaps"): 1, ("get", "configmaps"): 1,
-                      ("patch", "configmaps"): 1, ("watch", "configmaps"): 1, ("create", "widgets"): 1,
-                      ("patch", "widgets/status"): 1, ("delete", "configmaps"): 1}
+    assert counts == {
+        ("list", "configmaps"): 1,
+        ("create", "configmaps"): 1,
+        ("get", "configmaps"): 1,
+        ("patch", "configmaps"): 1,
+        ("watch", "configmaps"): 1,
+        ("create", "widgets"): 1,
+        ("patch", "widgets/status"): 1,
+        ("delete", "configmaps"): 1,
+    }
     assert sum(api.request_counts(agent="Python-urllib").values()) == 8
     assert api.request_counts(agent="kopf") == {}
     assert json.dumps(list(api.server.request_log)[-1])  # (method, path, agent, status) entries

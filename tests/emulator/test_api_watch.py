@@ -9,7 +9,6 @@ import urllib.request
 from typing import Any
 
 from kubernetes import client, watch
-
 from respawn_local.apiserver import ApiServerThread
 
 from .helpers import auth_header, tls, widget
@@ -20,8 +19,9 @@ CM = "/api/v1/namespaces/default/configmaps"
 def read_events(api: Any, path: str, stop_after: int | None = None, timeout: float = 10) -> list[dict[str, Any]]:
     """Read newline-delimited watch events until the server ends the stream (or `stop_after`)."""
     events = []
-    with urllib.request.urlopen(urllib.request.Request(api.url + path, headers=auth_header(api)),
-                                timeout=timeout, context=tls(api)) as resp:
+    with urllib.request.urlopen(
+        urllib.request.Request(api.url + path, headers=auth_header(api)), timeout=timeout, context=tls(api)
+    ) as resp:
         assert resp.status == 200
         for line in resp:
             events.append(json.loads(line))
@@ -41,7 +41,11 @@ def test_watch_replays_after_resource_version(api: ApiServerThread) -> None:
     api.create(cm("b"))
     api.delete("configmaps", "a")
     events = read_events(api, f"{CM}?watch=true&resourceVersion={rv}&timeoutSeconds=1")
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("MODIFIED", "a"), ("ADDED", "b"), ("DELETED", "a")]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("MODIFIED", "a"),
+        ("ADDED", "b"),
+        ("DELETED", "a"),
+    ]
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert rvs == sorted(rvs) and rvs[0] > int(rv)
     assert events[0]["object"]["kind"] == "ConfigMap"
@@ -74,13 +78,17 @@ def test_watch_streams_live_changes_with_selectors_across_namespaces(api: ApiSer
     reader = threading.Thread(target=lambda: got.extend(read_events(api, path, stop_after=4)))
     reader.start()  # connected or not, the watch replays everything after rv
     api.create(cm("a", app="x"))
-    api.create(cm("b", app="y"))            # filtered out
+    api.create(cm("b", app="y"))  # filtered out
     api.create(cm("c", ns="other", app="x"))
-    api.patch("configmaps", "a", {"metadata": {"labels": {"app": "gone"}}})   # leaves the selection
-    api.patch("configmaps", "b", {"metadata": {"labels": {"app": "x"}}})      # enters it
+    api.patch("configmaps", "a", {"metadata": {"labels": {"app": "gone"}}})  # leaves the selection
+    api.patch("configmaps", "b", {"metadata": {"labels": {"app": "x"}}})  # enters it
     reader.join(10)
     assert [(e["type"], e["object"]["metadata"]["namespace"], e["object"]["metadata"]["name"]) for e in got] == [
-        ("ADDED", "default", "a"), ("ADDED", "other", "c"), ("DELETED", "default", "a"), ("ADDED", "default", "b")]
+        ("ADDED", "default", "a"),
+        ("ADDED", "other", "c"),
+        ("DELETED", "default", "a"),
+        ("ADDED", "default", "b"),
+    ]
 
 
 def test_namespaced_watch_and_field_selector(api: ApiServerThread) -> None:
@@ -90,7 +98,9 @@ def test_namespaced_watch_and_field_selector(api: ApiServerThread) -> None:
     api.create(cm("a"))
     api.create(cm("b"))
     events = read_events(api, f"{CM}?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Da&timeoutSeconds=1")
-    assert [(e["object"]["metadata"]["namespace"], e["object"]["metadata"]["name"]) for e in events] == [("default", "a")]
+    assert [(e["object"]["metadata"]["namespace"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("default", "a")
+    ]
 
 
 def test_timeout_seconds_ends_the_stream(api: ApiServerThread) -> None:
@@ -106,14 +116,16 @@ def test_kubernetes_client_list_then_watch_custom_objects(api: ApiServerThread, 
     rv = listing["metadata"]["resourceVersion"]
     api.patch("widgets", "a", {"status": {"phase": "Running"}}, subresource="status")
     seen = []
-    for ev in watch.Watch().stream(co.list_cluster_custom_object, "test.respawn.dev", "v1", "widgets",
-                                   resource_version=rv, timeout_seconds=1):
+    for ev in watch.Watch().stream(
+        co.list_cluster_custom_object, "test.respawn.dev", "v1", "widgets", resource_version=rv, timeout_seconds=1
+    ):
         seen.append((ev["type"], ev["object"]["status"]["phase"]))
     assert seen == [("MODIFIED", "Running")]
 
 
 def test_bookmarks_when_asked() -> None:
     with ApiServerThread(bookmark_interval=0.2) as api:
-        events = read_events(api, f"{CM}?watch=true&resourceVersion=1&allowWatchBookmarks=true&timeoutSeconds=5",
-                             stop_after=1)
+        events = read_events(
+            api, f"{CM}?watch=true&resourceVersion=1&allowWatchBookmarks=true&timeoutSeconds=5", stop_after=1
+        )
         assert events[0]["type"] == "BOOKMARK" and events[0]["object"]["metadata"]["resourceVersion"]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from respawn_local.apiserver import ApiServerThread
 
 from .helpers import wait_for, widget
@@ -44,8 +43,9 @@ OPERATOR = textwrap.dedent('''
 
 
 @pytest.fixture
-def kopf_operator(api: ApiServerThread, crd: Any, kubeconfig: str, tmp_path: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> Any:
+def kopf_operator(
+    api: ApiServerThread, crd: Any, kubeconfig: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
     import kopf
     from kopf.testing import KopfRunner
 
@@ -54,8 +54,11 @@ def kopf_operator(api: ApiServerThread, crd: Any, kubeconfig: str, tmp_path: Pat
     path.write_text(OPERATOR)
     # A fresh registry: kopf's default one may already hold the respawn operator's
     # handlers (other test modules import respawn_operator.handlers).
-    with KopfRunner(["run", "--standalone", "--all-namespaces", "--verbose", str(path)], timeout=60,
-                    registry=kopf.OperatorRegistry()) as runner:
+    with KopfRunner(
+        ["run", "--standalone", "--all-namespaces", "--verbose", str(path)],
+        timeout=60,
+        registry=kopf.OperatorRegistry(),
+    ) as runner:
         yield runner
     assert runner.exception is None, runner.output
 
@@ -72,7 +75,9 @@ def test_kopf_operator_handles_create_update_delete(api: ApiServerThread, kopf_o
     assert obj["metadata"]["finalizers"] == ["test.respawn.dev/finalizer"]
     assert obj["status"]["created"] == {"size": 1}  # handler results land in status
     assert "kopf.zalando.org/last-handled-configuration" in obj["metadata"]["annotations"]
-    wait_for(lambda: [e for e in api.list("events", "default") if e["involvedObject"]["name"] == "a"], 10, "kopf events")
+    wait_for(
+        lambda: [e for e in api.list("events", "default") if e["involvedObject"]["name"] == "a"], 10, "kopf events"
+    )
 
     api.patch("widgets", "a", {"spec": {"size": 2}})
     wait_for(lambda: phase(api, "a") == "Resized2", 60, "kopf's update handler")

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-
 from respawn_local.apiserver import ApiServerThread
 
 from .helpers import WIDGET_CRD, http, widget
@@ -27,8 +26,18 @@ def test_discovery_documents(api: ApiServerThread, crd: Any) -> None:
     assert resources["widgets"]["namespaced"] is True and resources["widgets"]["singularName"] == "widget"
     assert "widgets/status" in resources
     core = {r["name"] for r in http(api, "GET", "/api/v1")[1]["resources"]}
-    assert {"pods", "pods/status", "pods/eviction", "pods/log", "events", "nodes", "namespaces", "configmaps",
-            "secrets", "serviceaccounts"} <= core
+    assert {
+        "pods",
+        "pods/status",
+        "pods/eviction",
+        "pods/log",
+        "events",
+        "nodes",
+        "namespaces",
+        "configmaps",
+        "secrets",
+        "serviceaccounts",
+    } <= core
     assert http(api, "GET", "/openapi/v2")[0] == 404
 
 
@@ -42,9 +51,18 @@ def test_crd_gets_established_and_cluster_scoped_crds_work(api: ApiServerThread)
     cluster["spec"]["names"] = {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"}
     del cluster["spec"]["versions"][0]["subresources"]
     api.create(cluster)
-    status, obj = http(api, "POST", "/apis/test.respawn.dev/v1/gadgets",
-                       {"apiVersion": "test.respawn.dev/v1", "kind": "Gadget", "metadata": {"name": "g"},
-                        "spec": {"size": 1}, "status": {"phase": "kept"}})
+    status, obj = http(
+        api,
+        "POST",
+        "/apis/test.respawn.dev/v1/gadgets",
+        {
+            "apiVersion": "test.respawn.dev/v1",
+            "kind": "Gadget",
+            "metadata": {"name": "g"},
+            "spec": {"size": 1},
+            "status": {"phase": "kept"},
+        },
+    )
     assert status == 201 and "namespace" not in obj["metadata"]
     assert obj["status"] == {"phase": "kept"}  # no status subresource: status is ordinary data
     status, _ = http(api, "GET", "/apis/test.respawn.dev/v1/gadgets/g/status")
@@ -103,9 +121,15 @@ def test_kubectl_apply_get_patch_delete(api: ApiServerThread, kubectl: Kubectl, 
 
 
 def test_kubectl_builtins(api: ApiServerThread, kubectl: Kubectl, tmp_path: Any) -> None:
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
-           "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
-                                                             "containers": [{"name": "c", "image": "busybox"}]}}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     assert "job.batch/j created" in kubectl("apply", "-f", str(path)).stdout
@@ -121,14 +145,30 @@ def test_kubectl_builtins(api: ApiServerThread, kubectl: Kubectl, tmp_path: Any)
     out = kubectl("get", "jobs").stdout.splitlines()
     assert out[0].split() == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
     api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
-    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}})
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+        }
+    )
     out = kubectl("get", "pods", "-o", "wide").stdout.splitlines()
-    assert out[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and out[1].split()[:3] == ["p", "0/1", "Pending"]
+    assert out[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and out[1].split()[:3] == [
+        "p",
+        "0/1",
+        "Pending",
+    ]
     assert "default" in kubectl("get", "namespaces").stdout
     assert "n1" in kubectl("get", "nodes").stdout
-    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"},
-                                                  "data": {"a": "b"}}))
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "b"}}
+        ),
+    )
     assert api.get("configmaps", "applied")["data"] == {"a": "b"}
 
 
@@ -149,26 +189,40 @@ def test_kubectl_imperative_commands_send_protobuf(api: ApiServerThread, kubectl
 
 def test_kubectl_drain_evicts_through_the_eviction_api(api: ApiServerThread, kubectl: Kubectl) -> None:
     api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
-    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}})
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+        }
+    )
     api.patch("pods", "p", {"status": {"phase": "Running"}}, subresource="status")
     result = kubectl("drain", "n1", "--force", "--timeout=1s", check=False)
     assert "evicting pod default/p" in result.stderr + result.stdout
     assert api.get("nodes", "n1", namespace=None)["spec"]["unschedulable"] is True
     pod = api.get("pods", "p")  # no kubelet here: it stays terminating
     assert pod["metadata"]["deletionTimestamp"]
-    assert [c["reason"] for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget"] == ["EvictionByEvictionAPI"]
+    assert [c["reason"] for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget"] == [
+        "EvictionByEvictionAPI"
+    ]
 
 
-def test_kubectl_get_watch_prints_printer_columns(api: ApiServerThread, crd: Any, kubeconfig: str, tmp_path: Any) -> None:
+def test_kubectl_get_watch_prints_printer_columns(
+    api: ApiServerThread, crd: Any, kubeconfig: str, tmp_path: Any
+) -> None:
     import subprocess
     import threading
 
     from .helpers import wait_for
 
     api.create(widget("a", size=1))
-    proc = subprocess.Popen(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", str(tmp_path / "cache"),
-                             "get", "widgets", "-w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", str(tmp_path / "cache"), "get", "widgets", "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
@@ -191,10 +245,14 @@ def test_project_crd_serves_pipelineruns_with_their_printer_columns(api: ApiServ
     crd_path = root / "crds" / "pipelineruns.respawn.dev.yaml"
     if not crd_path.exists():
         import pytest
+
         pytest.skip("crds/pipelineruns.respawn.dev.yaml is not generated yet")
     kubectl("apply", "-f", str(crd_path))
-    runs = [p for p in sorted((root / "examples").glob("*.yaml"))
-            if any((d or {}).get("kind") == "PipelineRun" for d in yaml.safe_load_all(p.read_text()))]
+    runs = [
+        p
+        for p in sorted((root / "examples").glob("*.yaml"))
+        if any((d or {}).get("kind") == "PipelineRun" for d in yaml.safe_load_all(p.read_text()))
+    ]
     for path in runs:
         kubectl("apply", "-f", str(path))
     header = kubectl("get", "pipelineruns").stdout.splitlines()[0].split()

@@ -52,7 +52,9 @@ def running_pod(api: ApiServerThread, sim: PodSim, job: str) -> dict[str, Any]:
     name = the_pod(api, job)["metadata"]["name"]
     wait_for(lambda: "ready" in sim.log(name), 10, f"{name} to print ready")
     # The kubelet reports Running only after it registered the process.
-    return wait_for(lambda: (p := api.get("pods", name))["status"].get("phase") == "Running" and p, 10, f"{name} Running")
+    return wait_for(
+        lambda: (p := api.get("pods", name))["status"].get("phase") == "Running" and p, 10, f"{name} Running"
+    )
 
 
 def job_condition(api: ApiServerThread, job: str, ctype: str) -> dict[str, Any] | None:
@@ -61,9 +63,11 @@ def job_condition(api: ApiServerThread, job: str, ctype: str) -> dict[str, Any] 
 
 
 def test_job_success_runs_a_real_process(api: ApiServerThread, sim: PodSim) -> None:
-    code = ("import os; print('pod', os.environ['POD'], os.environ['NS'], os.environ['NODE'], os.environ['GREETING']);"
-            "print('api', os.environ['KUBERNETES_SERVICE_HOST'], os.environ['KUBERNETES_SERVICE_PORT'], os.environ['RESPAWN_POD_NAME']);"
-            "open(os.environ['RESPAWN_TERMINATION_LOG'], 'w').write('all done')")
+    code = (
+        "import os; print('pod', os.environ['POD'], os.environ['NS'], os.environ['NODE'], os.environ['GREETING']);"
+        "print('api', os.environ['KUBERNETES_SERVICE_HOST'], os.environ['KUBERNETES_SERVICE_PORT'], os.environ['RESPAWN_POD_NAME']);"
+        "open(os.environ['RESPAWN_TERMINATION_LOG'], 'w').write('all done')"
+    )
     manifest = job_manifest("ok", code)
     manifest["spec"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "GREETING", "value": "hello"},
@@ -80,10 +84,18 @@ def test_job_success_runs_a_real_process(api: ApiServerThread, sim: PodSim) -> N
     pod = the_pod(api, "ok")
     name = pod["metadata"]["name"]
     assert name.startswith("ok-") and len(name) == len("ok-") + 5
-    assert pod["metadata"]["labels"]["job-name"] == "ok" and pod["metadata"]["labels"]["controller-uid"] == job["metadata"]["uid"]
+    assert (
+        pod["metadata"]["labels"]["job-name"] == "ok"
+        and pod["metadata"]["labels"]["controller-uid"] == job["metadata"]["uid"]
+    )
     assert pod["metadata"]["labels"]["batch.kubernetes.io/job-name"] == "ok"
     ref = pod["metadata"]["ownerReferences"][0]
-    assert ref["kind"] == "Job" and ref["uid"] == job["metadata"]["uid"] and ref["controller"] and ref["blockOwnerDeletion"]
+    assert (
+        ref["kind"] == "Job"
+        and ref["uid"] == job["metadata"]["uid"]
+        and ref["controller"]
+        and ref["blockOwnerDeletion"]
+    )
     assert pod["spec"]["nodeName"] == "ondemand-1"  # no spot toleration: not on a spot node
     assert pod["status"]["phase"] == "Succeeded"
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -94,12 +106,17 @@ def test_job_success_runs_a_real_process(api: ApiServerThread, sim: PodSim) -> N
     assert pod["metadata"]["annotations"]["respawn.dev/sim-log"].endswith("output.log")
 
     def reasons(kind: str, obj: str) -> list[str]:
-        return [e["reason"] for e in api.list("events", "default")
-                if e["involvedObject"]["kind"] == kind and e["involvedObject"]["name"] == obj]
+        return [
+            e["reason"]
+            for e in api.list("events", "default")
+            if e["involvedObject"]["kind"] == kind and e["involvedObject"]["name"] == obj
+        ]
+
     wait_for(lambda: {"Scheduled", "Started"} <= set(reasons("Pod", name)), 5, "pod events")
     wait_for(lambda: {"SuccessfulCreate", "Completed"} <= set(reasons("Job", "ok")), 5, "job events")
     # `kubectl logs` reads the same file through pods/log.
     from .helpers import http
+
     assert "hello" in http(api, "GET", f"/api/v1/namespaces/default/pods/{name}/log")[1]
 
 
@@ -148,7 +165,11 @@ def test_preempt_node_shutdown_sigterm_then_failed_like_gke(api: ApiServerThread
     sim.preempt(name, grace=5)
     pod = api.get("pods", name)
     cond = condition(pod, "DisruptionTarget")
-    assert cond["status"] == "True" and cond["reason"] == "TerminationByKubelet" and cond["message"] == NODE_SHUTDOWN_MESSAGE
+    assert (
+        cond["status"] == "True"
+        and cond["reason"] == "TerminationByKubelet"
+        and cond["message"] == NODE_SHUTDOWN_MESSAGE
+    )
     assert pod["status"]["phase"] == "Failed"
     assert pod["status"]["reason"] == "Terminated" and pod["status"]["message"] == NODE_SHUTDOWN_MESSAGE
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -288,8 +309,13 @@ def test_pod_without_rbac_is_refused_and_the_refusal_is_recorded(api: ApiServerT
     api.create(job_manifest("norbac", PATCH_OWN_POD))  # the namespace's `default` ServiceAccount: no rights
     wait_for(lambda: job_condition(api, "norbac", "Failed"), 15, "job to fail")
     assert "respawn.dev/progress" not in (the_pod(api, "norbac")["metadata"].get("annotations") or {})
-    assert api.denials == [("system:serviceaccount:default:default",
-                            'cannot patch resource "pods" in API group "" in the namespace "default"', 403)]
+    assert api.denials == [
+        (
+            "system:serviceaccount:default:default",
+            'cannot patch resource "pods" in API group "" in the namespace "default"',
+            403,
+        )
+    ]
 
 
 def test_scheduler_follows_the_node_objects_cordon_and_taints(api: ApiServerThread, sim: PodSim) -> None:
@@ -301,7 +327,9 @@ def test_scheduler_follows_the_node_objects_cordon_and_taints(api: ApiServerThre
     api.patch("nodes", "ondemand-1", {"spec": {"unschedulable": None}}, namespace=None)
     wait_for(lambda: job_condition(api, "waits", "Complete"), 15, "job after uncordon")
     assert the_pod(api, "waits")["spec"]["nodeName"] == "ondemand-1"
-    api.patch("nodes", "ondemand-1", {"spec": {"taints": [{"key": "maintenance", "effect": "NoSchedule"}]}}, namespace=None)
+    api.patch(
+        "nodes", "ondemand-1", {"spec": {"taints": [{"key": "maintenance", "effect": "NoSchedule"}]}}, namespace=None
+    )
     wait_for(lambda: sim.node_objects[("", "ondemand-1")]["spec"].get("taints"), 5, "podsim to see the taint")
     tolerant = job_manifest("tolerant", "pass")
     tolerant["spec"]["template"]["spec"]["tolerations"] = [{"operator": "Exists"}]
@@ -336,8 +364,11 @@ def _replacement_order(api: ApiServerThread, sim: PodSim, policy: str) -> tuple[
     wait_for(lambda: api.get_or_none("pods", old) is None, 15, "the old pod to go")
     history = api.call(lambda: [(e.rv, e.type, e.obj) for e in api.server.history if e.rkey == ("", "pods")])
     failed_at = min(rv for rv, _, o in history if o["metadata"]["name"] == old and o["status"].get("phase") == "Failed")
-    added_at = min(rv for rv, t, o in history if t == "ADDED" and o["metadata"]["name"] != old
-                   and o["metadata"]["labels"].get("job-name") == "rep")
+    added_at = min(
+        rv
+        for rv, t, o in history
+        if t == "ADDED" and o["metadata"]["name"] != old and o["metadata"]["labels"].get("job-name") == "rep"
+    )
     return failed_at, added_at
 
 
@@ -366,17 +397,29 @@ def test_force_deleted_pod_still_gets_its_process_stopped(api: ApiServerThread, 
 def test_kubectl_logs_follow_streams_until_the_pod_ends(api: ApiServerThread, sim: PodSim, kubectl: Any) -> None:
     code = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
     api.create(job_manifest("ticks", code))
-    name = wait_for(lambda: (p := the_pod(api, "ticks"))["metadata"].get("annotations", {}).get("respawn.dev/sim-log") and p,
-                    10, "the pod to start")["metadata"]["name"]
+    name = wait_for(
+        lambda: (p := the_pod(api, "ticks"))["metadata"].get("annotations", {}).get("respawn.dev/sim-log") and p,
+        10,
+        "the pod to start",
+    )["metadata"]["name"]
     out = kubectl("logs", "-f", name).stdout
     assert out.splitlines() == ["tick 0", "tick 1", "tick 2"]
     assert kubectl("logs", name, "--tail=1").stdout == "tick 2\n"
 
 
 def test_scheduling_gates_hold_a_pod_until_removed(api: ApiServerThread, sim: PodSim) -> None:
-    api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gated"},
-                "spec": {"restartPolicy": "Never", "schedulingGates": [{"name": "kueue.x-k8s.io/admission"}],
-                         "containers": [{"name": "main", "image": "python", "command": [PY, "-c", "print('admitted')"]}]}})
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "gated"},
+            "spec": {
+                "restartPolicy": "Never",
+                "schedulingGates": [{"name": "kueue.x-k8s.io/admission"}],
+                "containers": [{"name": "main", "image": "python", "command": [PY, "-c", "print('admitted')"]}],
+            },
+        }
+    )
     api.create(job_manifest("marker", "pass"))  # a later pod goes through while the gated one waits
     wait_for(lambda: job_condition(api, "marker", "Complete"), 15, "the marker job")
     assert "nodeName" not in api.get("pods", "gated")["spec"]

@@ -27,11 +27,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         if found.records:
             terminalreporter.write_line(
                 f"reliability results: {found.path} ({len(found.records)} records); "
-                f"render with: python -m tests.faults.report {found.path}")
+                f"render with: python -m tests.faults.report {found.path}"
+            )
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("op-faults"),
-                         RESPAWN_CLEANUP_TIMEOUT_SECONDS="30") as c:
+    with running_cluster(tmp_path_factory.mktemp("op-faults"), RESPAWN_CLEANUP_TIMEOUT_SECONDS="30") as c:
         yield c

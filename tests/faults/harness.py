@@ -53,15 +53,36 @@ def checkpoint_uri(store: str, tmp_path: Path, request: pytest.FixtureRequest, b
     return f"file://{tmp_path}/ck"
 
 
-def run_args(pipeline: str, uri: str, out: Path, attempt: int, run_id: str = "r1",
-             tenant: str = "default", retain: str = "Always", **params: Any) -> list[str]:
+def run_args(
+    pipeline: str,
+    uri: str,
+    out: Path,
+    attempt: int,
+    run_id: str = "r1",
+    tenant: str = "default",
+    retain: str = "Always",
+    **params: Any,
+) -> list[str]:
     import json
 
     target, _, defaults = PIPELINES[pipeline]
     merged = {**defaults, **params, "out": str(out)}
-    return ["run", target, "--params", json.dumps(merged), "--run-id", run_id,
-            "--checkpoint-uri", uri, "--attempt", str(attempt), "--retain", retain,
-            "--tenant", tenant]
+    return [
+        "run",
+        target,
+        "--params",
+        json.dumps(merged),
+        "--run-id",
+        run_id,
+        "--checkpoint-uri",
+        uri,
+        "--attempt",
+        str(attempt),
+        "--retain",
+        retain,
+        "--tenant",
+        tenant,
+    ]
 
 
 @dataclass
@@ -89,8 +110,7 @@ def reference(pipeline: str, tmp: Path) -> Reference:
             code, text, _ = rt.run(run_args(pipeline, uri, out, 1), env=FAULT_ENV)
             seconds = time.monotonic() - started
             assert code == 0, text
-            _REFS[pipeline] = Reference(out.read_bytes(), rt.inspect(uri, "r1")["context"],
-                                        seconds)
+            _REFS[pipeline] = Reference(out.read_bytes(), rt.inspect(uri, "r1")["context"], seconds)
         return _REFS[pipeline]
 
 
@@ -102,9 +122,16 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
 
 
-def verify(rt: Runtime, uri: str, run_id: str, pipeline: str, out: Path,
-           tenant: str = "default", last_code: int = 0,
-           ref: Reference | None = None) -> Verdict:
+def verify(
+    rt: Runtime,
+    uri: str,
+    run_id: str,
+    pipeline: str,
+    out: Path,
+    tenant: str = "default",
+    last_code: int = 0,
+    ref: Reference | None = None,
+) -> Verdict:
     """Judge a run that should have finished; never raises on a wrong result."""
     _, steps, _ = PIPELINES[pipeline]
     ref = ref or _REFS[pipeline]

@@ -12,8 +12,7 @@ OUTPUT = "a,b,c,d,e 11111\n"
 """What tests/operator/op_pipelines.py Steps writes when every step ran exactly once."""
 
 
-def settle_and_judge(cluster: Cluster, names: list[str], timeout: float
-                     ) -> tuple[dict[str, list[str]], int, int]:
+def settle_and_judge(cluster: Cluster, names: list[str], timeout: float) -> tuple[dict[str, list[str]], int, int]:
     """Give every run until `timeout` to succeed, then judge each:
     (problems by run, lost, duplicates)."""
     for name in names:
@@ -39,8 +38,7 @@ def judge(cluster: Cluster, name: str) -> tuple[list[str], int, int]:
     problems: list[str] = []
     st = cluster.status(name)
     if st.get("phase") != "Succeeded":
-        return [f"{name}: phase {st.get('phase')}: {st.get('message')}; pods: "
-                f"{pods_seen(cluster, name)}"], 0, 0
+        return [f"{name}: phase {st.get('phase')}: {st.get('message')}; pods: {pods_seen(cluster, name)}"], 0, 0
     out = cluster.tmp / f"{name}.out"
     if not out.exists() or out.read_text() != OUTPUT:
         problems.append(f"{name}: output {out.read_text() if out.exists() else None!r}")
@@ -52,8 +50,7 @@ def judge(cluster: Cluster, name: str) -> tuple[list[str], int, int]:
     # delete an attempt's Job to stop it (a lost node), so older ones can be gone.
     expected = [f"{name}-a{i}" for i in range(1, n + 1)]
     numbers = [a.get("attempt") for a in attempts]
-    if not set(jobs) <= set(expected) or f"{name}-a{n}" not in jobs \
-            or numbers != list(range(1, n + 1)):
+    if not set(jobs) <= set(expected) or f"{name}-a{n}" not in jobs or numbers != list(range(1, n + 1)):
         duplicates += len(set(jobs) - set(expected)) + len(numbers) - len(set(numbers))
         problems.append(f"{name}: jobs {jobs}, status.attempt {n}, attempts {numbers}")
     succeeded = [a for a in attempts if a.get("outcome") == "Succeeded"]
@@ -61,8 +58,7 @@ def judge(cluster: Cluster, name: str) -> tuple[list[str], int, int]:
         duplicates += max(0, len(succeeded) - 1)
         problems.append(f"{name}: outcomes {[a.get('outcome') for a in attempts]}")
     if st.get("completedSteps") != 5 or st.get("totalSteps") != 5:
-        problems.append(f"{name}: status lost steps: {st.get('completedSteps')}/"
-                        f"{st.get('totalSteps')}")
+        problems.append(f"{name}: status lost steps: {st.get('completedSteps')}/{st.get('totalSteps')}")
     history = full_history(ckpt_uri(cluster), st["runId"], st.get("tenant") or "default")
     executions = [(s, a, 0) for s, a in cluster.executions(name)]
     lost, why_lost = lost_in_history(history)

@@ -29,8 +29,7 @@ from pydantic import BaseModel
 
 from pipeline_runtime import Pipeline, step
 from pipeline_runtime.storage import Store
-from tests.runtime.pipelines_for_tests import StoreWrapper
-from tests.runtime.pipelines_for_tests import record
+from tests.runtime.pipelines_for_tests import StoreWrapper, record
 
 SWEEP = "tests.faults.pipelines:Sweep"
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"
@@ -122,8 +121,7 @@ class Sweep(Pipeline):
     @step
     def shapes(self, ctx: Any) -> None:
         record(ctx.step_name, ctx.attempt)
-        ctx["pieces"] = [np.full(k, j, np.float32) for j, k in enumerate((3, 1000, 100_000,
-                                                                          700_000))]
+        ctx["pieces"] = [np.full(k, j, np.float32) for j, k in enumerate((3, 1000, 100_000, 700_000))]
         ctx["named"] = {"small": b"x" * 10, "large": bytes(range(256)) * 20, "n": 2}
         self._end(ctx)
 
@@ -180,5 +178,4 @@ class Ordered(Pipeline):
     def write(self, ctx: Any) -> None:
         record(ctx.step_name, ctx.attempt)
         if ctx.params.out:
-            Path(ctx.params.out).write_text(",".join(ctx["columns"]) + ";"
-                                            + ",".join(ctx["mixed"]) + "\n")
+            Path(ctx.params.out).write_text(",".join(ctx["columns"]) + ";" + ",".join(ctx["mixed"]) + "\n")

@@ -38,8 +38,7 @@ def ANY(method: str, path: str, head: bytes) -> bool:
 
 
 def COMMITS(method: str, path: str, head: bytes) -> bool:
-    return method == "POST" and "/upload/" in path and "ifGenerationMatch=0" in path \
-        and b"/commits/" in head
+    return method == "POST" and "/upload/" in path and "ifGenerationMatch=0" in path and b"/commits/" in head
 
 
 def ARTIFACTS(method: str, path: str, head: bytes) -> bool:
@@ -76,11 +75,9 @@ class FaultProxy:
         with self._lock:
             self._faults.append(_Fault("status", n, match, status, skip))
 
-    def drop_next(self, n: int, *, after: bool = False, match: Match = ANY,
-                  skip: int = 0) -> None:
+    def drop_next(self, n: int, *, after: bool = False, match: Match = ANY, skip: int = 0) -> None:
         with self._lock:
-            self._faults.append(_Fault("drop-after" if after else "drop-before", n, match,
-                                       skip=skip))
+            self._faults.append(_Fault("drop-after" if after else "drop-before", n, match, skip=skip))
 
     def latency(self, seconds: float) -> None:
         self._latency = seconds
@@ -109,8 +106,7 @@ class FaultProxy:
         # Dropped connections are the point; aiohttp would log each one as an error.
         logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
         self._thread.start()
         self._call(self._setup())
         return self
@@ -175,16 +171,20 @@ class FaultProxy:
         if fault is not None and fault.kind == "drop-before":
             # The upload went out but the line died before storage kept it.
             return self._abort(request)
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
-        async with self._session.request(request.method, self.upstream + request.path_qs,
-                                         headers=headers, data=body) as up:
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")
+        }
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body
+        ) as up:
             data = await up.read()
             if fault is not None and fault.kind == "drop-after":
                 return self._abort(request)  # the write landed; its answer is lost
-            out_headers = {k: v for k, v in up.headers.items()
-                           if k.lower() not in ("content-length", "transfer-encoding",
-                                                "connection")}
+            out_headers = {
+                k: v
+                for k, v in up.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")
+            }
             return web.Response(status=up.status, body=data, headers=out_headers)
 
     @staticmethod

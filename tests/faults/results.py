@@ -51,11 +51,20 @@ class Results:
         self.records: list[Record] = []
         self._lock = threading.Lock()
 
-    def record(self, scenario: str, *, runs: int, faults: int, correct: int, lost: int = 0,
-               duplicates: int = 0, test: str = "", details: list[str] | None = None,
-               note: str = "") -> Record:
-        rec = Record(scenario, runs, faults, correct, lost, duplicates, test,
-                     list(details or [])[:20], note)
+    def record(
+        self,
+        scenario: str,
+        *,
+        runs: int,
+        faults: int,
+        correct: int,
+        lost: int = 0,
+        duplicates: int = 0,
+        test: str = "",
+        details: list[str] | None = None,
+        note: str = "",
+    ) -> Record:
+        rec = Record(scenario, runs, faults, correct, lost, duplicates, test, list(details or [])[:20], note)
         with self._lock:
             self.records.append(rec)
             self._write()
@@ -65,8 +74,7 @@ class Results:
         # Written after every record: a session killed by a timeout keeps what it had.
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"sizes": sizes(), "records": [asdict(r) for r in self.records]},
-                                  indent=1))
+        tmp.write_text(json.dumps({"sizes": sizes(), "records": [asdict(r) for r in self.records]}, indent=1))
         os.replace(tmp, self.path)
 
 

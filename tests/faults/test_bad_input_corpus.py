@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from pipeline_runtime.checkpoint import CHECKPOINT_VERSION, seal
 from pipeline_runtime.storage import Store, open_store
 from tests.conftest import GCSEmulator
@@ -31,8 +30,10 @@ TENANT = "t1"
 
 def snapshot(store: Store, run: str) -> dict[str, str]:
     """Every object but those of the other cases' runs (they change in parallel)."""
+
     def mine(path: str) -> bool:
         return not path.startswith(f"{TENANT}/c") or path.startswith(f"{TENANT}/{run}/")
+
     lister = getattr(store, "fingerprints", None)
     if lister is not None:
         return {p: v for p, v in lister().items() if mine(p)}
@@ -50,12 +51,14 @@ def latest(store: Store, run: str) -> str:
 def edit_latest(change: Callable[[dict[str, Any]], Any], reseal: bool = True) -> Callable[[Store, str], None]:
     """Change the newest commit. `reseal`: with a matching digest, as a buggy writer would
     leave it (the field checks must catch it); else as an edit after the fact (the digest must)."""
+
     def apply(store: Store, run: str) -> None:
         path = latest(store, run)
         body = json.loads(store.get(path))
         replaced = change(body)
         body = body if replaced is None else replaced
         store.put(path, seal(body) if reseal and isinstance(body, dict) else json.dumps(body).encode())
+
     return apply
 
 
@@ -81,6 +84,7 @@ def raw_latest(data: Callable[[bytes], bytes]) -> Callable[[Store, str], None]:
     def apply(store: Store, run: str) -> None:
         path = latest(store, run)
         store.put(path, data(store.get(path)))
+
     return apply
 
 
@@ -93,6 +97,7 @@ def biggest_artifact(change: Callable[[bytes], bytes | None]) -> Callable[[Store
             store.delete(path)
         else:
             store.put(path, new)
+
     return apply
 
 
@@ -143,45 +148,50 @@ CHECKPOINT_CASES = [
     Case("empty commit", 65, "not valid JSON", raw_latest(lambda b: b"")),
     Case("binary garbage commit", 65, "not valid JSON", raw_latest(lambda b: bytes(range(256)))),
     Case("commit is a JSON list", 65, "not a commit object", raw_latest(lambda b: b"[1, 2]")),
-    Case("seed-format version 1.0", 65, "checkpoint_version '1.0'",
-         edit_latest(set_key("checkpoint_version", "1.0"))),
-    Case("future version 9.9", 65, "checkpoint_version '9.9'",
-         edit_latest(set_key("checkpoint_version", "9.9"))),
+    Case("seed-format version 1.0", 65, "checkpoint_version '1.0'", edit_latest(set_key("checkpoint_version", "1.0"))),
+    Case("future version 9.9", 65, "checkpoint_version '9.9'", edit_latest(set_key("checkpoint_version", "9.9"))),
     Case("commit without context", 65, "lacks context", edit_latest(drop_key("context"))),
-    Case("commit without completed_steps", 65, "lacks completed_steps",
-         edit_latest(drop_key("completed_steps"))),
-    Case("foreign pipeline name", 65, "belongs to pipeline 'other'",
-         edit_latest(set_key("pipeline_name", "other"))),
+    Case("commit without completed_steps", 65, "lacks completed_steps", edit_latest(drop_key("completed_steps"))),
+    Case("foreign pipeline name", 65, "belongs to pipeline 'other'", edit_latest(set_key("pipeline_name", "other"))),
     Case("foreign run id", 65, "belongs to pipeline", edit_latest(set_key("run_guid", "zzz"))),
     Case("another tenant's commit in the log", 65, "belongs to pipeline", foreign_commit),
     Case("attempt is a string", 65, "attempt", edit_latest(set_key("attempt", "seven"))),
-    Case("completed_steps is a string", 65, "completed_steps",
-         edit_latest(set_key("completed_steps", "abc"))),
-    Case("context node of unknown shape", 65, "damaged",
-         edit_latest(lambda b: b["context"]["dict"].__setitem__("x1", {"weird": 1}))),
+    Case("completed_steps is a string", 65, "completed_steps", edit_latest(set_key("completed_steps", "abc"))),
+    Case(
+        "context node of unknown shape",
+        65,
+        "damaged",
+        edit_latest(lambda b: b["context"]["dict"].__setitem__("x1", {"weird": 1})),
+    ),
     Case("artifact ref with path traversal", 65, "damaged", edit_latest(traversal_ref)),
-    Case("artifact ref with wrong size", 65, "damaged",
-         edit_latest(lambda b: first_ref(b).__setitem__("size", 3))),
+    Case("artifact ref with wrong size", 65, "damaged", edit_latest(lambda b: first_ref(b).__setitem__("size", 3))),
     Case("artifact missing", 65, "damaged", biggest_artifact(lambda b: None)),
-    Case("artifact bytes flipped", 65, "damaged",
-         biggest_artifact(lambda b: bytes([b[0] ^ 1]) + b[1:])),
+    Case("artifact bytes flipped", 65, "damaged", biggest_artifact(lambda b: bytes([b[0] ^ 1]) + b[1:])),
     Case("artifact truncated", 65, "damaged", biggest_artifact(lambda b: b[: len(b) // 2])),
     # Edited after it was written: the commit's digest no longer matches.
-    Case("inline value edited", 65, "does not match its digest",
-         edited(lambda b: first_json(b).__setitem__("json", "edited"))),
-    Case("completed_steps edited", 65, "does not match its digest",
-         edited(lambda b: b["completed_steps"].pop() and None)),
-    Case("dtype edited", 65, "does not match its digest",
-         edited(lambda b: first_ref(b).__setitem__("dtype", "<f8"))),
-    Case("shape edited", 65, "does not match its digest",
-         edited(lambda b: first_ref(b).__setitem__("shape", [1]))),
+    Case(
+        "inline value edited",
+        65,
+        "does not match its digest",
+        edited(lambda b: first_json(b).__setitem__("json", "edited")),
+    ),
+    Case(
+        "completed_steps edited", 65, "does not match its digest", edited(lambda b: b["completed_steps"].pop() and None)
+    ),
+    Case("dtype edited", 65, "does not match its digest", edited(lambda b: first_ref(b).__setitem__("dtype", "<f8"))),
+    Case("shape edited", 65, "does not match its digest", edited(lambda b: first_ref(b).__setitem__("shape", [1]))),
     Case("digest removed", 65, "does not match its digest", raw_latest(lambda b: b[: b.rindex(b',"digest"')] + b"}")),
-    Case("another tenant's name in the commit", 65, "belongs to tenant 'other'",
-         edit_latest(set_key("tenant", "other"))),
+    Case(
+        "another tenant's name in the commit", 65, "belongs to tenant 'other'", edit_latest(set_key("tenant", "other"))
+    ),
     # Damage that used to crash every policy (exit 1 and a traceback).
     Case("int of 5000 digits", 65, "not valid JSON", raw_latest(lambda b: b[:-1] + b',"x":' + b"9" * 5000 + b"}")),
-    Case("JSON nested 5000 deep", 65, "not valid JSON",
-         raw_latest(lambda b: b[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}")),
+    Case(
+        "JSON nested 5000 deep",
+        65,
+        "not valid JSON",
+        raw_latest(lambda b: b[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}"),
+    ),
     Case("stub as the newest commit", 65, "ends in a stub", stub_latest),
 ]
 
@@ -206,10 +216,13 @@ HOSTILE_CASES = [
     Case("params nested 100000 deep", 64, "params", params="@DEEP"),
     Case("bad RESPAWN_RESUME_POLICY", 64, "resume", env={"RESPAWN_RESUME_POLICY": "Bogus"}),
     Case("bad RESPAWN_RETAIN", 64, "retain", env={"RESPAWN_RETAIN": "Bogus"}),
-    Case("bad RESPAWN_TERM_DEADLINE_SECONDS", 64, "TERM_DEADLINE",
-         env={"RESPAWN_TERM_DEADLINE_SECONDS": "soon"}),
-    Case("bad RESPAWN_PROGRESS_INTERVAL_SECONDS", 64, "PROGRESS_INTERVAL",
-         env={"RESPAWN_PROGRESS_INTERVAL_SECONDS": "often"}),
+    Case("bad RESPAWN_TERM_DEADLINE_SECONDS", 64, "TERM_DEADLINE", env={"RESPAWN_TERM_DEADLINE_SECONDS": "soon"}),
+    Case(
+        "bad RESPAWN_PROGRESS_INTERVAL_SECONDS",
+        64,
+        "PROGRESS_INTERVAL",
+        env={"RESPAWN_PROGRESS_INTERVAL_SECONDS": "often"},
+    ),
     Case("RESPAWN_RESUME=maybe", 64, "resume: 'maybe'", env={"RESPAWN_RESUME": "maybe"}),
     Case("params file not UTF-8", 64, "not UTF-8", params="@LATIN1"),
     Case("params with a 5000-digit int", 64, "4300 digits", params="@BIGINT"),
@@ -233,17 +246,29 @@ class Outcome:
 class Corpus:
     """One store holding a victim tenant's finished run and a template run to copy."""
 
-    def __init__(self, tmp: Path, uri: str, fingerprints: Callable[[], dict[str, str]] | None
-                 = None) -> None:
+    def __init__(self, tmp: Path, uri: str, fingerprints: Callable[[], dict[str, str]] | None = None) -> None:
         self.tmp, self.uri, self.store = tmp, uri, open_store(uri)
         self.ask_twice = uri.startswith("file:")
         if fingerprints is not None:  # gs://: md5 and generation from one listing
             self.store.fingerprints = fingerprints  # type: ignore[attr-defined]
         self.rt = Runtime(tmp)
         for tenant, run in (("victim", "v1"), (TENANT, "template")):
-            code, text, _ = self.rt.run(["run", CHAIN, "--params", PARAMS, "--run-id", run,
-                                         "--tenant", tenant, "--checkpoint-uri", uri,
-                                         "--retain", "Always"])
+            code, text, _ = self.rt.run(
+                [
+                    "run",
+                    CHAIN,
+                    "--params",
+                    PARAMS,
+                    "--run-id",
+                    run,
+                    "--tenant",
+                    tenant,
+                    "--checkpoint-uri",
+                    uri,
+                    "--retain",
+                    "Always",
+                ]
+            )
             assert code == 0, text
         (tmp / "huge.json").write_text(json.dumps({"mb": 1, "colour": "x" * 5_000_000}))
         (tmp / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
@@ -259,16 +284,31 @@ class Corpus:
                 body = json.loads(data)
                 body["run_guid"] = run
                 data = seal(body)
-            self.store.put(f"{TENANT}/{run}/" + path[len(src):], data)
+            self.store.put(f"{TENANT}/{run}/" + path[len(src) :], data)
 
     def attempt(self, case: Case, run: str) -> tuple[int, str, str]:
-        params = case.params.replace("@HUGE", f"@{self.tmp}/huge.json").replace(
-            "@DEEP", f"@{self.tmp}/deep.json").replace("@LATIN1", f"@{self.tmp}/latin1.json").replace(
-            "@BIGINT", f"@{self.tmp}/bigint.json")
+        params = (
+            case.params.replace("@HUGE", f"@{self.tmp}/huge.json")
+            .replace("@DEEP", f"@{self.tmp}/deep.json")
+            .replace("@LATIN1", f"@{self.tmp}/latin1.json")
+            .replace("@BIGINT", f"@{self.tmp}/bigint.json")
+        )
         # A flag beats its RESPAWN_* twin: leave --retain out when the case sets the env.
         retain = [] if "RESPAWN_RETAIN" in case.env else ["--retain", "Always"]
-        args = ["run", CHAIN, "--params", params, "--run-id", run, "--tenant", TENANT,
-                "--checkpoint-uri", self.uri, *retain, *case.args]
+        args = [
+            "run",
+            CHAIN,
+            "--params",
+            params,
+            "--run-id",
+            run,
+            "--tenant",
+            TENANT,
+            "--checkpoint-uri",
+            self.uri,
+            *retain,
+            *case.args,
+        ]
         code, text, term = self.rt.run(args, env=case.env, timeout=60)
         return code, (term or {}).get("message", ""), text
 
@@ -290,11 +330,9 @@ class Corpus:
         if code != case.expect:
             problems.append(f"exit {code}, expected {case.expect}: {message[:200]!r}")
         elif case.says.lower() not in message.lower():
-            problems.append(f"message does not name the problem ({case.says!r}): "
-                            f"{message[-300:]!r}")
+            problems.append(f"message does not name the problem ({case.says!r}): {message[-300:]!r}")
         if len(message.encode()) > 4096:
-            problems.append(f"message of {len(message.encode())} bytes (termination log "
-                            "holds 4096)")
+            problems.append(f"message of {len(message.encode())} bytes (termination log holds 4096)")
         if len({a for a in answers}) > 1:
             problems.append(f"answered differently when asked again: {answers}")
         after = snapshot(self.store, run)
@@ -304,44 +342,64 @@ class Corpus:
         return Outcome(case, code, message, problems, touched)
 
 
-def play_corpus(results: Results, corpus: Corpus, cases: list[Case], scenario: str,
-                test: str) -> None:
+def play_corpus(results: Results, corpus: Corpus, cases: list[Case], scenario: str, test: str) -> None:
     with ThreadPoolExecutor(2) as pool:
         outcomes = list(pool.map(lambda ic: corpus.play(ic[1], ic[0]), enumerate(cases)))
-    victim = [o for o in outcomes if any("/victim/" in p or p.startswith("victim/")
-                                         for p in o.touched)]
+    victim = [o for o in outcomes if any("/victim/" in p or p.startswith("victim/") for p in o.touched)]
     failed = [f"{o.case.name}: {'; '.join(o.problems)}" for o in outcomes if o.problems]
-    results.record(scenario, runs=len(cases), faults=len(cases),
-                   correct=len(cases) - len(failed), lost=len(victim), test=test,
-                   details=failed)
+    results.record(
+        scenario,
+        runs=len(cases),
+        faults=len(cases),
+        correct=len(cases) - len(failed),
+        lost=len(victim),
+        test=test,
+        details=failed,
+    )
     assert not failed, "\n".join(failed)
 
 
 def test_bad_checkpoints_and_hostile_input_file(results: Results, tmp_path: Path) -> None:
     corpus = Corpus(tmp_path, f"file://{tmp_path}/ck")
-    play_corpus(results, corpus, CHECKPOINT_CASES + HOSTILE_CASES,
-                "Bad input: corrupt/foreign checkpoints, hostile ids and params (file://)",
-                "test_bad_checkpoints_and_hostile_input_file")
+    play_corpus(
+        results,
+        corpus,
+        CHECKPOINT_CASES + HOSTILE_CASES,
+        "Bad input: corrupt/foreign checkpoints, hostile ids and params (file://)",
+        "test_bad_checkpoints_and_hostile_input_file",
+    )
 
 
-def test_bad_checkpoints_and_hostile_ids_gcs(results: Results, tmp_path: Path,
-                                             gcs_emulator: GCSEmulator) -> None:
+def test_bad_checkpoints_and_hostile_ids_gcs(results: Results, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
     bucket = gcs_emulator.make_bucket("bad-input")
     client = gcs_emulator.client()
 
     def fingerprints() -> dict[str, str]:
-        return {b.name.removeprefix("ck/"): f"{b.md5_hash}/{b.generation}"
-                for b in client.list_blobs(bucket, prefix="ck/")}
+        return {
+            b.name.removeprefix("ck/"): f"{b.md5_hash}/{b.generation}" for b in client.list_blobs(bucket, prefix="ck/")
+        }
+
     corpus = Corpus(tmp_path, f"gs://{bucket}/ck", fingerprints)
     # What differs by store: reading damaged objects, ids that would escape the prefix.
-    names = {"truncated commit", "commit is a JSON list", "foreign run id",
-             "another tenant's commit in the log", "artifact ref with path traversal",
-             "artifact missing", "artifact bytes flipped", "tenant ../victim",
-             "run id ../victim/v1"}
+    names = {
+        "truncated commit",
+        "commit is a JSON list",
+        "foreign run id",
+        "another tenant's commit in the log",
+        "artifact ref with path traversal",
+        "artifact missing",
+        "artifact bytes flipped",
+        "tenant ../victim",
+        "run id ../victim/v1",
+    }
     cases = [c for c in CHECKPOINT_CASES + HOSTILE_CASES if c.name in names]
-    play_corpus(results, corpus, cases,
-                "Bad input: corrupt/foreign checkpoints, hostile ids (gs://)",
-                "test_bad_checkpoints_and_hostile_ids_gcs")
+    play_corpus(
+        results,
+        corpus,
+        cases,
+        "Bad input: corrupt/foreign checkpoints, hostile ids (gs://)",
+        "test_bad_checkpoints_and_hostile_ids_gcs",
+    )
 
 
 def stray_commit_name(store: Store, run: str) -> None:
@@ -355,16 +413,20 @@ def folder_at_next_slot(store: Store, run: str) -> None:
     (Path(store.root) / TENANT / run / "commits" / f"{seq:08d}.json").mkdir()  # type: ignore[attr-defined]
 
 
-ODD_LOGS = [Case("stray commits/\u00b2.json", 0, "", stray_commit_name),
-            Case("a folder at the next commit slot", 0, "", folder_at_next_slot)]
+ODD_LOGS = [
+    Case("stray commits/\u00b2.json", 0, "", stray_commit_name),
+    Case("a folder at the next commit slot", 0, "", folder_at_next_slot),
+]
 
 
 def test_restart_starts_over_whatever_the_log_holds(results: Results, tmp_path: Path) -> None:
     """`Restart` never crashes on a damaged log: it starts over (exit 0). Odd but harmless
     entries (a stray name, a folder where the next commit goes) don't stop Compatible either."""
     corpus = Corpus(tmp_path, f"file://{tmp_path}/ck")
-    restart = [Case(f"Restart over: {c.name}", 0, "", c.corrupt, args=["--resume-policy", "Restart"])
-               for c in CHECKPOINT_CASES + ODD_LOGS]
+    restart = [
+        Case(f"Restart over: {c.name}", 0, "", c.corrupt, args=["--resume-policy", "Restart"])
+        for c in CHECKPOINT_CASES + ODD_LOGS
+    ]
 
     def play(ic: tuple[int, Case]) -> str | None:
         index, case = ic
@@ -379,7 +441,13 @@ def test_restart_starts_over_whatever_the_log_holds(results: Results, tmp_path: 
 
     with ThreadPoolExecutor(2) as pool:
         failed = [f for f in pool.map(play, enumerate(restart + ODD_LOGS)) if f]
-    results.record("Damaged logs under Restart, odd entries under Compatible (file://)", runs=len(restart) + 2,
-                   faults=len(restart) + 2, correct=len(restart) + 2 - len(failed), lost=0,
-                   test="test_restart_starts_over_whatever_the_log_holds", details=failed)
+    results.record(
+        "Damaged logs under Restart, odd entries under Compatible (file://)",
+        runs=len(restart) + 2,
+        faults=len(restart) + 2,
+        correct=len(restart) + 2 - len(failed),
+        lost=0,
+        test="test_restart_starts_over_whatever_the_log_holds",
+        details=failed,
+    )
     assert not failed, "\n".join(failed)

@@ -33,21 +33,48 @@ from tests.runtime.conftest import Runtime, output
 from tests.runtime.pipelines_for_tests import GENERATED_STEPS
 
 PIPELINE = "tests.runtime.pipelines_for_tests:Generated"
-RECIPES = ["floats", "collide32", "collide64", "zeros", "empty", "tuple", "scalar", "bigendian", "order",
-           "bytearray", "bool", "big"]
+RECIPES = [
+    "floats",
+    "collide32",
+    "collide64",
+    "zeros",
+    "empty",
+    "tuple",
+    "scalar",
+    "bigendian",
+    "order",
+    "bytearray",
+    "bool",
+    "big",
+]
 SLOW = os.environ.get("HYPOTHESIS_PROFILE") == "slow"
 EXAMPLES = 300 if SLOW else int(os.environ.get("RESPAWN_GENERATED_RUNS", "20"))
 EXPECTED = {"KILL": {-signal.SIGKILL}, "TERM": {143}, "INT": {130}}
 ENV = {"RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}  # every save_progress commits: kills land inside steps too
 
 PLANS = st.lists(st.tuples(st.sampled_from(RECIPES), st.integers(0, 5)), min_size=1, max_size=GENERATED_STEPS)
-INTERRUPTIONS = st.lists(st.tuples(st.sampled_from(["KILL", "TERM", "INT", "pause-artifact", "pause-commit"]),
-                                   st.integers(1, 10)), min_size=1, max_size=3)
+INTERRUPTIONS = st.lists(
+    st.tuples(st.sampled_from(["KILL", "TERM", "INT", "pause-artifact", "pause-commit"]), st.integers(1, 10)),
+    min_size=1,
+    max_size=3,
+)
 
 
 def args(plan: list[tuple[str, int]], uri: str, out: Path, attempt: int, run_id: str) -> list[str]:
-    return ["run", PIPELINE, "--params", json.dumps({"plan": plan, "out": str(out)}), "--run-id", run_id,
-            "--checkpoint-uri", uri, "--attempt", str(attempt), "--retain", "Always"]
+    return [
+        "run",
+        PIPELINE,
+        "--params",
+        json.dumps({"plan": plan, "out": str(out)}),
+        "--run-id",
+        run_id,
+        "--checkpoint-uri",
+        uri,
+        "--attempt",
+        str(attempt),
+        "--retain",
+        "Always",
+    ]
 
 
 def commits_seen(proc: Any) -> int:
@@ -61,8 +88,10 @@ def interrupt(rt: Runtime, argv: list[str], kind: str, n: int, tmp: Path) -> int
     if kind == "pause-artifact":
         n = 1 + (n - 1) % 3  # a run uploads only a few artifacts: aim at those
     if kind.startswith("pause-"):
-        env.update(RESPAWN_CHAOS_PAUSE_AT=f"artifact-before:{n}" if kind == "pause-artifact" else f"commit-before:{n + 1}",
-                   RESPAWN_CHAOS_MARKER=str(marker))
+        env.update(
+            RESPAWN_CHAOS_PAUSE_AT=f"artifact-before:{n}" if kind == "pause-artifact" else f"commit-before:{n + 1}",
+            RESPAWN_CHAOS_MARKER=str(marker),
+        )
     proc = rt.start(argv, env)
     if kind.startswith("pause-"):
         wait_for(lambda: marker.exists() or proc.poll() is not None, 60, f"the attempt to reach {kind} {n}")
@@ -89,7 +118,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @settings(max_examples=EXAMPLES)
 @given(plan=PLANS, interruptions=INTERRUPTIONS)
 def test_generated_pipelines_resume_exactly_after_generated_interruptions(
-        workdir: Path, results: Results, plan: list[tuple[str, int]], interruptions: list[tuple[str, int]]) -> None:
+    workdir: Path, results: Results, plan: list[tuple[str, int]], interruptions: list[tuple[str, int]]
+) -> None:
     tmp = Path(tempfile.mkdtemp(dir=workdir))
     uri = f"file://{tmp}/ck"
     clean = Runtime(tmp / "clean")
@@ -110,15 +140,24 @@ def test_generated_pipelines_resume_exactly_after_generated_interruptions(
     if not finished:
         code, text, _ = rt.run(args(plan, uri, tmp / "faulty.out", attempt, "faulty"), env=ENV)
         assert code == 0, text
-    problems = [] if (tmp / "faulty.out").read_text() == (tmp / "clean.out").read_text() else \
-        ["the resumed run's context differs from the clean run's"]
+    problems = (
+        []
+        if (tmp / "faulty.out").read_text() == (tmp / "clean.out").read_text()
+        else ["the resumed run's context differs from the clean run's"]
+    )
     history = full_history(uri, "faulty")
     dups, regressed, why = reran_after_commit(rt.executions(), history)
     lost, why_lost = lost_in_history(history)
     fenced, why_fenced = fenced_writes(history)
     problems += why + why_lost + why_fenced
-    results.record("Generated pipelines and interruptions (Hypothesis, file://)", runs=1, faults=hits,
-                   correct=int(not problems), lost=lost + regressed, duplicates=dups + fenced,
-                   test="test_generated_pipelines_resume_exactly_after_generated_interruptions",
-                   details=[f"plan {plan}, interruptions {interruptions}: {p}" for p in problems])
+    results.record(
+        "Generated pipelines and interruptions (Hypothesis, file://)",
+        runs=1,
+        faults=hits,
+        correct=int(not problems),
+        lost=lost + regressed,
+        duplicates=dups + fenced,
+        test="test_generated_pipelines_resume_exactly_after_generated_interruptions",
+        details=[f"plan {plan}, interruptions {interruptions}: {p}" for p in problems],
+    )
     assert not problems, problems

@@ -7,18 +7,34 @@ from typing import Any
 from tests.faults.harness import fenced_writes, lost_in_history, reran_after_commit
 
 
-def commit(seq: int, attempt: int, kind: str, completed: list[str], step: str | None = None,
-           progress: tuple[str, int] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"seq": seq, "attempt": attempt, "kind": kind,
-                            "completed_steps": completed, "step": step, "progress": None}
+def commit(
+    seq: int,
+    attempt: int,
+    kind: str,
+    completed: list[str],
+    step: str | None = None,
+    progress: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "seq": seq,
+        "attempt": attempt,
+        "kind": kind,
+        "completed_steps": completed,
+        "step": step,
+        "progress": None,
+    }
     if progress:
         body["progress"] = {"step": progress[0], "state": {"json": {"i": progress[1]}}}
     return body
 
 
-GOOD = [commit(1, 1, "claim", []), commit(2, 1, "step", ["a"], "a"),
-        commit(3, 1, "progress", ["a"], "b", ("b", 4)),
-        commit(4, 2, "claim", ["a"], None, ("b", 4)), commit(5, 2, "step", ["a", "b"], "b")]
+GOOD = [
+    commit(1, 1, "claim", []),
+    commit(2, 1, "step", ["a"], "a"),
+    commit(3, 1, "progress", ["a"], "b", ("b", 4)),
+    commit(4, 2, "claim", ["a"], None, ("b", 4)),
+    commit(5, 2, "step", ["a", "b"], "b"),
+]
 
 
 def test_a_clean_history_passes() -> None:

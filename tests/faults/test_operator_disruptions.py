@@ -15,28 +15,25 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-
 from respawn_local.podsim import SimNode
+
 from tests.conftest import wait_for
-from tests.faults.results import Results, runs_from_env
 from tests.faults.operator_runs import settle_and_judge
+from tests.faults.results import Results, runs_from_env
 from tests.faults.test_operator_faults import SEED
 from tests.operator.harness import NS, Cluster
 
 RUNS = runs_from_env("RESPAWN_FAULT_OPERATOR_RUNS", 6)
 SPOT = "cloud.google.com/gke-spot"
-KINDS = ["TerminationByKubelet", "PreemptionByScheduler", "evict", "delete", "lose-node",
-         "lose-node-keep-running"]
+KINDS = ["TerminationByKubelet", "PreemptionByScheduler", "evict", "delete", "lose-node", "lose-node-keep-running"]
 _NODES = threading.Lock()  # one node loss at a time: the simulator has three nodes
 
 
 def live_pod(cluster: Cluster, name: str) -> dict[str, Any] | None:
     uid = cluster.run(name)["metadata"]["uid"]
     attempt = cluster.status(name).get("attempt")
-    for pod in cluster.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid},"
-                                f"respawn.dev/attempt={attempt}"):
-        if pod["status"].get("phase") == "Running" and not pod["metadata"].get(
-                "deletionTimestamp"):
+    for pod in cluster.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}"):
+        if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp"):
             return pod
     return None
 
@@ -46,9 +43,11 @@ def disrupt(cluster: Cluster, rng: random.Random, name: str, times: int) -> list
     done: list[str] = []
     for _ in range(times):
         try:
-            pod = wait_for(lambda: live_pod(cluster, name)
-                           or cluster.status(name).get("phase") in ("Succeeded", "Failed"),
-                           60, f"{name}: a running pod")
+            pod = wait_for(
+                lambda: live_pod(cluster, name) or cluster.status(name).get("phase") in ("Succeeded", "Failed"),
+                60,
+                f"{name}: a running pod",
+            )
         except AssertionError:
             break
         if not isinstance(pod, dict):
@@ -67,9 +66,8 @@ def disrupt(cluster: Cluster, rng: random.Random, name: str, times: int) -> list
                 with _NODES:
                     cluster.sim.lose_node(node, keep_running=kind.endswith("keep-running"))
                     time.sleep(rng.uniform(0.1, 0.8))  # the node is gone for a moment
-                    cluster.sim.add_node(SimNode.ondemand(node) if node.startswith("ondemand")
-                                         else SimNode.spot(node))
-        except Exception as e:  # noqa: BLE001 - the pod ended meanwhile: not injected
+                    cluster.sim.add_node(SimNode.ondemand(node) if node.startswith("ondemand") else SimNode.spot(node))
+        except Exception as e:
             done.append(f"{kind}: not injected ({type(e).__name__})")
             continue
         done.append(kind)
@@ -78,27 +76,31 @@ def disrupt(cluster: Cluster, rng: random.Random, name: str, times: int) -> list
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_random_disruptions_every_run_finishes_exactly_once(results: Results,
-                                                            cluster: Cluster) -> None:
+def test_random_disruptions_every_run_finishes_exactly_once(results: Results, cluster: Cluster) -> None:
     rng = random.Random(f"{SEED}-disruptions")
     names = [f"dis-{i}" for i in range(RUNS)]
     plans = {name: (random.Random(rng.random()), rng.choice([1, 1, 2, 3])) for name in names}
     for name in names:
-        cluster.submit(name, {"step_s": 0.4}, checkpoint={"retain": "Always"},
-                       budgets={"maxPreemptions": 50,
-                                "backoff": {"initialSeconds": 1, "maxSeconds": 2}},
-                       tolerations=[{"key": SPOT, "operator": "Equal", "value": "true",
-                                     "effect": "NoSchedule"}])
+        cluster.submit(
+            name,
+            {"step_s": 0.4},
+            checkpoint={"retain": "Always"},
+            budgets={"maxPreemptions": 50, "backoff": {"initialSeconds": 1, "maxSeconds": 2}},
+            tolerations=[{"key": SPOT, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+        )
     with ThreadPoolExecutor(len(names)) as pool:
-        done = dict(zip(names, pool.map(lambda n: disrupt(cluster, plans[n][0], n, plans[n][1]),
-                                        names)))
+        done = dict(zip(names, pool.map(lambda n: disrupt(cluster, plans[n][0], n, plans[n][1]), names)))
     by_run, lost, dups = settle_and_judge(cluster, names, 120)
     problems = [f"{x} (disruptions: {done[n]})" for n, found in by_run.items() for x in found]
     injected = sum(1 for d in done.values() for k in d if "not injected" not in k)
-    results.record("Pods preempted / evicted / deleted / node lost at random (operator)",
-                   runs=len(names), faults=injected,
-                   correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
-                   lost=lost, duplicates=dups,
-                   test="test_random_disruptions_every_run_finishes_exactly_once",
-                   details=problems)
+    results.record(
+        "Pods preempted / evicted / deleted / node lost at random (operator)",
+        runs=len(names),
+        faults=injected,
+        correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
+        lost=lost,
+        duplicates=dups,
+        test="test_random_disruptions_every_run_finishes_exactly_once",
+        details=problems,
+    )
     assert not problems, "\n".join(problems)

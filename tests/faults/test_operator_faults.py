@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 import pytest
-
 from respawn_local.apiserver import ApiError
+
 from tests.conftest import wait_for
 from tests.faults.operator_runs import settle_and_judge
 from tests.faults.results import Results, runs_from_env
@@ -34,10 +34,15 @@ from tests.operator.harness import NS, ROOT, Cluster
 SEED = runs_from_env("RESPAWN_FAULT_SEED", 20261130)
 KILLS = runs_from_env("RESPAWN_FAULT_OPERATOR_KILLS", 16)
 API_DOWN = float(os.environ.get("RESPAWN_FAULT_API_DOWN_SECONDS") or 4)
+
+
 def submit(cluster: Cluster, name: str, step_s: float = 0.3) -> None:
-    cluster.submit(name, {"step_s": step_s}, checkpoint={"retain": "Always"},
-                   budgets={"maxPreemptions": 50,
-                            "backoff": {"initialSeconds": 1, "maxSeconds": 2}})
+    cluster.submit(
+        name,
+        {"step_s": step_s},
+        checkpoint={"retain": "Always"},
+        budgets={"maxPreemptions": 50, "backoff": {"initialSeconds": 1, "maxSeconds": 2}},
+    )
 
 
 def operator_alive(cluster: Cluster) -> bool:
@@ -51,8 +56,7 @@ def not_podsim(request: Any) -> bool:
 
 
 @pytest.mark.timeout(300)
-def test_api_faults_every_run_converges_without_duplicate_jobs(results: Results,
-                                                                cluster: Cluster) -> None:
+def test_api_faults_every_run_converges_without_duplicate_jobs(results: Results, cluster: Cluster) -> None:
     rng = random.Random(f"{SEED}-api")
     names = [f"apif-{i}" for i in range(4)]
     before = cluster.api.faults.injected
@@ -61,11 +65,12 @@ def test_api_faults_every_run_converges_without_duplicate_jobs(results: Results,
     injected_by_us = 0
     for i, name in enumerate(names):
         submit(cluster, name)
-        for kind in plan[2 * i:2 * i + 2]:
+        for kind in plan[2 * i : 2 * i + 2]:
             time.sleep(rng.uniform(0.1, 0.8))  # when the fault lands is the input
             if kind in ("500", "429"):
-                cluster.api.faults.fail_next(rng.randint(1, 4), int(kind), match=not_podsim,
-                                             retry_after=1 if kind == "429" else None)
+                cluster.api.faults.fail_next(
+                    rng.randint(1, 4), int(kind), match=not_podsim, retry_after=1 if kind == "429" else None
+                )
             elif kind == "watches":
                 injected_by_us += cluster.api.faults.close_watches()
             else:
@@ -76,26 +81,32 @@ def test_api_faults_every_run_converges_without_duplicate_jobs(results: Results,
     problems = [p for found in by_run.values() for p in found]
     if not operator_alive(cluster):
         problems.append("the operator process died")
-    results.record("Kubernetes API faults: 500/429, dropped watches, API down "
-                   f"{API_DOWN:g}s (operator)", runs=len(names),
-                   faults=cluster.api.faults.injected - before + injected_by_us,
-                   correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
-                   lost=lost, duplicates=dups,
-                   test="test_api_faults_every_run_converges_without_duplicate_jobs",
-                   details=problems)
+    results.record(
+        f"Kubernetes API faults: 500/429, dropped watches, API down {API_DOWN:g}s (operator)",
+        runs=len(names),
+        faults=cluster.api.faults.injected - before + injected_by_us,
+        correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
+        lost=lost,
+        duplicates=dups,
+        test="test_api_faults_every_run_converges_without_duplicate_jobs",
+        details=problems,
+    )
     assert not problems, "\n".join(problems)
 
 
 def running_pods(cluster: Cluster, prefix: str) -> list[str]:
-    return [p["metadata"]["name"] for p in cluster.api.list("pods", NS)
-            if p["metadata"]["name"].startswith(prefix) and p["status"].get("phase") == "Running"
-            and not p["metadata"].get("deletionTimestamp")]
+    return [
+        p["metadata"]["name"]
+        for p in cluster.api.list("pods", NS)
+        if p["metadata"]["name"].startswith(prefix)
+        and p["status"].get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240 + 6 * KILLS)
-def test_operator_killed_at_random_points_every_run_finishes_once(results: Results,
-                                                                  cluster: Cluster) -> None:
+def test_operator_killed_at_random_points_every_run_finishes_once(results: Results, cluster: Cluster) -> None:
     rng = random.Random(f"{SEED}-operator")
     names: list[str] = []
     preempted = 0
@@ -109,23 +120,27 @@ def test_operator_killed_at_random_points_every_run_finishes_once(results: Resul
         if rng.random() < 0.3:  # the pod is preempted while nobody watches
             live = running_pods(cluster, "opk-")
             if live:
-                cluster.sim.preempt(rng.choice(live), NS, reason="TerminationByKubelet",
-                                    grace=10, wait=False)
+                cluster.sim.preempt(rng.choice(live), NS, reason="TerminationByKubelet", grace=10, wait=False)
                 preempted += 1
         time.sleep(rng.uniform(0.0, 1.0))  # downtime
         cluster.op.start()
     by_run, lost, dups = settle_and_judge(cluster, names, 120)
     problems = [p for found in by_run.values() for p in found]
-    results.record("Operator SIGKILLed at random points and restarted", runs=len(names),
-                   faults=KILLS + preempted,
-                   correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
-                   lost=lost, duplicates=dups,
-                   test="test_operator_killed_at_random_points_every_run_finishes_once",
-                   details=problems)
+    results.record(
+        "Operator SIGKILLed at random points and restarted",
+        runs=len(names),
+        faults=KILLS + preempted,
+        correct=sum(not any(p.startswith(f"{n}:") for p in problems) for n in names),
+        lost=lost,
+        duplicates=dups,
+        test="test_operator_killed_at_random_points_every_run_finishes_once",
+        details=problems,
+    )
     assert not problems, "\n".join(problems)
 
 
 # -- malformed PipelineRuns ------------------------------------------------------------
+
 
 def base_spec(name: str) -> dict[str, Any]:
     return {"pipeline": "op_pipelines:Steps", "params": {"step_s": 0.05}}
@@ -143,8 +158,7 @@ MALFORMED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("pipeline is a number", {"pipeline": 123}, ("pipeline",)),
     ("pipeline missing", {"pipeline": None}, ("pipeline",)),
     ("pipeline with a path", {"pipeline": "../../evil:X"}, ("pipeline",)),
-    ("pipeline module:Class not importable", {"pipeline": "no_such_module:Nope"},
-     ("pipeline", "module")),
+    ("pipeline module:Class not importable", {"pipeline": "no_such_module:Nope"}, ("pipeline", "module")),
     ("unknown registered pipeline", {"pipeline": "no-such-pipeline"}, ("pipeline",)),
     ("pipeline that is not a Pipeline", {"pipeline": "os:path"}, ("pipeline",)),
     ("params is a string", {"params": "step_s=1"}, ("params",)),
@@ -157,13 +171,9 @@ MALFORMED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("maxFailures negative", {"budgets": {"maxFailures": -1}}, ("maxFailures",)),
     ("maxPreemptions negative", {"budgets": {"maxPreemptions": -5}}, ("maxPreemptions",)),
     ("maxPreemptions a string", {"budgets": {"maxPreemptions": "many"}}, ("maxPreemptions",)),
-    ("backoff initialSeconds negative", {"budgets": {"backoff": {"initialSeconds": -1}}},
-     ("initialSeconds",)),
-    ("backoff initial above max", {"budgets": {"backoff": {"initialSeconds": 60,
-                                                           "maxSeconds": 5}}},
-     ("maxSeconds",)),
-    ("onDemandAfterPreemptions negative", {"onDemandAfterPreemptions": -1},
-     ("onDemandAfterPreemptions",)),
+    ("backoff initialSeconds negative", {"budgets": {"backoff": {"initialSeconds": -1}}}, ("initialSeconds",)),
+    ("backoff initial above max", {"budgets": {"backoff": {"initialSeconds": 60, "maxSeconds": 5}}}, ("maxSeconds",)),
+    ("onDemandAfterPreemptions negative", {"onDemandAfterPreemptions": -1}, ("onDemandAfterPreemptions",)),
     ("activeDeadlineSeconds negative", {"activeDeadlineSeconds": -1}, ("activeDeadline",)),
     ("activeDeadlineSeconds a string", {"activeDeadlineSeconds": "soon"}, ("activeDeadline",)),
     ("suspend a string", {"suspend": "yes"}, ("suspend",)),
@@ -172,8 +182,7 @@ MALFORMED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("checkpoint uri s3://", {"checkpoint": {"uri": "s3://bucket/x"}}, ("uri", "scheme")),
     ("checkpoint uri ftp://", {"checkpoint": {"uri": "ftp://host/x"}}, ("uri", "scheme")),
     ("checkpoint uri without scheme", {"checkpoint": {"uri": "/tmp/x"}}, ("uri", "scheme")),
-    ("checkpoint uri file:// with a host", {"checkpoint": {"uri": "file://evil/x"}},
-     ("uri", "file://")),
+    ("checkpoint uri file:// with a host", {"checkpoint": {"uri": "file://evil/x"}}, ("uri", "file://")),
     ("checkpoint uri gs:// without bucket", {"checkpoint": {"uri": "gs://"}}, ("uri",)),
     ("tenant ../other", {"tenant": "../other"}, ("tenant",)),
     ("tenant a/b", {"tenant": "a/b"}, ("tenant",)),
@@ -183,17 +192,14 @@ MALFORMED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("tenant with capitals and spaces", {"tenant": "Tenant One"}, ("tenant",)),
     ("rerunFrom a number", {"rerunFrom": 5}, ("rerunFrom",)),
     ("rerunFrom unknown step on a new run", {"rerunFrom": "zzz"}, ("rerunFrom", "zzz")),
-    ("resources with a bad quantity", {"resources": {"limits": {"cpu": "lots"}}},
-     ("cpu", "quantity", "resources")),
+    ("resources with a bad quantity", {"resources": {"limits": {"cpu": "lots"}}}, ("cpu", "quantity", "resources")),
     ("serviceAccountName invalid", {"serviceAccountName": "Bad_Name!"}, ("serviceAccountName",)),
     ("env not a list", {"env": "LOG_LEVEL=debug"}, ("env",)),
     ("env entry without name", {"env": [{"value": "x"}]}, ("env", "name")),
-    ("env overriding the fencing token", {"env": [{"name": "RESPAWN_ATTEMPT", "value": "999"}]},
-     ("RESPAWN_",)),
+    ("env overriding the fencing token", {"env": [{"name": "RESPAWN_ATTEMPT", "value": "999"}]}, ("RESPAWN_",)),
     ("nodeSelector value a number", {"nodeSelector": {"pool": 1}}, ("nodeSelector",)),
     ("tolerations not a list", {"tolerations": "spot"}, ("tolerations",)),
-    ("typo in a field name (pipelne)", {"pipeline": None, "pipelne": "op_pipelines:Steps"},
-     ("pipeline",)),
+    ("typo in a field name (pipelne)", {"pipeline": None, "pipelne": "op_pipelines:Steps"}, ("pipeline",)),
     ("image empty", {"image": ""}, ("image",)),
 ]
 
@@ -206,10 +212,11 @@ LONG_NAMES = [
 
 def pipelinerun(name: str, change: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
+        "apiVersion": "respawn.dev/v1alpha1",
+        "kind": "PipelineRun",
         "metadata": {"name": name, "namespace": NS},
-        "spec": {**base_spec(name),
-                 "env": [{"name": "PYTHONPATH", "value": str(ROOT / "tests" / "operator")}]}}
+        "spec": {**base_spec(name), "env": [{"name": "PYTHONPATH", "value": str(ROOT / "tests" / "operator")}]},
+    }
     for key, value in change.items():
         if value is None:
             body["spec"].pop(key, None)
@@ -218,13 +225,11 @@ def pipelinerun(name: str, change: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def test_malformed_pipelineruns_are_refused_or_failed_with_a_message(results: Results,
-                                                                     cluster: Cluster) -> None:
+def test_malformed_pipelineruns_are_refused_or_failed_with_a_message(results: Results, cluster: Cluster) -> None:
     other = cluster.tmp / "checkpoints" / "other"
     other.mkdir(parents=True, exist_ok=True)
     (other / "keep.txt").write_text("another tenant's data")
-    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in other.rglob("*")
-              if p.is_file()}
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in other.rglob("*") if p.is_file()}
     outcomes: dict[str, str] = {}
     problems: list[str] = []
     accepted: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -253,8 +258,7 @@ def test_malformed_pipelineruns_are_refused_or_failed_with_a_message(results: Re
         try:
             wait_for(lambda: settled(name), 60, f"{case} to settle")
         except AssertionError:
-            problems.append(f"{case}: accepted, still {cluster.status(name).get('phase')} "
-                            "after 60 s")
+            problems.append(f"{case}: accepted, still {cluster.status(name).get('phase')} after 60 s")
             continue
         st = cluster.status(name)
         message = st.get("message") or ""
@@ -268,10 +272,8 @@ def test_malformed_pipelineruns_are_refused_or_failed_with_a_message(results: Re
         if st["phase"] == "Succeeded":
             problems.append(f"{case}: accepted and Succeeded; expected 422 or Failed")
         elif not any(w.lower() in message.lower() for w in words):
-            problems.append(f"{case}: Failed, but the message names none of {words}: "
-                            f"{message[:200]!r}")
-    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in other.rglob("*")
-             if p.is_file()}
+            problems.append(f"{case}: Failed, but the message names none of {words}: {message[:200]!r}")
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in other.rglob("*") if p.is_file()}
     touched = sorted(str(p) for p in set(before) | set(after) if before.get(p) != after.get(p))
     if touched:
         problems.append(f"another tenant's checkpoint folder changed: {touched[:5]}")
@@ -285,28 +287,36 @@ def test_malformed_pipelineruns_are_refused_or_failed_with_a_message(results: Re
         problems.append("a good run after the corpus did not succeed")
     total = len(MALFORMED) + len(LONG_NAMES)
     bad_cases = {p.split(":", 1)[0] for p in problems}
-    results.record("Malformed PipelineRuns (operator + API schema)", runs=total, faults=total,
-                   correct=total - len(bad_cases & set(outcomes)),
-                   lost=len(touched), test="test_malformed_pipelineruns_are_refused_or_failed_"
-                   "with_a_message", details=problems)
-    (cluster.tmp / "malformed-outcomes.txt").write_text(
-        "\n".join(f"{c} -> {o}" for c, o in outcomes.items()))
+    results.record(
+        "Malformed PipelineRuns (operator + API schema)",
+        runs=total,
+        faults=total,
+        correct=total - len(bad_cases & set(outcomes)),
+        lost=len(touched),
+        test="test_malformed_pipelineruns_are_refused_or_failed_with_a_message",
+        details=problems,
+    )
+    (cluster.tmp / "malformed-outcomes.txt").write_text("\n".join(f"{c} -> {o}" for c, o in outcomes.items()))
     print("\n".join(f"{c} -> {o}" for c, o in outcomes.items()))
     assert not problems, "\n".join(problems)
 
 
-def test_run_that_finishes_while_the_api_is_gone_converges(results: Results,
-                                                           cluster: Cluster) -> None:
+def test_run_that_finishes_while_the_api_is_gone_converges(results: Results, cluster: Cluster) -> None:
     name = "api-gone-at-the-end"
     submit(cluster, name, step_s=0.5)
-    cluster.wait_status(name, lambda st: (st.get("completedSteps") or 0) >= 3,
-                        "3 steps committed")
+    cluster.wait_status(name, lambda st: (st.get("completedSteps") or 0) >= 3, "3 steps committed")
     # The last two steps (about 1 s) end while the API server refuses connections.
     cluster.api.faults.pause(25, refuse=True)
     by_run, lost, dups = settle_and_judge(cluster, [name], 25 + 30)
     problems = by_run[name]
-    results.record("Run ends while the API refuses connections for 25 s (operator)", runs=1,
-                   faults=1, correct=int(not problems), lost=lost, duplicates=dups,
-                   test="test_run_that_finishes_while_the_api_is_gone_converges",
-                   details=problems)
+    results.record(
+        "Run ends while the API refuses connections for 25 s (operator)",
+        runs=1,
+        faults=1,
+        correct=int(not problems),
+        lost=lost,
+        duplicates=dups,
+        test="test_run_that_finishes_while_the_api_is_gone_converges",
+        details=problems,
+    )
     assert not problems, "\n".join(problems)

@@ -32,10 +32,12 @@ CHAOS_RUNS = runs_from_env("RESPAWN_FAULT_RUNS_CHAOS", 4)
 PARALLEL = runs_from_env("RESPAWN_FAULT_PARALLEL", 2)
 MAX_ATTEMPTS = 8
 
-EXPECTED = {signal.SIGKILL: {0, -signal.SIGKILL},
-            # -15: the stop landed while the interpreter was still starting, before the
-            # handler exists (Kubernetes reports that as 143 too); 0: it had just finished.
-            signal.SIGTERM: {0, 143, -signal.SIGTERM}}
+EXPECTED = {
+    signal.SIGKILL: {0, -signal.SIGKILL},
+    # -15: the stop landed while the interpreter was still starting, before the
+    # handler exists (Kubernetes reports that as 143 too); 0: it had just finished.
+    signal.SIGTERM: {0, 143, -signal.SIGTERM},
+}
 
 
 def storage_chaos(proxy: FaultProxy, rng: random.Random) -> str:
@@ -51,8 +53,9 @@ def storage_chaos(proxy: FaultProxy, rng: random.Random) -> str:
     return kind
 
 
-def kill_and_resume(index: int, seed: int, tmp: Path, uri: str,
-                    proxy: FaultProxy | None = None) -> tuple[Verdict, int, str]:
+def kill_and_resume(
+    index: int, seed: int, tmp: Path, uri: str, proxy: FaultProxy | None = None
+) -> tuple[Verdict, int, str]:
     """One run: (verdict, faults, what happened). With `proxy`, storage faults too."""
     rng = random.Random(f"{seed}-{index}")
     pipeline = rng.choice(sorted(PIPELINES))
@@ -79,8 +82,11 @@ def kill_and_resume(index: int, seed: int, tmp: Path, uri: str,
                 code = proc.wait(60)
                 story.append(f"a{attempt}:{sig.name}@{delay:.2f}s->{code}")
                 if code not in EXPECTED[sig] | ({75} if proxy else set()):
-                    return (Verdict(False, problems=[f"attempt {attempt} answered {sig.name} "
-                                                     f"with exit {code}"]), kills, " ".join(story))
+                    return (
+                        Verdict(False, problems=[f"attempt {attempt} answered {sig.name} with exit {code}"]),
+                        kills,
+                        " ".join(story),
+                    )
         else:
             code = proc.wait(120)
             story.append(f"a{attempt}->{code}")
@@ -91,15 +97,21 @@ def kill_and_resume(index: int, seed: int, tmp: Path, uri: str,
     return verdict, kills + (proxy.injected if proxy else 0), " ".join(story)
 
 
-def sweep(results: Results, scenario: str, runs: int, tmp: Path, uri_for: object,
-          test: str, upstream: str | None = None) -> None:
+def sweep(
+    results: Results, scenario: str, runs: int, tmp: Path, uri_for: object, test: str, upstream: str | None = None
+) -> None:
     def one(i: int) -> tuple[Verdict, int, str]:
         run_tmp = tmp / f"run{i}"
         run_tmp.mkdir()
         proxy = started(upstream) if upstream else None  # one per run: faults stay apart
         try:
-            return kill_and_resume(i, SEED, run_tmp, uri_for(i, run_tmp),  # type: ignore[operator]
-                                   proxy)
+            return kill_and_resume(
+                i,
+                SEED,
+                run_tmp,
+                uri_for(i, run_tmp),  # type: ignore[operator]
+                proxy,
+            )
         finally:
             if proxy is not None:
                 proxy.stop()
@@ -108,40 +120,63 @@ def sweep(results: Results, scenario: str, runs: int, tmp: Path, uri_for: object
         reference(name, tmp / f"reference-{name}")
     with ThreadPoolExecutor(PARALLEL) as pool:
         outcomes = list(pool.map(one, range(runs)))
-    failed = [f"run {i} ({story}): {'; '.join(v.problems)}"
-              for i, (v, _, story) in enumerate(outcomes) if not v.correct]
-    results.record(scenario, runs=runs, faults=sum(k for _, k, _ in outcomes),
-                   correct=sum(v.correct for v, _, _ in outcomes),
-                   lost=sum(v.lost for v, _, _ in outcomes),
-                   duplicates=sum(v.duplicates for v, _, _ in outcomes), test=test,
-                   details=failed)
+    failed = [
+        f"run {i} ({story}): {'; '.join(v.problems)}" for i, (v, _, story) in enumerate(outcomes) if not v.correct
+    ]
+    results.record(
+        scenario,
+        runs=runs,
+        faults=sum(k for _, k, _ in outcomes),
+        correct=sum(v.correct for v, _, _ in outcomes),
+        lost=sum(v.lost for v, _, _ in outcomes),
+        duplicates=sum(v.duplicates for v, _, _ in outcomes),
+        test=test,
+        details=failed,
+    )
     assert not failed, "\n".join(failed)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120 + 8 * FILE_RUNS)
 def test_random_kills_resume_byte_identical_file(results: Results, tmp_path: Path) -> None:
-    sweep(results, "Random SIGKILL/SIGTERM + resume (file://)", FILE_RUNS, tmp_path,
-          lambda i, run_tmp: f"file://{run_tmp}/ck", "test_random_kills_resume_byte_identical_file")
+    sweep(
+        results,
+        "Random SIGKILL/SIGTERM + resume (file://)",
+        FILE_RUNS,
+        tmp_path,
+        lambda i, run_tmp: f"file://{run_tmp}/ck",
+        "test_random_kills_resume_byte_identical_file",
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120 + 10 * GS_RUNS)
-def test_random_kills_resume_byte_identical_gcs(results: Results, tmp_path: Path,
-                                               gcs_emulator: GCSEmulator) -> None:
+def test_random_kills_resume_byte_identical_gcs(results: Results, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
     bucket = gcs_emulator.make_bucket("random-kills")
-    sweep(results, "Random SIGKILL/SIGTERM + resume (gs://)", GS_RUNS, tmp_path,
-          lambda i, run_tmp: f"gs://{bucket}/sweep{i}", "test_random_kills_resume_byte_identical_gcs")
+    sweep(
+        results,
+        "Random SIGKILL/SIGTERM + resume (gs://)",
+        GS_RUNS,
+        tmp_path,
+        lambda i, run_tmp: f"gs://{bucket}/sweep{i}",
+        "test_random_kills_resume_byte_identical_gcs",
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120 + 12 * CHAOS_RUNS)
 def test_random_kills_with_storage_faults_resume_byte_identical_gcs(
-        results: Results, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
+    results: Results, tmp_path: Path, gcs_emulator: GCSEmulator
+) -> None:
     """Kills and, before every attempt, one seeded storage fault (a 503/429 burst, a dropped
     upload, the answer to a landed commit lost) through tests/faults/proxy.py."""
     bucket = gcs_emulator.make_bucket("random-kills-chaos")
-    sweep(results, "Random kills + storage faults + resume (gs://)", CHAOS_RUNS, tmp_path,
-          lambda i, run_tmp: f"gs://{bucket}/chaos{i}",
-          "test_random_kills_with_storage_faults_resume_byte_identical_gcs",
-          upstream=gcs_emulator.url)
+    sweep(
+        results,
+        "Random kills + storage faults + resume (gs://)",
+        CHAOS_RUNS,
+        tmp_path,
+        lambda i, run_tmp: f"gs://{bucket}/chaos{i}",
+        "test_random_kills_with_storage_faults_resume_byte_identical_gcs",
+        upstream=gcs_emulator.url,
+    )

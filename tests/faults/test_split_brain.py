@@ -29,34 +29,81 @@ from tests.runtime.conftest import Runtime, termination
 INTERLEAVINGS: dict[str, list[tuple[Any, ...]]] = {
     # The textbook case: the old attempt is inside a step when the new one takes over.
     "old mid-step, new finishes, old wakes": [
-        ("start", 1, "step:stats"), ("held", 1), ("start", 2, None), ("exit", 2, {0}),
-        ("release", 1), ("exit", 1, {76})],
+        ("start", 1, "step:stats"),
+        ("held", 1),
+        ("start", 2, None),
+        ("exit", 2, {0}),
+        ("release", 1),
+        ("exit", 1, {76}),
+    ],
     # Both alive and both inside steps: the old one wakes while the new one works.
     "old wakes while new is mid-step": [
-        ("start", 1, "step:stats"), ("held", 1), ("start", 2, "step:shapes"), ("held", 2),
-        ("release", 1), ("exit", 1, {76}), ("release", 2), ("exit", 2, {0})],
+        ("start", 1, "step:stats"),
+        ("held", 1),
+        ("start", 2, "step:shapes"),
+        ("held", 2),
+        ("release", 1),
+        ("exit", 1, {76}),
+        ("release", 2),
+        ("exit", 2, {0}),
+    ],
     # The old attempt stored its artifacts and is about to create the commit object.
     "old between uploads and commit, new finishes": [
-        ("start", 1, "commit:3"), ("held", 1), ("start", 2, None), ("exit", 2, {0}),
-        ("release", 1), ("exit", 1, {76})],
+        ("start", 1, "commit:3"),
+        ("held", 1),
+        ("start", 2, None),
+        ("exit", 2, {0}),
+        ("release", 1),
+        ("exit", 1, {76}),
+    ],
     "old between uploads and commit, new mid-step": [
-        ("start", 1, "commit:3"), ("held", 1), ("start", 2, "step:mix"), ("held", 2),
-        ("release", 1), ("exit", 1, {76}), ("release", 2), ("exit", 2, {0})],
+        ("start", 1, "commit:3"),
+        ("held", 1),
+        ("start", 2, "step:mix"),
+        ("held", 2),
+        ("release", 1),
+        ("exit", 1, {76}),
+        ("release", 2),
+        ("exit", 2, {0}),
+    ],
     # The old attempt commits between the new one's read of the log and its claim:
     # the claim loses the slot, reads again, and claims the next one.
     "old commits between new's read and claim": [
-        ("start", 1, "step:stats"), ("held", 1), ("start", 2, "commit:3"), ("held", 2),
-        ("release", 1), ("release", 2), ("exit", 2, {0}), ("exit", 1, {0, 76})],
+        ("start", 1, "step:stats"),
+        ("held", 1),
+        ("start", 2, "commit:3"),
+        ("held", 2),
+        ("release", 1),
+        ("release", 2),
+        ("exit", 2, {0}),
+        ("exit", 1, {0, 76}),
+    ],
     # Two stale attempts at once, the third wins.
     "two stale attempts, third finishes": [
-        ("start", 1, "step:stats"), ("held", 1), ("start", 2, "step:shapes"), ("held", 2),
-        ("start", 3, None), ("exit", 3, {0}), ("release", 1), ("release", 2),
-        ("exit", 1, {76}), ("exit", 2, {76})],
+        ("start", 1, "step:stats"),
+        ("held", 1),
+        ("start", 2, "step:shapes"),
+        ("held", 2),
+        ("start", 3, None),
+        ("exit", 3, {0}),
+        ("release", 1),
+        ("release", 2),
+        ("exit", 1, {76}),
+        ("exit", 2, {76}),
+    ],
     # Several resumes started at once after a kill (an operator double-start).
     "three resumes race after a kill": [
-        ("start", 1, "step:touch"), ("held", 1), ("kill", 1), ("exit", 1, {-9}),
-        ("start", 2, None), ("start", 3, None), ("start", 4, None),
-        ("exit", 2, {0, 76}), ("exit", 3, {0, 76}), ("exit", 4, {0, 76})],
+        ("start", 1, "step:touch"),
+        ("held", 1),
+        ("kill", 1),
+        ("exit", 1, {-9}),
+        ("start", 2, None),
+        ("start", 3, None),
+        ("start", 4, None),
+        ("exit", 2, {0, 76}),
+        ("exit", 3, {0, 76}),
+        ("exit", 4, {0, 76}),
+    ],
 }
 
 
@@ -80,12 +127,16 @@ class Play:
             env = dict(FAULT_ENV)
             if op[2]:
                 env.update(GATE=op[2], GATE_FILE=str(self.gate_file(n)))
-            self.procs[n] = self.rt.start(run_args("sweep", self.uri, self.out, n,
-                                                   run_id="split", retain=self.retain), env=env)
+            self.procs[n] = self.rt.start(
+                run_args("sweep", self.uri, self.out, n, run_id="split", retain=self.retain), env=env
+            )
         elif kind == "held":
             proc = self.procs[n]
-            wait_for(lambda: Path(f"{self.gate_file(n)}.waiting").exists()
-                     or proc.poll() is not None, 60, f"attempt {n} to hold at its gate")
+            wait_for(
+                lambda: Path(f"{self.gate_file(n)}.waiting").exists() or proc.poll() is not None,
+                60,
+                f"attempt {n} to hold at its gate",
+            )
             assert proc.poll() is None, f"attempt {n} ended ({proc.returncode}) before its gate"
         elif kind == "release":
             self.gate_file(n).write_text("go")
@@ -94,12 +145,11 @@ class Play:
         elif kind == "exit":
             self.codes[n] = self.procs[n].wait(90)
             assert self.codes[n] in op[2], (
-                f"attempt {n} exited {self.codes[n]}, expected {sorted(op[2])}: "
-                f"{termination(self.procs[n])}")
+                f"attempt {n} exited {self.codes[n]}, expected {sorted(op[2])}: {termination(self.procs[n])}"
+            )
 
 
-def play(results: Results, tmp: Path, uri: str, name: str, store: str,
-         retain: str = "Always") -> Play:
+def play(results: Results, tmp: Path, uri: str, name: str, store: str, retain: str = "Always") -> Play:
     ref = reference("sweep", tmp.parent / "reference-sweep")
     p = Play(Runtime(tmp), tmp, uri, tmp / "out.txt", retain)
     problems: list[str] = []
@@ -121,43 +171,47 @@ def play(results: Results, tmp: Path, uri: str, name: str, store: str,
         duplicates += verdict.duplicates
         final = [h for h in full_history(uri, "split") if h.get("kind") == "final"]
         if not final or final[-1]["attempt"] != winner:
-            problems.append(f"final commit by {final and final[-1]['attempt']}, "
-                            f"winner was attempt {winner}")
+            problems.append(f"final commit by {final and final[-1]['attempt']}, winner was attempt {winner}")
     # Which stale attempts ran the output step (checked by the test below).
-    p.stale_outputs = [a for s, a, _ in p.rt.executions()
-                       if s == "finish" and a != winner and p.codes.get(a) == 76]
+    p.stale_outputs = [a for s, a, _ in p.rt.executions() if s == "finish" and a != winner and p.codes.get(a) == 76]
     stale = sum(1 for c in p.codes.values() if c in (76, -9))
-    results.record(f"Split brain: stale attempts ({store})", runs=1, faults=max(stale, 1),
-                   correct=int(not problems), duplicates=duplicates,
-                   test=f"test_split_brain[{name}-{store}]",
-                   details=[f"{name}: {x}" for x in problems])
+    results.record(
+        f"Split brain: stale attempts ({store})",
+        runs=1,
+        faults=max(stale, 1),
+        correct=int(not problems),
+        duplicates=duplicates,
+        test=f"test_split_brain[{name}-{store}]",
+        details=[f"{name}: {x}" for x in problems],
+    )
     assert not problems, "\n".join(problems)
     return p
 
 
 @pytest.mark.parametrize("name", sorted(INTERLEAVINGS))
-def test_stale_attempt_never_commits_after_claim_file(results: Results, tmp_path: Path,
-                                                      name: str) -> None:
+def test_stale_attempt_never_commits_after_claim_file(results: Results, tmp_path: Path, name: str) -> None:
     play(results, tmp_path, f"file://{tmp_path}/ck", name, "file://")
 
 
-GCS_SUBSET = ["old between uploads and commit, new mid-step",
-              "old commits between new's read and claim", "three resumes race after a kill"]
+GCS_SUBSET = [
+    "old between uploads and commit, new mid-step",
+    "old commits between new's read and claim",
+    "three resumes race after a kill",
+]
 
 
 @pytest.mark.parametrize("name", GCS_SUBSET)
-def test_stale_attempt_never_commits_after_claim_gcs(results: Results, tmp_path: Path,
-                                                     gcs_emulator: GCSEmulator,
-                                                     name: str) -> None:
+def test_stale_attempt_never_commits_after_claim_gcs(
+    results: Results, tmp_path: Path, gcs_emulator: GCSEmulator, name: str
+) -> None:
     bucket = gcs_emulator.make_bucket("split-" + str(GCS_SUBSET.index(name)))
     play(results, tmp_path, f"gs://{bucket}/ck", name, "gs://")
 
 
 @pytest.mark.parametrize("store", ["file", "gs"])
-def test_stale_attempt_wakes_after_cleanup_uploads_nothing(results: Results, tmp_path: Path,
-                                                           store: str,
-                                                           request: pytest.FixtureRequest
-                                                           ) -> None:
+def test_stale_attempt_wakes_after_cleanup_uploads_nothing(
+    results: Results, tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     """The old attempt holds before an artifact upload; the new one finishes and retires
     the run to a tombstone; the old one wakes: exit 76, and no artifact is left behind."""
     if store == "gs":
@@ -173,11 +227,21 @@ def test_stale_attempt_wakes_after_cleanup_uploads_nothing(results: Results, tmp
         def leftovers() -> list[str]:
             root = tmp_path / "ck" / "default" / "split" / "artifacts"
             return [str(p) for p in root.rglob("*") if p.is_file()] if root.exists() else []
-    INTERLEAVINGS.setdefault("old before an upload, new finishes and retires", [
-        ("start", 1, "artifact:2"), ("held", 1), ("start", 2, None), ("exit", 2, {0}),
-        ("release", 1), ("exit", 1, {76})])
-    p = play(results, tmp_path, uri, "old before an upload, new finishes and retires",
-             f"{store}://", retain="OnFailure")
+
+    INTERLEAVINGS.setdefault(
+        "old before an upload, new finishes and retires",
+        [
+            ("start", 1, "artifact:2"),
+            ("held", 1),
+            ("start", 2, None),
+            ("exit", 2, {0}),
+            ("release", 1),
+            ("exit", 1, {76}),
+        ],
+    )
+    p = play(
+        results, tmp_path, uri, "old before an upload, new finishes and retires", f"{store}://", retain="OnFailure"
+    )
     term = termination(p.procs[1])
     assert term is not None and "finished" in term["message"]
     assert leftovers() == []
@@ -186,14 +250,17 @@ def test_stale_attempt_wakes_after_cleanup_uploads_nothing(results: Results, tmp
 
 
 @pytest.mark.parametrize("store", ["file", "gs"])
-def test_stale_attempt_does_not_run_the_output_step(results: Results, tmp_path: Path,
-                                                    store: str,
-                                                    request: pytest.FixtureRequest) -> None:
+def test_stale_attempt_does_not_run_the_output_step(
+    results: Results, tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     uri = checkpoint_uri(store, tmp_path, request, "split-runahead")
-    p = play(results, tmp_path, uri, "old between uploads and commit, new finishes",
-             f"{store}://")
-    results.record(f"Stale attempt with a held commit stops before the output step "
-                   f"({store}://)", runs=1, faults=1, correct=int(not p.stale_outputs),
-                   duplicates=len(p.stale_outputs),
-                   test=f"test_stale_attempt_does_not_run_the_output_step[{store}]")
+    p = play(results, tmp_path, uri, "old between uploads and commit, new finishes", f"{store}://")
+    results.record(
+        f"Stale attempt with a held commit stops before the output step ({store}://)",
+        runs=1,
+        faults=1,
+        correct=int(not p.stale_outputs),
+        duplicates=len(p.stale_outputs),
+        test=f"test_stale_attempt_does_not_run_the_output_step[{store}]",
+    )
     assert p.stale_outputs == [], f"stale attempts {p.stale_outputs} ran the output step"

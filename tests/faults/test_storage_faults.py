@@ -38,13 +38,11 @@ def proxy(gcs_emulator: GCSEmulator) -> Iterator[FaultProxy]:
 
 @pytest.fixture
 def bucket(gcs_emulator: GCSEmulator, tmp_path: Path) -> str:
-    return gcs_emulator.make_bucket("storage-" + tmp_path.name[-20:].lower().replace("_", "-")
-                                    .strip("-"))
+    return gcs_emulator.make_bucket("storage-" + tmp_path.name[-20:].lower().replace("_", "-").strip("-"))
 
 
 def through(proxy: FaultProxy, **extra: str) -> dict[str, str]:
-    return {**FAULT_ENV, "STORAGE_EMULATOR_HOST": proxy.url,
-            "RESPAWN_STORAGE_RETRY_SECONDS": RETRY_SECONDS, **extra}
+    return {**FAULT_ENV, "STORAGE_EMULATOR_HOST": proxy.url, "RESPAWN_STORAGE_RETRY_SECONDS": RETRY_SECONDS, **extra}
 
 
 def one_clean_attempt(tmp: Path, uri: str, proxy: FaultProxy, run_id: str) -> Verdict:
@@ -63,17 +61,15 @@ FAULT_KINDS: list[tuple[str, Any]] = [
     ("503 on any request", lambda p, r: p.fail_next(r.randint(1, 2), 503, ANY, r.randint(0, 30))),
     ("500 on commit creates", lambda p, r: p.fail_next(1, 500, COMMITS, r.randint(0, 8))),
     ("503 on artifact uploads", lambda p, r: p.fail_next(2, 503, ARTIFACTS, r.randint(0, 4))),
-    ("connection dropped mid-upload", lambda p, r: p.drop_next(r.randint(1, 2),
-                                                                 match=ARTIFACTS,
-                                                                 skip=r.randint(0, 4))),
-    ("answer to a landed commit lost", lambda p, r: p.drop_next(1, after=True, match=COMMITS,
-                                                                  skip=r.randint(0, 8))),
+    ("connection dropped mid-upload", lambda p, r: p.drop_next(r.randint(1, 2), match=ARTIFACTS, skip=r.randint(0, 4))),
+    ("answer to a landed commit lost", lambda p, r: p.drop_next(1, after=True, match=COMMITS, skip=r.randint(0, 8))),
 ]
 
 
 @pytest.mark.timeout(240)
 def test_transient_storage_errors_are_retried_in_the_same_attempt(
-        results: Results, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
+    results: Results, tmp_path: Path, gcs_emulator: GCSEmulator
+) -> None:
     """Each run meets a seeded burst of one fault kind and must finish in ONE attempt."""
     bucket = gcs_emulator.make_bucket("storage-bursts")
     runs = max(BURSTS, len(FAULT_KINDS))
@@ -97,31 +93,39 @@ def test_transient_storage_errors_are_retried_in_the_same_attempt(
     with ThreadPoolExecutor(3) as pool:  # mostly waiting out retry back-off
         outcomes = list(pool.map(one, range(runs)))
     problems = [f"{name}: {'; '.join(v.problems)}" for name, v, _ in outcomes if v.problems]
-    results.record("Storage: 429/5xx, dropped uploads, lost commit answers (gs://)", runs=runs,
-                   faults=sum(n for _, _, n in outcomes),
-                   correct=sum(not v.problems for _, v, _ in outcomes),
-                   lost=sum(v.lost for _, v, _ in outcomes),
-                   duplicates=sum(v.duplicates for _, v, _ in outcomes),
-                   test="test_transient_storage_errors_are_retried_in_the_same_attempt",
-                   details=problems)
+    results.record(
+        "Storage: 429/5xx, dropped uploads, lost commit answers (gs://)",
+        runs=runs,
+        faults=sum(n for _, _, n in outcomes),
+        correct=sum(not v.problems for _, v, _ in outcomes),
+        lost=sum(v.lost for _, v, _ in outcomes),
+        duplicates=sum(v.duplicates for _, v, _ in outcomes),
+        test="test_transient_storage_errors_are_retried_in_the_same_attempt",
+        details=problems,
+    )
     assert not problems, "\n".join(problems)
 
 
-def test_slow_storage_finishes_identical(results: Results, tmp_path: Path, proxy: FaultProxy,
-                                         bucket: str) -> None:
+def test_slow_storage_finishes_identical(results: Results, tmp_path: Path, proxy: FaultProxy, bucket: str) -> None:
     proxy.latency(0.05)
     verdict = one_clean_attempt(tmp_path / "run", f"gs://{bucket}/slow", proxy, "slow")
-    results.record("Storage: 50 ms latency on every request (gs://)", runs=1,
-                   faults=proxy.requests, correct=int(not verdict.problems), lost=verdict.lost,
-                   duplicates=verdict.duplicates, test="test_slow_storage_finishes_identical",
-                   details=verdict.problems)
+    results.record(
+        "Storage: 50 ms latency on every request (gs://)",
+        runs=1,
+        faults=proxy.requests,
+        correct=int(not verdict.problems),
+        lost=verdict.lost,
+        duplicates=verdict.duplicates,
+        test="test_slow_storage_finishes_identical",
+        details=verdict.problems,
+    )
     assert not verdict.problems
 
 
 @pytest.mark.parametrize("how", ["503", "refuse"])
-def test_storage_down_exits_75_then_resumes_identical(results: Results, tmp_path: Path,
-                                                      proxy: FaultProxy, bucket: str,
-                                                      how: str) -> None:
+def test_storage_down_exits_75_then_resumes_identical(
+    results: Results, tmp_path: Path, proxy: FaultProxy, bucket: str, how: str
+) -> None:
     ref = reference("sweep", tmp_path / "reference-sweep")
     uri, run_id = f"gs://{bucket}/down", "down"
     run_tmp = tmp_path / "run"
@@ -129,8 +133,11 @@ def test_storage_down_exits_75_then_resumes_identical(results: Results, tmp_path
     rt, out = Runtime(run_tmp), run_tmp / "out.txt"
     proc = rt.start(run_args("sweep", uri, out, 1, run_id=run_id), env=through(proxy))
     # Storage goes away once the run is inside its long step (commits 1-3 landed).
-    wait_for(lambda: any(s == "scan" for s, _, _ in rt.executions()) or proc.poll() is not None,
-             60, "the run to reach step scan")
+    wait_for(
+        lambda: any(s == "scan" for s, _, _ in rt.executions()) or proc.poll() is not None,
+        60,
+        "the run to reach step scan",
+    )
     proxy.down(how)
     went_down = time.monotonic()
     first = proc.wait(90)
@@ -144,23 +151,31 @@ def test_storage_down_exits_75_then_resumes_identical(results: Results, tmp_path
         problems.append(f"storage down ({how}): exit {first}, {term}")
     if gave_up_after > 30:
         problems.append(f"gave up only after {gave_up_after:.0f}s")
-    results.record("Storage down (503 / refused) -> exit 75 -> resume (gs://)", runs=1,
-                   faults=1, correct=int(not problems), lost=verdict.lost,
-                   duplicates=verdict.duplicates,
-                   test=f"test_storage_down_exits_75_then_resumes_identical[{how}]",
-                   details=problems)
+    results.record(
+        "Storage down (503 / refused) -> exit 75 -> resume (gs://)",
+        runs=1,
+        faults=1,
+        correct=int(not problems),
+        lost=verdict.lost,
+        duplicates=verdict.duplicates,
+        test=f"test_storage_down_exits_75_then_resumes_identical[{how}]",
+        details=problems,
+    )
     assert not problems, "\n".join(problems)
 
 
-def test_hung_storage_gives_up_within_the_retry_budget(results: Results, tmp_path: Path,
-                                                      proxy: FaultProxy, bucket: str) -> None:
+def test_hung_storage_gives_up_within_the_retry_budget(
+    results: Results, tmp_path: Path, proxy: FaultProxy, bucket: str
+) -> None:
     run_tmp = tmp_path / "run"
     run_tmp.mkdir()
     rt, out = Runtime(run_tmp), run_tmp / "out.txt"
-    proc = rt.start(run_args("sweep", f"gs://{bucket}/hung", out, 1, run_id="hung"),
-                    env=through(proxy))
-    wait_for(lambda: any(s == "scan" for s, _, _ in rt.executions()) or proc.poll() is not None,
-             60, "the run to reach step scan")
+    proc = rt.start(run_args("sweep", f"gs://{bucket}/hung", out, 1, run_id="hung"), env=through(proxy))
+    wait_for(
+        lambda: any(s == "scan" for s, _, _ in rt.executions()) or proc.poll() is not None,
+        60,
+        "the run to reach step scan",
+    )
     proxy.down("hang")
     # Budget: RESPAWN_STORAGE_RETRY_SECONDS (3) plus one generous request timeout.
     try:
@@ -172,16 +187,21 @@ def test_hung_storage_gives_up_within_the_retry_budget(results: Results, tmp_pat
     finally:
         proxy.up()
     ok = code == 75
-    results.record("Storage hangs (accepts, never answers) -> exit 75 in budget (gs://)",
-                   runs=1, faults=1, correct=int(ok), test="test_hung_storage_gives_up_"
-                   "within_the_retry_budget",
-                   details=[] if ok else [f"still running 12 s after storage hung (exit {code})"])
+    results.record(
+        "Storage hangs (accepts, never answers) -> exit 75 in budget (gs://)",
+        runs=1,
+        faults=1,
+        correct=int(ok),
+        test="test_hung_storage_gives_up_within_the_retry_budget",
+        details=[] if ok else [f"still running 12 s after storage hung (exit {code})"],
+    )
     assert ok
 
 
 @pytest.mark.parametrize("fault", ["latency", "503", "hang"])
 def test_sigterm_while_storage_struggles_exits_by_the_deadline_then_resumes(
-        results: Results, tmp_path: Path, proxy: FaultProxy, bucket: str, fault: str) -> None:
+    results: Results, tmp_path: Path, proxy: FaultProxy, bucket: str, fault: str
+) -> None:
     """A spot VM's notice does not wait for storage: SIGTERM while every request is slow,
     refused with 503 or never answered must still end the pod within --term-deadline
     (143, or 75 when storage gave up first), and the next attempt resumes identical."""
@@ -192,8 +212,11 @@ def test_sigterm_while_storage_struggles_exits_by_the_deadline_then_resumes(
     rt, out = Runtime(run_tmp), run_tmp / "out.txt"
     args = run_args("sweep", uri, out, 1, run_id=run_id)
     proc = rt.start([*args, "--term-deadline", str(deadline)], env=through(proxy))
-    wait_for(lambda: any(s == "scan" for s, _, _ in rt.executions()) or proc.poll() is not None,
-             60, "the run to reach step scan")
+    wait_for(
+        lambda: any(s == "scan" for s, _, _ in rt.executions()) or proc.poll() is not None,
+        60,
+        "the run to reach step scan",
+    )
     if fault == "latency":
         proxy.latency(1.0)
     else:
@@ -212,9 +235,14 @@ def test_sigterm_while_storage_struggles_exits_by_the_deadline_then_resumes(
         problems.append(f"SIGTERM with storage {fault}: exit {first}, {term}")
     if took > deadline + 2:
         problems.append(f"SIGTERM with storage {fault}: took {took:.1f}s, deadline {deadline}s")
-    results.record("SIGTERM while storage is slow / 503 / hung -> exit by deadline -> resume "
-                   "(gs://)", runs=1, faults=2, correct=int(not problems), lost=verdict.lost,
-                   duplicates=verdict.duplicates,
-                   test=f"test_sigterm_while_storage_struggles_exits_by_the_deadline_then_resumes"
-                   f"[{fault}]", details=problems)
+    results.record(
+        "SIGTERM while storage is slow / 503 / hung -> exit by deadline -> resume (gs://)",
+        runs=1,
+        faults=2,
+        correct=int(not problems),
+        lost=verdict.lost,
+        duplicates=verdict.duplicates,
+        test=f"test_sigterm_while_storage_struggles_exits_by_the_deadline_then_resumes[{fault}]",
+        details=problems,
+    )
     assert not problems, "\n".join(problems)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.testkit import runner_rbac, wait_for
@@ -43,11 +42,12 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.starts += 1
-        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        out = open(self.log, "ab")
         out.write(f"\n===== start {self.starts} =====\n".encode())
         out.flush()
-        self.proc = subprocess.Popen([str(BIN / "respawn-operator"), *self.args],
-                                     env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [str(BIN / "respawn-operator"), *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -64,8 +64,16 @@ class OperatorProcess:
 
 
 class Cluster:
-    def __init__(self, api: ApiServerThread, sim: PodSim, op: OperatorProcess, tmp: Path,
-                 kubeconfig: str, metrics_port: int, namespace: str = NS) -> None:
+    def __init__(
+        self,
+        api: ApiServerThread,
+        sim: PodSim,
+        op: OperatorProcess,
+        tmp: Path,
+        kubeconfig: str,
+        metrics_port: int,
+        namespace: str = NS,
+    ) -> None:
         self.api, self.sim, self.op, self.tmp = api, sim, op, tmp
         self.kubeconfig = kubeconfig
         self.metrics_port = metrics_port
@@ -80,8 +88,10 @@ class Cluster:
             "spec": {
                 "pipeline": "op_pipelines:Steps",
                 "params": {"out": str(self.run_file(name, "out")), **(params or {})},
-                "env": [{"name": "PYTHONPATH", "value": str(HERE)},
-                        {"name": "EXEC_LOG", "value": str(self.run_file(name, "exec"))}],
+                "env": [
+                    {"name": "PYTHONPATH", "value": str(HERE)},
+                    {"name": "EXEC_LOG", "value": str(self.run_file(name, "exec"))},
+                ],
                 "terminationGracePeriodSeconds": 10,
                 **spec,
             },
@@ -98,6 +108,7 @@ class Cluster:
         def check() -> Obj | None:
             st = self.status(name)
             return st if pred(st) else None
+
         try:
             return wait_for(check, timeout, f"{name}: {what}")  # type: ignore[no-any-return]
         except AssertionError:
@@ -111,9 +122,12 @@ class Cluster:
         uid = self.run(name)["metadata"]["uid"]
 
         def find() -> str | None:
-            pods = self.api.list("pods", self.ns, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}")
+            pods = self.api.list(
+                "pods", self.ns, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}"
+            )
             live = [p for p in pods if p["status"].get("phase") == "Running"]
             return live[0]["metadata"]["name"] if live else None
+
         return wait_for(find, 30, f"{name}: running pod of attempt {attempt}")  # type: ignore[no-any-return]
 
     def jobs(self, name: str) -> list[str]:
@@ -135,9 +149,12 @@ class Cluster:
         return [(s, int(a)) for s, a in (line.split() for line in path.read_text().splitlines())]
 
     def events(self, name: str) -> list[str]:
-        return [e.get("reason", "") for e in self.api.list("events", self.ns)
-                if e.get("involvedObject", {}).get("name") == name
-                and e.get("involvedObject", {}).get("kind") == "PipelineRun"]
+        return [
+            e.get("reason", "")
+            for e in self.api.list("events", self.ns)
+            if e.get("involvedObject", {}).get("name") == name
+            and e.get("involvedObject", {}).get("kind") == "PipelineRun"
+        ]
 
     def patch_spec(self, name: str, spec: Obj) -> None:
         self.api.patch("pipelineruns", name, {"spec": spec}, self.ns)

@@ -6,14 +6,20 @@ import json
 from typing import Any
 
 import pytest
-
 from respawn_operator.classify import Charge, classify_attempt
 from respawn_operator.spec import AttemptOutcome as O
 
 
-def pod(phase: str = "Failed", exit_code: int | None = None, term_reason: str | None = None,
-        disruption: str | None = None, reason: str | None = None, message: Any = None,
-        deleting: bool = False, node: str = "n1") -> dict[str, Any]:
+def pod(
+    phase: str = "Failed",
+    exit_code: int | None = None,
+    term_reason: str | None = None,
+    disruption: str | None = None,
+    reason: str | None = None,
+    message: Any = None,
+    deleting: bool = False,
+    node: str = "n1",
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase, "conditions": []}
     if exit_code is not None:
         term: dict[str, Any] = {"exitCode": exit_code}
@@ -56,17 +62,54 @@ TABLE = [
     ("sigkill", job("Failed"), pod("Failed", 137, "Error"), {}, O.FAILED, "ExitCode137", F, False),
     *[
         (f"dt-{r}", job("Failed"), pod("Failed", 143, disruption=r), {}, O.PREEMPTED, r, P, False)
-        for r in ("PreemptionByScheduler", "TerminationByKubelet", "EvictionByEvictionAPI",
-                  "DeletionByTaintManager", "DeletionByPodGC")
+        for r in (
+            "PreemptionByScheduler",
+            "TerminationByKubelet",
+            "EvictionByEvictionAPI",
+            "DeletionByTaintManager",
+            "DeletionByPodGC",
+        )
     ],
-    ("dt-killed-after-grace", job("Failed"), pod("Failed", 137, disruption="PreemptionByScheduler"), {},
-     O.PREEMPTED, "PreemptionByScheduler", P, False),
-    ("dt-step-raised-while-stopping", job("Failed"), pod("Failed", 1, disruption="TerminationByKubelet"), {},
-     O.PREEMPTED, "TerminationByKubelet", P, False),
-    ("dt-but-succeeded", job("Complete"), pod("Succeeded", 0, disruption="PreemptionByScheduler"), {},
-     O.SUCCEEDED, "Succeeded", N, False),
-    ("dt-but-invalid-input", job("Failed"), pod("Failed", 64, disruption="PreemptionByScheduler"), {},
-     O.FAILED, "InvalidInput", N, True),
+    (
+        "dt-killed-after-grace",
+        job("Failed"),
+        pod("Failed", 137, disruption="PreemptionByScheduler"),
+        {},
+        O.PREEMPTED,
+        "PreemptionByScheduler",
+        P,
+        False,
+    ),
+    (
+        "dt-step-raised-while-stopping",
+        job("Failed"),
+        pod("Failed", 1, disruption="TerminationByKubelet"),
+        {},
+        O.PREEMPTED,
+        "TerminationByKubelet",
+        P,
+        False,
+    ),
+    (
+        "dt-but-succeeded",
+        job("Complete"),
+        pod("Succeeded", 0, disruption="PreemptionByScheduler"),
+        {},
+        O.SUCCEEDED,
+        "Succeeded",
+        N,
+        False,
+    ),
+    (
+        "dt-but-invalid-input",
+        job("Failed"),
+        pod("Failed", 64, disruption="PreemptionByScheduler"),
+        {},
+        O.FAILED,
+        "InvalidInput",
+        N,
+        True,
+    ),
     *[
         (f"reason-{r}", job("Failed"), pod("Failed", None, reason=r), {}, O.PREEMPTED, r, P, False)
         for r in ("Evicted", "Shutdown", "NodeShutdown", "Terminated", "NodeLost")
@@ -77,18 +120,38 @@ TABLE = [
     ("user-deleted-vanished", job(), RUNNING, {"pod_gone": True}, O.PREEMPTED, "PodDeleted", P, False),
     ("job-failed-no-pod", job("Failed", "BackoffLimitExceeded"), None, {}, O.PREEMPTED, "PodDeleted", P, False),
     ("deadline", job("Failed", "DeadlineExceeded"), pod("Failed", 143), {}, O.FAILED, "DeadlineExceeded", N, True),
-    ("kueue-evicted", job("Suspended", "JobSuspended", suspend=True), pod("Failed", 143), {},
-     O.PREEMPTED, "KueueEviction", P, False),
+    (
+        "kueue-evicted",
+        job("Suspended", "JobSuspended", suspend=True),
+        pod("Failed", 143),
+        {},
+        O.PREEMPTED,
+        "KueueEviction",
+        P,
+        False,
+    ),
     ("kueue-evicted-pod-gone", job(suspend=True), RUNNING, {"pod_gone": True}, O.PREEMPTED, "KueueEviction", P, False),
-    ("pod-failed-no-container", job("Failed"), pod("Failed", None, reason="UnexpectedAdmissionError"), {},
-     O.FAILED, "UnexpectedAdmissionError", F, False),
+    (
+        "pod-failed-no-container",
+        job("Failed"),
+        pod("Failed", None, reason="UnexpectedAdmissionError"),
+        {},
+        O.FAILED,
+        "UnexpectedAdmissionError",
+        F,
+        False,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("job_obj", "pod_obj", "kwargs", "outcome", "reason", "charge", "fatal"),
-                         [t[1:] for t in TABLE], ids=[t[0] for t in TABLE])
-def test_classify_table(job_obj: Any, pod_obj: Any, kwargs: dict[str, Any], outcome: O, reason: str,
-                        charge: Charge, fatal: bool) -> None:
+@pytest.mark.parametrize(
+    ("job_obj", "pod_obj", "kwargs", "outcome", "reason", "charge", "fatal"),
+    [t[1:] for t in TABLE],
+    ids=[t[0] for t in TABLE],
+)
+def test_classify_table(
+    job_obj: Any, pod_obj: Any, kwargs: dict[str, Any], outcome: O, reason: str, charge: Charge, fatal: bool
+) -> None:
     got = classify_attempt(job_obj, pod_obj, **kwargs)
     assert got is not None
     assert (got.outcome, got.reason, got.charge, got.fatal) == (outcome, reason, charge, fatal)
@@ -105,8 +168,15 @@ def test_classify_table(job_obj: Any, pod_obj: Any, kwargs: dict[str, Any], outc
         (job(), pod("Running", deleting=True), {}),
         (job("Suspended", "JobSuspended", suspend=True), None, {}),  # queued by Kueue, never admitted
     ],
-    ids=["no-pod-yet", "pending", "running", "node-unknown", "preempting-in-grace", "deleting-in-grace",
-         "kueue-queued"],
+    ids=[
+        "no-pod-yet",
+        "pending",
+        "running",
+        "node-unknown",
+        "preempting-in-grace",
+        "deleting-in-grace",
+        "kueue-queued",
+    ],
 )
 def test_attempt_not_ended(job_obj: Any, pod_obj: Any, kwargs: dict[str, Any]) -> None:
     assert classify_attempt(job_obj, pod_obj, **kwargs) is None

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from respawn_operator import crdgen
 from respawn_operator.spec import SpecError, parse_spec
 
@@ -24,13 +23,15 @@ def _walk(node: object, path: str = "") -> list[str]:
     The one anyOf allowed is Kubernetes' int-or-string form (quantities)."""
     bad: list[str] = []
     if isinstance(node, dict):
-        int_or_string = node.get("x-kubernetes-int-or-string") is True and "type" not in node and (
-            node.get("anyOf") == [{"type": "integer"}, {"type": "string"}])
+        int_or_string = (
+            node.get("x-kubernetes-int-or-string") is True
+            and "type" not in node
+            and (node.get("anyOf") == [{"type": "integer"}, {"type": "string"}])
+        )
         if "$ref" in node or ("anyOf" in node and not int_or_string) or "allOf" in node:
             bad.append(path)
-        if "properties" in node or "items" in node:
-            if "type" not in node:
-                bad.append(path)
+        if ("properties" in node or "items" in node) and "type" not in node:
+            bad.append(path)
         if isinstance(node.get("additionalProperties"), dict):
             bad += _walk(node["additionalProperties"], f"{path}{{}}")
         for key, sub in node.get("properties", {}).items():
@@ -54,7 +55,12 @@ def test_schema_is_structural_with_enums_minimums_and_required() -> None:
     assert spec["properties"]["params"]["x-kubernetes-preserve-unknown-fields"] is True
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
-        "Phase", "Step", "Current", "Preemptions", "Failures", "Age",
+        "Phase",
+        "Step",
+        "Current",
+        "Preemptions",
+        "Failures",
+        "Age",
     ]
     assert crd["spec"]["names"]["shortNames"] == ["prun", "pruns"]
     assert crd["spec"]["names"]["categories"] == ["respawn"]
@@ -81,8 +87,7 @@ def _nested(depth: int) -> Any:
         ({"pipeline": "x:Y", "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "twice"),
         ({"pipeline": "not a name"}, "spec.pipeline"),
         ({"pipeline": "x:Y", "rerunFrom": "crop-frames"}, "spec.rerunFrom"),
-        ({"pipeline": "x:Y", "params": {"text": "x" * 200_000}},
-         r"spec.params is 195 KiB .*limit of 100 KiB.*URI"),
+        ({"pipeline": "x:Y", "params": {"text": "x" * 200_000}}, r"spec.params is 195 KiB .*limit of 100 KiB.*URI"),
         ({"pipeline": "x:Y", "resources": {"limits": {"cpu": "lots"}}}, r"spec.resources.limits.cpu"),
         ({"pipeline": "x:Y", "resources": {"requests": {"memory": 1.5}}}, r"spec.resources.requests.memory"),
         ({"pipeline": "x:Y", "serviceAccountName": "Bad_Name!"}, "spec.serviceAccountName"),
@@ -90,7 +95,10 @@ def _nested(depth: int) -> Any:
         ({"pipeline": "x:Y", "checkpoint": {"uri": "memory://x"}}, "spec.checkpoint.uri"),  # one process only
         ({"pipeline": "x:Y", "params": {"a": _nested(3000)}}, "nested too deeply"),
         ({"pipeline": "x:Y", "checkpoint": {"progressIntervalSeconds": -1}}, "spec.checkpoint.progressIntervalSeconds"),
-        ({"pipeline": "x:Y", "checkpoint": {"progressIntervalSeconds": 86400}}, "spec.checkpoint.progressIntervalSeconds"),
+        (
+            {"pipeline": "x:Y", "checkpoint": {"progressIntervalSeconds": 86400}},
+            "spec.checkpoint.progressIntervalSeconds",
+        ),
     ],
 )
 def test_invalid_spec_message_says_what_to_fix(spec: dict, fragment: str) -> None:
@@ -101,11 +109,18 @@ def test_invalid_spec_message_says_what_to_fix(spec: dict, fragment: str) -> Non
 def test_params_limit_and_quantities_that_pass() -> None:
     from respawn_operator.spec import PARAMS_MAX_BYTES
 
-    spec = parse_spec({"pipeline": "x:Y", "params": {"t": "x" * (PARAMS_MAX_BYTES - 10)},
-                       "serviceAccountName": "runner.team-a",
-                       "resources": {"limits": {"cpu": 2, "memory": "8Gi", "nvidia.com/gpu": "1"},
-                                     "requests": {"cpu": "500m", "memory": "1e9", "ephemeral-storage": ".5Ti"},
-                                     "claims": [{"name": "gpu"}]}})
+    spec = parse_spec(
+        {
+            "pipeline": "x:Y",
+            "params": {"t": "x" * (PARAMS_MAX_BYTES - 10)},
+            "serviceAccountName": "runner.team-a",
+            "resources": {
+                "limits": {"cpu": 2, "memory": "8Gi", "nvidia.com/gpu": "1"},
+                "requests": {"cpu": "500m", "memory": "1e9", "ephemeral-storage": ".5Ti"},
+                "claims": [{"name": "gpu"}],
+            },
+        }
+    )
     assert spec.resources is not None
     assert spec.resources.model_dump(by_alias=True, exclude_none=True)["claims"] == [{"name": "gpu"}]
 
@@ -117,8 +132,11 @@ def test_quantity_schema_is_kubernetes_int_or_string() -> None:
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     for key in ("limits", "requests"):
         values = spec["properties"]["resources"]["properties"][key]["additionalProperties"]
-        assert values == {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_PATTERN,
-                          "x-kubernetes-int-or-string": True}
+        assert values == {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
     sa = spec["properties"]["serviceAccountName"]
     assert sa["maxLength"] == 253 and sa["pattern"].startswith("^[a-z0-9]")
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from respawn_local.apiserver import ApiServerThread
 from respawn_operator import credentials
 from respawn_operator.kube import NODES, KubeClient
@@ -39,10 +38,14 @@ def in_cluster(api: ApiServerThread, folder: Path, token: str) -> dict[str, str]
 
 
 def kubeconfig(api: ApiServerThread, path: Path, user: dict[str, Any]) -> dict[str, str]:
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
-              "clusters": [{"name": "c", "cluster": {"server": api.url, "certificate-authority": api.ca_file}}],
-              "users": [{"name": "u", "user": user}],
-              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": api.url, "certificate-authority": api.ca_file}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }
     path.write_text(yaml.safe_dump(config))
     return {"KUBECONFIG": str(path)}
 
@@ -54,6 +57,7 @@ def get_node(creds: credentials.Credentials) -> dict[str, Any] | None:
             return await client.get(NODES, "n1")
         finally:
             await client.close()
+
     return asyncio.run(go())
 
 
@@ -72,8 +76,8 @@ def test_a_rotated_token_is_picked_up_after_a_401(api: ApiServerThread, tmp_path
     creds = credentials.load(in_cluster(api, tmp_path / "sa", old))
     assert get_node(creds) is not None
     (tmp_path / "sa" / "token").write_text(api.admin_token)  # kubelet renewed the file ...
-    api.call(api.server.tokens.revoke, old)                  # ... and the old token expired
-    assert get_node(creds) is not None                         # 401, reload, retry
+    api.call(api.server.tokens.revoke, old)  # ... and the old token expired
+    assert get_node(creds) is not None  # 401, reload, retry
 
 
 def test_kubeconfig_token(api: ApiServerThread, tmp_path: Path) -> None:
@@ -85,11 +89,20 @@ def test_kubeconfig_token(api: ApiServerThread, tmp_path: Path) -> None:
 
 def test_kubeconfig_exec_plugin(api: ApiServerThread, tmp_path: Path) -> None:
     plugin = tmp_path / "plugin.py"
-    credential = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-                  "status": {"token": api.admin_token}}
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": api.admin_token},
+    }
     plugin.write_text(f"print({json.dumps(json.dumps(credential))})\n")
-    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
-                     "args": [str(plugin)], "interactiveMode": "Never"}}
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": [str(plugin)],
+            "interactiveMode": "Never",
+        }
+    }
     creds = credentials.load(kubeconfig(api, tmp_path / "kc", user))
     assert creds.headers() == {"Authorization": f"Bearer {api.admin_token}"}
     assert get_node(creds) is not None

@@ -19,17 +19,16 @@ from typing import Any
 
 import pytest
 import yaml
-
 from respawn_local.apiserver import ApiError, ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.testkit import free_port, wait_for
+
 from tests.operator.harness import BIN, HERE, NS, ROOT, Cluster, Obj, running_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("op-e2e"),
-                         RESPAWN_METRICS_PORT=str(free_port())) as c:
+    with running_cluster(tmp_path_factory.mktemp("op-e2e"), RESPAWN_METRICS_PORT=str(free_port())) as c:
         yield c
 
 
@@ -41,13 +40,17 @@ def test_run_preempted_twice_still_finishes_with_right_output(cluster: Cluster) 
     cluster.submit("twice", {"step_s": 0.5})
     cluster.wait_status("twice", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
     cluster.sim.preempt(cluster.running_pod("twice", 1), NS, reason="TerminationByKubelet", grace=10)
-    cluster.wait_status("twice", lambda st: st.get("attempt") == 2 and (st.get("completedSteps") or 0) >= 3,
-                        "attempt 2 past step c")
+    cluster.wait_status(
+        "twice", lambda st: st.get("attempt") == 2 and (st.get("completedSteps") or 0) >= 3, "attempt 2 past step c"
+    )
     cluster.sim.preempt(cluster.running_pod("twice", 2), NS, reason="PreemptionByScheduler", grace=10)
     st = cluster.wait_phase("twice", "Succeeded")
     assert st["preemptions"] == 2 and st["failures"] == 0
-    assert outcomes(st) == [("Preempted", "TerminationByKubelet"), ("Preempted", "PreemptionByScheduler"),
-                            ("Succeeded", "Succeeded")]
+    assert outcomes(st) == [
+        ("Preempted", "TerminationByKubelet"),
+        ("Preempted", "PreemptionByScheduler"),
+        ("Succeeded", "Succeeded"),
+    ]
     assert st["attempts"][1]["resumedFrom"] and st["attempts"][2]["resumedFrom"]
     assert (cluster.tmp / "twice.out").read_text() == "a,b,c,d,e 11111\n"
     ran = cluster.executions("twice")
@@ -69,8 +72,11 @@ def scrape(port: int) -> str:
 
 
 def test_pipeline_that_raises_fails_when_max_failures_is_spent(cluster: Cluster) -> None:
-    cluster.submit("broken", {"step_s": 0.05, "fail_in": "b"},
-                   budgets={"maxFailures": 1, "backoff": {"initialSeconds": 1, "maxSeconds": 1}})
+    cluster.submit(
+        "broken",
+        {"step_s": 0.05, "fail_in": "b"},
+        budgets={"maxFailures": 1, "backoff": {"initialSeconds": 1, "maxSeconds": 1}},
+    )
     st = cluster.wait_phase("broken", "Failed")
     assert st["failures"] == 2 and st["preemptions"] == 0
     assert "maxFailures=1" in st["message"]
@@ -86,8 +92,11 @@ def test_suspend_stops_after_a_checkpoint_and_unsuspend_resumes(cluster: Cluster
     cluster.patch_spec("pause", {"suspend": True})
     st = cluster.wait_phase("pause", "Suspended")
     uid = cluster.run("pause")["metadata"]["uid"]
-    live = [p for p in cluster.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid}")
-            if p["status"].get("phase") in ("Pending", "Running")]
+    live = [
+        p
+        for p in cluster.api.list("pods", NS, label_selector=f"respawn.dev/run-uid={uid}")
+        if p["status"].get("phase") in ("Pending", "Running")
+    ]
     assert live == []
     assert outcomes(st) == [("Stopped", "Suspended")] and st["preemptions"] == 0
     assert {c["type"]: c["status"] for c in st["conditions"]}["Suspended"] == "True"
@@ -103,15 +112,19 @@ def test_rerun_from_runs_that_step_and_later_ones_again(cluster: Cluster) -> Non
     cluster.submit("again", {"step_s": 0.05}, checkpoint={"retain": "Always"})
     cluster.wait_phase("again", "Succeeded")
     cluster.patch_spec("again", {"rerunFrom": "d"})
-    st = cluster.wait_status("again", lambda st: st.get("attempt") == 2 and st.get("phase") == "Succeeded",
-                             "the re-run to succeed")
+    st = cluster.wait_status(
+        "again", lambda st: st.get("attempt") == 2 and st.get("phase") == "Succeeded", "the re-run to succeed"
+    )
     assert st["rerun"]["step"] == "d" and st["attempts"][1]["rerunFrom"] == "d"
     ran = [s for s, _ in cluster.executions("again")]
     assert (ran.count("a"), ran.count("c"), ran.count("d"), ran.count("e")) == (1, 1, 2, 2)
     # Another edit keeps rerunFrom: no third run.
     cluster.patch_spec("again", {"budgets": {"maxFailures": 5}})
-    cluster.wait_status("again", lambda st: st.get("observedGeneration") == cluster.run("again")["metadata"]["generation"],
-                        "the edit to be observed")
+    cluster.wait_status(
+        "again",
+        lambda st: st.get("observedGeneration") == cluster.run("again")["metadata"]["generation"],
+        "the edit to be observed",
+    )
     assert cluster.status("again")["attempt"] == 2
 
 
@@ -167,9 +180,13 @@ def test_lost_spot_node_with_a_live_process_moves_to_on_demand_and_finishes(clus
     from respawn_local.podsim import SimNode
 
     spot = "cloud.google.com/gke-spot"
-    cluster.submit("splitbrain", {"step_s": 0.5}, nodeSelector={spot: "true"},
-                   tolerations=[{"key": spot, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
-                   onDemandAfterPreemptions=1)
+    cluster.submit(
+        "splitbrain",
+        {"step_s": 0.5},
+        nodeSelector={spot: "true"},
+        tolerations=[{"key": spot, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+        onDemandAfterPreemptions=1,
+    )
     cluster.wait_status("splitbrain", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
     pod = cluster.running_pod("splitbrain", 1)
     node = cluster.api.get("pods", pod, NS)["spec"]["nodeName"]
@@ -242,8 +259,10 @@ def test_example_manifests_run_through_the_operator(cluster: Cluster, example: s
 def test_api_errors_are_retried_without_duplicate_attempts(cluster: Cluster) -> None:
     def job_create(r: Any) -> bool:
         return r.method == "POST" and r.path.endswith("/jobs")
+
     def status_write(r: Any) -> bool:
         return r.method == "PATCH" and "/pipelineruns/flaky/status" in r.path
+
     before = cluster.api.faults.injected
     cluster.api.faults.fail_next(2, 500, match=job_create)
     cluster.api.faults.fail_next(2, 503, match=status_write, retry_after=1)
@@ -263,8 +282,14 @@ def test_job_created_just_before_a_crash_is_adopted(cluster: Cluster) -> None:
         from respawn_operator.spec import PipelineRunStatus, Run, parse_spec
 
         config = OperatorConfig.from_env(cluster.op.env)
-        view = Run(name="adopt", namespace=NS, uid=run["metadata"]["uid"], generation=1,
-                   spec=parse_spec(run["spec"]), status=PipelineRunStatus())
+        view = Run(
+            name="adopt",
+            namespace=NS,
+            uid=run["metadata"]["uid"],
+            generation=1,
+            spec=parse_spec(run["spec"]),
+            status=PipelineRunStatus(),
+        )
         cluster.api.create(build_job(view, 1, config), namespace=NS)
     finally:
         cluster.op.start()
@@ -294,19 +319,39 @@ def test_operator_serves_only_its_namespaces(tmp_path: Path) -> None:
             api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         sim = PodSim.attached(api, work_dir=str(tmp_path / "podsim"))
         sim.start()
-        env = {**os.environ, "KUBECONFIG": kubeconfig, "RESPAWN_METRICS_PORT": "0",
-               "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp_path / 'checkpoints'}"}
-        log = open(tmp_path / "operator.log", "wb")  # noqa: SIM115 - closed below
-        op = subprocess.Popen([str(BIN / "respawn-operator"), "--standalone", "-n", "team-a"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+        env = {
+            **os.environ,
+            "KUBECONFIG": kubeconfig,
+            "RESPAWN_METRICS_PORT": "0",
+            "RESPAWN_DEFAULT_CHECKPOINT_URI": f"file://{tmp_path / 'checkpoints'}",
+        }
+        log = open(tmp_path / "operator.log", "wb")
+        op = subprocess.Popen(
+            [str(BIN / "respawn-operator"), "--standalone", "-n", "team-a"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             for ns in ("team-b", "team-a"):
-                api.create({"apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
-                            "metadata": {"name": "r", "namespace": ns},
-                            "spec": {"pipeline": "op_pipelines:Steps", "params": {"step_s": 0.01},
-                                     "env": [{"name": "PYTHONPATH", "value": str(HERE)}]}}, namespace=ns)
-            wait_for(lambda: (api.get("pipelineruns", "r", "team-a").get("status") or {}).get("phase") == "Succeeded",
-                     60, "the team-a run to succeed")
+                api.create(
+                    {
+                        "apiVersion": "respawn.dev/v1alpha1",
+                        "kind": "PipelineRun",
+                        "metadata": {"name": "r", "namespace": ns},
+                        "spec": {
+                            "pipeline": "op_pipelines:Steps",
+                            "params": {"step_s": 0.01},
+                            "env": [{"name": "PYTHONPATH", "value": str(HERE)}],
+                        },
+                    },
+                    namespace=ns,
+                )
+            wait_for(
+                lambda: (api.get("pipelineruns", "r", "team-a").get("status") or {}).get("phase") == "Succeeded",
+                60,
+                "the team-a run to succeed",
+            )
             assert "status" not in api.get("pipelineruns", "r", "team-b")
             assert api.list("jobs", "team-b") == []
         finally:
@@ -320,14 +365,20 @@ def test_a_params_edit_converges_running_and_finished_runs(cluster: Cluster) -> 
     cluster.submit("edited", {"step_s": 0.5})
     cluster.wait_status("edited", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
     cluster.patch_spec("edited", {"params": {"out": str(cluster.tmp / "edited.out"), "step_s": 0.05}})
-    st = cluster.wait_status("edited", lambda st: st.get("phase") == "Succeeded" and st.get("resultGeneration") == 2,
-                             "the new spec to finish")
+    st = cluster.wait_status(
+        "edited",
+        lambda st: st.get("phase") == "Succeeded" and st.get("resultGeneration") == 2,
+        "the new spec to finish",
+    )
     assert st["attempts"][0]["outcome"] == "Stopped" and st["attempts"][0]["reason"] == "SpecChanged"
     job = cluster.api.get("jobs", f"edited-a{st['attempt']}", NS)
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["RESPAWN_PARAMS"])["step_s"] == 0.05
     # A finished run runs again for a spec it never ran.
     cluster.patch_spec("edited", {"params": {"out": str(cluster.tmp / "edited.out"), "step_s": 0.01}})
-    st = cluster.wait_status("edited", lambda st: st.get("phase") == "Succeeded" and st.get("resultGeneration") == 3,
-                             "the third spec to finish")
+    st = cluster.wait_status(
+        "edited",
+        lambda st: st.get("phase") == "Succeeded" and st.get("resultGeneration") == 3,
+        "the third spec to finish",
+    )
     assert st["observedGeneration"] == 3 and "SpecChanged" in cluster.events("edited")

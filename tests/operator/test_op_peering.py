@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.testkit import free_port, runner_rbac, wait_for
+
 from tests.operator.harness import NS, ROOT, Cluster, OperatorProcess
 
 PEERING = "respawn"  # the chart's operator.peering.name
@@ -46,11 +46,15 @@ class Replica(OperatorProcess):
     """One operator pod of the chart's Deployment: its name is its peering identity."""
 
     def __init__(self, name: str, priority: int | None, env: dict[str, str], tmp: Path) -> None:
-        super().__init__({**env, "POD_ID": name}, tmp / f"{name}.log", args=[
-            f"--liveness=http://127.0.0.1:{free_port()}/healthz",
-            f"--peering={PEERING}",
-            *([f"--priority={priority}"] if priority is not None else []),
-        ])
+        super().__init__(
+            {**env, "POD_ID": name},
+            tmp / f"{name}.log",
+            args=[
+                f"--liveness=http://127.0.0.1:{free_port()}/healthz",
+                f"--peering={PEERING}",
+                *([f"--priority={priority}"] if priority is not None else []),
+            ],
+        )
         self.name = name
 
     def says(self, line: str) -> int:
@@ -108,8 +112,7 @@ def peers(cluster: Cluster) -> dict[str, dict[str, object]]:
 
 
 @pytest.mark.parametrize("pair", [(20, 10)], indirect=True, ids=["priorities"])
-def test_standby_yields_to_higher_priority_and_takes_over_after_sigkill(
-        pair: tuple[Cluster, Replica, Replica]) -> None:
+def test_standby_yields_to_higher_priority_and_takes_over_after_sigkill(pair: tuple[Cluster, Replica, Replica]) -> None:
     cluster, active, standby = pair
 
     # The standby comes first: alone in the peering, it works ...
@@ -166,8 +169,7 @@ def test_replicas_started_as_the_chart_starts_them_serve_runs(pair: tuple[Cluste
 
 
 @pytest.mark.parametrize("pair", [(20, 10)], indirect=True, ids=["priorities"])
-def test_a_paused_replica_does_not_act_until_the_peer_keepalive_expires(
-        pair: tuple[Cluster, Replica, Replica]) -> None:
+def test_a_paused_replica_does_not_act_until_the_peer_keepalive_expires(pair: tuple[Cluster, Replica, Replica]) -> None:
     """kopf's pause stops its watches; the reconciler's resync and re-checks must stop too.
 
     The low replica starts a run's attempt 1 alone, then yields to the high one. The high

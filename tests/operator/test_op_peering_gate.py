@@ -8,20 +8,19 @@ import logging
 from typing import Any
 
 import pytest
-
 from respawn_operator.config import OperatorConfig
 from respawn_operator.handlers import Reconciler
 from respawn_operator.peering import CLUSTER, PeeringGate, Verdict, verdict
+
 from tests.operator.test_op_run_cache import KEY, FakeApi
 
-NOW = dt.datetime(2026, 11, 30, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 30, 12, 0, 0, tzinfo=dt.UTC)
 ME = "respawn-operator-low"
 
 
 def peer(priority: int, seen_ago: float = 1.0, lifetime: int = 8) -> dict[str, Any]:
     """A peer's entry as kopf writes it (``lastseen`` in ISO 8601 UTC, with microseconds)."""
-    return {"priority": priority, "lifetime": lifetime,
-            "lastseen": (NOW - dt.timedelta(seconds=seen_ago)).isoformat()}
+    return {"priority": priority, "lifetime": lifetime, "lastseen": (NOW - dt.timedelta(seconds=seen_ago)).isoformat()}
 
 
 def test_a_live_peer_of_higher_priority_pauses() -> None:
@@ -51,8 +50,12 @@ def test_no_peers_means_active() -> None:
 
 
 def test_the_highest_live_blocker_is_named_and_z_suffix_parses() -> None:
-    status = {"a": peer(20), "b": peer(30), "dead": peer(99, seen_ago=60),
-              "c": {"priority": 25, "lifetime": 8, "lastseen": "2026-11-30T11:59:59Z"}}
+    status = {
+        "a": peer(20),
+        "b": peer(30),
+        "dead": peer(99, seen_ago=60),
+        "c": {"priority": 25, "lifetime": 8, "lastseen": "2026-11-30T11:59:59Z"},
+    }
     assert verdict(status, ME, 10, NOW) == Verdict(False, "b", 30)
 
 
@@ -77,13 +80,17 @@ def test_gate_with_peering_starts_paused_and_logs_each_transition_once(caplog: p
     gate.update(CLUSTER, None, NOW, missing=True)  # kopf's mandatory peering pauses without the object
     assert not gate.active("ns")
     assert [r.getMessage() for r in caplog.records] == [
-        "peering: active", "peering: paused, high has priority 20", "peering: active",
-        "peering: paused, peering object respawn not found"]
+        "peering: active",
+        "peering: paused, high has priority 20",
+        "peering: active",
+        "peering: paused, peering object respawn not found",
+    ]
 
 
 def test_namespaced_gate_keeps_one_verdict_per_namespace() -> None:
-    gate = PeeringGate(identity=ME, priority=10, name="respawn", clusterwide=False,
-                       namespaces=("team-a", "team-*"), lifetime=60)
+    gate = PeeringGate(
+        identity=ME, priority=10, name="respawn", clusterwide=False, namespaces=("team-a", "team-*"), lifetime=60
+    )
     assert gate.interval == 15.0 and gate.objects() == ["team-a"]
     assert not gate.active("team-b")  # asked about: read from now on
     assert gate.objects() == ["team-a", "team-b"]

@@ -7,19 +7,21 @@ import json
 from typing import Any
 
 import pytest
-
 from respawn_operator.config import OperatorConfig
 from respawn_operator.reconcile import Decision, Observed, decide
 from respawn_operator.spec import Phase
 
 CONFIG = OperatorConfig(default_checkpoint_uri="file:///ckpt")
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def new_run(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
-            "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "1"},
-            "spec": {"pipeline": "dataprep", **spec}}
+    return {
+        "apiVersion": "respawn.dev/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "1"},
+        "spec": {"pipeline": "dataprep", **spec},
+    }
 
 
 def apply(body: dict[str, Any], d: Decision) -> dict[str, Any]:
@@ -27,8 +29,13 @@ def apply(body: dict[str, Any], d: Decision) -> dict[str, Any]:
     return {**body, "status": d.status.model_dump(by_alias=True, mode="json", exclude_none=True)}
 
 
-def pod(phase: str, exit_code: int | None = None, progress: dict[str, Any] | None = None,
-        disruption: str | None = None, message: dict[str, Any] | None = None) -> dict[str, Any]:
+def pod(
+    phase: str,
+    exit_code: int | None = None,
+    progress: dict[str, Any] | None = None,
+    disruption: str | None = None,
+    message: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase, "conditions": []}
     if exit_code is not None:
         term: dict[str, Any] = {"exitCode": exit_code}
@@ -57,8 +64,13 @@ def test_first_attempt_then_progress_then_success() -> None:
     body, d = step(new_run(), Observed())
     assert d.create_job is not None and d.create_job["metadata"]["name"] == "r-a1"
     assert body["status"]["phase"] == "Pending" and body["status"]["attempt"] == 1
-    progress = {"attempt": 1, "currentStep": "crop", "completedSteps": 2, "totalSteps": 5,
-                "lastCheckpoint": {"step": "detect", "seq": 2, "at": "2026-01-01T00:00:01Z"}}
+    progress = {
+        "attempt": 1,
+        "currentStep": "crop",
+        "completedSteps": 2,
+        "totalSteps": 5,
+        "lastCheckpoint": {"step": "detect", "seq": 2, "at": "2026-01-01T00:00:01Z"},
+    }
     body, d = step(body, Observed(job=JOB, pod=pod("Running", progress=progress), node_exists=True))
     st = body["status"]
     assert (st["phase"], st["currentStep"], st["progress"]) == ("Running", "crop", "2/5")
@@ -73,8 +85,13 @@ def test_first_attempt_then_progress_then_success() -> None:
 
 def test_preemption_starts_next_attempt_at_once_resuming() -> None:
     body, _ = step(new_run(), Observed())
-    progress = {"attempt": 1, "currentStep": "crop", "completedSteps": 2, "totalSteps": 5,
-                "lastCheckpoint": {"step": "detect", "seq": 2}}
+    progress = {
+        "attempt": 1,
+        "currentStep": "crop",
+        "completedSteps": 2,
+        "totalSteps": 5,
+        "lastCheckpoint": {"step": "detect", "seq": 2},
+    }
     body, _ = step(body, Observed(job=JOB, pod=pod("Running", progress=progress), node_exists=True))
     body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143, disruption="PreemptionByScheduler")))
     st = body["status"]
@@ -242,7 +259,8 @@ def test_image_pull_problem_is_shown_while_pending() -> None:
     body, _ = step(new_run(), Observed())
     waiting = pod("Pending")
     waiting["status"]["containerStatuses"] = [
-        {"name": "pipeline", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}]
+        {"name": "pipeline", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}
+    ]
     body, _ = step(body, Observed(job=JOB, pod=waiting, node_exists=True))
     assert body["status"]["phase"] == "Pending" and "ImagePullBackOff" in body["status"]["message"]
 
@@ -259,8 +277,9 @@ def test_fixing_an_invalid_spec_lets_the_run_go_on() -> None:
 
 def test_spot_is_taken_from_node_labels_and_kept_when_the_node_vanishes() -> None:
     body, _ = step(new_run(), Observed())
-    body, _ = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=True,
-                                  node_labels={"cloud.google.com/gke-spot": "true"}))
+    body, _ = step(
+        body, Observed(job=JOB, pod=pod("Running"), node_exists=True, node_labels={"cloud.google.com/gke-spot": "true"})
+    )
     assert body["status"]["attempts"][0]["spot"] is True
     body, _ = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=False, node_labels=None))
     assert body["status"]["attempts"][0]["spot"] is True and body["status"]["attempts"][0]["reason"] == "NodeLost"
@@ -272,8 +291,13 @@ def test_rejected_job_fails_the_run_without_a_phantom_attempt() -> None:
     # Quantities pass the schema one by one; the API server still refuses requests above limits.
     body = new_run(resources={"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}})
     d = decide(body, Observed(), T0, CONFIG)
-    reject_attempt(d, body, 'spec.template.spec.containers[0].resources.requests: Invalid value: "2Gi": '
-                   "must be less than or equal to memory limit of 1Gi", T0)
+    reject_attempt(
+        d,
+        body,
+        'spec.template.spec.containers[0].resources.requests: Invalid value: "2Gi": '
+        "must be less than or equal to memory limit of 1Gi",
+        T0,
+    )
     st = apply(body, d)["status"]
     assert st["phase"] == "Failed" and st["attempt"] == 0 and st.get("attempts", []) == []
     assert "memory limit" in st["message"] and d.create_job is None
@@ -282,9 +306,11 @@ def test_rejected_job_fails_the_run_without_a_phantom_attempt() -> None:
 
 
 def test_a_checkpoint_uri_outside_the_namespaces_prefixes_fails_the_run() -> None:
-    config = OperatorConfig(default_checkpoint_uri="gs://shared/respawn",
-                            allowed_checkpoint_prefixes=("gs://shared/respawn",),
-                            namespace_checkpoint_prefixes={"ns": ("gs://team-ns/",)})
+    config = OperatorConfig(
+        default_checkpoint_uri="gs://shared/respawn",
+        allowed_checkpoint_prefixes=("gs://shared/respawn",),
+        namespace_checkpoint_prefixes={"ns": ("gs://team-ns/",)},
+    )
     body = new_run(checkpoint={"uri": "gs://team-other/runs"})
     d = decide(body, Observed(), T0, config)
     body = apply(body, d)
@@ -299,8 +325,12 @@ def test_a_checkpoint_uri_outside_the_namespaces_prefixes_fails_the_run() -> Non
 
 
 def test_prefix_lists_parse_from_the_environment() -> None:
-    config = OperatorConfig.from_env({"RESPAWN_ALLOWED_CHECKPOINT_PREFIXES": "gs://a/x, file:///ck",
-                                      "RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES": '{"team-a": ["gs://a/team-a"]}'})
+    config = OperatorConfig.from_env(
+        {
+            "RESPAWN_ALLOWED_CHECKPOINT_PREFIXES": "gs://a/x, file:///ck",
+            "RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES": '{"team-a": ["gs://a/team-a"]}',
+        }
+    )
     assert config.allowed_checkpoint_prefixes == ("gs://a/x", "file:///ck")
     assert config.checkpoint_uri_refusal("team-a", "gs://a/x/run") is not None
     assert config.checkpoint_uri_refusal("team-b", "gs://a/x/run") is None

@@ -22,9 +22,11 @@ class FakeApi:
 
     def __init__(self) -> None:
         self.run: dict[str, Any] = {
-            "apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
+            "apiVersion": "respawn.dev/v1alpha1",
+            "kind": "PipelineRun",
             "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "1"},
-            "spec": {"pipeline": "dataprep"}}
+            "spec": {"pipeline": "dataprep"},
+        }
         self.rv = 1
         self.calls: list[tuple[str, str]] = []
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -64,8 +66,9 @@ class FakeApi:
         self.calls.append(("delete", res.plural))
         return self.jobs.pop(name, None) is not None
 
-    async def request(self, method: str, path: str, *, body: Any = None, params: Any = None,
-                      content_type: str = "application/json") -> dict[str, Any]:
+    async def request(
+        self, method: str, path: str, *, body: Any = None, params: Any = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
         if path.endswith("/events"):
             self.calls.append(("create", "events"))
             return {}
@@ -171,10 +174,10 @@ def test_a_failed_status_write_reads_the_run_afresh() -> None:
     rec.note_run(KEY, api.snapshot())  # echo: attempt 1
     api.run["status"]["attempt"] = 5  # another writer moved on; its event is not here yet
     api.jobs.clear()  # so this round has something to write (attempt 1's Job is gone)
-    delay = asyncio.run(rec._reconcile_safely(*KEY))
+    delay = asyncio.run(rec._reconcile_safely(KEY))
     assert delay == 0.05 and KEY not in rec.bodies  # conflict: read again at once
     api.calls.clear()
-    asyncio.run(rec._reconcile_safely(*KEY))
+    asyncio.run(rec._reconcile_safely(KEY))
     assert api.calls[0] == ("get", "pipelineruns")
 
 

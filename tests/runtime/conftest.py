@@ -34,30 +34,37 @@ class Runtime:
         env.update(extra or {})
         return env
 
-    def start(self, args: Sequence[str], env: dict[str, str] | None = None
-              ) -> subprocess.Popen[str]:
+    def start(self, args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         self.count += 1
         term = self.tmp / f"termination-{self.count}.log"
         log = open(self.tmp / f"proc-{self.count}.log", "w")
         proc = subprocess.Popen(
             [str(VENV_BIN / "pipeline-runtime"), *args],
             env={**self._env(env), "RESPAWN_TERMINATION_LOG": str(term)},
-            stdout=log, stderr=subprocess.STDOUT, text=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         proc.termination_log = term  # type: ignore[attr-defined]
         proc.output_log = self.tmp / f"proc-{self.count}.log"  # type: ignore[attr-defined]
         return proc
 
-    def run(self, args: Sequence[str], env: dict[str, str] | None = None,
-            timeout: float = 120) -> tuple[int, str, dict[str, Any] | None]:
+    def run(
+        self, args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 120
+    ) -> tuple[int, str, dict[str, Any] | None]:
         """Run to the end: (exit code, output, termination record)."""
         proc = self.start(args, env)
         code = proc.wait(timeout)
         return code, output(proc), termination(proc)
 
     def inspect(self, uri: str, run_id: str, tenant: str = "default") -> dict[str, Any]:
-        done = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "inspect", uri, "--run-id",
-                               run_id, "--tenant", tenant, "--json"], env=self._env(None),
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [str(VENV_BIN / "pipeline-runtime"), "inspect", uri, "--run-id", run_id, "--tenant", tenant, "--json"],
+            env=self._env(None),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         result: dict[str, Any] = json.loads(done.stdout)
         return result

@@ -163,11 +163,17 @@ def _recipe(name: str, i: int) -> Any:
     """A value of a kind resume must bring back exactly (collisions, tuples, scalars, layouts)."""
     values: dict[str, Any] = {
         "floats": np.linspace(0, i + 1, 4096, dtype=np.float32).reshape(64, 64),
-        "collide32": np.zeros((2, 4), np.int32), "collide64": np.zeros(4, np.int64), "zeros": bytes(32),
-        "empty": np.zeros((0, 4), np.int32), "tuple": (i, "t", (1.5, None)), "scalar": np.float16(i + 0.5),
+        "collide32": np.zeros((2, 4), np.int32),
+        "collide64": np.zeros(4, np.int64),
+        "zeros": bytes(32),
+        "empty": np.zeros((0, 4), np.int32),
+        "tuple": (i, "t", (1.5, None)),
+        "scalar": np.float16(i + 0.5),
         "bigendian": np.asfortranarray(np.arange(600, dtype=">i4").reshape(20, 30)),
-        "order": {"z": i, "a": [1, 2], "m": {"y": 1, "b": 2}}, "bytearray": bytearray(b"x" * (1500 + i)),
-        "bool": np.array([True, False] * 3).reshape(2, 3), "big": np.full(300_000, i, np.uint8),
+        "order": {"z": i, "a": [1, 2], "m": {"y": 1, "b": 2}},
+        "bytearray": bytearray(b"x" * (1500 + i)),
+        "bool": np.array([True, False] * 3).reshape(2, 3),
+        "big": np.full(300_000, i, np.uint8),
     }
     return values[name]
 

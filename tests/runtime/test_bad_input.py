@@ -15,18 +15,29 @@ BROKEN = "tests.runtime.pipelines_for_tests:Broken"
 
 
 def small_chain(uri: str, *extra: str, run_id: str = "r1") -> list[str]:
-    return ["run", CHAIN, "--params", '{"mb": 1, "work_s": 0}', "--run-id", run_id,
-            "--checkpoint-uri", uri, "--retain", "Always", *extra]
+    return [
+        "run",
+        CHAIN,
+        "--params",
+        '{"mb": 1, "work_s": 0}',
+        "--run-id",
+        run_id,
+        "--checkpoint-uri",
+        uri,
+        "--retain",
+        "Always",
+        *extra,
+    ]
 
 
 def test_invalid_params_exit_64_naming_the_field(runtime: Runtime, tmp_path: Path) -> None:
-    code, out, term = runtime.run(["run", CHAIN, "--params", '{"mb": "lots"}',
-                                   "--checkpoint-uri", f"file://{tmp_path}"])
+    code, out, term = runtime.run(
+        ["run", CHAIN, "--params", '{"mb": "lots"}', "--checkpoint-uri", f"file://{tmp_path}"]
+    )
     assert code == 64
     assert term is not None and term["reason"] == "InvalidInput"
     assert term["message"].startswith("invalid params for pipeline 'chain': mb:")
-    code, _, term = runtime.run(["run", CHAIN, "--params", '{"colour": 1}',
-                                 "--checkpoint-uri", f"file://{tmp_path}"])
+    code, _, term = runtime.run(["run", CHAIN, "--params", '{"colour": 1}', "--checkpoint-uri", f"file://{tmp_path}"])
     assert code == 64 and term is not None and "colour" in term["message"]
 
 
@@ -39,12 +50,11 @@ def test_unknown_pipeline_exit_64_lists_what_exists(runtime: Runtime) -> None:
 
 
 @pytest.mark.parametrize("bad", ["../escape", "a/b", "..", "-x", "a b"])
-def test_hostile_run_ids_and_tenants_are_refused(runtime: Runtime, tmp_path: Path,
-                                                 bad: str) -> None:
+def test_hostile_run_ids_and_tenants_are_refused(runtime: Runtime, tmp_path: Path, bad: str) -> None:
     code, _, term = runtime.run(small_chain(f"file://{tmp_path}/ck", f"--tenant={bad}"))
     assert code == 64 and term is not None and "tenant" in term["message"]
     args = small_chain(f"file://{tmp_path}/ck")
-    args[args.index("--run-id"):args.index("--run-id") + 2] = [f"--run-id={bad}"]
+    args[args.index("--run-id") : args.index("--run-id") + 2] = [f"--run-id={bad}"]
     code, _, term = runtime.run(args)
     assert code == 64 and term is not None and "run id" in term["message"]
     assert not (tmp_path / "escape").exists()
@@ -70,8 +80,7 @@ def truncate_latest(ck: Path) -> Path:
 
 
 @pytest.mark.parametrize("policy", ["Strict", "Compatible"])
-def test_truncated_checkpoint_is_a_clear_error(runtime: Runtime, tmp_path: Path,
-                                               policy: str) -> None:
+def test_truncated_checkpoint_is_a_clear_error(runtime: Runtime, tmp_path: Path, policy: str) -> None:
     uri, ck = f"file://{tmp_path}/ck", tmp_path / "ck"
     assert runtime.run(small_chain(uri))[0] == 0
     truncate_latest(ck)
@@ -116,8 +125,7 @@ def test_foreign_checkpoint_is_refused(runtime: Runtime, tmp_path: Path) -> None
     assert term is not None and "belongs to pipeline 'broken'" in term["message"]
 
 
-def test_changed_definition_strict_refuses_compatible_keeps_prefix(runtime: Runtime,
-                                                                   tmp_path: Path) -> None:
+def test_changed_definition_strict_refuses_compatible_keeps_prefix(runtime: Runtime, tmp_path: Path) -> None:
     uri = f"file://{tmp_path}/ck"
     assert runtime.run(small_chain(uri))[0] == 0
     changed = tmp_path / "changed.py"
@@ -127,9 +135,22 @@ def test_changed_definition_strict_refuses_compatible_keeps_prefix(runtime: Runt
         "class Changed(Chain):\n"
         "    @step(version='2')\n"
         "    def c(self, ctx):\n"
-        "        Chain.c(self, ctx)\n")
-    args = ["run", "changed:Changed", "--params", '{"mb": 1, "work_s": 0}', "--run-id", "r1",
-            "--checkpoint-uri", uri, "--retain", "Always", "--attempt", "5"]
+        "        Chain.c(self, ctx)\n"
+    )
+    args = [
+        "run",
+        "changed:Changed",
+        "--params",
+        '{"mb": 1, "work_s": 0}',
+        "--run-id",
+        "r1",
+        "--checkpoint-uri",
+        uri,
+        "--retain",
+        "Always",
+        "--attempt",
+        "5",
+    ]
     env = {"PYTHONPATH": f"{tmp_path}:{Path(__file__).parents[2]}"}
     code, _, term = runtime.run([*args, "--resume-policy", "Strict"], env=env)
     assert code == 65 and term is not None and "Strict refuses" in term["message"]
@@ -158,8 +179,16 @@ def test_inspect_json_has_seed_fields_and_history(runtime: Runtime, tmp_path: Pa
     uri = f"file://{tmp_path}/ck"
     assert runtime.run(small_chain(uri))[0] == 0
     info = runtime.inspect(uri, "r1")
-    for key in ("pipeline_name", "run_guid", "completed_steps", "context", "steps_summary",
-                "checkpoint_version", "attempt", "history"):
+    for key in (
+        "pipeline_name",
+        "run_guid",
+        "completed_steps",
+        "context",
+        "steps_summary",
+        "checkpoint_version",
+        "attempt",
+        "history",
+    ):
         assert key in info
     assert info["context"]["x1"]["type"] == "ndarray"
     assert info["context"]["x1"]["shape"] == [1024 * 1024]
@@ -171,8 +200,20 @@ def test_inspect_json_has_seed_fields_and_history(runtime: Runtime, tmp_path: Pa
 def test_cleanup_never_follows_a_symlink_out_of_the_store(runtime: Runtime, tmp_path: Path) -> None:
     """A run whose artifacts/ folder is a symlink: cleanup refuses it (64) and deletes nothing outside."""
     uri = f"file://{tmp_path}/ck"
-    code, text, _ = runtime.run(["run", "tests.runtime.pipelines_for_tests:Chain", "--params", '{"mb": 0}',
-                                 "--run-id", "sym", "--checkpoint-uri", uri, "--retain", "Always"])
+    code, text, _ = runtime.run(
+        [
+            "run",
+            "tests.runtime.pipelines_for_tests:Chain",
+            "--params",
+            '{"mb": 0}',
+            "--run-id",
+            "sym",
+            "--checkpoint-uri",
+            uri,
+            "--retain",
+            "Always",
+        ]
+    )
     assert code == 0, text
     outside = tmp_path / "precious" / "ab"
     outside.mkdir(parents=True)
@@ -185,22 +226,27 @@ def test_cleanup_never_follows_a_symlink_out_of_the_store(runtime: Runtime, tmp_
     assert (outside / "abcd").read_text() == "keep me"
 
 
-@pytest.mark.parametrize(("args", "code", "says"), [
-    (["inspect", "s3://bucket/x", "--run-id", "r"], 64, "known schemes"),
-    (["inspect", "file:///tmp/x", "--run-id", "../up"], 64, "run id"),
-    (["cleanup", "file:///tmp/x", "--run-id", "r", "--tenant", "a/b"], 64, "tenant"),
-    (["inspect", "file:///nonexistent-respawn", "--run-id", "r"], 2, "no checkpoint"),
-])
-def test_inspect_and_cleanup_answer_bad_input_in_one_line(runtime: Runtime, args: list[str], code: int,
-                                                          says: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["inspect", "s3://bucket/x", "--run-id", "r"], 64, "known schemes"),
+        (["inspect", "file:///tmp/x", "--run-id", "../up"], 64, "run id"),
+        (["cleanup", "file:///tmp/x", "--run-id", "r", "--tenant", "a/b"], 64, "tenant"),
+        (["inspect", "file:///nonexistent-respawn", "--run-id", "r"], 2, "no checkpoint"),
+    ],
+)
+def test_inspect_and_cleanup_answer_bad_input_in_one_line(
+    runtime: Runtime, args: list[str], code: int, says: str
+) -> None:
     got, text, _ = runtime.run(args)
     assert got == code and says in text and "Traceback" not in text, text
 
 
 def test_a_pipeline_module_that_fails_to_load_is_invalid_input(runtime: Runtime, tmp_path: Path) -> None:
     (tmp_path / "broken_module.py").write_text("def broken(:\n")
-    code, text, term = runtime.run(["run", "broken_module:Thing", "--checkpoint-uri", "none"],
-                                   env={"PYTHONPATH": f"{tmp_path}"})
+    code, text, term = runtime.run(
+        ["run", "broken_module:Thing", "--checkpoint-uri", "none"], env={"PYTHONPATH": f"{tmp_path}"}
+    )
     assert code == 64 and "Traceback" not in text
     assert term is not None and "SyntaxError" in term["message"] and "broken_module" in term["message"]
 
@@ -216,8 +262,15 @@ def test_a_pipeline_module_next_to_the_command_is_found_without_pythonpath(tmp_p
         "class Blur(Pipeline):\n"
         "    @step\n"
         "    def only(self, ctx):\n"
-        "        ctx['done'] = True\n")
+        "        ctx['done'] = True\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "run", "mypipe:Blur", "--checkpoint-uri", "none"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(VENV_BIN / "pipeline-runtime"), "run", "mypipe:Blur", "--checkpoint-uri", "none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr

@@ -21,10 +21,17 @@ def roundtrip(value: Any) -> tuple[Any, dict[str, bytes], Encoder]:
 
 
 def test_values_roundtrip_exactly() -> None:
-    value = {"n": 3, "s": "x", "f": [1.5, None, True], "arr": np.arange(12.0).reshape(3, 4),
-             "chunks": [np.ones((2, 2), np.uint8), np.zeros(0, np.int16)], "raw": b"\x00" * 5000,
-             "tiny": b"ab", "nested": {"a": np.array([1, 2], ">i4"), "b": {"c": [1]}},
-             "big": list(range(20000))}
+    value = {
+        "n": 3,
+        "s": "x",
+        "f": [1.5, None, True],
+        "arr": np.arange(12.0).reshape(3, 4),
+        "chunks": [np.ones((2, 2), np.uint8), np.zeros(0, np.int16)],
+        "raw": b"\x00" * 5000,
+        "tiny": b"ab",
+        "nested": {"a": np.array([1, 2], ">i4"), "b": {"c": [1]}},
+        "big": list(range(20000)),
+    }
     back, stored, _ = roundtrip(value)
     assert back["n"] == 3 and back["f"] == [1.5, None, True] and back["big"] == value["big"]
     np.testing.assert_array_equal(back["arr"], value["arr"])

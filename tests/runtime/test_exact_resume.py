@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -54,10 +54,15 @@ def roundtrip(value: Any) -> Any:
 # -- strategies ---------------------------------------------------------------------------
 
 DTYPES = st.one_of(
-    hnp.integer_dtypes(endianness="="), hnp.integer_dtypes(endianness=">"), hnp.unsigned_integer_dtypes(endianness="?"),
+    hnp.integer_dtypes(endianness="="),
+    hnp.integer_dtypes(endianness=">"),
+    hnp.unsigned_integer_dtypes(endianness="?"),
     hnp.floating_dtypes(endianness="?"),  # float16 to float64, both byte orders
-    hnp.complex_number_dtypes(endianness="?"), hnp.boolean_dtypes(),
-    hnp.unicode_string_dtypes(max_len=4), hnp.byte_string_dtypes(max_len=4), hnp.datetime64_dtypes(),
+    hnp.complex_number_dtypes(endianness="?"),
+    hnp.boolean_dtypes(),
+    hnp.unicode_string_dtypes(max_len=4),
+    hnp.byte_string_dtypes(max_len=4),
+    hnp.datetime64_dtypes(),
 )
 
 
@@ -77,22 +82,45 @@ def scalars(arr: np.ndarray) -> Any:
 
 
 # Equal bytes, other meaning: the values that collided before the fix.
-COLLIDING = st.sampled_from([
-    np.zeros((2, 4), np.int32), np.zeros(4, np.int64), np.zeros(32, np.uint8), bytes(32), bytearray(32),
-    np.zeros((0, 4), np.int32), np.zeros(0, np.int64), np.zeros((4, 0), np.float16), b"",
-    np.zeros(8, ">i4"), np.zeros(8, "<i4"), np.zeros((), np.float64), np.float64(0.0), np.int64(0),
-])
+COLLIDING = st.sampled_from(
+    [
+        np.zeros((2, 4), np.int32),
+        np.zeros(4, np.int64),
+        np.zeros(32, np.uint8),
+        bytes(32),
+        bytearray(32),
+        np.zeros((0, 4), np.int32),
+        np.zeros(0, np.int64),
+        np.zeros((4, 0), np.float16),
+        b"",
+        np.zeros(8, ">i4"),
+        np.zeros(8, "<i4"),
+        np.zeros((), np.float64),
+        np.float64(0.0),
+        np.int64(0),
+    ]
+)
 
 LEAVES = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
-    st.binary(max_size=1100), st.binary(max_size=40).map(bytearray),  # around the 1 KiB inline limit
-    arrays(), arrays().map(scalars), COLLIDING,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.binary(max_size=1100),
+    st.binary(max_size=40).map(bytearray),  # around the 1 KiB inline limit
+    arrays(),
+    arrays().map(scalars),
+    COLLIDING,
 )
 
 VALUES = st.recursive(
     LEAVES,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.lists(inner, max_size=4).map(tuple),
-                            st.dictionaries(st.text(max_size=5), inner, max_size=4)),  # keys in drawn order
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(inner, max_size=4).map(tuple),
+        st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    ),  # keys in drawn order
     max_leaves=12,
 )
 
@@ -105,28 +133,46 @@ def test_every_accepted_context_decodes_exactly(context: dict[str, Any]) -> None
 
 # -- regression tests: what the generated cases found ---------------------------------------
 
+
 def test_equal_bytes_other_dtype_or_shape_stay_apart() -> None:
-    value = {"a": np.zeros((2, 4), np.int32), "b": np.zeros(4, np.int64), "c": bytes(32),
-             "d": np.zeros((0, 4), np.int32), "e": np.zeros(0, np.int64), "f": np.zeros(4, ">i8")}
+    value = {
+        "a": np.zeros((2, 4), np.int32),
+        "b": np.zeros(4, np.int64),
+        "c": bytes(32),
+        "d": np.zeros((0, 4), np.int32),
+        "e": np.zeros(0, np.int64),
+        "f": np.zeros(4, ">i8"),
+    }
     assert exact(value, roundtrip(value)) is None
 
 
 def test_tuples_numpy_scalars_and_bytearrays_keep_their_types() -> None:
-    value = {"t": (1, "x", (2.5,)), "s": np.float32(1.5), "i": np.int64(-3), "b": np.bool_(True),
-             "ba": bytearray(b"xy"), "big": bytearray(2000), "z": -0.0, "order": {"b": 1, "a": 2}}
+    value = {
+        "t": (1, "x", (2.5,)),
+        "s": np.float32(1.5),
+        "i": np.int64(-3),
+        "b": np.bool_(True),
+        "ba": bytearray(b"xy"),
+        "big": bytearray(2000),
+        "z": -0.0,
+        "order": {"b": 1, "a": 2},
+    }
     back = roundtrip(value)
     assert exact(value, back) is None
     assert isinstance(back["ba"], bytearray)  # and mutable, as it was
 
 
-@pytest.mark.parametrize(("value", "what"), [
-    pytest.param(np.ma.masked_array([1, 2], mask=[0, 1]), "MaskedArray is a subclass of ndarray"),
-    pytest.param(collections.defaultdict(list), "defaultdict is a subclass of dict", id="defaultdict"),
-    pytest.param(collections.OrderedDict(a=1), "OrderedDict is a subclass of dict", id="ordereddict"),
-    pytest.param(float("inf"), "not a finite float", id="inf"),
-    pytest.param(10 ** 5000, "4300 digits", id="huge-int"),
-    pytest.param(memoryview(b"x"), "memoryview cannot be checkpointed", id="memoryview"),
-])
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        pytest.param(np.ma.masked_array([1, 2], mask=[0, 1]), "MaskedArray is a subclass of ndarray"),
+        pytest.param(collections.defaultdict(list), "defaultdict is a subclass of dict", id="defaultdict"),
+        pytest.param(collections.OrderedDict(a=1), "OrderedDict is a subclass of dict", id="ordereddict"),
+        pytest.param(float("inf"), "not a finite float", id="inf"),
+        pytest.param(10**5000, "4300 digits", id="huge-int"),
+        pytest.param(memoryview(b"x"), "memoryview cannot be checkpointed", id="memoryview"),
+    ],
+)
 def test_values_that_would_not_come_back_exactly_are_refused_by_name(value: Any, what: str) -> None:
     with pytest.raises(UnsupportedValue, match=what):
         snapshot({"k": value}, "ctx")
@@ -134,8 +180,12 @@ def test_values_that_would_not_come_back_exactly_are_refused_by_name(value: Any,
 
 def test_datetime_arrays_and_empty_numpy_strings_roundtrip() -> None:
     # Shrunk by Hypothesis: the buffer protocol has no datetime64; np.str_("") has itemsize 0.
-    value = {"t": np.array("NaT", dtype="datetime64[Y]"), "s": np.str_(""), "b": np.bytes_(b""),
-             "d": np.arange(3).astype("m8[s]")}
+    value = {
+        "t": np.array("NaT", dtype="datetime64[Y]"),
+        "s": np.str_(""),
+        "b": np.bytes_(b""),
+        "d": np.arange(3).astype("m8[s]"),
+    }
     assert exact(value, roundtrip(value)) is None
 
 
@@ -144,7 +194,7 @@ class Collide(Pipeline):
 
     name = "collide"
     failed = False
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     @step
     def make(self, ctx: Any) -> None:
@@ -160,8 +210,10 @@ class Collide(Pipeline):
             Collide.failed = True
             raise RuntimeError("once")
         stacked = np.concatenate([ctx["regions"], np.ones((1, 4), np.int32)])  # needs a 2-D int32 array
-        Collide.seen = [ctx[k].dtype.str + str(ctx[k].shape) for k in ("flat", "grid", "wide")] + \
-            [type(ctx["raw"]).__name__, str(stacked.shape)]
+        Collide.seen = [ctx[k].dtype.str + str(ctx[k].shape) for k in ("flat", "grid", "wide")] + [
+            type(ctx["raw"]).__name__,
+            str(stacked.shape),
+        ]
 
 
 def test_resume_after_a_failed_step_sees_colliding_values_as_written() -> None:

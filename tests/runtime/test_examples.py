@@ -15,12 +15,12 @@ def test_custom_pipeline_example_runs_and_resumes(runtime: Runtime, tmp_path: Pa
     env = {"PYTHONPATH": f"{ROOT / 'examples'}:{ROOT}", "RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}
     out, clean = tmp_path / "thumbs.npz", tmp_path / "clean.npz"
     args = ["run", "custom_pipeline:Thumbnails", "--checkpoint-uri", f"file://{tmp_path}/ck"]
-    code, text, _ = runtime.run([*args, "--run-id", "clean", "--params",
-                                 f'{{"n": 3000, "size": 128, "out": "{clean}"}}'], env=env)
+    code, text, _ = runtime.run(
+        [*args, "--run-id", "clean", "--params", f'{{"n": 3000, "size": 128, "out": "{clean}"}}'], env=env
+    )
     assert code == 0, text
     params = f'{{"n": 3000, "size": 128, "out": "{out}"}}'
-    proc = runtime.start([*args, "--run-id", "t", "--params", params, "--retain", "Always"],
-                         env=env)
+    proc = runtime.start([*args, "--run-id", "t", "--params", params, "--retain", "Always"], env=env)
     ck = tmp_path / "ck" / "default" / "t" / "commits"
     # Progress commits appear while `shrink` runs; stop it then.
     wait_for(lambda: ck.exists() and len(list(ck.iterdir())) >= 4, 60, "progress commits")
@@ -39,11 +39,18 @@ def test_the_readme_pipeline_snippet_runs_and_resumes(tmp_path: Path) -> None:
     import sys
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme[readme.index("## Writing a pipeline"):].split("```python", 1)[1].split("```", 1)[0]
+    block = readme[readme.index("## Writing a pipeline") :].split("```python", 1)[1].split("```", 1)[0]
     (tmp_path / "mypipe.py").write_text(block.replace("file:///tmp/ckpt", f"file://{tmp_path}/ckpt"))
-    runs = [subprocess.run([sys.executable, "mypipe.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-            for _ in range(2)]
+    runs = [
+        subprocess.run([sys.executable, "mypipe.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        for _ in range(2)
+    ]
     assert [r.stdout.strip().splitlines()[-1] for r in runs] == ["['load', 'shrink'] []", "[] ['load', 'shrink']"]
-    loaded = subprocess.run([str(Path(sys.executable).parent / "pipeline-runtime"), "run", "mypipe:Thumbnails",
-                             "--checkpoint-uri", "none"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    loaded = subprocess.run(
+        [str(Path(sys.executable).parent / "pipeline-runtime"), "run", "mypipe:Thumbnails", "--checkpoint-uri", "none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert loaded.returncode == 0 and "['load', 'shrink']" not in loaded.stdout  # importing it runs nothing

@@ -26,8 +26,18 @@ CHAIN = "tests.runtime.pipelines_for_tests:Chain"
 def split_brain(runtime: Runtime, tmp_path: Path, uri: str, retain: str) -> dict[str, Any]:
     """Attempt 1 hangs inside step c; attempt 2 runs the whole pipeline; attempt 1 wakes."""
     release = tmp_path / "release"
-    args = ["run", CHAIN, "--params", '{"mb": 1, "work_s": 0.01, "block_attempt": 1}',
-            "--run-id", "split", "--checkpoint-uri", uri, "--retain", retain]
+    args = [
+        "run",
+        CHAIN,
+        "--params",
+        '{"mb": 1, "work_s": 0.01, "block_attempt": 1}',
+        "--run-id",
+        "split",
+        "--checkpoint-uri",
+        uri,
+        "--retain",
+        retain,
+    ]
     env = {"RELEASE_FILE": str(release)}
     old = runtime.start([*args, "--attempt", "1"], env=env)
     wait_for(Path(str(release) + ".waiting").exists, 60, "attempt 1 to hang in step c")
@@ -60,8 +70,7 @@ def test_stale_attempt_after_the_run_finished_exits_76(runtime: Runtime, tmp_pat
     assert not [p for p in artifacts.rglob("*") if p.is_file()]
 
 
-def test_stale_attempt_cannot_commit_gcs(runtime: Runtime, tmp_path: Path,
-                                         gcs_emulator: GCSEmulator) -> None:
+def test_stale_attempt_cannot_commit_gcs(runtime: Runtime, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
     bucket = gcs_emulator.make_bucket("fencing")
     uri = f"gs://{bucket}/runs"
     split_brain(runtime, tmp_path, uri, "Always")
@@ -71,14 +80,21 @@ def test_stale_attempt_cannot_commit_gcs(runtime: Runtime, tmp_path: Path,
 
 
 def body(attempt: int, kind: str = "step") -> dict[str, Any]:
-    return {"checkpoint_version": "2.0", "kind": kind, "attempt": attempt, "pipeline_name": "p",
-            "run_guid": "r", "completed_steps": [], "context": {"dict": {}},
-            "steps_summary": {}, "nonce": f"{attempt}-{kind}"}
+    return {
+        "checkpoint_version": "2.0",
+        "kind": kind,
+        "attempt": attempt,
+        "pipeline_name": "p",
+        "run_guid": "r",
+        "completed_steps": [],
+        "context": {"dict": {}},
+        "steps_summary": {},
+        "nonce": f"{attempt}-{kind}",
+    }
 
 
 @pytest.mark.parametrize("uri_kind", ["memory", "file", "gs"])
-def test_create_only_commit_is_compare_and_set(uri_kind: str, tmp_path: Path,
-                                               request: pytest.FixtureRequest) -> None:
+def test_create_only_commit_is_compare_and_set(uri_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if uri_kind == "gs":
         emu: GCSEmulator = request.getfixturevalue("gcs_emulator")
         uri = f"gs://{emu.make_bucket('cas-' + tmp_path.name[-8:].lower().replace('_', '-'))}/x"
@@ -151,7 +167,7 @@ def test_a_stale_cleanup_stops_when_a_newer_commit_lands_after_its_tombstone() -
     def first_run() -> None:
         try:
             Three(store=gated, run_id="r", retain="OnFailure").run()  # succeeds, then retires: paused
-        except BaseException as e:  # noqa: BLE001 - the test looks at it
+        except BaseException as e:
             stale.append(e)
 
     worker = threading.Thread(target=first_run)
@@ -175,13 +191,27 @@ def test_a_stale_cleanup_stops_when_a_newer_commit_lands_after_its_tombstone() -
 
 def test_a_retired_run_leaves_no_empty_folders_and_inspect_summarises_it(runtime: Runtime, tmp_path: Path) -> None:
     uri = f"file://{tmp_path}/ck"
-    code, text, _ = runtime.run(["run", "tests.runtime.pipelines_for_tests:Chain", "--params", '{"mb": 1}',
-                                 "--run-id", "tidy", "--checkpoint-uri", uri])
+    code, text, _ = runtime.run(
+        [
+            "run",
+            "tests.runtime.pipelines_for_tests:Chain",
+            "--params",
+            '{"mb": 1}',
+            "--run-id",
+            "tidy",
+            "--checkpoint-uri",
+            uri,
+        ]
+    )
     assert code == 0, text
     run = tmp_path / "ck" / "default" / "tidy"
     assert not (run / "artifacts").exists()  # every artifacts/xx/ folder went with its artifacts
-    shown = subprocess.run([str(VENV_BIN / "pipeline-runtime"), "inspect", uri, "--run-id", "tidy"],
-                           capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [str(VENV_BIN / "pipeline-runtime"), "inspect", uri, "--run-id", "tidy"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
     assert "retired" in out and "stub" not in out and "attempt None" not in out

@@ -12,21 +12,36 @@ CHAIN = "tests.runtime.pipelines_for_tests:Chain"
 
 
 def args(uri: str, out: Path, attempt: int, retain: str = "Always") -> list[str]:
-    return ["run", CHAIN, "--params", f'{{"mb": 2, "work_s": 0.05, "out": "{out}"}}',
-            "--run-id", "g1", "--checkpoint-uri", uri, "--attempt", str(attempt),
-            "--retain", retain, "--tenant", "tenant1"]
+    return [
+        "run",
+        CHAIN,
+        "--params",
+        f'{{"mb": 2, "work_s": 0.05, "out": "{out}"}}',
+        "--run-id",
+        "g1",
+        "--checkpoint-uri",
+        uri,
+        "--attempt",
+        str(attempt),
+        "--retain",
+        retain,
+        "--tenant",
+        "tenant1",
+    ]
 
 
-def test_gcs_kill_between_uploads_and_commit_then_resume(runtime: Runtime, tmp_path: Path,
-                                                         gcs_emulator: GCSEmulator) -> None:
+def test_gcs_kill_between_uploads_and_commit_then_resume(
+    runtime: Runtime, tmp_path: Path, gcs_emulator: GCSEmulator
+) -> None:
     uri = f"gs://{gcs_emulator.make_bucket('resume')}/ckpt"
     clean_out, out = tmp_path / "clean.txt", tmp_path / "out.txt"
     clean_uri = f"gs://{gcs_emulator.make_bucket('clean')}/ckpt"
     assert runtime.run(args(clean_uri, clean_out, 1))[0] == 0
 
     marker = tmp_path / "paused"
-    proc = runtime.start(args(uri, out, 1),
-                         env={"RESPAWN_CHAOS_PAUSE_AT": "commit-before:4", "RESPAWN_CHAOS_MARKER": str(marker)})
+    proc = runtime.start(
+        args(uri, out, 1), env={"RESPAWN_CHAOS_PAUSE_AT": "commit-before:4", "RESPAWN_CHAOS_MARKER": str(marker)}
+    )
     wait_for(marker.exists, 60, "the runtime to hold before commit 4")
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -40,8 +55,7 @@ def test_gcs_kill_between_uploads_and_commit_then_resume(runtime: Runtime, tmp_p
     assert all(n.startswith("ckpt/tenant1/g1/") for n in names)
 
 
-def test_gcs_success_retires_to_a_tombstone(runtime: Runtime, tmp_path: Path,
-                                            gcs_emulator: GCSEmulator) -> None:
+def test_gcs_success_retires_to_a_tombstone(runtime: Runtime, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
     bucket = gcs_emulator.make_bucket("retire")
     code, text, _ = runtime.run(args(f"gs://{bucket}/ckpt", tmp_path / "o.txt", 1, "OnFailure"))
     assert code == 0, text
@@ -53,15 +67,17 @@ def test_gcs_success_retires_to_a_tombstone(runtime: Runtime, tmp_path: Path,
 
 def test_storage_unreachable_exits_75(runtime: Runtime, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    code, out, term = runtime.run(args("gs://nowhere/ckpt", tmp_path / "o.txt", 1),
-                                  env={"STORAGE_EMULATOR_HOST": dead,
-                                       "RESPAWN_STORAGE_RETRY_SECONDS": "2"})
+    code, out, term = runtime.run(
+        args("gs://nowhere/ckpt", tmp_path / "o.txt", 1),
+        env={"STORAGE_EMULATOR_HOST": dead, "RESPAWN_STORAGE_RETRY_SECONDS": "2"},
+    )
     assert code == 75, out
     assert term is not None and term["reason"] == "TransientInfra"
 
 
-def test_a_missing_bucket_is_invalid_input_naming_the_bucket(runtime: Runtime, tmp_path: Path,
-                                                             gcs_emulator: GCSEmulator) -> None:
+def test_a_missing_bucket_is_invalid_input_naming_the_bucket(
+    runtime: Runtime, tmp_path: Path, gcs_emulator: GCSEmulator
+) -> None:
     code, out, term = runtime.run(args("gs://no-such-bucket/ckpt", tmp_path / "o.txt", 1))
     assert code == 64 and "Traceback" not in out, out
     assert term is not None and "bucket 'no-such-bucket' does not exist" in term["message"]

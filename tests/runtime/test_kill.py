@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from pipeline_runtime.chaos.judge import step_commits
-
 from tests.conftest import wait_for
 from tests.runtime.conftest import Runtime, output, termination
 
@@ -20,8 +19,20 @@ COUNTING = "tests.runtime.pipelines_for_tests:Counting"
 
 
 def chain_args(uri: str, out: Path, attempt: int, run_id: str = "r1", mb: int = 4) -> list[str]:
-    return ["run", CHAIN, "--params", f'{{"mb": {mb}, "out": "{out}"}}', "--run-id", run_id,
-            "--checkpoint-uri", uri, "--attempt", str(attempt), "--retain", "Always"]
+    return [
+        "run",
+        CHAIN,
+        "--params",
+        f'{{"mb": {mb}, "out": "{out}"}}',
+        "--run-id",
+        run_id,
+        "--checkpoint-uri",
+        uri,
+        "--attempt",
+        str(attempt),
+        "--retain",
+        "Always",
+    ]
 
 
 def finish(runtime: Runtime, args_for: Any, first_attempt: int) -> int:
@@ -38,7 +49,8 @@ def assert_no_committed_step_ran_again(runtime: Runtime, info: dict[str, Any]) -
     for step_name, attempt, _ in runtime.executions():
         first = committed.get(step_name)
         assert first is None or first >= attempt, (
-            f"step {step_name} ran in attempt {attempt} although attempt {first} committed it")
+            f"step {step_name} ran in attempt {attempt} although attempt {first} committed it"
+        )
 
 
 @pytest.fixture
@@ -56,9 +68,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-def test_sigkill_at_any_moment_resumes_to_identical_output(runtime: Runtime, tmp_path: Path,
-                                                           reference: dict[str, Any],
-                                                           fraction: float) -> None:
+def test_sigkill_at_any_moment_resumes_to_identical_output(
+    runtime: Runtime, tmp_path: Path, reference: dict[str, Any], fraction: float
+) -> None:
     uri, out = f"file://{tmp_path}/ck", tmp_path / "out.txt"
     proc = runtime.start(chain_args(uri, out, 1))
     # The kill moment is the parameter under test: a fraction of a clean run's time.
@@ -73,15 +85,15 @@ def test_sigkill_at_any_moment_resumes_to_identical_output(runtime: Runtime, tmp
     assert_no_committed_step_ran_again(runtime, info)
 
 
-@pytest.mark.parametrize("pause_at", ["artifact-before:1", "artifact-before:3",
-                                      "commit-before:3", "commit-before:4"])
-def test_killed_around_uploads_and_commit_resumes(runtime: Runtime, tmp_path: Path,
-                                                  reference: dict[str, Any],
-                                                  pause_at: str) -> None:
+@pytest.mark.parametrize("pause_at", ["artifact-before:1", "artifact-before:3", "commit-before:3", "commit-before:4"])
+def test_killed_around_uploads_and_commit_resumes(
+    runtime: Runtime, tmp_path: Path, reference: dict[str, Any], pause_at: str
+) -> None:
     uri, out = f"file://{tmp_path}/ck", tmp_path / "out.txt"
     marker = tmp_path / "paused"
-    proc = runtime.start(chain_args(uri, out, 1),
-                         env={"RESPAWN_CHAOS_PAUSE_AT": pause_at, "RESPAWN_CHAOS_MARKER": str(marker)})
+    proc = runtime.start(
+        chain_args(uri, out, 1), env={"RESPAWN_CHAOS_PAUSE_AT": pause_at, "RESPAWN_CHAOS_MARKER": str(marker)}
+    )
     wait_for(marker.exists, 60, f"the runtime to reach {pause_at}")
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -97,11 +109,20 @@ def test_killed_around_uploads_and_commit_resumes(runtime: Runtime, tmp_path: Pa
 
 def test_sigterm_commits_progress_and_exits_143(runtime: Runtime, tmp_path: Path) -> None:
     uri, out = f"file://{tmp_path}/ck", tmp_path / "out.txt"
-    args = ["run", COUNTING, "--params", f'{{"out": "{out}", "chunks": 300}}', "--run-id", "c1",
-            "--checkpoint-uri", uri, "--retain", "Always"]
+    args = [
+        "run",
+        COUNTING,
+        "--params",
+        f'{{"out": "{out}", "chunks": 300}}',
+        "--run-id",
+        "c1",
+        "--checkpoint-uri",
+        uri,
+        "--retain",
+        "Always",
+    ]
     proc = runtime.start([*args, "--attempt", "1"])
-    wait_for(lambda: any(s == "accumulate" for s, _, _ in runtime.executions()), 60,
-             "the long step to start")
+    wait_for(lambda: any(s == "accumulate" for s, _, _ in runtime.executions()), 60, "the long step to start")
     time.sleep(0.5)  # let it get well into the step: the moment of SIGTERM is the input
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -123,11 +144,20 @@ def test_sigterm_commits_progress_and_exits_143(runtime: Runtime, tmp_path: Path
     assert int(out.read_text()) == expected
 
 
-def test_sigterm_inside_a_step_without_safe_points_exits_143_by_deadline(
-        runtime: Runtime, tmp_path: Path) -> None:
-    proc = runtime.start(["run", "tests.runtime.pipelines_for_tests:Stubborn", "--run-id", "s1",
-                          "--checkpoint-uri", f"file://{tmp_path}/ck", "--term-deadline", "1.5"])
-    wait_for(lambda: runtime.executions(), 60, "the step to start")
+def test_sigterm_inside_a_step_without_safe_points_exits_143_by_deadline(runtime: Runtime, tmp_path: Path) -> None:
+    proc = runtime.start(
+        [
+            "run",
+            "tests.runtime.pipelines_for_tests:Stubborn",
+            "--run-id",
+            "s1",
+            "--checkpoint-uri",
+            f"file://{tmp_path}/ck",
+            "--term-deadline",
+            "1.5",
+        ]
+    )
+    wait_for(runtime.executions, 60, "the step to start")
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 143
@@ -167,18 +197,23 @@ def test_ctrl_c_is_a_safe_stop_that_exits_130(runtime: Runtime, tmp_path: Path) 
 def test_a_signal_after_the_final_commit_exits_0(runtime: Runtime, tmp_path: Path) -> None:
     uri = f"file://{tmp_path}/ck"
     for i in range(4):
-        proc = runtime.start(["run", CHAIN, "--params", '{"mb": 0, "work_s": 0}', "--run-id", f"late{i}",
-                              "--checkpoint-uri", uri])
-        wait_for(lambda: '"event": "succeeded"' in proc.output_log.read_text() or proc.poll() is not None, 60,
-                 "the run to succeed")
+        proc = runtime.start(
+            ["run", CHAIN, "--params", '{"mb": 0, "work_s": 0}', "--run-id", f"late{i}", "--checkpoint-uri", uri]
+        )
+        wait_for(
+            lambda: '"event": "succeeded"' in proc.output_log.read_text() or proc.poll() is not None,
+            60,
+            "the run to succeed",
+        )
         proc.send_signal(signal.SIGTERM)  # during shutdown, when the default handler is back
         assert proc.wait(30) == 0, output(proc)
 
 
 def test_failed_step_exits_1_and_keeps_earlier_commits(runtime: Runtime, tmp_path: Path) -> None:
     uri = f"file://{tmp_path}/ck"
-    code, text, term = runtime.run(["run", "tests.runtime.pipelines_for_tests:Broken",
-                                    "--run-id", "b1", "--checkpoint-uri", uri])
+    code, text, term = runtime.run(
+        ["run", "tests.runtime.pipelines_for_tests:Broken", "--run-id", "b1", "--checkpoint-uri", uri]
+    )
     assert code == 1
     assert "the input is on fire" in text
     assert term is not None and term["reason"] == "StepFailed" and term["step"] == "two"

@@ -49,7 +49,11 @@ def _resources() -> dict[str, tuple[str, str, bool]]:
     tree = ast.parse((PACKAGE / "kube.py").read_text())
     found = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "Resource":
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and getattr(node.value.func, "id", "") == "Resource"
+        ):
             args = [ast.literal_eval(a) for a in node.value.args]
             kw = {k.arg: ast.literal_eval(k.value) for k in node.value.keywords}
             namespaced = kw.get("namespaced", args[3] if len(args) > 3 else True)
@@ -72,8 +76,13 @@ def operator_needs(*, clusterwide: bool | None = None, peering: bool | None = No
     needs = _all_operator_needs()
     if clusterwide is None or peering is None:
         return needs
-    return [n for n in needs if n.group != "kopf.dev" or n.resource not in PEERING_RESOURCES
-            or (peering and PEERING_RESOURCES[n.resource] == clusterwide)]
+    return [
+        n
+        for n in needs
+        if n.group != "kopf.dev"
+        or n.resource not in PEERING_RESOURCES
+        or (peering and PEERING_RESOURCES[n.resource] == clusterwide)
+    ]
 
 
 def _all_operator_needs() -> list[Need]:
@@ -97,8 +106,15 @@ def _all_operator_needs() -> list[Need]:
                     idx = keys.index("blockOwnerDeletion")
                     value = node.values[idx]
                     if not (isinstance(value, ast.Constant) and value.value is False):
-                        needs.append(Need(str(consts["GROUP"]), f"{consts['PLURAL']}/finalizers", "update", True,
-                                          f"{where}: ownerReference with blockOwnerDeletion"))
+                        needs.append(
+                            Need(
+                                str(consts["GROUP"]),
+                                f"{consts['PLURAL']}/finalizers",
+                                "update",
+                                True,
+                                f"{where}: ownerReference with blockOwnerDeletion",
+                            )
+                        )
     return needs
 
 
@@ -113,12 +129,19 @@ def _client_call(node: ast.Call, resources: dict[str, tuple[str, str, bool]], wh
     verb = HTTP_VERBS[str(args[0].value)]
     target = args[1] if len(args) > 1 else None
     # client.request("PATCH", PIPELINERUNS.path(ns, name, "status"), ...)
-    if (isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute) and target.func.attr == "path"
-            and isinstance(target.func.value, ast.Name) and target.func.value.id in resources):
+    if (
+        isinstance(target, ast.Call)
+        and isinstance(target.func, ast.Attribute)
+        and target.func.attr == "path"
+        and isinstance(target.func.value, ast.Name)
+        and target.func.value.id in resources
+    ):
         group, plural, namespaced = resources[target.func.value.id]
         sub = target.args[2] if len(target.args) > 2 else None
         suffix = f"/{ast.literal_eval(sub)}" if sub is not None else ""
-        return [Need(group, plural + suffix, verb, namespaced, f"{where}: request({args[0].value}, {target.func.value.id})")]
+        return [
+            Need(group, plural + suffix, verb, namespaced, f"{where}: request({args[0].value}, {target.func.value.id})")
+        ]
     # client.request("POST", f"/api/v1/namespaces/{ns}/events", ...)
     if isinstance(target, ast.JoinedStr):
         text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in target.values)
@@ -132,13 +155,19 @@ def _kopf_handler(deco: ast.expr, consts: dict[str, object], where: str) -> list
     if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)):
         return []
     func = deco.func
-    if not (isinstance(func.value, ast.Attribute) and func.value.attr == "on"
-            and isinstance(func.value.value, ast.Name) and func.value.value.id == "kopf"):
+    if not (
+        isinstance(func.value, ast.Attribute)
+        and func.value.attr == "on"
+        and isinstance(func.value.value, ast.Name)
+        and func.value.value.id == "kopf"
+    ):
         return []
     if func.attr in ("startup", "cleanup", "login", "probe"):
         return []
     if len(deco.args) != 3:
-        raise AssertionError(f"{where}: @kopf.on.{func.attr} without (group, version, plural); teach tests/ship/api_calls.py")
+        raise AssertionError(
+            f"{where}: @kopf.on.{func.attr} without (group, version, plural); teach tests/ship/api_calls.py"
+        )
     group, _version, plural = (_value(a, consts) for a in deco.args)
     namespaced = not (group == "" and plural in ("nodes", "namespaces"))
     what = f"{where}: @kopf.on.{func.attr}({group!r}, {plural!r})"
@@ -159,5 +188,7 @@ def kopf_framework_needs(*, clusterwide: bool, peering: bool) -> list[Need]:
         needs += [Need("", "namespaces", verb, False, "kopf namespace observer") for verb in ("list", "watch")]
     if peering:
         plural = "clusterkopfpeerings" if clusterwide else "kopfpeerings"
-        needs += [Need("kopf.dev", plural, verb, not clusterwide, "kopf peering") for verb in ("list", "watch", "patch")]
+        needs += [
+            Need("kopf.dev", plural, verb, not clusterwide, "kopf peering") for verb in ("list", "watch", "patch")
+        ]
     return needs

@@ -49,10 +49,20 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "runner": {
             "namespaces": [
-                {"name": "team-a", "checkpointPrefixes": ["gs://respawn-checkpoints/runs/team-a"],
-                 "serviceAccountAnnotations": {"iam.gke.io/gcp-service-account": "team-a@proj.iam.gserviceaccount.com"}},
-                {"name": "team-b", "checkpointPrefixes": ["gs://respawn-checkpoints/runs/team-b"],
-                 "serviceAccountAnnotations": {"iam.gke.io/gcp-service-account": "team-b@proj.iam.gserviceaccount.com"}},
+                {
+                    "name": "team-a",
+                    "checkpointPrefixes": ["gs://respawn-checkpoints/runs/team-a"],
+                    "serviceAccountAnnotations": {
+                        "iam.gke.io/gcp-service-account": "team-a@proj.iam.gserviceaccount.com"
+                    },
+                },
+                {
+                    "name": "team-b",
+                    "checkpointPrefixes": ["gs://respawn-checkpoints/runs/team-b"],
+                    "serviceAccountAnnotations": {
+                        "iam.gke.io/gcp-service-account": "team-b@proj.iam.gserviceaccount.com"
+                    },
+                },
             ],
             "serviceAccount": {"name": "respawn-runner", "annotations": {"example.com/owner": "data"}},
         },
@@ -83,8 +93,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "priorityClassName": "system-cluster-critical",
             "nodeSelector": {"kubernetes.io/os": "linux"},
             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "cloud.google.com/gke-spot", "operator": "DoesNotExist"}]}]}}},
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "cloud.google.com/gke-spot", "operator": "DoesNotExist"}]}
+                        ]
+                    }
+                }
+            },
             "podAnnotations": {"example.com/team": "data"},
             "podLabels": {"team": "data"},
             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
@@ -102,7 +119,7 @@ def chart() -> helm.Chart:
     return helm.Chart.load(CHART_DIR)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render_cached(values_yaml: str) -> tuple[Manifest, ...]:
     values = yaml.safe_load(values_yaml)
     rendered = chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
@@ -137,8 +154,11 @@ def runner_namespaces(values: dict[str, Any]) -> list[str]:
 
 
 def find(manifests: list[Manifest], kind: str, name: str | None = None, namespace: str | None = None) -> list[Manifest]:
-    return [m for m in manifests if m.kind == kind and (name is None or m.name == name)
-            and (namespace is None or m.namespace == namespace)]
+    return [
+        m
+        for m in manifests
+        if m.kind == kind and (name is None or m.name == name) and (namespace is None or m.namespace == namespace)
+    ]
 
 
 def one(manifests: list[Manifest], kind: str, name: str | None = None) -> dict[str, Any]:

@@ -45,7 +45,12 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     buf, start = "", 0
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
-        if stripped.startswith("#") and not buf and not lines and stripped[1:].strip().split("=")[0] in ("syntax", "escape", "check"):
+        if (
+            stripped.startswith("#")
+            and not buf
+            and not lines
+            and stripped[1:].strip().split("=")[0] in ("syntax", "escape", "check")
+        ):
             continue  # a parser directive
         if stripped.startswith("#") or (not stripped and not buf):
             continue  # comments may sit inside a continued instruction too

@@ -21,13 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from respawn_local.testkit import free_port
+
 from tests.operator import harness as e2e
 
 OUT = Path(__file__).parent / "fixtures" / "e2e_pipelineruns.yaml"
-HEALTH = {"Pending": "Progressing", "Running": "Progressing", "Retrying": "Progressing",
-          "Suspended": "Suspended", "Succeeded": "Healthy", "Failed": "Degraded"}
+HEALTH = {
+    "Pending": "Progressing",
+    "Running": "Progressing",
+    "Retrying": "Progressing",
+    "Suspended": "Suspended",
+    "Succeeded": "Healthy",
+    "Failed": "Degraded",
+}
 
 
 class Recorder:
@@ -52,8 +58,12 @@ class Recorder:
                 except Exception:  # not created yet, or deleted
                     continue
                 st = obj.get("status") or {}
-                key = (st.get("phase"), bool(obj["spec"].get("suspend")), st.get("attempt"),
-                       obj["metadata"].get("generation") == st.get("observedGeneration"))
+                key = (
+                    st.get("phase"),
+                    bool(obj["spec"].get("suspend")),
+                    st.get("attempt"),
+                    obj["metadata"].get("generation") == st.get("observedGeneration"),
+                )
                 if key not in self.seen.setdefault(name, []):
                     self.seen[name].append(key)
                     self.records.append(_trim(obj))
@@ -73,7 +83,8 @@ class Recorder:
 def _trim(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj["metadata"]
     return {
-        "apiVersion": obj["apiVersion"], "kind": obj["kind"],
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation") if k in meta},
         "spec": {k: v for k, v in obj["spec"].items() if k != "env"},
         **({"status": obj["status"]} if obj.get("status") else {}),
@@ -94,12 +105,17 @@ def record(cluster: e2e.Cluster) -> list[dict[str, Any]]:
         cluster.submit("preempted", {"step_s": 0.5})
         cluster.wait_status("preempted", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
         cluster.sim.preempt(cluster.running_pod("preempted", 1), e2e.NS, reason="PreemptionByScheduler", grace=10)
-        cluster.wait_status("preempted", lambda st: st.get("attempt") == 2 and st.get("phase") == "Running", "attempt 2")
+        cluster.wait_status(
+            "preempted", lambda st: st.get("attempt") == 2 and st.get("phase") == "Running", "attempt 2"
+        )
         cluster.wait_phase("preempted", "Succeeded")
 
         rec.watch("broken")
-        cluster.submit("broken", {"step_s": 0.05, "fail_in": "b"},
-                       budgets={"maxFailures": 1, "backoff": {"initialSeconds": 1, "maxSeconds": 1}})
+        cluster.submit(
+            "broken",
+            {"step_s": 0.05, "fail_in": "b"},
+            budgets={"maxFailures": 1, "backoff": {"initialSeconds": 1, "maxSeconds": 1}},
+        )
         cluster.wait_phase("broken", "Failed")
 
         rec.watch("pause")
@@ -123,12 +139,16 @@ def _label(index: int, obj: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp, \
-            e2e.running_cluster(Path(tmp), RESPAWN_METRICS_PORT=str(free_port())) as cluster:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        e2e.running_cluster(Path(tmp), RESPAWN_METRICS_PORT=str(free_port())) as cluster,
+    ):
         cases = record(cluster)
-    header = ("# PipelineRuns as the real operator wrote them (respawn-operator against the API emulator,\n"
-              "# pod simulator running pipeline-runtime), recorded by tests/ship/record_health_fixtures.py.\n"
-              "# `health` is what DESIGN.md asks Argo CD to show; tests/ship/test_argocd_health.py checks it.\n")
+    header = (
+        "# PipelineRuns as the real operator wrote them (respawn-operator against the API emulator,\n"
+        "# pod simulator running pipeline-runtime), recorded by tests/ship/record_health_fixtures.py.\n"
+        "# `health` is what DESIGN.md asks Argo CD to show; tests/ship/test_argocd_health.py checks it.\n"
+    )
     OUT.write_text(header + yaml.safe_dump(cases, sort_keys=False, width=120))
     phases = sorted({(c["object"].get("status") or {}).get("phase") or "-" for c in cases})
     print(f"wrote {len(cases)} objects to {OUT} (phases: {', '.join(phases)})")

@@ -44,8 +44,11 @@ class Policy:
     def admits(self, user: dict[str, Any], namespace: str, old: dict[str, Any], new: dict[str, Any]) -> str | None:
         """None when the request is admitted, else the message of the first failed validation."""
         request = {"userInfo": user, "namespace": namespace, "operation": "UPDATE"}
-        activation: dict[str, Any] = {"request": celpy.json_to_cel(request), "object": celpy.json_to_cel(new),
-                                      "oldObject": celpy.json_to_cel(old)}
+        activation: dict[str, Any] = {
+            "request": celpy.json_to_cel(request),
+            "object": celpy.json_to_cel(new),
+            "oldObject": celpy.json_to_cel(old),
+        }
         if not all(bool(c.evaluate(activation)) for c in self.conditions):
             return None  # not matched: the policy does not apply
         # The chart's variables read only request/object/oldObject, so one pass fills them in.
@@ -66,19 +69,33 @@ def policy() -> Policy:
     return Policy(policy_and_binding()[0])
 
 
-def pod(name: str = "run-a1-x7k2p", uid: str = "uid-1", annotations: dict[str, str] | None = None,
-        labels: dict[str, str] | None = None, image: str = "img:1") -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": "team-a", "uid": uid,
-                            "labels": labels if labels is not None else {"respawn.dev/run": "run"}}
+def pod(
+    name: str = "run-a1-x7k2p",
+    uid: str = "uid-1",
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    image: str = "img:1",
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "team-a",
+        "uid": uid,
+        "labels": labels if labels is not None else {"respawn.dev/run": "run"},
+    }
     if annotations is not None:
         meta["annotations"] = annotations
     return {"metadata": meta, "spec": {"containers": [{"name": "pipeline", "image": image}]}}
 
 
 def bound(pod_name: str = "run-a1-x7k2p", pod_uid: str = "uid-1", username: str = RUNNER) -> dict[str, Any]:
-    return {"username": username, "groups": ["system:serviceaccounts"],
-            "extra": {"authentication.kubernetes.io/pod-name": [pod_name],
-                      "authentication.kubernetes.io/pod-uid": [pod_uid]}}
+    return {
+        "username": username,
+        "groups": ["system:serviceaccounts"],
+        "extra": {
+            "authentication.kubernetes.io/pod-name": [pod_name],
+            "authentication.kubernetes.io/pod-uid": [pod_uid],
+        },
+    }
 
 
 def test_binding_covers_exactly_the_runner_namespaces() -> None:
@@ -103,17 +120,21 @@ def test_a_runner_may_update_its_own_pods_progress(policy: Policy) -> None:
     assert policy.admits(bound(), "team-a", pod(), pod(annotations={PROGRESS: "{}"})) is None  # first report
 
 
-@pytest.mark.parametrize(("user", "new", "says"), [
-    (bound(pod_name="other-run-a1-zzzzz", pod_uid="uid-2"), pod(annotations={PROGRESS: "{}"}), "only its own pod"),
-    (bound(pod_uid="uid-of-an-earlier-pod"), pod(annotations={PROGRESS: "{}"}), "only its own pod"),
-    ({"username": RUNNER, "groups": []}, pod(annotations={PROGRESS: "{}"}), "only its own pod"),  # unbound token
-    (bound(), pod(labels={"respawn.dev/run": "run", "respawn.dev/attempt": "9"}), "only the respawn.dev/progress"),
-    (bound(), pod(labels={}), "only the respawn.dev/progress"),
-    (bound(), pod(image="evil:1"), "only the respawn.dev/progress"),
-    (bound(), pod(annotations={"respawn.dev/run-name": "victim"}), "only the respawn.dev/progress"),
-])
-def test_a_runner_may_not_touch_other_pods_or_other_fields(policy: Policy, user: dict[str, Any],
-                                                           new: dict[str, Any], says: str) -> None:
+@pytest.mark.parametrize(
+    ("user", "new", "says"),
+    [
+        (bound(pod_name="other-run-a1-zzzzz", pod_uid="uid-2"), pod(annotations={PROGRESS: "{}"}), "only its own pod"),
+        (bound(pod_uid="uid-of-an-earlier-pod"), pod(annotations={PROGRESS: "{}"}), "only its own pod"),
+        ({"username": RUNNER, "groups": []}, pod(annotations={PROGRESS: "{}"}), "only its own pod"),  # unbound token
+        (bound(), pod(labels={"respawn.dev/run": "run", "respawn.dev/attempt": "9"}), "only the respawn.dev/progress"),
+        (bound(), pod(labels={}), "only the respawn.dev/progress"),
+        (bound(), pod(image="evil:1"), "only the respawn.dev/progress"),
+        (bound(), pod(annotations={"respawn.dev/run-name": "victim"}), "only the respawn.dev/progress"),
+    ],
+)
+def test_a_runner_may_not_touch_other_pods_or_other_fields(
+    policy: Policy, user: dict[str, Any], new: dict[str, Any], says: str
+) -> None:
     message = policy.admits(user, "team-a", pod(), new)
     assert message is not None and says in message
 
@@ -130,12 +151,19 @@ KEYS = st.sampled_from([PROGRESS, "respawn.dev/run-name", "respawn.dev/sim-log",
 TEXT = st.text(alphabet="ab{}:1", max_size=4)
 
 
-@given(old_annotations=st.one_of(st.none(), st.dictionaries(KEYS, TEXT, max_size=3)),
-       new_annotations=st.one_of(st.none(), st.dictionaries(KEYS, TEXT, max_size=3)),
-       relabel=st.booleans(), other_pod=st.booleans())
+@given(
+    old_annotations=st.one_of(st.none(), st.dictionaries(KEYS, TEXT, max_size=3)),
+    new_annotations=st.one_of(st.none(), st.dictionaries(KEYS, TEXT, max_size=3)),
+    relabel=st.booleans(),
+    other_pod=st.booleans(),
+)
 def test_generated_changes_are_admitted_iff_only_the_progress_annotation_of_its_own_pod_changed(
-        policy: Policy, old_annotations: dict[str, str] | None, new_annotations: dict[str, str] | None,
-        relabel: bool, other_pod: bool) -> None:
+    policy: Policy,
+    old_annotations: dict[str, str] | None,
+    new_annotations: dict[str, str] | None,
+    relabel: bool,
+    other_pod: bool,
+) -> None:
     old = pod(annotations=old_annotations)
     new = copy.deepcopy(old)
     if new_annotations is None:
@@ -148,5 +176,6 @@ def test_generated_changes_are_admitted_iff_only_the_progress_annotation_of_its_
 
     def rest(annotations: dict[str, str] | None) -> dict[str, str]:
         return {k: v for k, v in (annotations or {}).items() if k != PROGRESS}
+
     allowed = not other_pod and not relabel and rest(old_annotations) == rest(new_annotations)
     assert (policy.admits(user, "team-a", old, new) is None) is allowed

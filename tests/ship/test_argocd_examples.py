@@ -39,8 +39,13 @@ def _synced_files(app: dict[str, Any]) -> list[Path]:
     directory = source.get("directory") or {}
     assert not directory.get("recurse"), "the examples keep to one directory level"
     patterns = _globs(directory.get("include", "*"))
-    return sorted(p for p in base.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml", ".json")
-                  and any(fnmatch.fnmatch(p.name, pat) for pat in patterns))
+    return sorted(
+        p
+        for p in base.iterdir()
+        if p.is_file()
+        and p.suffix in (".yaml", ".yml", ".json")
+        and any(fnmatch.fnmatch(p.name, pat) for pat in patterns)
+    )
 
 
 def _wave(app: dict[str, Any]) -> int:
@@ -67,7 +72,9 @@ def test_chart_application_installs_charts_respawn_with_values_the_schema_accept
     assert source["path"] == "charts/respawn" and (ROOT / source["path"] / "Chart.yaml").is_file()
     values = source["helm"]["valuesObject"]
     chart().validate_schema(chart().merge_values(values))
-    rendered = chart().render(values, name=source["helm"]["releaseName"], namespace=app["spec"]["destination"]["namespace"])
+    rendered = chart().render(
+        values, name=source["helm"]["releaseName"], namespace=app["spec"]["destination"]["namespace"]
+    )
     assert any("Deployment" in text for text in rendered.values())
     assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
 
@@ -81,7 +88,9 @@ def test_runs_application_syncs_only_pipelineruns_that_pass_the_crd_schema() -> 
     schema = version["schema"]["openAPIV3Schema"]
     for path in files:
         for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
-            assert (doc["apiVersion"], doc["kind"]) == (f"{crd['spec']['group']}/{version['name']}", "PipelineRun"), path.name
+            assert (doc["apiVersion"], doc["kind"]) == (f"{crd['spec']['group']}/{version['name']}", "PipelineRun"), (
+                path.name
+            )
             assert "namespace" not in doc["metadata"], f"{path.name}: the Application chooses the namespace"
             jsonschema.validate({k: v for k, v in doc.items() if k in ("spec",)}, schema)
 
@@ -105,11 +114,18 @@ def test_runs_land_where_the_chart_made_their_service_account() -> None:
     for path in _synced_files(apps["pipelineruns.yaml"]):
         doc = yaml.safe_load(path.read_text())
         sa = doc["spec"].get("serviceAccountName")
-        assert sa in (None, runner["serviceAccount"]["name"]), f"{path.name} runs as {sa}, which the chart does not create"
+        assert sa in (None, runner["serviceAccount"]["name"]), (
+            f"{path.name} runs as {sa}, which the chart does not create"
+        )
 
 
-@pytest.mark.parametrize("pattern,name,expected", [("*-run.yaml", "dataprep-run.yaml", True),
-                                                    ("{a.yaml,b.yaml}", "b.yaml", True),
-                                                    ("{a.yaml,b.yaml}", "c.yaml", False)])
+@pytest.mark.parametrize(
+    "pattern,name,expected",
+    [
+        ("*-run.yaml", "dataprep-run.yaml", True),
+        ("{a.yaml,b.yaml}", "b.yaml", True),
+        ("{a.yaml,b.yaml}", "c.yaml", False),
+    ],
+)
 def test_include_pattern_reader(pattern: str, name: str, expected: bool) -> None:
     assert any(fnmatch.fnmatch(name, p) for p in _globs(pattern)) is expected

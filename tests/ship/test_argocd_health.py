@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
-
 from respawn_operator.config import OperatorConfig
 from respawn_operator.handlers import status_patch
 from respawn_operator.reconcile import Observed, decide
 from respawn_operator.spec import Phase
+
 from tests.ship.lua_health import SCRIPT, HealthCheck
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ E2E_FIXTURES = Path(__file__).parent / "fixtures" / "e2e_pipelineruns.yaml"
 ARGO_STATES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
 
 CONFIG = OperatorConfig(default_checkpoint_uri="file:///ckpt")
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,14 @@ def health() -> HealthCheck:
 
 # --- driving the real reconciler -------------------------------------------------------
 
+
 class Run:
     """A PipelineRun as the API server would hold it, advanced by the operator's decide()."""
 
     def __init__(self, **spec: Any) -> None:
         self.body: dict[str, Any] = {
-            "apiVersion": "respawn.dev/v1alpha1", "kind": "PipelineRun",
+            "apiVersion": "respawn.dev/v1alpha1",
+            "kind": "PipelineRun",
             "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "1"},
             "spec": {"pipeline": "dataprep", **spec},
         }
@@ -66,8 +68,14 @@ class Run:
         return self.body
 
 
-def pod(phase: str, exit_code: int | None = None, *, progress: dict[str, Any] | None = None,
-        disruption: str | None = None, report: dict[str, Any] | None = None) -> dict[str, Any]:
+def pod(
+    phase: str,
+    exit_code: int | None = None,
+    *,
+    progress: dict[str, Any] | None = None,
+    disruption: str | None = None,
+    report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase, "conditions": []}
     if exit_code is not None:
         term: dict[str, Any] = {"exitCode": exit_code}
@@ -84,14 +92,21 @@ JOB: dict[str, Any] = {"status": {}}
 
 
 def progress(attempt: int, done: int, current: str) -> dict[str, Any]:
-    return {"attempt": attempt, "currentStep": current, "completedSteps": done, "totalSteps": 5,
-            "lastCheckpoint": {"step": "detect", "seq": done}}
+    return {
+        "attempt": attempt,
+        "currentStep": current,
+        "completedSteps": done,
+        "totalSteps": 5,
+        "lastCheckpoint": {"step": "detect", "seq": done},
+    }
 
 
 def test_a_run_is_progressing_until_it_succeeds(health: HealthCheck) -> None:
     run = Run()
-    assert health(run.body) == {"status": "Progressing",
-                                "message": "Waiting for the Respawn operator to pick up the run"}
+    assert health(run.body) == {
+        "status": "Progressing",
+        "message": "Waiting for the Respawn operator to pick up the run",
+    }
     body = run.see(Observed())
     assert body["status"]["phase"] == "Pending" and health(body)["status"] == "Progressing"
     body = run.see(Observed(job=JOB, pod=pod("Running", progress=progress(1, 2, "crop_frames")), node_exists=True))
@@ -191,8 +206,14 @@ def test_rerun_of_a_finished_run_is_progressing_then_healthy(health: HealthCheck
 
 
 def test_every_phase_the_operator_knows_maps_to_an_argo_state(health: HealthCheck) -> None:
-    expected = {"Pending": "Progressing", "Running": "Progressing", "Retrying": "Progressing",
-                "Suspended": "Suspended", "Succeeded": "Healthy", "Failed": "Degraded"}
+    expected = {
+        "Pending": "Progressing",
+        "Running": "Progressing",
+        "Retrying": "Progressing",
+        "Suspended": "Suspended",
+        "Succeeded": "Healthy",
+        "Failed": "Degraded",
+    }
     assert set(expected) == {p.value for p in Phase}
     for phase, state in expected.items():
         obj = {"metadata": {"generation": 1}, "spec": {}, "status": {"phase": phase, "observedGeneration": 1}}
@@ -201,6 +222,7 @@ def test_every_phase_the_operator_knows_maps_to_an_argo_state(health: HealthChec
 
 
 # --- recorded objects and edge cases ----------------------------------------------------
+
 
 def _fixtures(path: Path = FIXTURES) -> list[dict[str, Any]]:
     return list(yaml.safe_load(path.read_text()))
@@ -219,9 +241,11 @@ def test_the_recording_covers_every_phase_and_a_preemption() -> None:
     cases = _fixtures(E2E_FIXTURES)
     phases = {(c["object"].get("status") or {}).get("phase") for c in cases}
     assert {p.value for p in Phase} <= phases
-    assert any((c["object"].get("status") or {}).get("phase") == "Retrying"
-               and any(a.get("outcome") == "Preempted" for a in c["object"]["status"].get("attempts", []))
-               for c in cases)
+    assert any(
+        (c["object"].get("status") or {}).get("phase") == "Retrying"
+        and any(a.get("outcome") == "Preempted" for a in c["object"]["status"].get("attempts", []))
+        for c in cases
+    )
 
 
 @pytest.mark.parametrize("case", _fixtures(), ids=lambda c: c["name"])
@@ -237,8 +261,14 @@ def test_an_unknown_phase_is_unknown_not_an_error(health: HealthCheck) -> None:
 
 
 def test_the_check_always_returns_a_known_state_and_a_message(health: HealthCheck) -> None:
-    for obj in ({}, {"metadata": {}}, {"status": {}}, {"spec": {"suspend": True}, "status": {"phase": "Running"}},
-                {"status": {"phase": "Failed", "conditions": []}}, {"status": {"phase": "Succeeded"}}):
+    for obj in (
+        {},
+        {"metadata": {}},
+        {"status": {}},
+        {"spec": {"suspend": True}, "status": {"phase": "Running"}},
+        {"status": {"phase": "Failed", "conditions": []}},
+        {"status": {"phase": "Succeeded"}},
+    ):
         verdict = health(obj)
         assert verdict["status"] in ARGO_STATES and verdict["message"], (obj, verdict)
 

@@ -12,8 +12,8 @@ import kopf
 import kubernetes_validate
 import pytest
 import yaml
-
 from respawn_operator.config import OperatorConfig
+
 from tests.ship import sync_chart
 from tests.ship.chart_render import (
     CHART_DIR,
@@ -34,10 +34,10 @@ SETS = sorted(VALUE_SETS)
 
 # --- lint and validity --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", SETS)
 def test_helm_lint_strict_is_clean(name: str) -> None:
-    report = helm.lint(CHART_DIR, VALUE_SETS[name], strict=True, namespace=NAMESPACE,
-                       kube_version=f"v{KUBE_VERSION}")
+    report = helm.lint(CHART_DIR, VALUE_SETS[name], strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
     # severity: 1 info, 2 warning, 3 error; strict fails on warnings, so do we.
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], problems
@@ -49,7 +49,9 @@ def _crd_schemas(manifests: list[Manifest]) -> dict[tuple[str, str], dict[str, A
     for m in find(manifests, "CustomResourceDefinition"):
         spec = m.obj["spec"]
         for version in spec["versions"]:
-            schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = version["schema"]["openAPIV3Schema"]
+            schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = version["schema"][
+                "openAPIV3Schema"
+            ]
     return schemas
 
 
@@ -61,8 +63,9 @@ def test_every_rendered_manifest_validates_strictly(name: str) -> None:
     for m in manifests:
         gvk = (m.obj["apiVersion"], m.kind)
         if gvk in crd_schemas:  # our own custom resources (kopf peering objects)
-            jsonschema.validate({k: v for k, v in m.obj.items() if k not in ("apiVersion", "kind", "metadata")},
-                                crd_schemas[gvk])
+            jsonschema.validate(
+                {k: v for k, v in m.obj.items() if k not in ("apiVersion", "kind", "metadata")}, crd_schemas[gvk]
+            )
         elif gvk == ("monitoring.coreos.com/v1", "ServiceMonitor"):
             _check_service_monitor(m.obj, manifests)  # no offline schema: check what it must point at
         else:
@@ -90,6 +93,7 @@ def test_names_are_unique_per_kind_and_namespace(name: str) -> None:
 
 # --- CRDs -----------------------------------------------------------------------------
 
+
 def test_chart_crds_are_byte_identical_to_repo_crds() -> None:
     stale = sync_chart.stale_files()
     assert not stale, "run `.venv/bin/python -m tests.ship.sync_chart`: " + "; ".join(stale)
@@ -108,9 +112,17 @@ def test_kopf_peering_crds_match_what_kopf_watches() -> None:
     from kopf._cogs.structs import references  # the selectors kopf's peering looks for
 
     crds = [m.obj["spec"] for m in find(render(), "CustomResourceDefinition")]
-    resources = [references.Resource(group=s["group"], version=v["name"], plural=s["names"]["plural"],
-                                     kind=s["names"]["kind"], namespaced=s["scope"] == "Namespaced")
-                 for s in crds for v in s["versions"]]
+    resources = [
+        references.Resource(
+            group=s["group"],
+            version=v["name"],
+            plural=s["names"]["plural"],
+            kind=s["names"]["kind"],
+            namespaced=s["scope"] == "Namespaced",
+        )
+        for s in crds
+        for v in s["versions"]
+    ]
     for selector, namespaced in ((references.CLUSTER_PEERINGS_K, False), (references.NAMESPACED_PEERINGS_K, True)):
         matching = [r for r in resources if selector.check(r)]
         assert len(matching) == 1 and matching[0].namespaced is namespaced, selector
@@ -168,6 +180,7 @@ def test_several_replicas_without_peering_refuse_to_render() -> None:
 
 
 # --- the operator Deployment --------------------------------------------------------------
+
 
 def _container(manifests: list[Manifest]) -> dict[str, Any]:
     (c,) = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
@@ -299,8 +312,13 @@ def test_notes_name_the_namespaces_and_the_crd_upgrade_step() -> None:
 
 
 def _leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
-    opaque = {"operator.resources", "operator.podSecurityContext", "operator.securityContext",
-              "operator.livenessProbe", "operator.readinessProbe"}
+    opaque = {
+        "operator.resources",
+        "operator.podSecurityContext",
+        "operator.securityContext",
+        "operator.livenessProbe",
+        "operator.readinessProbe",
+    }
     keys = []
     for key, value in values.items():
         path = f"{prefix}.{key}" if prefix else key

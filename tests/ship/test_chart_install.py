@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import PodSim
 from respawn_local.testkit import free_port, wait_for
+
 from tests.operator.harness import Cluster, OperatorProcess
 from tests.ship.chart_render import NAMESPACE, Manifest, render
 
@@ -36,12 +36,19 @@ INSTALLS: dict[str, dict[str, Any]] = {
     "namespaced": {"runner": {"namespaces": [RUNS]}, "config": {"watchNamespaces": [RUNS]}},
 }
 
+
 def apply_all(api: ApiServerThread, manifests: list[Manifest]) -> None:
     """`helm install`: CRDs first, then the rest, each into its namespace."""
     for m in sorted(manifests, key=lambda m: m.kind != "CustomResourceDefinition"):
-        cluster_scoped = m.kind in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                                    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        cluster_scoped = m.kind in (
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        )
         api.create(m.obj, namespace=None if cluster_scoped else m.namespace or NAMESPACE)
+
 
 def operator_env(deployment: dict[str, Any], tmp: Path) -> tuple[dict[str, str], list[str]]:
     """The chart's operator container as a process: its env (downward API filled in) and args."""
@@ -61,8 +68,11 @@ def operator_env(deployment: dict[str, Any], tmp: Path) -> tuple[dict[str, str],
     env["RESPAWN_METRICS_PORT"] = "0"
     return env, args
 
+
 @contextlib.contextmanager
-def installed(tmp: Path, values: dict[str, Any], edit: Callable[[list[Manifest]], None] | None = None) -> Iterator[Cluster]:
+def installed(
+    tmp: Path, values: dict[str, Any], edit: Callable[[list[Manifest]], None] | None = None
+) -> Iterator[Cluster]:
     values = {**values, "config": {**values.get("config", {}), "defaultCheckpointUri": f"file://{tmp / 'checkpoints'}"}}
     manifests = render(values)
     if edit is not None:
@@ -82,9 +92,15 @@ def installed(tmp: Path, values: dict[str, Any], edit: Callable[[list[Manifest]]
     host, port = api.url.removeprefix("https://").rsplit(":", 1)
     env, args = operator_env(deployment, tmp)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "RESPAWN_"))}
-    env = {**clean, **env, "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
-           "RESPAWN_SERVICEACCOUNT_DIR": str(sa_dir), "HOME": str(tmp),  # no ~/.kube/config to fall back on
-           "RESPAWN_RESYNC_SECONDS": "2"}
+    env = {
+        **clean,
+        **env,
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+        "RESPAWN_SERVICEACCOUNT_DIR": str(sa_dir),
+        "HOME": str(tmp),  # no ~/.kube/config to fall back on
+        "RESPAWN_RESYNC_SECONDS": "2",
+    }
     sim = PodSim.attached(api, work_dir=str(tmp / "podsim"))
     sim.start()
     op = OperatorProcess(env, tmp / "operator.log", args)
@@ -97,12 +113,18 @@ def installed(tmp: Path, values: dict[str, Any], edit: Callable[[list[Manifest]]
         api.stop()
         print(f"operator log: {tmp / 'operator.log'}")
 
+
 @pytest.mark.parametrize("install", sorted(INSTALLS))
-def test_installed_chart_runs_preempts_resumes_and_cleans_up_with_no_request_refused(tmp_path: Path, install: str) -> None:
+def test_installed_chart_runs_preempts_resumes_and_cleans_up_with_no_request_refused(
+    tmp_path: Path, install: str
+) -> None:
     with installed(tmp_path, INSTALLS[install]) as cluster:
         cluster.submit("helm", {"step_s": 0.4})
-        cluster.wait_status("helm", lambda st: (st.get("completedSteps") or 0) >= 1 and st.get("currentStep"),
-                            "a first commit reported by the pod's own progress annotation")
+        cluster.wait_status(
+            "helm",
+            lambda st: (st.get("completedSteps") or 0) >= 1 and st.get("currentStep"),
+            "a first commit reported by the pod's own progress annotation",
+        )
         cluster.sim.preempt(cluster.running_pod("helm", 1), RUNS, reason="TerminationByKubelet", grace=10)
         st = cluster.wait_phase("helm", "Succeeded")
         assert [a["outcome"] for a in st["attempts"]] == ["Preempted", "Succeeded"]
@@ -112,11 +134,15 @@ def test_installed_chart_runs_preempts_resumes_and_cleans_up_with_no_request_ref
         job = cluster.api.get("jobs", "helm-a2", RUNS)
         assert job["spec"]["template"]["spec"]["serviceAccountName"] == "respawn-runner"
         cluster.api.delete("pipelineruns", "helm", RUNS)
-        wait_for(lambda: cluster.api.get_or_none("pipelineruns", "helm", RUNS) is None, 60,
-                 "the run's finalizer to be removed after cleanup")
+        wait_for(
+            lambda: cluster.api.get_or_none("pipelineruns", "helm", RUNS) is None,
+            60,
+            "the run's finalizer to be removed after cleanup",
+        )
         assert cluster.api.denials == []
         assert cluster.sim.errors == []
         assert "API credentials: in-cluster" in (tmp_path / "operator.log").read_text()
+
 
 def test_a_missing_rbac_rule_is_a_refused_request(tmp_path: Path) -> None:
     def drop_job_create(manifests: list[Manifest]) -> None:
@@ -127,10 +153,14 @@ def test_a_missing_rbac_rule_is_a_refused_request(tmp_path: Path) -> None:
 
     with installed(tmp_path, INSTALLS["clusterwide"], drop_job_create) as cluster:
         cluster.submit("norights", {"step_s": 0.1})
-        refused = wait_for(lambda: [d for d in cluster.api.denials if "create" in d[1] and '"jobs"' in d[1]], 60,
-                           "the operator's job create to be refused")
+        refused = wait_for(
+            lambda: [d for d in cluster.api.denials if "create" in d[1] and '"jobs"' in d[1]],
+            60,
+            "the operator's job create to be refused",
+        )
         assert refused[0][0] == f"system:serviceaccount:{NAMESPACE}:respawn"
         assert cluster.api.list("jobs", RUNS) == []
+
 
 def test_without_any_credentials_the_operator_says_how_to_give_some(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "RESPAWN_"))}

@@ -80,26 +80,39 @@ def test_build_context_holds_every_package_pip_install_finds(tmp_path: Path) -> 
 
     from setuptools import find_packages
 
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     context = _build_context(patterns)
     assert "pyproject.toml" in context
-    assert not [f for f in context if f.startswith(("tests/", "charts/", "scripts/", "bench/"))
-                or "__pycache__" in f or f.endswith(".pyc")], "only what the image needs"
+    assert not [
+        f
+        for f in context
+        if f.startswith(("tests/", "charts/", "scripts/", "bench/")) or "__pycache__" in f or f.endswith(".pyc")
+    ], "only what the image needs"
     for rel in context:  # the context, as the builder stage sees it after `COPY . /src`
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / rel, tmp_path / rel)
     find = PYPROJECT["tool"]["setuptools"]["packages"]["find"]
+
     def found(root: Path) -> set[str]:
-        return {pkg for where in find["where"] for pkg in find_packages(where=str(root / where), include=find["include"])}
+        return {
+            pkg for where in find["where"] for pkg in find_packages(where=str(root / where), include=find["include"])
+        }
+
     in_context, in_repo = found(tmp_path), found(ROOT)
     assert {"pipeline_runtime", "respawn_operator"} <= in_context
     assert in_context == in_repo, f"packages missing from the image: {sorted(in_repo - in_context)}"
+
     # Every entry point (console scripts, pipelines, stores) the repo can load, the image can too.
     def has_module(root: Path, target: str) -> bool:
         module = target.split(":")[0].replace(".", "/")
-        return any((root / w / f"{module}.py").exists() or (root / w / module / "__init__.py").exists()
-                   for w in find["where"])
+        return any(
+            (root / w / f"{module}.py").exists() or (root / w / module / "__init__.py").exists() for w in find["where"]
+        )
+
     groups = [PYPROJECT["project"]["scripts"], *PYPROJECT["project"].get("entry-points", {}).values()]
     for group in groups:
         for target in group.values():

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from respawn_local.testkit import RUNNER_RULES
 
 from tests.ship.api_calls import Need, kopf_framework_needs, operator_needs
-from respawn_local.testkit import RUNNER_RULES
 from tests.ship.chart_render import CHART_DIR, NAMESPACE, VALUE_SETS, Manifest, chart, find, render, runner_namespaces
 
 SETS = sorted(VALUE_SETS)
@@ -26,8 +26,10 @@ def _rules(role: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _allows(rules: Iterable[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
-    return any(group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", [])
-               for r in rules)
+    return any(
+        group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", [])
+        for r in rules
+    )
 
 
 def _bound_rules(manifests: list[Manifest], sa: str, sa_ns: str, namespace: str | None) -> list[dict[str, Any]]:
@@ -36,8 +38,10 @@ def _bound_rules(manifests: list[Manifest], sa: str, sa_ns: str, namespace: str 
     for binding in manifests:
         if binding.kind not in ("RoleBinding", "ClusterRoleBinding"):
             continue
-        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa and s["namespace"] == sa_ns
-                   for s in binding.obj["subjects"]):
+        if not any(
+            s["kind"] == "ServiceAccount" and s["name"] == sa and s["namespace"] == sa_ns
+            for s in binding.obj["subjects"]
+        ):
             continue
         if binding.kind == "RoleBinding" and binding.namespace != namespace:
             continue
@@ -57,8 +61,16 @@ def test_no_wildcards_and_no_dangerous_grants(name: str) -> None:
                 assert "*" not in rule.get(key, []), f"{role.kind} {role.name}: wildcard in {key}: {rule}"
             assert "nonResourceURLs" not in rule
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
-            assert not {"secrets", "configmaps", "serviceaccounts/token", "pods/exec", "roles", "clusterroles",
-                        "rolebindings", "clusterrolebindings"} & set(rule["resources"]), rule
+            assert not {
+                "secrets",
+                "configmaps",
+                "serviceaccounts/token",
+                "pods/exec",
+                "roles",
+                "clusterroles",
+                "rolebindings",
+                "clusterrolebindings",
+            } & set(rule["resources"]), rule
 
 
 def test_every_rule_in_the_templates_says_what_it_is_for() -> None:
@@ -100,11 +112,20 @@ def test_the_runtime_needs_only_what_the_runner_role_grants() -> None:
 def test_operator_code_scan_finds_the_calls_we_know_of() -> None:
     """Guards the scanner itself: if it found nothing, the RBAC test below would prove nothing."""
     keys = {n.key() for n in operator_needs()}
-    for known in [("batch", "jobs", "create"), ("batch", "jobs", "delete"), ("", "pods", "list"),
-                  ("", "pods", "delete"), ("", "nodes", "get"), ("respawn.dev", "pipelineruns", "get"),
-                  ("respawn.dev", "pipelineruns/status", "patch"), ("", "events", "create"),
-                  ("respawn.dev", "pipelineruns", "watch"), ("respawn.dev", "pipelineruns/finalizers", "update"),
-                  ("kopf.dev", "clusterkopfpeerings", "get"), ("kopf.dev", "kopfpeerings", "get")]:
+    for known in [
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "delete"),
+        ("", "pods", "list"),
+        ("", "pods", "delete"),
+        ("", "nodes", "get"),
+        ("respawn.dev", "pipelineruns", "get"),
+        ("respawn.dev", "pipelineruns/status", "patch"),
+        ("", "events", "create"),
+        ("respawn.dev", "pipelineruns", "watch"),
+        ("respawn.dev", "pipelineruns/finalizers", "update"),
+        ("kopf.dev", "clusterkopfpeerings", "get"),
+        ("kopf.dev", "kopfpeerings", "get"),
+    ]:
         assert known in keys, known
 
 
@@ -116,8 +137,9 @@ def test_operator_is_granted_every_call_it_makes(name: str) -> None:
     clusterwide = not watch
     peering = values["operator"]["peering"]["enabled"]
     sa = next(s["name"] for b in find(manifests, "ClusterRoleBinding") for s in b.obj["subjects"])
-    needs = (operator_needs(clusterwide=clusterwide, peering=peering)
-             + kopf_framework_needs(clusterwide=clusterwide, peering=peering))
+    needs = operator_needs(clusterwide=clusterwide, peering=peering) + kopf_framework_needs(
+        clusterwide=clusterwide, peering=peering
+    )
     cluster_rules = _bound_rules(manifests, sa, NAMESPACE, None)
     missing: list[Need] = []
     for need in needs:
@@ -126,7 +148,9 @@ def test_operator_is_granted_every_call_it_makes(name: str) -> None:
                 missing.append(need)
             continue
         for ns in watch:
-            if not _allows(cluster_rules + _bound_rules(manifests, sa, NAMESPACE, ns), need.group, need.resource, need.verb):
+            if not _allows(
+                cluster_rules + _bound_rules(manifests, sa, NAMESPACE, ns), need.group, need.resource, need.verb
+            ):
                 missing.append(need)
     assert not missing, "\n".join(f"{n.verb} {n.group or 'core'}/{n.resource}  ({n.why})" for n in missing)
 
@@ -138,8 +162,9 @@ def test_operator_is_granted_nothing_it_does_not_call(name: str) -> None:
     values = chart().merge_values(VALUE_SETS[name])
     watch = values["config"]["watchNamespaces"]
     clusterwide, peering = not watch, values["operator"]["peering"]["enabled"]
-    needs = (operator_needs(clusterwide=clusterwide, peering=peering)
-             + kopf_framework_needs(clusterwide=clusterwide, peering=peering))
+    needs = operator_needs(clusterwide=clusterwide, peering=peering) + kopf_framework_needs(
+        clusterwide=clusterwide, peering=peering
+    )
     wanted = {n.key() for n in needs}
     operator_roles = [m for m in _roles(manifests) if m.name.endswith("-operator")]
     assert operator_roles
@@ -148,7 +173,9 @@ def test_operator_is_granted_nothing_it_does_not_call(name: str) -> None:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
-                        assert (group, resource, verb) in wanted, f"{role.kind} {role.name} grants unused {verb} {group}/{resource}"
+                        assert (group, resource, verb) in wanted, (
+                            f"{role.kind} {role.name} grants unused {verb} {group}/{resource}"
+                        )
 
 
 def test_namespaced_install_has_no_cluster_wide_namespaced_grants() -> None:
@@ -167,18 +194,30 @@ def test_rbac_create_false_renders_no_operator_rbac() -> None:
 
 
 def test_runner_namespaces_get_their_own_identity_never_a_shared_one() -> None:
-    shared = {"runner": {"namespaces": ["team-a", "team-b"], "serviceAccount": {
-        "annotations": {"iam.gke.io/gcp-service-account": "all@proj.iam.gserviceaccount.com"}}}}
+    shared = {
+        "runner": {
+            "namespaces": ["team-a", "team-b"],
+            "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "all@proj.iam.gserviceaccount.com"}},
+        }
+    }
     with pytest.raises(Exception, match="share one cloud identity"):
         render(shared)
     own = render(VALUE_SETS["namespaced"])
-    identities = {m.namespace: m.obj["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
-                  for m in find(own, "ServiceAccount", "respawn-runner")}
-    assert identities == {"team-a": "team-a@proj.iam.gserviceaccount.com",
-                          "team-b": "team-b@proj.iam.gserviceaccount.com"}
-    assert all(m.obj["metadata"]["annotations"]["example.com/owner"] == "data"
-               for m in find(own, "ServiceAccount", "respawn-runner"))  # the shared ones still apply
+    identities = {
+        m.namespace: m.obj["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+        for m in find(own, "ServiceAccount", "respawn-runner")
+    }
+    assert identities == {
+        "team-a": "team-a@proj.iam.gserviceaccount.com",
+        "team-b": "team-b@proj.iam.gserviceaccount.com",
+    }
+    assert all(
+        m.obj["metadata"]["annotations"]["example.com/owner"] == "data"
+        for m in find(own, "ServiceAccount", "respawn-runner")
+    )  # the shared ones still apply
     deployment = next(m.obj for m in own if m.kind == "Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES"]) == {
-        "team-a": ["gs://respawn-checkpoints/runs/team-a"], "team-b": ["gs://respawn-checkpoints/runs/team-b"]}
+        "team-a": ["gs://respawn-checkpoints/runs/team-a"],
+        "team-b": ["gs://respawn-checkpoints/runs/team-b"],
+    }
