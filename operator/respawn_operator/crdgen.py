@@ -121,6 +121,14 @@ def build_crd() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {
+                            "name": "Items",
+                            "type": "string",
+                            "jsonPath": ".status.items.progress",
+                            "description": "A fan-out's items succeeded/total",
+                        },
+                        {"name": "Running", "type": "integer", "jsonPath": ".status.items.running", "priority": 1},
+                        {"name": "Failed", "type": "integer", "jsonPath": ".status.items.failed", "priority": 1},
+                        {
                             "name": "Step",
                             "type": "string",
                             "jsonPath": ".status.progress",

@@ -32,9 +32,11 @@ from respawn_operator.classify import pod_is_terminal
 from respawn_operator.config import OperatorConfig
 from respawn_operator.credentials import NoCredentials
 from respawn_operator.credentials import load as load_credentials
+from respawn_operator.fanout import LABEL_PARENT_UID, decide_parent, parse_items
 from respawn_operator.job_builder import build_cleanup_job, job_name
 from respawn_operator.kube import (
     CLUSTER_PEERINGS,
+    CONFIGMAPS,
     JOBS,
     NODES,
     PEERINGS,
@@ -50,6 +52,7 @@ from respawn_operator.peering import CLUSTER, PeeringGate
 from respawn_operator.reconcile import Decision, Observed, decide, reject_attempt
 from respawn_operator.spec import (
     Phase,
+    PipelineRunSpec,
     PipelineRunStatus,
     RetainPolicy,
     Run,
@@ -79,6 +82,10 @@ def run_facts(body: dict[str, Any]) -> Facts:
         body.get("spec"),
         body.get("status"),
     )
+
+
+PARENT_POKE_DELAY = 0.5
+"""Seconds a fan-out parent waits after a child's event, so a burst of them is one round."""
 
 
 class NoDiffBaseStorage(kopf.DiffBaseStorage):
@@ -310,6 +317,13 @@ class Reconciler:
         self.seen[key] = run_facts(body)
         if body["metadata"].get("deletionTimestamp"):
             return None  # the delete handler owns the run now
+        if (body.get("spec") or {}).get("foreach") is not None:
+            try:
+                spec = parse_spec(body.get("spec") or {})
+            except SpecError:
+                pass  # decide() reports it like any invalid spec
+            else:
+                return await self.reconcile_parent(key, body, spec)
         obs = await self.observe(body)
         decision = decide(body, obs, now(), self.config)
         await self.execute(body, decision)
@@ -362,7 +376,7 @@ class Reconciler:
             await self.create_attempt_job(body, d)
         if d.retire_job is not None:
             await self.create_retire_job(ns, d.retire_job)
-        await self.write_status(body, d)
+        await self.write_status(body, d.status)
         for ev in d.events:
             await self.post_event(body, ev.type, ev.reason, ev.message)
         if d.create_job is not None:
@@ -386,7 +400,48 @@ class Reconciler:
             if sort_api_error(exc)[0] is not ErrorKind.ALREADY_EXISTS:
                 raise as_kopf_error(exc, f"create retire Job {job['metadata']['name']}") from exc
 
-    async def write_status(self, body: dict[str, Any], d: Decision) -> None:
+    async def reconcile_parent(self, key: Key, body: dict[str, Any], spec: PipelineRunSpec) -> float | None:
+        """A fan-out parent (fanout.py): read its items and children, decide, carry it out."""
+        assert spec.foreach is not None
+        meta = body["metadata"]
+        ns = meta["namespace"]
+        items, error = spec.foreach.items, None
+        if spec.foreach.items_from is not None:
+            ref = spec.foreach.items_from.config_map_key_ref
+            cm = await self.client.get(CONFIGMAPS, ref.name, ns)
+            data = (cm or {}).get("data") or {}
+            if cm is None:
+                error = f"foreach.itemsFrom: ConfigMap {ref.name} not found in {ns}"
+            elif ref.key not in data:
+                error = f"foreach.itemsFrom: ConfigMap {ref.name} has no key {ref.key!r} (it has {sorted(data)})"
+            else:
+                items = parse_items(data[ref.key])
+        children = await self.client.list(PIPELINERUNS, ns, labels={LABEL_PARENT_UID: meta["uid"]})
+        d = decide_parent(body, spec, items, error, children, now())
+        for child in d.create:
+            try:
+                await self.client.create(PIPELINERUNS, child, ns)
+            except ApiError as exc:
+                if sort_api_error(exc)[0] is not ErrorKind.ALREADY_EXISTS:
+                    raise
+        for name, child_spec in d.update:
+            await self.client.request(
+                "PATCH",
+                PIPELINERUNS.path(ns, name),
+                body=[{"op": "replace", "path": "/spec", "value": child_spec}],
+                content_type="application/json-patch+json",
+            )
+        for name in d.delete:
+            await self.client.delete(PIPELINERUNS, name, ns)
+        await self.write_status(body, d.status)
+        for type_, reason, message in d.events:
+            await self.post_event(body, type_, reason, message)
+        phase = d.status.phase
+        self.phases.set(key, phase.value if phase else None)
+        (self.known.discard if phase is not None and phase.finished else self.known.add)(key)
+        return d.requeue_after
+
+    async def write_status(self, body: dict[str, Any], status: PipelineRunStatus) -> None:
         """Replace the status, guarded by a JSON-patch ``test`` of the attempt number we read.
 
         The guard is on what matters (another writer started an attempt), not on the whole
@@ -394,7 +449,7 @@ class Reconciler:
         """
         meta = body["metadata"]
         old = body.get("status") or {}
-        new = d.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+        new = status.model_dump(by_alias=True, mode="json", exclude_none=True)
         if new == old:
             return
         ops: list[dict[str, Any]] = []
@@ -613,6 +668,11 @@ async def on_run_event(event: kopf.RawEvent, name: str, namespace: str | None, u
     obj: Any = event.get("object")  # the run as raw JSON (kopf types it as a partial RawBody)
     if not isinstance(obj, dict) or rec.note_run(key, obj):
         rec.poke(namespace, name)  # not for the echo of our own write, nor for kopf's metadata patches
+    if isinstance(obj, dict):
+        for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
+            if owner.get("kind") == "PipelineRun" and owner.get("controller"):
+                # A fan-out child changed: its parent counts again (pokes within the delay coalesce).
+                rec.poke(namespace, owner["name"], delay=PARENT_POKE_DELAY)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})

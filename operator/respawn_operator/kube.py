@@ -107,6 +107,7 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 NODES = Resource("", "v1", "nodes", namespaced=False)
 PIPELINERUNS = Resource("respawn.dev", "v1alpha1", "pipelineruns")
+CONFIGMAPS = Resource("", "v1", "configmaps")
 CLUSTER_PEERINGS = Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False)
 """kopf's peering object of a cluster-wide operator (read by the peering gate, with --peering)."""
 PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings")

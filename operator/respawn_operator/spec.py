@@ -191,6 +191,41 @@ class PodTemplateOverrides(_Model):
         return self
 
 
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""A pipeline param is a pydantic field name."""
+ITEMS_MAX = 10_000
+"""Most items of one fan-out: every item is a PipelineRun object in etcd."""
+
+
+class ConfigMapKeyRef(_Model):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="The ConfigMap.")
+    key: str = Field(min_length=1, max_length=253, description="Its key: one item per line (blank lines skipped).")
+
+
+class ItemsFrom(_Model):
+    config_map_key_ref: ConfigMapKeyRef
+
+
+class ForEach(_Model):
+    """Fan-out: one child PipelineRun per item, each with `param` set to its item."""
+
+    param: str = Field(
+        min_length=1, max_length=128, pattern=PARAM_NAME_PATTERN, description="The param each item sets."
+    )
+    items: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] | None = Field(
+        None,
+        max_length=ITEMS_MAX,
+        description="The items, inline: strings (a video URI, a date, a shard name).",
+    )
+    items_from: ItemsFrom | None = Field(None, description="The items from a ConfigMap key, one per line.")
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> ForEach:
+        if (self.items is None) == (self.items_from is None):
+            raise ValueError("foreach: give exactly one of items and itemsFrom")
+        return self
+
+
 class PipelineRunSpec(_Model):
     """What to run, where to keep its checkpoint, and how much loss to tolerate."""
 
@@ -241,6 +276,21 @@ class PipelineRunSpec(_Model):
     tolerations: list[dict[str, Any]] | None = Field(None, json_schema_extra={"items": {"type": "object", **_PRESERVE}})
     affinity: dict[str, Any] | None = Field(None, json_schema_extra=_PRESERVE)
     pod_template: PodTemplateOverrides | None = None
+    foreach: ForEach | None = Field(
+        None, description="Run the pipeline once per item, each as a child PipelineRun (docs/fanout.md)."
+    )
+    parallelism: int | None = Field(None, ge=1, le=ITEMS_MAX, description="With foreach: items in flight (default 10).")
+    max_failed_items: int | None = Field(
+        None, ge=0, description="With foreach: items that may fail before the run fails (default 0)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _fanout_fields(self) -> PipelineRunSpec:
+        if self.foreach is None and (self.parallelism is not None or self.max_failed_items is not None):
+            raise ValueError("parallelism and maxFailedItems need foreach")
+        if self.foreach is not None and self.foreach.param in self.params:
+            raise ValueError(f"foreach.param {self.foreach.param!r} is also in spec.params: each item sets it")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _params_size(self) -> PipelineRunSpec:
@@ -357,6 +407,25 @@ class RerunRecord(_Model):
     attempt: int
 
 
+class FailedItem(_Model):
+    index: int
+    name: str = Field(description="The child PipelineRun.")
+    message: str | None = None
+
+
+class ItemsStatus(_Model):
+    """A fan-out's items by phase (a parent run's status.items)."""
+
+    total: int = 0
+    pending: int = 0
+    """Not started yet (waiting for parallelism), or started and not running yet."""
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    progress: str | None = Field(default=None, description='"succeeded/total", for the Items column.')
+    failed_items: list[FailedItem] = Field(default_factory=list, description="The first failed items.")
+
+
 class PipelineRunStatus(_Model):
     """What the operator reports; ``kubectl get`` and Argo CD read it."""
 
@@ -386,6 +455,7 @@ class PipelineRunStatus(_Model):
         default=None,
         description="The metadata.generation whose spec the current attempt (and so the result) belongs to.",
     )
+    items: ItemsStatus | None = Field(default=None, description="A fan-out's items (spec.foreach).")
 
 
 RESULT_FIELDS = ("pipeline", "image", "params", "tenant", "checkpoint.uri", "checkpoint.resume")

@@ -56,6 +56,7 @@ def test_schema_is_structural_with_enums_minimums_and_required() -> None:
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
         "Phase",
+        "Items",
         "Step",
         "Current",
         "Preemptions",

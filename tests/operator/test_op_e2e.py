@@ -211,8 +211,8 @@ def test_kubectl_get_pipelineruns_shows_the_columns(cluster: Cluster) -> None:
     out = subprocess.run([*kubectl, "get", "pruns", "columns"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     header, row = out.stdout.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "STEP", "CURRENT", "PREEMPTIONS", "FAILURES", "AGE"]
-    assert row.split()[:3] == ["columns", "Succeeded", "5/5"]
+    assert header.split() == ["NAME", "PHASE", "ITEMS", "STEP", "CURRENT", "PREEMPTIONS", "FAILURES", "AGE"]
+    assert row.split()[:3] == ["columns", "Succeeded", "5/5"]  # ITEMS is blank: only a fan-out parent has items
     cat = subprocess.run([*kubectl, "get", "respawn"], capture_output=True, text=True, timeout=30)
     assert "columns" in cat.stdout, cat.stderr
 

@@ -288,3 +288,34 @@ def test_the_sandbox_catches_a_global_argo_cd_would_not_have() -> None:
     # Guards the harness: a check that used an undefined global must fail here, not pass on nil.
     with pytest.raises(Exception, match="unknown global"):
         HealthCheck("if obj.status == nil then return {status = Helath} end return {}")({})
+
+
+def test_a_fan_out_parent_is_progressing_healthy_or_degraded_by_its_items(health: HealthCheck) -> None:
+    from respawn_operator.fanout import child_name, child_spec, decide_parent
+    from respawn_operator.spec import parse_spec
+
+    body: dict[str, Any] = {
+        "metadata": {"name": "clips", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": {"pipeline": "dataprep", "foreach": {"param": "video_uri", "items": ["a", "b", "c"]}},
+    }
+    spec = parse_spec(body["spec"])
+
+    def child(item: str, phase: str, **status: Any) -> dict[str, Any]:
+        return {
+            "metadata": {"name": child_name("clips", item)},
+            "spec": child_spec(body["spec"], "video_uri", item),
+            "status": {"phase": phase, **status},
+        }
+
+    def seen(children: list[dict[str, Any]]) -> dict[str, str]:
+        d = decide_parent(body, spec, ["a", "b", "c"], None, children, T0)
+        obj = json.loads(json.dumps({**body, "status": status_patch(d.status)}))
+        return health({k: v for k, v in obj.items()})
+
+    assert seen([child("a", "Succeeded"), child("b", "Running", preemptions=2)]) == {
+        "status": "Progressing",
+        "message": "Running: items 1/3, 1 running, 2 preemptions",
+    }
+    assert seen([child(i, "Succeeded") for i in "abc"])["status"] == "Healthy"
+    failed = seen([child("a", "Failed", message="video_uri: not found"), child("b", "Running")])
+    assert failed["status"] == "Degraded" and "item 0" in failed["message"]

@@ -21,9 +21,19 @@ local function condition(status, ctype)
   return nil
 end
 
--- "step 3/5 (crop_frames), 2 preemptions"
+-- "step 3/5 (crop_frames), 2 preemptions"; a fan-out parent: "items 7/10, 3 running, 2 preemptions"
 local function progress(status)
   local parts = {}
+  if status.items ~= nil and status.items.total ~= nil then
+    local items = "items " .. tostring(status.items.succeeded or 0) .. "/" .. tostring(status.items.total)
+    if status.items.running ~= nil and status.items.running > 0 then
+      items = items .. ", " .. tostring(status.items.running) .. " running"
+    end
+    if status.items.failed ~= nil and status.items.failed > 0 then
+      items = items .. ", " .. tostring(status.items.failed) .. " failed"
+    end
+    table.insert(parts, items)
+  end
   if status.completedSteps ~= nil and status.totalSteps ~= nil then
     local step = "step " .. tostring(status.completedSteps) .. "/" .. tostring(status.totalSteps)
     if status.currentStep ~= nil and status.currentStep ~= "" then

@@ -64,10 +64,15 @@ that needs it; tests/ship/test_rbac.py checks them against respawn_operator's ca
 */}}
 {{- define "respawn.namespacedRules" -}}
 # PipelineRuns: kopf lists and watches them; the reconciler GETs the latest copy;
-# kopf PATCHes its finalizer and its progress annotations (respawn.dev/*).
+# kopf PATCHes its finalizer and its progress annotations (respawn.dev/*). A fan-out
+# parent (spec.foreach) creates, lists, patches (spec) and deletes its child runs.
 - apiGroups: ["respawn.dev"]
   resources: ["pipelineruns"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
+# A fan-out's items may come from a ConfigMap key (spec.foreach.itemsFrom).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
 # The reconciler writes phase, attempts and conditions through the status subresource.
 - apiGroups: ["respawn.dev"]
   resources: ["pipelineruns/status"]

@@ -1,0 +1,240 @@
+"""Fan-out (spec.foreach): one child PipelineRun per item, through the real operator.
+
+The pure part (decide_parent) is tested as a function; the rest runs the kopf operator
+against the API emulator with the pod simulator running real `pipeline-runtime` pods.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from respawn_operator.fanout import LABEL_PARENT_UID, child_name, child_spec, decide_parent
+from respawn_operator.spec import Phase, parse_spec
+
+from tests.conftest import free_port, wait_for
+from tests.operator.harness import HERE, NS, Cluster, running_cluster
+
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+ENV = [{"name": "PYTHONPATH", "value": str(HERE)}]
+
+
+def parent(items: list[str], **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "clips", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": {
+            "pipeline": "dataprep",
+            "params": {"mode": "grid"},
+            "foreach": {"param": "video_uri", "items": items},
+            **spec,
+        },
+    }
+
+
+def child(body: dict[str, Any], index: int, phase: str | None, **status: Any) -> dict[str, Any]:
+    item = body["spec"]["foreach"]["items"][index]
+    return {
+        "metadata": {"name": child_name("clips", item)},
+        "spec": child_spec(body["spec"], "video_uri", item),
+        "status": {"phase": phase, **status} if phase else {},
+    }
+
+
+def decide(body: dict[str, Any], children: list[dict[str, Any]]) -> Any:
+    spec = parse_spec(body["spec"])
+    return decide_parent(body, spec, spec.foreach.items, None, children, NOW)  # type: ignore[union-attr]
+
+
+def test_a_parent_starts_at_most_parallelism_items_in_order() -> None:
+    body = parent([f"gs://b/v{i}.mp4" for i in range(5)], parallelism=2)
+    d = decide(body, [])
+    assert [c["spec"]["params"] for c in d.create] == [
+        {"mode": "grid", "video_uri": "gs://b/v0.mp4"},
+        {"mode": "grid", "video_uri": "gs://b/v1.mp4"},
+    ]
+    made = d.create[0]
+    assert "foreach" not in made["spec"] and made["metadata"]["labels"][LABEL_PARENT_UID] == "u-1"
+    assert (
+        made["metadata"]["ownerReferences"][0]["uid"] == "u-1" and made["metadata"]["ownerReferences"][0]["controller"]
+    )
+    assert d.status.phase is Phase.PENDING and d.status.items is not None and d.status.items.progress == "0/5"
+    # One done, one running: one more starts, the next in the list.
+    d = decide(body, [child(body, 0, "Succeeded", preemptions=2), child(body, 1, "Running", preemptions=1)])
+    assert [c["spec"]["params"]["video_uri"] for c in d.create] == ["gs://b/v2.mp4"]
+    assert d.status.items.running == 1 and d.status.items.succeeded == 1 and d.status.preemptions == 3
+    assert d.status.phase is Phase.RUNNING
+
+
+def test_more_failed_items_than_allowed_fail_the_parent_and_start_nothing() -> None:
+    body = parent(["a", "b", "c"], parallelism=1, maxFailedItems=1)
+    d = decide(body, [child(body, 0, "Failed", message="video_uri: not found")])
+    assert d.status.phase is Phase.RUNNING and len(d.create) == 1  # one failure is allowed
+    d = decide(body, [child(body, 0, "Failed", message="x"), child(body, 1, "Failed", message="y")])
+    assert d.status.phase is Phase.FAILED and not d.create
+    assert "2 of 3 items failed" in (d.status.message or "") and "item 0" in (d.status.message or "")
+    assert [f.index for f in d.status.items.failed_items] == [0, 1]  # type: ignore[union-attr]
+
+
+def test_all_items_succeeded_is_success() -> None:
+    body = parent(["a", "b"])
+    d = decide(body, [child(body, 0, "Succeeded"), child(body, 1, "Succeeded")])
+    assert d.status.phase is Phase.SUCCEEDED and d.status.items.progress == "2/2"  # type: ignore[union-attr]
+    assert d.requeue_after is None and ("Normal", "Succeeded", "all 2 items succeeded") in d.events
+
+
+def test_a_spec_change_reaches_every_child_and_removed_items_go() -> None:
+    body = parent(["a", "b"])
+    old = [child(body, 0, "Succeeded"), child(body, 1, "Running")]
+    edited = parent(["b", "c"], suspend=True)
+    d = decide(edited, old)
+    assert d.delete == [child_name("clips", "a")]
+    assert [(n, s["suspend"]) for n, s in d.update] == [(child_name("clips", "b"), True)]
+    assert not d.create and d.status.phase is Phase.SUSPENDED  # suspended: nothing new starts
+
+
+@pytest.mark.parametrize(
+    ("items", "problem"),
+    [
+        (["a", "b", "a"], "foreach item 2 repeats item 0"),
+        (["x" * 4000] * 1 + ["y" * 4000], None),
+    ],
+)
+def test_items_are_checked_before_any_child_starts(items: list[str], problem: str | None) -> None:
+    d = decide(parent(items), [])
+    if problem is None:
+        assert d.status.phase is Phase.PENDING and len(d.create) == 2
+    else:
+        assert d.status.phase is Phase.FAILED and problem in (d.status.message or "") and not d.create
+
+
+def test_item_key_in_params_gives_each_item_its_own_output() -> None:
+    from respawn_operator.fanout import item_key
+
+    body = parent(["gs://b/v1.mp4", "gs://b/v2.mp4"])
+    body["spec"]["params"] = {"output_uri": "gs://b/out/$(item.key)", "tags": ["clip-$(item.key)"]}
+    outs = [c["spec"]["params"] for c in decide(body, []).create]
+    assert outs == [
+        {"output_uri": f"gs://b/out/{item_key(v)}", "tags": [f"clip-{item_key(v)}"], "video_uri": v}
+        for v in ("gs://b/v1.mp4", "gs://b/v2.mp4")
+    ]
+
+
+def test_child_names_fit_a_job_name_and_follow_the_item_not_its_place() -> None:
+    long = child_name("p" * 240, "gs://b/v1.mp4")
+    assert len(long) <= 63 and long == child_name("p" * 240, "gs://b/v1.mp4")
+    assert child_name("clips", "a") != child_name("clips", "b")
+
+
+# -- through the operator ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("fanout"), RESPAWN_METRICS_PORT=str(free_port())) as c:
+        yield c
+
+
+def submit_parent(cluster: Cluster, name: str, foreach: dict[str, Any], **spec: Any) -> None:
+    """A parent over op_pipelines:Steps whose items set `out` (each child writes its own file)."""
+    cluster.api.create(
+        {
+            "apiVersion": "respawn.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "pipeline": "op_pipelines:Steps",
+                "params": {"step_s": spec.pop("step_s", 0.05)},
+                "env": ENV,
+                "terminationGracePeriodSeconds": 10,
+                "foreach": {"param": "out", **foreach},
+                **spec,
+            },
+        },
+        namespace=NS,
+    )
+
+
+def items(outs: list[Path]) -> dict[str, Any]:
+    return {"items": [str(p) for p in outs]}
+
+
+def children_of(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    uid = cluster.run(name)["metadata"]["uid"]
+    return cluster.api.list("pipelineruns", NS, label_selector=f"{LABEL_PARENT_UID}={uid}")
+
+
+def test_a_parent_runs_every_item_as_a_child_and_succeeds(cluster: Cluster) -> None:
+    outs = [cluster.tmp / f"fan-{i}.out" for i in range(3)]
+    submit_parent(cluster, "fan", items(outs), parallelism=2)
+    st = cluster.wait_phase("fan", "Succeeded", timeout=120)
+    assert st["items"]["total"] == 3 and st["items"]["succeeded"] == 3 and st["items"]["progress"] == "3/3"
+    for out in outs:
+        assert out.read_text() == "a,b,c,d,e 11111\n"
+    kids = children_of(cluster, "fan")
+    assert sorted(k["spec"]["params"]["out"] for k in kids) == sorted(str(p) for p in outs)
+    assert all(k["status"]["phase"] == "Succeeded" and "foreach" not in k["spec"] for k in kids)
+    assert {"ItemsStarted", "Succeeded"} <= set(cluster.events("fan"))
+    assert not cluster.jobs("fan"), "a parent runs no Job of its own"
+
+
+def test_a_preempted_item_resumes_and_the_parent_counts_it(cluster: Cluster) -> None:
+    outs = [cluster.tmp / f"spot-{i}.out" for i in range(2)]
+    submit_parent(cluster, "spot", items(outs), step_s=0.4)
+    first = child_name("spot", str(outs[0]))
+    wait_for(lambda: cluster.api.get_or_none("pipelineruns", first, NS), 60, "the parent to create item 0")
+    cluster.wait_status(first, lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit of item 0", timeout=90)
+    cluster.sim.preempt(cluster.running_pod(first, 1), NS, reason="TerminationByKubelet", grace=10)
+    st = cluster.wait_phase("spot", "Succeeded", timeout=120)
+    assert st["preemptions"] == 1
+    assert outs[0].read_text() == "a,b,c,d,e 11111\n"
+    assert cluster.status(first)["attempts"][1]["resumedFrom"]
+
+
+def test_editing_items_keeps_unchanged_children_and_deleting_the_parent_removes_all(cluster: Cluster) -> None:
+    outs = [cluster.tmp / f"edit-{i}.out" for i in range(3)]
+    submit_parent(cluster, "edit", items(outs[:2]))
+    cluster.wait_phase("edit", "Succeeded", timeout=120)
+    kept = cluster.run(child_name("edit", str(outs[1])))["metadata"]["uid"]
+    cluster.patch_spec("edit", {"foreach": {"param": "out", "items": [str(outs[1]), str(outs[2])]}})
+    wait_for(
+        lambda: cluster.api.get_or_none("pipelineruns", child_name("edit", str(outs[0])), NS) is None,
+        60,
+        "the removed item's child to go",
+    )
+    st = cluster.wait_status(
+        "edit",
+        lambda s: s.get("phase") == "Succeeded" and s["items"]["total"] == 2,
+        "the edited parent to succeed",
+        timeout=120,
+    )
+    assert st["items"]["succeeded"] == 2
+    assert cluster.run(child_name("edit", str(outs[1])))["metadata"]["uid"] == kept  # its result kept
+    assert outs[2].read_text() == "a,b,c,d,e 11111\n"
+    cluster.api.delete("pipelineruns", "edit", NS)
+    wait_for(
+        lambda: not [r for r in cluster.api.list("pipelineruns", NS) if r["metadata"]["name"].startswith("edit")],
+        60,
+        "the parent and its children to go",
+    )
+
+
+def test_items_from_a_config_map_and_a_missing_one_is_reported(cluster: Cluster) -> None:
+    outs = [cluster.tmp / f"cm-{i}.out" for i in range(2)]
+    cluster.api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "clips", "namespace": NS},
+            "data": {"items.txt": "\n".join(str(p) for p in outs) + "\n\n"},
+        },
+        namespace=NS,
+    )
+    for name, ref in (("from-cm", {"name": "clips", "key": "items.txt"}), ("no-cm", {"name": "nope", "key": "k"})):
+        submit_parent(cluster, name, {"itemsFrom": {"configMapKeyRef": ref}})
+    st = cluster.wait_phase("from-cm", "Succeeded", timeout=120)
+    assert st["items"]["total"] == 2 and all(p.read_text() == "a,b,c,d,e 11111\n" for p in outs)
+    st = cluster.wait_phase("no-cm", "Failed", timeout=60)
+    assert "ConfigMap nope not found" in st["message"]
