@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None, wrap_store: Any = None) -> None:
     STOP.install()
     args = _parser().parse_args(argv)
     args.wrap_store = wrap_store
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.func is cmd_run and not sys.stderr.isatty():
         print(json.dumps({"event": "ready", "pid": os.getpid()}), file=sys.stderr, flush=True)
     code = args.func(args)
@@ -200,6 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         os._exit(STOP.exit_code)
 
     STOP.on_deadline = on_deadline
+    pipeline = None
     try:
         _check_run_args(args)
         STOP.deadline_seconds = args.term_deadline
@@ -255,9 +257,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             import traceback
 
             traceback.print_exception(e.__cause__ or e, file=sys.stderr)
-        return _fail(code, reason, message, reporter)
+        ended = _fail(code, reason, message, reporter)
+        if pipeline is not None and pipeline.checkpoint_uri and ended in _RESUMABLE:
+            print(
+                f"pipeline-runtime: to resume run {pipeline.run_id}: {_resume_command(args.argv, pipeline.run_id)}",
+                file=sys.stderr,
+            )
+        return ended
     finally:
         reporter.close()
+
+
+_RESUMABLE = (c.ExitCode.TERMINATED, c.ExitCode.INTERRUPTED, c.ExitCode.TRANSIENT_INFRA, c.ExitCode.STEP_FAILED)
+"""Endings after which the same command resumes (a bad input or checkpoint needs a fix first)."""
+
+
+def _resume_command(given: list[str], run_id: str) -> str:
+    """This command line, with --run-id (a run started without one got a random id)."""
+    import shlex
+
+    argv = ["pipeline-runtime", *given]
+    if not any(a == "--run-id" or a.startswith("--run-id=") for a in argv) and not os.environ.get(c.ENV_RUN_ID):
+        argv += ["--run-id", run_id]
+    return shlex.join(argv)
 
 
 def _check_run_args(args: argparse.Namespace) -> None:

@@ -38,3 +38,22 @@ def make_video(
     finally:
         writer.release()
     return str(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m respawn_local.sample_video clip.mp4`: a clip to try the tour on."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m respawn_local.sample_video", description=main.__doc__)
+    p.add_argument("path", help="where to write the video (.mp4 or .avi)")
+    p.add_argument("--frames", type=int, default=250, help="frames at 25 fps (default 250: 10 s)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=360)
+    args = p.parse_args(argv)
+    fourcc = "MJPG" if args.path.endswith(".avi") else "mp4v"
+    made = make_video(args.path, frames=args.frames, width=args.width, height=args.height, fourcc=fourcc)
+    print(f"wrote {made}: {args.frames} frames, {args.width}x{args.height}, {os.path.getsize(made) / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -274,3 +274,23 @@ def test_a_pipeline_module_next_to_the_command_is_found_without_pythonpath(tmp_p
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_an_interrupted_run_without_a_run_id_says_how_to_resume_it(runtime: Runtime, tmp_path: Path) -> None:
+    """A run started without --run-id gets a random id; the command that resumes it is printed."""
+    import shlex
+    import signal
+
+    from tests.conftest import wait_for
+
+    args = ["run", CHAIN, "--params", '{"work_s": 0.5, "mb": 1}', "--checkpoint-uri", f"file://{tmp_path}/ck"]
+    proc = runtime.start(args)
+    wait_for(lambda: '"event": "step_start"' in Path(proc.output_log).read_text(), 60, "a step to start")  # type: ignore[attr-defined]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143
+    text = Path(proc.output_log).read_text()  # type: ignore[attr-defined]
+    hint = next(line for line in text.splitlines() if "to resume run" in line)
+    command = shlex.split(hint.split(": ", 2)[2])
+    assert command[:2] == ["pipeline-runtime", "run"] and "--run-id" in command
+    code, out, _ = runtime.run(command[1:])
+    assert code == 0 and '"resumed_from": {' in out, out

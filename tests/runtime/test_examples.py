@@ -54,3 +54,39 @@ def test_the_readme_pipeline_snippet_runs_and_resumes(tmp_path: Path) -> None:
         timeout=60,
     )
     assert loaded.returncode == 0 and "['load', 'shrink']" not in loaded.stdout  # importing it runs nothing
+
+
+def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
+    """Step 1 and 2 of "A 5-minute tour", command by command, in an empty folder: the clip is
+    made, the run finishes, the same command again resumes (skips everything), inspect works."""
+    import re
+    import shlex
+    import subprocess
+
+    from tests.conftest import VENV_BIN
+
+    readme = (ROOT / "README.md").read_text()
+    tour = readme[readme.index("## A 5-minute tour") :]
+    blocks = re.findall(r"```sh\n(.*?)```", tour, re.S)[:2]
+    commands = [c.strip() for block in blocks for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+    assert commands[0].startswith(".venv/bin/python -m respawn_local.sample_video clip.mp4")
+    import os
+
+    env = {**os.environ, "PWD": str(tmp_path)}
+    outputs = []
+    for command in [*commands[:3], commands[2], *commands[3:]]:  # the run twice: "run the same command again"
+        argv = [
+            a.replace(".venv/bin/", f"{VENV_BIN}/").replace("$PWD", str(tmp_path))
+            for a in shlex.split(command, comments=True)
+        ]
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+        outputs.append(done.stdout + done.stderr)
+    assert (tmp_path / "out" / "clip1" / "manifest.jsonl").exists()
+    import json
+
+    events = [json.loads(line) for line in outputs[3].splitlines() if line.startswith('{"event"')]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["completed"] == start["total"] == 6 and start["resumed_from"], outputs[3]
+    assert not [e for e in events if e["event"] == "step_start"], "the same command again ran steps"
+    assert "completed: open_video" in outputs[4]
