@@ -84,8 +84,9 @@ def run_facts(body: dict[str, Any]) -> Facts:
     )
 
 
-PARENT_POKE_DELAY = 0.5
-"""Seconds a fan-out parent waits after a child's event, so a burst of them is one round."""
+PARENT_POKE_DELAY = 1.0
+"""Seconds a fan-out parent waits after a child's event: a burst is one round, and its status is
+written at most about once a second whatever the event rate."""
 
 
 class NoDiffBaseStorage(kopf.DiffBaseStorage):

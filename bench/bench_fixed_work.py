@@ -1,0 +1,182 @@
+"""Checkpoint cost with fixed work: whole processes, interleaved, against a plain loop.
+
+    .venv/bin/python bench/bench_fixed_work.py [--steps 10] [--step-seconds 1.0] [--mb 100] [--rounds 5]
+
+The workload: `--steps` steps, each a fixed amount of numpy work (calibrated once, in
+this process, to take about `--step-seconds`) that turns a `--mb` MB float32 array into
+a new one. A step that is slowed down by a background commit takes longer: nothing
+here waits until a deadline (issue 17: bench_checkpoint.py's busy-wait steps could
+not show that cost).
+
+Each round runs, as separate whole processes (interpreter start and imports
+included) and in an order that rotates every round:
+
+  plain      the same steps as a plain Python loop, no pipeline_runtime
+  off        Respawn with checkpointing off (`checkpoint_uri=None`)
+  on         Respawn committing every step to file:// (fsync on, as in a pod)
+  savez      the plain loop plus `np.savez` of the state after every step
+
+Printed: the median of `--rounds` of each, on vs off, off vs plain, savez vs plain,
+and the CPU seconds a run with checkpoints spends beyond one without (what the
+commits cost a 2-core machine, whether or not they overlap the next step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def work(a: Any, iters: int) -> Any:
+    """The fixed work of one step: `iters` passes of elementwise arithmetic over `a`."""
+    import numpy as np
+
+    out = a
+    for _ in range(iters):
+        out = np.sqrt(out * np.float32(1.0001) + np.float32(0.5))
+    return out
+
+
+def _initial(mb: int) -> Any:
+    import numpy as np
+
+    return np.linspace(0, 1, mb * 1024 * 1024 // 4, dtype=np.float32)
+
+
+def child(mode: str, steps: int, iters: int, mb: int, folder: str) -> None:
+    """One whole run of `mode` (this is the measured process)."""
+    if mode in ("plain", "savez"):
+        import numpy as np
+
+        a = _initial(mb)
+        for i in range(steps):
+            a = work(a, iters)
+            if mode == "savez":
+                with open(os.path.join(folder, f"state-{i}.npz"), "wb") as f:
+                    np.savez(f, a=a)
+                    f.flush()
+                    os.fsync(f.fileno())
+        print(json.dumps({"checksum": float(a[::4096].sum())}))
+        return
+    from pydantic import BaseModel
+
+    from pipeline_runtime import Pipeline, step
+
+    class Params(BaseModel):
+        iters: int
+        mb: int
+
+    def make_step(i: int) -> Any:
+        def body(self: Any, ctx: Any) -> None:
+            ctx["a"] = work(ctx["a"] if i else _initial(ctx.params.mb), ctx.params.iters)
+
+        body.__name__ = f"s{i}"
+        return step(body)
+
+    attrs: dict[str, Any] = {"name": "fixed-work", "Params": Params}
+    attrs.update({f"s{i}": make_step(i) for i in range(steps)})
+    workload = type("FixedWork", (Pipeline,), attrs)
+    uri = f"file://{folder}/ck" if mode == "on" else None
+    workload({"iters": iters, "mb": mb}, checkpoint_uri=uri, run_id="bench", retain="Always").run()
+    print(json.dumps({"done": True}))
+
+
+def calibrate(step_seconds: float, mb: int) -> int:
+    a = _initial(mb)
+    work(a, 1)  # warm the allocator
+    started = time.perf_counter()
+    n = 0
+    while time.perf_counter() - started < 0.5:
+        a = work(a, 1)
+        n += 1
+    per = (time.perf_counter() - started) / n
+    return max(1, round(step_seconds / per))
+
+
+def measure(mode: str, steps: int, iters: int, mb: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one whole child process."""
+    folder = tempfile.mkdtemp(prefix=f"bench-{mode}-")
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                "--steps",
+                str(steps),
+                "--iters",
+                str(iters),
+                "--mb",
+                str(mb),
+                "--dir",
+                folder,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        assert done.returncode == 0, done.stderr[-3000:]
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return wall, cpu
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--step-seconds", type=float, default=1.0)
+    ap.add_argument("--mb", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--child", default=None)
+    ap.add_argument("--iters", type=int, default=0)
+    ap.add_argument("--dir", default="")
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.steps, args.iters, args.mb, args.dir)
+        return
+    iters = calibrate(args.step_seconds, args.mb)
+    modes = ["plain", "off", "on", "savez"]
+    wall: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    for r in range(args.rounds):
+        for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:  # rotate: no mode always goes first
+            w, c = measure(mode, args.steps, iters, args.mb)
+            wall[mode].append(w)
+            cpu[mode].append(c)
+    med = {m: statistics.median(wall[m]) for m in modes}
+    cpu_med = {m: statistics.median(cpu[m]) for m in modes}
+    print(
+        f"{args.steps} steps x {iters} passes over {args.mb} MB float32 (~{args.step_seconds:g} s a step), "
+        f"whole processes, median of {args.rounds} interleaved rounds"
+    )
+    for m in modes:
+        print(f"  {m:<6} {med[m]:7.2f} s wall  {cpu_med[m]:7.2f} s CPU")
+    print(f"  checkpoints on vs off   {100 * (med['on'] / med['off'] - 1):+6.1f} %   [<= +3 %]")
+    print(f"  off vs a plain loop     {100 * (med['off'] / med['plain'] - 1):+6.1f} %   [<= +2 %]")
+    print(f"  np.savez vs plain loop  {100 * (med['savez'] / med['plain'] - 1):+6.1f} %")
+    print(
+        f"  CPU the commits take    {cpu_med['on'] - cpu_med['off']:6.2f} s "
+        f"({(cpu_med['on'] - cpu_med['off']) / args.steps:.3f} s per {args.mb} MB commit)"
+    )
+
+
+if __name__ == "__main__":
+    main()
