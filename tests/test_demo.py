@@ -22,7 +22,7 @@ def test_demo_preempts_and_resumes(tmp_path: Path) -> None:
     assert "Succeeded (Succeeded), resumed after step" in out
     assert "it skipped open_video" in out
     # The table as kubectl prints it; the run ends with 6/6 steps and one preemption.
-    assert re.search(r"NAME\s+PHASE\s+STEP\s+CURRENT\s+PREEMPTIONS\s+FAILURES\s+AGE", out)
+    assert re.search(r"NAME\s+PHASE\s+ITEMS\s+STEP\s+CURRENT\s+PREEMPTIONS\s+FAILURES\s+AGE", out)
     assert re.search(r"dataprep-video-42\s+Succeeded\s+6/6\s+1\s+0\s", out)
     manifest = tmp_path / "demo" / "dataset" / "manifest.jsonl"
     assert manifest.exists() and manifest.read_text().count("\n") > 0
