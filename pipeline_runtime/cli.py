@@ -29,7 +29,14 @@ def main(argv: list[str] | None = None, wrap_store: Any = None) -> None:
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.func is cmd_run and not sys.stderr.isatty():
         print(json.dumps({"event": "ready", "pid": os.getpid()}), file=sys.stderr, flush=True)
-    code = args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `inspect ... | head`: the reader had what it wanted. Point stdout at /dev/null so the
+        # interpreter's final flush cannot raise again, and end quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     STOP.hold()
     sys.exit(code)
 
@@ -139,6 +146,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_chaos(sub)
     sub.choices["chaos"].set_defaults(func=cmd_chaos)
+
+    pa = sub.add_parser("params", help="print a pipeline's params: names, types, defaults, descriptions")
+    pa.add_argument("pipeline", help="registered name or module:Class")
+    pa.add_argument("--json", action="store_true", help="the params' JSON schema")
+    pa.set_defaults(func=cmd_params)
 
     ls = sub.add_parser("pipelines", help="list registered pipelines")
     ls.set_defaults(func=cmd_pipelines)
@@ -406,6 +418,8 @@ def _store_errors(command: str, action: Any) -> int:
         code, reason, message = c.ExitCode.SUPERSEDED, "Superseded", str(e)
     except FileNotFoundError as e:  # no checkpoint there: nothing to show, as before
         code, reason, message = 2, "NotFound", str(e)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): main() ends quietly
     except (TransientStoreError, StoreError, OSError) as e:
         code, reason, message = c.ExitCode.TRANSIENT_INFRA, "TransientInfra", f"{type(e).__name__}: {e}"
     print(f"pipeline-runtime {command}: {reason}: {message}", file=sys.stderr)
@@ -488,6 +502,34 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from .chaos.cli import command
 
     return command(args)
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from .errors import InvalidInput
+    from .registry import resolve
+
+    try:
+        cls = resolve(args.pipeline)
+    except InvalidInput as e:
+        return _fail(c.ExitCode.INVALID_INPUT, "InvalidInput", str(e))
+    model = cls.Params
+    if args.json:
+        print(json.dumps(model.model_json_schema(), indent=2))
+        return 0
+    print(f"{cls.pipeline_name()} ({args.pipeline}) params:")
+    if not model.model_fields:
+        print("  (none)")
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        kind = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+        default = (
+            "required"
+            if field.is_required()
+            else f"default {json.dumps(field.get_default(call_default_factory=True), default=str)}"
+        )
+        doc = field.description or ""
+        print(f"  {name:<20} {kind:<12} {default}" + (f"  - {doc}" if doc else ""))
+    return 0
 
 
 def cmd_pipelines(args: argparse.Namespace) -> int:

@@ -294,3 +294,57 @@ def test_an_interrupted_run_without_a_run_id_says_how_to_resume_it(runtime: Runt
     assert command[:2] == ["pipeline-runtime", "run"] and "--run-id" in command
     code, out, _ = runtime.run(command[1:])
     assert code == 0 and '"resumed_from": {' in out, out
+
+
+def test_params_lists_a_pipelines_params_and_refuses_an_unknown_one(runtime: Runtime) -> None:
+    import subprocess
+
+    from tests.conftest import VENV_BIN
+
+    done = subprocess.run(
+        [str(VENV_BIN / "pipeline-runtime"), "params", "dataprep"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:]}
+    assert "required" in rows["video_uri"] and "default 224" in rows["crop_size"]
+    assert "Literal['center', 'grid', 'faces']" in rows["mode"]
+    bad = subprocess.run(
+        [str(VENV_BIN / "pipeline-runtime"), "params", "nope"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert bad.returncode == 64 and "Traceback" not in bad.stderr and "unknown pipeline 'nope'" in bad.stderr
+
+
+def test_inspect_into_a_closed_pipe_ends_without_a_traceback(runtime: Runtime, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import VENV_BIN
+
+    uri = f"file://{tmp_path}/ck"
+    code, text, _ = runtime.run(
+        [
+            "run",
+            CHAIN,
+            "--params",
+            '{"work_s": 0, "mb": 1}',
+            "--run-id",
+            "r",
+            "--checkpoint-uri",
+            uri,
+            "--retain",
+            "Always",
+        ]
+    )
+    assert code == 0, text
+    inspect = f"{VENV_BIN / 'pipeline-runtime'} inspect {uri} --run-id r --json"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{inspect} | head -c 10 >/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
