@@ -43,8 +43,10 @@ from respawn_operator.kube import (
     PIPELINERUNS,
     PODS,
     ApiError,
+    ConflictError,
     ErrorKind,
     KubeClient,
+    NameTaken,
     as_kopf_error,
     sort_api_error,
 )
@@ -470,7 +472,7 @@ class Reconciler:
         except ApiError as exc:
             # A failed JSON-patch test answers 422 (or 409): someone else moved the run on.
             if sort_api_error(exc)[0] in (ErrorKind.CONFLICT, ErrorKind.INVALID):
-                raise ApiError(409, "Conflict", f"status changed under us: {exc.message}") from exc
+                raise ConflictError(409, "Conflict", f"status changed under us: {exc.message}") from exc
             raise
         finally:
             if self.writing.get(key) is inflight:
@@ -514,10 +516,8 @@ class Reconciler:
                 owner = ((existing or {}).get("metadata", {}).get("labels") or {}).get(LABEL_RUN_UID)
                 if existing is not None and owner == uid:
                     return  # created before a restart: adopt it
-                raise ApiError(
-                    503,
-                    "NameTaken",
-                    f"job {job['metadata']['name']} belongs to another run (waiting for its garbage collection)",
+                raise NameTaken(
+                    f"job {job['metadata']['name']} belongs to another run (waiting for its garbage collection)"
                 ) from exc
             if kind is ErrorKind.INVALID:
                 # The Job we built from this spec is rejected: the run cannot start.

@@ -23,7 +23,12 @@ USER_AGENT = "respawn-operator/0.1"
 
 
 class ApiError(Exception):
-    """A non-2xx answer of the API server (``status`` 0: no answer at all)."""
+    """A non-2xx answer of the API server (``status`` 0: no answer at all).
+
+    The client raises the subclass the status picks (:func:`api_error`, as kopf's
+    ``_cogs/clients/errors.py`` does), so callers can ``except NotFoundError``;
+    :func:`sort_api_error` reads the status, so a base ``ApiError`` sorts the same.
+    """
 
     def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -31,6 +36,54 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+
+
+class NotFoundError(ApiError):
+    """404."""
+
+
+class ConflictError(ApiError):
+    """409 on an update (our copy was stale), or a failed guard of our own status write."""
+
+
+class AlreadyExistsError(ConflictError):
+    """409 AlreadyExists on a create."""
+
+
+class InvalidError(ApiError):
+    """400/422: the object is rejected as built."""
+
+
+class ForbiddenError(ApiError):
+    """401/403."""
+
+
+class TransientApiError(ApiError):
+    """429, 5xx, no answer: retry later."""
+
+
+class NameTaken(TransientApiError):
+    """A Job name of ours is held by another run's object that garbage collection has not
+    removed yet (a run deleted and re-created under the same name): wait and retry."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, "NameTaken", message)
+
+
+def api_error(status: int, reason: str, message: str, retry_after: float | None = None) -> ApiError:
+    """The ApiError subclass for an answer with ``status``."""
+    cls: type[ApiError]
+    if status == 404:
+        cls = NotFoundError
+    elif status == 409:
+        cls = AlreadyExistsError if reason == "AlreadyExists" else ConflictError
+    elif status in (400, 422):
+        cls = InvalidError
+    elif status in (401, 403):
+        cls = ForbiddenError
+    else:
+        cls = TransientApiError
+    return cls(status, reason, message, retry_after)
 
 
 class ErrorKind(enum.Enum):
@@ -190,12 +243,12 @@ class KubeClient:
                     except ValueError:
                         pass
                     retry = resp.headers.get("Retry-After")
-                    raise ApiError(
+                    raise api_error(
                         resp.status, reason, message[:1000], float(retry) if retry and retry.isdigit() else None
                     )
                 return json.loads(text) if text else {}
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise ApiError(0, type(exc).__name__, str(exc)) from exc
+            raise TransientApiError(0, type(exc).__name__, str(exc)) from exc
 
     # Thin verbs ---------------------------------------------------------------------------
 
