@@ -265,3 +265,40 @@ def test_the_fanout_example_runs_as_written_with_local_videos(cluster: Cluster) 
     assert st["items"]["succeeded"] == 2
     for item in spec["foreach"]["items"]:
         assert (work / "out" / item_key(item) / "manifest.jsonl").exists()
+
+
+def test_an_operator_killed_mid_fan_out_makes_no_duplicate_children_or_jobs(cluster: Cluster) -> None:
+    outs = [cluster.tmp / f"restart-{i}.out" for i in range(6)]
+    submit_parent(cluster, "restart", items(outs), parallelism=3, step_s=0.2)
+    wait_for(lambda: len(children_of(cluster, "restart")) >= 2, 60, "the first children")
+    cluster.op.kill()  # SIGKILL: no shutdown, whatever was in flight is lost
+    cluster.op.start()
+    st = cluster.wait_phase("restart", "Succeeded", timeout=180)
+    assert st["items"]["succeeded"] == 6
+    kids = children_of(cluster, "restart")
+    assert sorted(k["metadata"]["name"] for k in kids) == sorted(child_name("restart", str(p)) for p in outs)
+    for kid in kids:  # one attempt each: the restart neither lost a Job nor made a second one
+        assert cluster.jobs(kid["metadata"]["name"]) == [f"{kid['metadata']['name']}-a1"], kid["status"]
+    assert all(p.read_text() == "a,b,c,d,e 11111\n" for p in outs)
+
+
+def test_a_param_the_pipeline_does_not_have_fails_the_items_and_names_the_first(cluster: Cluster) -> None:
+    cluster.api.create(
+        {
+            "apiVersion": "respawn.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "typo", "namespace": NS},
+            "spec": {
+                "pipeline": "op_pipelines:Steps",
+                "env": ENV,
+                "foreach": {"param": "ouptut", "items": ["x", "y"]},
+                "maxFailedItems": 0,
+            },
+        },
+        namespace=NS,
+    )
+    st = cluster.wait_phase("typo", "Failed", timeout=120)
+    assert st["message"].startswith("1 of 2 items failed") or st["message"].startswith("2 of 2 items failed")
+    first = st["items"]["failedItems"][0]
+    assert "ouptut: unknown param" in first["message"] and first["index"] in (0, 1)
+    assert "item " in st["message"] and "ouptut" in st["message"]
