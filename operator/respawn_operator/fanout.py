@@ -29,15 +29,16 @@ from typing import Any
 
 from respawn_operator import GROUP, VERSION
 from respawn_operator.job_builder import short_name
+from respawn_operator.reconcile import set_condition
 from respawn_operator.spec import (
     PARAMS_MAX_BYTES,
-    Condition,
     FailedItem,
     ItemsStatus,
     Phase,
     PipelineRunSpec,
     PipelineRunStatus,
     params_size,
+    parse_status,
 )
 from respawn_operator.timeutil import fmt
 
@@ -160,35 +161,16 @@ def _child_body(parent: dict[str, Any], spec: dict[str, Any], name: str, index: 
     }
 
 
-def _set(st: PipelineRunStatus, type_: str, status: str, reason: str, message: str, gen: int, now: str) -> None:
-    for c in st.conditions:
-        if c.type == type_:
-            if c.status != status:
-                c.last_transition_time = now
-            c.status, c.reason, c.message, c.observed_generation = status, reason, message, gen
-            return
-    st.conditions.append(
-        Condition(
-            type=type_,
-            status=status,
-            reason=reason,
-            message=message,
-            last_transition_time=now,
-            observed_generation=gen,
-        )
-    )
-
-
-def _end(d: ParentDecision, phase: Phase, event: tuple[str, str, str], gen: int, at: str) -> None:
+def _end(d: ParentDecision, phase: Phase, event: tuple[str, str, str], gen: int, now: dt.datetime) -> None:
     """The parent finished (Succeeded or Failed): phase, message, conditions, one event."""
     st, (_, reason, message) = d.status, event
     if st.phase is not phase:
         d.events.append(event)
-        st.completion_time = at
+        st.completion_time = fmt(now)
     st.phase, st.message = phase, message
     truth = "True" if phase is Phase.SUCCEEDED else "False"
-    _set(st, "Succeeded", truth, reason, message, gen, at)
-    _set(st, "Ready", truth, reason, message, gen, at)
+    set_condition(st, "Succeeded", truth, reason, message, gen, now)
+    set_condition(st, "Ready", truth, reason, message, gen, now)
 
 
 def decide_parent(
@@ -205,8 +187,13 @@ def decide_parent(
     gen = int(meta.get("generation") or 1)
     at = fmt(now)
     old = body.get("status") or {}
-    st = PipelineRunStatus.model_validate(
-        {k: v for k, v in old.items() if k in ("phase", "message", "conditions", "startTime", "completionTime")}
+    prev = parse_status(old)  # lenient: a status an older operator wrote never breaks the round
+    st = PipelineRunStatus(
+        phase=prev.phase,
+        message=prev.message,
+        conditions=prev.conditions,
+        start_time=prev.start_time,
+        completion_time=prev.completion_time,
     )
     st.observed_generation = gen
     st.start_time = st.start_time or at
@@ -217,8 +204,8 @@ def decide_parent(
         if st.phase is not Phase.FAILED or st.message != problem:
             d.events.append(("Warning", "InvalidItems", problem))
         st.phase, st.message = Phase.FAILED, problem
-        _set(st, "Succeeded", "False", "InvalidItems", problem, gen, at)
-        _set(st, "Ready", "False", "InvalidItems", problem, gen, at)
+        set_condition(st, "Succeeded", "False", "InvalidItems", problem, gen, now)
+        set_condition(st, "Ready", "False", "InvalidItems", problem, gen, now)
         st.items = ItemsStatus(total=len(items or []), progress=f"0/{len(items or [])}")
         return d
     assert items is not None
@@ -263,7 +250,7 @@ def decide_parent(
             f"{counts.failed} of {counts.total} items failed (maxFailedItems {limit}); "
             f"first: item {failed_items[0].index} ({failed_items[0].name}): {failed_items[0].message}"
         )
-        _end(d, Phase.FAILED, ("Warning", "ItemsFailed", message), gen, at)
+        _end(d, Phase.FAILED, ("Warning", "ItemsFailed", message), gen, now)
         return d
     if not spec.suspend:
         for name, (i, item) in sorted(wanted.items(), key=lambda kv: kv[1][0]):
@@ -281,7 +268,7 @@ def decide_parent(
             if counts.failed
             else f"all {counts.total} items succeeded"
         )
-        _end(d, Phase.SUCCEEDED, ("Normal", "Succeeded", message), gen, at)
+        _end(d, Phase.SUCCEEDED, ("Normal", "Succeeded", message), gen, now)
         d.requeue_after = None
         return d
     st.completion_time = None
@@ -293,6 +280,6 @@ def decide_parent(
         st.phase = Phase.RUNNING if counts.running or counts.succeeded or counts.failed else Phase.PENDING
         st.message = f"{counts.succeeded}/{counts.total} items done, {counts.running} running, {counts.failed} failed"
         reason = "ItemsRunning"
-    _set(st, "Succeeded", "Unknown", reason, st.message, gen, at)
-    _set(st, "Ready", "False", reason, st.message, gen, at)
+    set_condition(st, "Succeeded", "Unknown", reason, st.message, gen, now)
+    set_condition(st, "Ready", "False", reason, st.message, gen, now)
     return d

@@ -88,7 +88,7 @@ class Decision:
     """A Job that retires the checkpoint: the run failed for good under ``retain: Never``."""
 
 
-def _set_condition(
+def set_condition(
     st: PipelineRunStatus, type_: str, status: str, reason: str, message: str, generation: int, now: dt.datetime
 ) -> None:
     old = next((c for c in st.conditions if c.type == type_), None)
@@ -118,21 +118,21 @@ def _finish(d: Decision, phase: Phase, reason: str, message: str, generation: in
     st.completion_time = fmt(now)
     st.next_attempt_time = None
     ok = phase is Phase.SUCCEEDED
-    _set_condition(st, "Succeeded", "True" if ok else "False", reason, message, generation, now)
+    set_condition(st, "Succeeded", "True" if ok else "False", reason, message, generation, now)
     d.events.append(Event("Normal" if ok else "Warning", reason if not ok else "Succeeded", message))
 
 
 def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime, stopping: str | None) -> None:
     phase = st.phase or Phase.PENDING
     if not phase.finished:
-        _set_condition(st, "Succeeded", "Unknown", phase.value, st.message or "", generation, now)
+        set_condition(st, "Succeeded", "Unknown", phase.value, st.message or "", generation, now)
     if phase is Phase.RUNNING:
-        _set_condition(st, "Ready", "True", "PodRunning", f"attempt {st.attempt} is running", generation, now)
+        set_condition(st, "Ready", "True", "PodRunning", f"attempt {st.attempt} is running", generation, now)
     else:
-        _set_condition(st, "Ready", "False", phase.value, "", generation, now)
+        set_condition(st, "Ready", "False", phase.value, "", generation, now)
     last = st.last_checkpoint
     if last and (last.step or last.seq is not None):
-        _set_condition(
+        set_condition(
             st,
             "Checkpointed",
             "True",
@@ -142,9 +142,9 @@ def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime
             now,
         )
     else:
-        _set_condition(st, "Checkpointed", "False", "NoCheckpoint", "no step committed yet", generation, now)
+        set_condition(st, "Checkpointed", "False", "NoCheckpoint", "no step committed yet", generation, now)
     if phase is Phase.SUSPENDED:
-        _set_condition(
+        set_condition(
             st,
             "Suspended",
             "True",
@@ -154,7 +154,7 @@ def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime
             now,
         )
     elif stopping == "Suspended":
-        _set_condition(
+        set_condition(
             st,
             "Suspended",
             "False",
@@ -164,7 +164,7 @@ def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime
             now,
         )
     else:
-        _set_condition(st, "Suspended", "False", "NotSuspended", "", generation, now)
+        set_condition(st, "Suspended", "False", "NotSuspended", "", generation, now)
     for c in st.conditions:
         c.observed_generation = generation
     st.observed_generation = generation
@@ -389,7 +389,7 @@ def _decide(
         st.next_attempt_time = st.completion_time = st.message = None
         if (st.phase or Phase.PENDING).finished:
             st.phase = Phase.RETRYING
-            _set_condition(
+            set_condition(
                 st, "Succeeded", "Unknown", "SpecChanged", f"running generation {r.generation}", r.generation, now
             )
 
@@ -544,7 +544,7 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
         st.next_attempt_time = st.completion_time = None
         st.message = None
         st.phase = Phase.RETRYING
-        _set_condition(
+        set_condition(
             st, "Succeeded", "Unknown", "RerunRequested", f"re-running from step {rerun_from}", r.generation, now
         )
         d.events.append(Event("Normal", "RerunRequested", f"re-running from step {rerun_from}"))
