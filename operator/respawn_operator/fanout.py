@@ -228,9 +228,14 @@ def decide_parent(
         phase = cst.get("phase")
         preemptions += int(cst.get("preemptions") or 0)
         failures += int(cst.get("failures") or 0)
-        if phase == Phase.SUCCEEDED.value and not updating:
+        # A child's phase counts once its operator has seen its newest spec: after an update
+        # its old Succeeded says nothing yet (the parent must not look done for a moment).
+        settled = not updating and int(cst.get("observedGeneration") or 0) >= int(
+            (child.get("metadata") or {}).get("generation") or 1
+        )
+        if phase == Phase.SUCCEEDED.value and settled:
             counts.succeeded += 1
-        elif phase == Phase.FAILED.value:
+        elif phase == Phase.FAILED.value and settled:
             counts.failed += 1
             failed_items.append(FailedItem(index=i, name=name, message=cst.get("message")))
         elif phase in (Phase.RUNNING.value, Phase.RETRYING.value):

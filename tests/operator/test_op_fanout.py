@@ -37,9 +37,9 @@ def parent(items: list[str], **spec: Any) -> dict[str, Any]:
 def child(body: dict[str, Any], index: int, phase: str | None, **status: Any) -> dict[str, Any]:
     item = body["spec"]["foreach"]["items"][index]
     return {
-        "metadata": {"name": child_name("clips", item)},
+        "metadata": {"name": child_name("clips", item), "generation": 1},
         "spec": child_spec(body["spec"], "video_uri", item),
-        "status": {"phase": phase, **status} if phase else {},
+        "status": {"phase": phase, "observedGeneration": 1, **status} if phase else {},
     }
 
 
@@ -76,6 +76,14 @@ def test_more_failed_items_than_allowed_fail_the_parent_and_start_nothing() -> N
     assert d.status.phase is Phase.FAILED and not d.create
     assert "2 of 3 items failed" in (d.status.message or "") and "item 0" in (d.status.message or "")
     assert [f.index for f in d.status.items.failed_items] == [0, 1]  # type: ignore[union-attr]
+
+
+def test_a_child_not_yet_reconciled_at_its_newest_spec_does_not_count_as_done() -> None:
+    body = parent(["a"])
+    stale = child(body, 0, "Succeeded")
+    stale["metadata"]["generation"] = 2  # its spec was just changed; its operator has not looked yet
+    d = decide(body, [stale])
+    assert d.status.phase is not Phase.SUCCEEDED and d.status.items.succeeded == 0  # type: ignore[union-attr]
 
 
 def test_all_items_succeeded_is_success() -> None:

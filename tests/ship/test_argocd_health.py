@@ -302,9 +302,9 @@ def test_a_fan_out_parent_is_progressing_healthy_or_degraded_by_its_items(health
 
     def child(item: str, phase: str, **status: Any) -> dict[str, Any]:
         return {
-            "metadata": {"name": child_name("clips", item)},
+            "metadata": {"name": child_name("clips", item), "generation": 1},
             "spec": child_spec(body["spec"], "video_uri", item),
-            "status": {"phase": phase, **status},
+            "status": {"phase": phase, "observedGeneration": 1, **status},
         }
 
     def seen(children: list[dict[str, Any]]) -> dict[str, str]:
