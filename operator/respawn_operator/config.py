@@ -51,6 +51,11 @@ class OperatorConfig:
     namespace_checkpoint_prefixes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     """Per namespace, the prefixes its runs may use; they replace the global list there
     (RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES, a JSON object of lists)."""
+    api_qps: float = 50.0
+    """Requests a second the reconciler's API client sends, sustained (RESPAWN_API_QPS), as
+    client-go's QPS; kopf's own watches and patches are not counted."""
+    api_burst: int = 100
+    """Requests the client may send at once after a quiet spell (RESPAWN_API_BURST)."""
     peering_lifetime_seconds: int = 60
     """With --peering: how long this replica's keep-alive counts, so how long a standby waits
     before it takes over from a replica that died without a goodbye (RESPAWN_PEERING_LIFETIME_SECONDS)."""
@@ -81,6 +86,8 @@ class OperatorConfig:
             resync_seconds=float(env.get("RESPAWN_RESYNC_SECONDS", base.resync_seconds)),
             cleanup_timeout_seconds=float(env.get("RESPAWN_CLEANUP_TIMEOUT_SECONDS", base.cleanup_timeout_seconds)),
             peering_lifetime_seconds=int(env.get("RESPAWN_PEERING_LIFETIME_SECONDS", base.peering_lifetime_seconds)),
+            api_qps=float(env.get("RESPAWN_API_QPS", base.api_qps)),
+            api_burst=int(env.get("RESPAWN_API_BURST", base.api_burst)),
             allowed_checkpoint_prefixes=words("RESPAWN_ALLOWED_CHECKPOINT_PREFIXES", ()),
             namespace_checkpoint_prefixes=_prefix_map(env.get("RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES")),
         )

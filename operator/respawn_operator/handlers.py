@@ -623,7 +623,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.batch_window = 0.01  # we coalesce per run ourselves; do not wait 0.1 s per event
     settings.peering.lifetime = config.peering_lifetime_seconds  # only used with --peering
     try:
-        client = KubeClient.from_environment()
+        client = KubeClient.from_environment(TokenBucket(qps=config.api_qps, burst=config.api_burst))
     except NoCredentials as exc:
         raise kopf.PermanentError(str(exc)) from None
     gate = PeeringGate(

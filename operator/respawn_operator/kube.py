@@ -7,6 +7,7 @@ come from :mod:`respawn_operator.credentials`, the same loader kopf's login uses
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import json
@@ -18,6 +19,7 @@ import kopf
 
 from respawn_operator import credentials
 from respawn_operator.credentials import Credentials
+from respawn_operator.workqueue import TokenBucket
 
 USER_AGENT = "respawn-operator/0.1"
 
@@ -177,18 +179,21 @@ class KubeClient:
         headers: dict[str, str] | None = None,
         ssl_context: Any = None,
         credentials: Credentials | None = None,
+        rate_limit: TokenBucket | None = None,
     ) -> None:
         self.host = host.rstrip("/")
+        self.rate_limit = rate_limit
+        """Every request takes a token first (client-go's QPS and burst); None: no limit."""
         self._headers = dict(headers or {})
         self._ssl = ssl_context
         self._credentials = credentials
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_environment(cls) -> KubeClient:
+    def from_environment(cls, rate_limit: TokenBucket | None = None) -> KubeClient:
         """In-cluster credentials if present, else the current KUBECONFIG context (see credentials.py)."""
         creds = credentials.load()
-        return cls(creds.host, ssl_context=creds.ssl_context(), credentials=creds)
+        return cls(creds.host, ssl_context=creds.ssl_context(), credentials=creds, rate_limit=rate_limit)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -209,6 +214,10 @@ class KubeClient:
         A 401 reloads the credentials once and tries again: a rotated token file or an
         expired exec-plugin token is the usual cause, and a fresh load fixes both.
         """
+        if self.rate_limit is not None:
+            wait = self.rate_limit.take()
+            if wait > 0:
+                await asyncio.sleep(wait)
         try:
             return await self._send(method, path, body, params, content_type)
         except ApiError as exc:

@@ -54,18 +54,17 @@ class TokenBucket:
     burst: int = 100
     """Rounds at once after a quiet spell."""
     clock: Callable[[], float] = time.monotonic
-    _tokens: float = -1.0
+    _tokens: float | None = None
+    """None until the first take (the bucket starts full); negative: tokens owed."""
     _at: float = 0.0
 
     def take(self) -> float:
         """Take a token; the seconds until it is really there (0: now)."""
         now = self.clock()
-        if self._tokens < 0:
-            self._tokens, self._at = float(self.burst), now
-        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
-        self._at = now
-        self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+        tokens = float(self.burst) if self._tokens is None else self._tokens
+        tokens = min(float(self.burst), tokens + (now - self._at) * self.qps) - 1.0
+        self._tokens, self._at = tokens, now
+        return 0.0 if tokens >= 0 else -tokens / self.qps
 
 
 class Retry(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from respawn_operator.kube import (
     AlreadyExistsError,
@@ -44,3 +46,45 @@ def test_retry_after_and_name_taken_are_transient_with_their_delay() -> None:
     taken = NameTaken("job r-a1 belongs to another run")
     assert isinstance(taken, TransientApiError) and sort_api_error(taken)[0] is ErrorKind.TRANSIENT
     assert isinstance(api_error(409, "AlreadyExists", "x"), ConflictError)  # except ConflictError catches both
+
+
+def test_the_client_takes_a_token_for_every_request_and_waits_when_the_bucket_is_empty(tmp_path: Path) -> None:
+    """RESPAWN_API_QPS / RESPAWN_API_BURST: client-go's QPS and burst, against the real emulator."""
+    import asyncio
+
+    from respawn_local.apiserver import ApiServerThread
+    from respawn_operator.config import OperatorConfig
+    from respawn_operator.credentials import load
+    from respawn_operator.kube import PODS, KubeClient
+    from respawn_operator.workqueue import TokenBucket
+
+    config = OperatorConfig.from_env({"RESPAWN_API_QPS": "4", "RESPAWN_API_BURST": "2"})
+    assert (config.api_qps, config.api_burst) == (4.0, 2)
+    now = [0.0]
+    waits: list[float] = []
+
+    class Bucket(TokenBucket):
+        def take(self) -> float:
+            wait = super().take()
+            waits.append(wait)
+            return wait
+
+    api = ApiServerThread()
+    api.start()
+    try:
+        creds = load({"KUBECONFIG": api.write_kubeconfig(str(tmp_path / "kubeconfig"))})
+
+        async def five() -> None:
+            bucket = Bucket(qps=config.api_qps, burst=config.api_burst, clock=lambda: now[0])
+            client = KubeClient(creds.host, ssl_context=creds.ssl_context(), credentials=creds, rate_limit=bucket)
+            try:
+                for _ in range(5):
+                    await client.list(PODS, "default")
+            finally:
+                await client.close()
+
+        asyncio.run(five())
+    finally:
+        api.stop()
+    # The clock stands still: two from the burst, then each waits one more token's time (1/4 s).
+    assert waits == [0.0, 0.0, 0.25, 0.5, 0.75]
