@@ -256,6 +256,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         from .reporting import write_termination_log
 
+        if summary.skipped and not summary.executed:
+            message = f"already finished: all {len(summary.skipped)} steps were done, nothing ran"
+            print(
+                f"pipeline-runtime: run {pipeline.run_id} {message} (to run it again: --rerun-from STEP, "
+                "or a new --run-id)",
+                file=sys.stderr,
+            )
         write_termination_log(reporter.termination(0, "Succeeded", message))
         return 0
     except BaseException as e:

@@ -348,3 +348,20 @@ def test_inspect_into_a_closed_pipe_ends_without_a_traceback(runtime: Runtime, t
         check=False,
     )
     assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_running_a_finished_run_again_says_it_is_finished(runtime: Runtime, tmp_path: Path) -> None:
+    args = [
+        "run",
+        CHAIN,
+        "--params",
+        '{"work_s": 0, "mb": 1}',
+        "--run-id",
+        "done",
+        "--checkpoint-uri",
+        f"file://{tmp_path}/ck",
+    ]
+    assert runtime.run(args)[0] == 0
+    code, text, term = runtime.run(args)
+    assert code == 0 and "run done already finished: all 5 steps were done, nothing ran" in text, text
+    assert term is not None and term["reason"] == "Succeeded" and "already finished" in term["message"]
