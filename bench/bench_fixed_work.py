@@ -16,6 +16,9 @@ included) and in an order that rotates every round:
   on         Respawn committing every step to file:// (fsync on, as in a pod)
   savez      the plain loop plus `np.savez` of the state after every step
 
+With --diagnose, also `on-nofsync` (file:// without fsync: not what a pod runs, it
+only says how much of the cost is the fsync).
+
 Printed: the median of `--rounds` of each, on vs off, off vs plain, savez vs plain,
 and the CPU seconds a run with checkpoints spends beyond one without (what the
 commits cost a 2-core machine, whether or not they overlap the next step).
@@ -88,8 +91,13 @@ def child(mode: str, steps: int, iters: int, mb: int, folder: str) -> None:
     attrs: dict[str, Any] = {"name": "fixed-work", "Params": Params}
     attrs.update({f"s{i}": make_step(i) for i in range(steps)})
     workload = type("FixedWork", (Pipeline,), attrs)
-    uri = f"file://{folder}/ck" if mode == "on" else None
-    workload({"iters": iters, "mb": mb}, checkpoint_uri=uri, run_id="bench", retain="Always").run()
+    uri = f"file://{folder}/ck" if mode.startswith("on") else None
+    store = None
+    if mode == "on-nofsync":
+        from pipeline_runtime.storage.local import FileStore
+
+        store = FileStore(f"file://{folder}/ck", fsync=False)
+    workload({"iters": iters, "mb": mb}, checkpoint_uri=uri, store=store, run_id="bench", retain="Always").run()
     print(json.dumps({"done": True}))
 
 
@@ -148,12 +156,13 @@ def main() -> None:
     ap.add_argument("--child", default=None)
     ap.add_argument("--iters", type=int, default=0)
     ap.add_argument("--dir", default="")
+    ap.add_argument("--diagnose", action="store_true", help="also measure file:// without fsync")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.steps, args.iters, args.mb, args.dir)
         return
     iters = calibrate(args.step_seconds, args.mb)
-    modes = ["plain", "off", "on", "savez"]
+    modes = ["plain", "off", "on", "savez"] + (["on-nofsync"] if args.diagnose else [])
     wall: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(args.rounds):
@@ -168,10 +177,12 @@ def main() -> None:
         f"whole processes, median of {args.rounds} interleaved rounds"
     )
     for m in modes:
-        print(f"  {m:<6} {med[m]:7.2f} s wall  {cpu_med[m]:7.2f} s CPU")
+        print(f"  {m:<10} {med[m]:7.2f} s wall  {cpu_med[m]:7.2f} s CPU")
     print(f"  checkpoints on vs off   {100 * (med['on'] / med['off'] - 1):+6.1f} %   [<= +3 %]")
     print(f"  off vs a plain loop     {100 * (med['off'] / med['plain'] - 1):+6.1f} %   [<= +2 %]")
     print(f"  np.savez vs plain loop  {100 * (med['savez'] / med['plain'] - 1):+6.1f} %")
+    if args.diagnose:
+        print(f"  on without fsync vs off {100 * (med['on-nofsync'] / med['off'] - 1):+6.1f} %   (diagnosis only)")
     print(
         f"  CPU the commits take    {cpu_med['on'] - cpu_med['off']:6.2f} s "
         f"({(cpu_med['on'] - cpu_med['off']) / args.steps:.3f} s per {args.mb} MB commit)"
