@@ -19,7 +19,7 @@ importable by its module name (the child processes import it again).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +75,14 @@ def assert_resumable(
     return report
 
 
-def _resumable(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def _resumable(tmp_path: Path) -> Callable[..., Any]:
     """`resumable(Pipeline, params, **options)`: assert_resumable with its work under tmp_path."""
 
     def check(pipeline: Any, params: dict[str, Any] | None = None, **options: Any) -> Any:
         options.setdefault("workdir", tmp_path / "chaos")
         return assert_resumable(pipeline, params, **options)
 
-    yield check
+    return check
 
 
 try:  # the fixture exists where pytest does (this module is also its plugin: pytest11)

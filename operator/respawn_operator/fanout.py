@@ -49,6 +49,10 @@ LABEL_PARENT_UID = "respawn.dev/parent-uid"
 ANNOTATION_ITEM_INDEX = "respawn.dev/item-index"
 """On a child: the item's position in the parent's list, for people and `describe`."""
 FANOUT_FIELDS = ("foreach", "parallelism", "maxFailedItems")
+NOT_INHERITED_LABELS = ("respawn.dev/", "app.kubernetes.io/instance", "argocd.argoproj.io/")
+"""Parent labels a child does not get: ours, and the ones GitOps tools track their objects
+by (Argo CD's default tracking label): a child carrying them would look like an object of
+the Application that is missing from Git, and be pruned."""
 """Spec fields of the parent that children do not get."""
 DEFAULT_PARALLELISM = 10
 FAILED_ITEMS_SHOWN = 20
@@ -141,7 +145,7 @@ def _child_body(parent: dict[str, Any], spec: dict[str, Any], name: str, index: 
             "name": name,
             "namespace": meta["namespace"],
             "labels": {
-                **{k: v for k, v in (meta.get("labels") or {}).items() if not k.startswith("respawn.dev/")},
+                **{k: v for k, v in (meta.get("labels") or {}).items() if not k.startswith(NOT_INHERITED_LABELS)},
                 LABEL_PARENT: short_name(meta["name"]),
                 LABEL_PARENT_UID: meta["uid"],
             },
@@ -186,8 +190,7 @@ def decide_parent(
     meta = body["metadata"]
     gen = int(meta.get("generation") or 1)
     at = fmt(now)
-    old = body.get("status") or {}
-    prev = parse_status(old)  # lenient: a status an older operator wrote never breaks the round
+    prev = parse_status(body.get("status"))  # lenient: a status an older operator wrote never breaks the round
     st = PipelineRunStatus(
         phase=prev.phase,
         message=prev.message,

@@ -23,8 +23,9 @@ ENV = [{"name": "PYTHONPATH", "value": str(HERE)}]
 
 
 def parent(items: list[str], **spec: Any) -> dict[str, Any]:
+    labels = {"team": "vision", "app.kubernetes.io/instance": "datasets", "argocd.argoproj.io/instance": "datasets"}
     return {
-        "metadata": {"name": "clips", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "metadata": {"name": "clips", "namespace": "ns", "uid": "u-1", "generation": 1, "labels": labels},
         "spec": {
             "pipeline": "dataprep",
             "params": {"mode": "grid"},
@@ -56,6 +57,9 @@ def test_a_parent_starts_at_most_parallelism_items_in_order() -> None:
         {"mode": "grid", "video_uri": "gs://b/v1.mp4"},
     ]
     made = d.create[0]
+    assert made["metadata"]["labels"]["team"] == "vision"  # the parent's own labels travel
+    assert "app.kubernetes.io/instance" not in made["metadata"]["labels"]  # Argo CD's tracking label does not
+    assert not [k for k in made["metadata"]["labels"] if k.startswith("argocd.argoproj.io/")]
     assert "foreach" not in made["spec"] and made["metadata"]["labels"][LABEL_PARENT_UID] == "u-1"
     assert (
         made["metadata"]["ownerReferences"][0]["uid"] == "u-1" and made["metadata"]["ownerReferences"][0]["controller"]
