@@ -125,9 +125,9 @@ class Client:
             resp.release_conn()
 
     def events(self, namespace: str, run: Obj) -> list[Any]:
-        uid = run["metadata"]["uid"]
-        found = self.call(self.core.list_namespaced_event, namespace).items
-        return [e for e in found if e.involved_object is not None and e.involved_object.uid == uid]
+        selector = f"involvedObject.uid={run['metadata']['uid']}"
+        found: list[Any] = self.call(self.core.list_namespaced_event, namespace, field_selector=selector).items
+        return found
 
 
 def _first_line(text: str) -> str:
@@ -337,7 +337,8 @@ def cmd_describe(c: Client, args: argparse.Namespace, out: TextIO) -> int:
     if conditions:
         w("Conditions:\n")
         for cond in conditions:
-            w(f"  {cond.get('type')}={cond.get('status')} ({cond.get('reason') or '-'}): {cond.get('message') or ''}\n")
+            text = f"  {cond.get('type')}={cond.get('status')} ({cond.get('reason') or '-'})"
+            w(f"{text}: {cond['message']}\n" if cond.get("message") else f"{text}\n")
     try:
         events = c.events(args.ns, run)
     except UserError as exc:  # RBAC may allow the run but not events: say so, keep the rest
@@ -350,9 +351,14 @@ def cmd_describe(c: Client, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _event_time(event: Any) -> dt.datetime:
+def _event_time(event: Any) -> tuple[dt.datetime, int]:
+    """When it last happened; the resourceVersion orders events of the same second (as etcd wrote them)."""
     when = event.last_timestamp or event.event_time or event.first_timestamp
-    return when if isinstance(when, dt.datetime) else dt.datetime.min.replace(tzinfo=dt.UTC)
+    rv = event.metadata.resource_version or ""
+    return (
+        when if isinstance(when, dt.datetime) else dt.datetime.min.replace(tzinfo=dt.UTC),
+        int(rv) if rv.isdigit() else 0,
+    )
 
 
 def cmd_watch(c: Client, args: argparse.Namespace, out: TextIO) -> int:
@@ -364,12 +370,9 @@ def cmd_watch(c: Client, args: argparse.Namespace, out: TextIO) -> int:
         run = c.run(args.ns, args.run)
         st = run.get("status") or {}
         for rec in st.get("attempts") or []:
-            n = rec.get("attempt")
-            if n not in told:
-                told[n] = False
-                out.write(f"{_clock()}  attempt {attempt_summary(rec)}\n")
-            if rec.get("outcome") and not told[n]:
-                told[n] = True
+            n, ended = rec.get("attempt"), bool(rec.get("outcome"))
+            if told.get(n) is None or (ended and not told[n]):  # its start, then its end (once each)
+                told[n] = ended
                 out.write(f"{_clock()}  attempt {attempt_summary(rec)}\n")
         phase = st.get("phase") or "Pending"
         line = (
@@ -417,9 +420,9 @@ def cmd_logs(c: Client, args: argparse.Namespace, out: TextIO) -> int:
             n = int(rec["attempt"])
             if n in shown:
                 continue
-            live = not rec.get("outcome")
-            if args.follow and live:
-                pod = _wait_pod(c, args.ns, run, n)
+            live = _wait_pod(c, args.ns, args.run, n) if args.follow and not rec.get("outcome") else None
+            if live is not None:
+                run, pod = live
                 _header(out, rec, pod)
                 for chunk in c.follow_log(args.ns, pod):
                     out.write(chunk.decode(errors="replace"))
@@ -448,12 +451,17 @@ def cmd_logs(c: Client, args: argparse.Namespace, out: TextIO) -> int:
             time.sleep(args.interval)
 
 
-def _wait_pod(c: Client, namespace: str, run: Obj, attempt: int) -> str:
-    """The attempt's pod, once the Job has made it (a fresh attempt has none for a moment)."""
+def _wait_pod(c: Client, namespace: str, name: str, attempt: int) -> tuple[Obj, str] | None:
+    """The run and the live attempt's pod, once the Job has made it (a fresh attempt has none
+    for a moment); ``None`` if the attempt ended first (its pod deleted before it ran)."""
     while True:
+        run = c.run(namespace, name)
         pods = c.attempt_pods(namespace, run, attempt)
         if pods:
-            return str(pods[-1].metadata.name)
+            return run, str(pods[-1].metadata.name)
+        records = (run.get("status") or {}).get("attempts") or []
+        if any(a.get("attempt") == attempt and a.get("outcome") for a in records):
+            return None
         time.sleep(0.5)
 
 
@@ -514,10 +522,12 @@ def known_steps(c: Client, namespace: str, run: Obj) -> list[str]:
     one, with its index); the status alone names only the current and last steps."""
     found: dict[str, int] = {}
     for rec in (run.get("status") or {}).get("attempts") or []:
-        pods = c.attempt_pods(namespace, run, int(rec["attempt"]))
-        if not pods:
-            continue
-        for line in c.log(namespace, pods[-1].metadata.name).splitlines():
+        try:
+            pods = c.attempt_pods(namespace, run, int(rec["attempt"]))
+            text = c.log(namespace, pods[-1].metadata.name) if pods else ""
+        except UserError:  # pods or their logs forbidden, or gone: what is known stays partial
+            break
+        for line in text.splitlines():
             if '"step_start"' not in line:
                 continue
             try:
