@@ -223,3 +223,22 @@ def test_kubectl_finds_the_plugin_on_path(cluster: Cluster, tmp_path: Path) -> N
     result = subprocess.run(["kubectl", "respawn", "get", "found"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert rows(result.stdout)["found"][1:3] == ["Succeeded", "[##########]"]
+
+
+def test_krew_manifest_installs_the_console_script() -> None:
+    """plugins/respawn.yaml is a krew Plugin whose binary is the console script pip installs."""
+    import tomllib
+
+    import yaml
+
+    from tests.operator.harness import ROOT
+
+    manifest = yaml.safe_load((ROOT / "plugins" / "respawn.yaml").read_text())
+    assert manifest["apiVersion"] == "krew.googlecontainertools.github.com/v1alpha2" and manifest["kind"] == "Plugin"
+    spec = manifest["spec"]
+    assert manifest["metadata"]["name"] == "respawn" and spec["version"].startswith("v") and spec["shortDescription"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kubectl-respawn"] == "respawn_operator.kubectl_plugin:main"
+    for platform in spec["platforms"]:
+        assert platform["bin"] == "kubectl-respawn" and platform["uri"].startswith("https://")
+        assert len(platform["sha256"]) == 64 and platform["selector"]["matchExpressions"]
