@@ -2,7 +2,8 @@
 
 Layers (outer to inner): ``cli`` > ``handlers`` (kopf, thin) > ``reconcile`` (decides)
 > pure builders and classifiers (``job_builder``, ``classify``, ``budgets``, ``reports``)
-> ``spec`` (pydantic models). Only ``kube`` and ``handlers`` talk to the API server.
+> ``spec`` (pydantic models). Only ``kube`` and ``handlers`` talk to the API server
+(and ``kubectl_plugin``, the users' ``kubectl respawn``, with their own kubeconfig).
 """
 
 from pipeline_runtime.contracts import PROGRESS_ANNOTATION
