@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -158,6 +159,17 @@ def test_suspend_then_resume(cluster: Cluster) -> None:
     assert cluster.run("nap")["spec"]["suspend"] is True
     st = cluster.wait_phase("nap", "Suspended")
     assert [a["outcome"] for a in st["attempts"]] == ["Stopped"]
+    # A suspended run never ends by itself: Ctrl-C stops the watch, with 130 and no traceback.
+    watch = subprocess.Popen(
+        [*PLUGIN, "watch", "nap"], env=plugin_env(cluster.kubeconfig), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert watch.stdout is not None and b"Suspended" in watch.stdout.readline()
+        watch.send_signal(signal.SIGINT)
+        _, stderr = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+    assert watch.returncode == 130 and stderr == b""
     assert "resumed" in ok(respawn(cluster, "resume", "nap"))
     st = cluster.wait_phase("nap", "Succeeded")
     assert st["attempts"][1]["resumedFrom"] and [s for s, _ in cluster.executions("nap")].count("a") == 1
