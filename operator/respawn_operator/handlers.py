@@ -234,6 +234,9 @@ class Reconciler:
     @staticmethod
     def _failed(key: Key, exc: BaseException, failures: int, delay: float) -> None:
         namespace, name = key
+        # Retry: an API error; kopf's errors come from as_kopf_error (an API error, too).
+        api = isinstance(exc, (Retry, kopf.TemporaryError, kopf.PermanentError))
+        metrics.RECONCILE_ERRORS.labels("api" if api else "crash").inc()
         if isinstance(exc, Retry):
             log.warning("reconcile %s/%s: %s (retry %d in %.2fs)", namespace, name, exc, failures, delay)
         elif failures == 1:  # the traceback once; then one line per retry, ever further apart
@@ -331,7 +334,7 @@ class Reconciler:
         decision = decide(body, obs, now(), self.config)
         await self.execute(body, decision)
         phase = decision.status.phase
-        self.phases.set(key, phase.value if phase else None)
+        self.phases.set(key, phase.value if phase else None, metrics.pending_since(decision.status))
         if phase is not None and phase.finished:
             self.known.discard(key)
         else:
@@ -389,6 +392,9 @@ class Reconciler:
             metrics.ATTEMPTS_ENDED.labels(outcome.outcome.value, outcome.reason).inc()
             if outcome.charge.value == "preemption":
                 metrics.PREEMPTIONS.labels(outcome.reason).inc()
+                lost = metrics.lost_seconds(rec, d.status)
+                if lost is not None:
+                    metrics.PREEMPTION_LOST_SECONDS.inc(lost)
             elif outcome.charge.value == "failure":
                 metrics.FAILURES.labels(outcome.reason).inc()
             start, end = parse(rec.start_time), parse(rec.end_time)
