@@ -333,6 +333,7 @@ class Reconciler:
         obs = await self.observe(body)
         decision = decide(body, obs, now(), self.config)
         await self.execute(body, decision)
+        metrics.count_finish(body.get("status"), decision.status)
         phase = decision.status.phase
         self.phases.set(key, phase.value if phase else None, metrics.pending_since(decision.status))
         if phase is not None and phase.finished:
@@ -445,6 +446,7 @@ class Reconciler:
         await self.write_status(body, d.status)
         for type_, reason, message in d.events:
             await self.post_event(body, type_, reason, message)
+        metrics.count_finish(body.get("status"), d.status)
         phase = d.status.phase
         self.phases.set(key, phase.value if phase else None)
         (self.known.discard if phase is not None and phase.finished else self.known.add)(key)

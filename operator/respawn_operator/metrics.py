@@ -11,6 +11,11 @@ from respawn_operator.spec import AttemptRecord, Phase, PipelineRunStatus
 from respawn_operator.timeutil import parse
 
 RUNS = Gauge("respawn_pipelineruns", "PipelineRuns known to this operator, by phase", ["phase"])
+RUNS_FINISHED = Counter(
+    "respawn_runs_finished_total",
+    "Runs this operator saw turn Succeeded or Failed, by phase and reason",
+    ["phase", "reason"],
+)
 ATTEMPTS_STARTED = Counter("respawn_attempts_started_total", "Attempt Jobs created")
 ATTEMPTS_ENDED = Counter(
     "respawn_attempts_ended_total", "Attempts that ended, by outcome and reason", ["outcome", "reason"]
@@ -106,3 +111,12 @@ def lost_seconds(rec: AttemptRecord, st: PipelineRunStatus) -> float | None:
     at = parse(st.last_checkpoint.at) if st.last_checkpoint else None
     since = at if at is not None and start <= at <= end else start
     return (end - since).total_seconds()
+
+
+def count_finish(before: dict[str, object] | None, after: PipelineRunStatus) -> None:
+    """Count the run in RUNS_FINISHED if this round finished it (``before``: the status it read)."""
+    phase = after.phase
+    if phase is None or not phase.finished or (before or {}).get("phase") == phase.value:
+        return
+    cond = next((c for c in after.conditions if c.type == "Succeeded"), None)
+    RUNS_FINISHED.labels(phase.value, (cond.reason if cond else None) or phase.value).inc()

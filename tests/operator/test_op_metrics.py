@@ -125,3 +125,18 @@ def test_a_preempted_attempt_adds_its_lost_time() -> None:
     before = _value("respawn_preemption_lost_seconds_total")
     asyncio.run(rec.execute(api.snapshot(), d))
     assert _value("respawn_preemption_lost_seconds_total") == before + 120.0
+
+
+def test_a_run_turning_failed_is_counted_once() -> None:
+    from respawn_operator.reconcile import set_condition
+    from respawn_operator.timeutil import now
+
+    labels = {"phase": "Failed", "reason": "MaxPreemptionsExceeded"}
+    before = REGISTRY.get_sample_value("respawn_runs_finished_total", labels) or 0.0
+    failed = PipelineRunStatus(phase=Phase.FAILED)
+    set_condition(failed, "Succeeded", "False", "MaxPreemptionsExceeded", "budget spent", 1, now())
+    metrics.count_finish({"phase": "Retrying"}, failed)
+    assert _value("respawn_runs_finished_total", labels) == before + 1
+    metrics.count_finish({"phase": "Failed"}, failed)  # a later round of the failed run (or a restart)
+    metrics.count_finish(None, PipelineRunStatus(phase=Phase.RUNNING))
+    assert _value("respawn_runs_finished_total", labels) == before + 1
