@@ -81,6 +81,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "serviceAccount": {"create": False, "name": "existing-operator-sa"},
         "metrics": {"enabled": False},
     },
+    "observability": {
+        "dashboards": {"enabled": True, "namespace": "monitoring", "annotations": {"grafana_folder": "Respawn"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+    },
     "customised": {
         "fullnameOverride": "rsp",
         "imagePullSecrets": [{"name": "regcred"}],

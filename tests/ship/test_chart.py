@@ -14,7 +14,7 @@ import pytest
 import yaml
 from respawn_operator.config import OperatorConfig
 
-from tests.ship import sync_chart
+from tests.ship import promql_check, sync_chart
 from tests.ship.chart_render import (
     CHART_DIR,
     KUBE_VERSION,
@@ -68,6 +68,8 @@ def test_every_rendered_manifest_validates_strictly(name: str) -> None:
             )
         elif gvk == ("monitoring.coreos.com/v1", "ServiceMonitor"):
             _check_service_monitor(m.obj, manifests)  # no offline schema: check what it must point at
+        elif gvk == ("monitoring.coreos.com/v1", "PrometheusRule"):
+            assert promql_check.rule_problems(m.obj) == []  # no offline schema: structure and PromQL
         else:
             try:
                 kubernetes_validate.validate(m.obj, KUBE_VERSION, strict=True)
@@ -318,6 +320,7 @@ def _leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
         "operator.securityContext",
         "operator.livenessProbe",
         "operator.readinessProbe",
+        "dashboards.labels",
     }
     keys = []
     for key, value in values.items():
