@@ -70,7 +70,11 @@ def test_a_sound_pipeline_passes_and_leaves_nothing_behind(tmp_path: Path) -> No
     assert code == 0, err
     assert report is not None and report["ok"] and len(report["cases"]) == 8
     interrupted = [a for c in report["cases"] for a in c["attempts"] if a["interruption"] and not a["finished_first"]]
-    assert len(interrupted) >= 8
+    # Cases 0, 2, 4 and 6 open with a pause at a storage moment, which a first attempt always
+    # reaches and which holds it until the kill; a signal at a moment may come after a quick
+    # attempt has finished (that attempt then counts as finished first, not as interrupted).
+    at_storage = [a for a in interrupted if "before #" in a["interruption"]]
+    assert len(at_storage) >= 4, interrupted
     assert {a["interruption"].split("@")[0].split()[0] for a in interrupted} >= {"SIGKILL"}
     assert any(a["resumed_from"] for c in report["cases"] for a in c["attempts"])
     assert any(c["cleanup"] for c in report["cases"])
