@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None, wrap_store: Any = None) -> None:
     """`wrap_store(store) -> store`, if given, wraps the checkpoint store of `run` and
     `cleanup` (the chaos engine's child process stops at storage operations with it)."""
     STOP.install()
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra:  # a bad flag after `run`: say it with `run`'s usage, not the top-level one
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.wrap_store = wrap_store
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.func is cmd_run and not sys.stderr.isatty():
@@ -66,7 +68,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pipeline-runtime", description=__doc__.splitlines()[0])
+    p = _Parser(prog="pipeline-runtime", description="Run a pipeline, inspect or clean up a checkpoint.")
     sub = p.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a pipeline (every flag has a RESPAWN_* twin)")
@@ -79,11 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--params", default=_env_default(c.ENV_PARAMS), help="JSON object, or @file holding one [RESPAWN_PARAMS]"
     )
-    run.add_argument("--run-id", default=_env_default(c.ENV_RUN_ID), help="[RESPAWN_RUN_ID]")
+    run.add_argument(
+        "--run-id",
+        default=_env_default(c.ENV_RUN_ID),
+        help="default: a new random id, printed; give the same id again to resume [RESPAWN_RUN_ID]",
+    )
     run.add_argument(
         "--checkpoint-uri",
         default=_env_default(c.ENV_CHECKPOINT_URI, "file://" + os.path.abspath(".respawn/checkpoints")),
-        help="file:///path, gs://bucket/prefix, or 'none' [RESPAWN_CHECKPOINT_URI]",
+        help="file:///path, gs://bucket/prefix, or 'none' (default: file://$PWD/.respawn/checkpoints) "
+        "[RESPAWN_CHECKPOINT_URI]",
     )
     run.add_argument(
         "--resume",
@@ -92,13 +99,13 @@ def _parser() -> argparse.ArgumentParser:
         default=_bool_env(c.ENV_RESUME, True),
         help="[RESPAWN_RESUME] (default)",
     )
-    run.add_argument("--no-resume", dest="resume", action="store_false")
+    run.add_argument("--no-resume", dest="resume", action="store_false", help="start over, ignoring any checkpoint")
     # Values that may come from the environment are checked in cmd_run (argparse does
     # not check defaults), so a bad RESPAWN_* value gets exit 64 like a bad flag.
     run.add_argument(
         "--resume-policy",
         default=_env_default(c.ENV_RESUME_POLICY, "Compatible"),
-        help="Strict | Compatible | Restart [RESPAWN_RESUME_POLICY]",
+        help="Strict | Compatible | Restart (default Compatible) [RESPAWN_RESUME_POLICY]",
     )
     run.add_argument(
         "--attempt",
@@ -107,9 +114,15 @@ def _parser() -> argparse.ArgumentParser:
         help="fencing token; default: one more than the last [RESPAWN_ATTEMPT]",
     )
     run.add_argument(
-        "--retain", default=_env_default(c.ENV_RETAIN, "OnFailure"), help="Always | OnFailure | Never [RESPAWN_RETAIN]"
+        "--retain",
+        default=_env_default(c.ENV_RETAIN, "OnFailure"),
+        help="Always | OnFailure | Never (default OnFailure) [RESPAWN_RETAIN]",
     )
-    run.add_argument("--tenant", default=_env_default(c.ENV_TENANT), help="[RESPAWN_TENANT]")
+    run.add_argument(
+        "--tenant",
+        default=_env_default(c.ENV_TENANT),
+        help="the folder of runs inside the checkpoint URI (default: default) [RESPAWN_TENANT]",
+    )
     run.add_argument(
         "--rerun-from",
         default=_env_default(c.ENV_RERUN_FROM) or None,
@@ -118,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--term-deadline",
         default=_env_default(c.ENV_TERM_DEADLINE, "10"),
-        help="seconds from SIGTERM to a forced exit 143 [RESPAWN_TERM_DEADLINE_SECONDS]",
+        help="seconds from SIGTERM to a forced exit 143 (default 10) [RESPAWN_TERM_DEADLINE_SECONDS]",
     )
     run.add_argument(
         "--progress-interval",
@@ -131,14 +144,14 @@ def _parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="print a run's checkpoint")
     ins.add_argument("uri")
     ins.add_argument("--run-id", required=True)
-    ins.add_argument("--tenant", default="default")
+    ins.add_argument("--tenant", default="default", help="(default: default)")
     ins.add_argument("--json", action="store_true", help="one JSON object")
     ins.set_defaults(func=cmd_inspect)
 
     cl = sub.add_parser("cleanup", help="remove a run's checkpoint, leaving a tombstone")
     cl.add_argument("uri")
     cl.add_argument("--run-id", required=True)
-    cl.add_argument("--tenant", default="default")
+    cl.add_argument("--tenant", default="default", help="(default: default)")
     cl.add_argument("--purge", action="store_true", help="remove the tombstone too")
     cl.set_defaults(func=cmd_cleanup)
 
@@ -154,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("pipelines", help="list registered pipelines")
     ls.set_defaults(func=cmd_pipelines)
+    for command in sub.choices.values():
+        command.set_defaults(command_parser=command)
     return p
 
 

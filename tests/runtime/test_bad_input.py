@@ -68,6 +68,36 @@ def test_usage_error_exit_64(runtime: Runtime) -> None:
         assert code == 64 and term is not None and term["message"].startswith("attempt:")
 
 
+@pytest.mark.parametrize("command", [["run", CHAIN], ["inspect", "file:///tmp/x", "--run-id", "r"]])
+def test_a_bad_flag_after_a_command_shows_that_commands_usage(runtime: Runtime, command: list[str]) -> None:
+    code, text, term = runtime.run([*command, "--no-such-flag"])
+    assert code == 64 and term is not None and "--no-such-flag" in term["message"], text
+    assert f"usage: pipeline-runtime {command[0]} " in text, text  # not the top-level `COMMAND ...` usage
+
+
+def test_help_names_the_defaults_and_has_no_markup() -> None:
+    import subprocess
+
+    from tests.conftest import VENV_BIN
+
+    texts = {}
+    for command in ([], ["run"], ["inspect"], ["cleanup"], ["chaos"], ["params"]):
+        done = subprocess.run(
+            [str(VENV_BIN / "pipeline-runtime"), *command, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert "`" not in done.stdout, f"{command}: {done.stdout}"
+        texts[" ".join(command)] = " ".join(done.stdout.split())
+    for words in (
+        "a new random id",
+        "default: file://$PWD/.respawn/checkpoints",
+        "(default: default)",
+        "(default Compatible)",
+        "(default OnFailure)",
+    ):
+        assert words in texts["run"], words
+
+
 def test_unsupported_checkpoint_scheme_exit_64(runtime: Runtime) -> None:
     code, _, term = runtime.run(small_chain("s3://bucket/x"))
     assert code == 64 and term is not None and "file://" in term["message"]
