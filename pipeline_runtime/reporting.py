@@ -8,6 +8,7 @@ import os
 import ssl
 import sys
 import threading
+import time
 import urllib.request
 from typing import Any
 
@@ -18,6 +19,10 @@ from .contracts import (
     ENV_TERMINATION_LOG,
     PROGRESS_ANNOTATION,
 )
+
+BAR_WIDTH = 10
+JSON_PROGRESS_EVERY_SECONDS = 5.0
+"""`step_progress` lines in JSON logs at most this often per run (and the last one of a step)."""
 
 
 class Reporter:
@@ -34,6 +39,10 @@ class Reporter:
         }
         self.pod = PodAnnotator.from_env()
         self._console: Any = None
+        self._status: Any = None
+        """The live line under a running step (rich Status), on a terminal."""
+        self._step_line = ""
+        self._last_logged_progress = 0.0
         if self.tty:
             from rich.console import Console
 
@@ -66,28 +75,60 @@ class Reporter:
 
     def _print(self, event: str, fields: dict[str, Any]) -> None:
         if self._console is None:
+            if event == "step_progress":  # a log line every few seconds is plenty
+                finished = fields["total"] is not None and fields["done"] >= fields["total"]
+                if not finished and time.monotonic() - self._last_logged_progress < JSON_PROGRESS_EVERY_SECONDS:
+                    return
+                self._last_logged_progress = time.monotonic()
             print(json.dumps({"event": event, **fields}, default=str), file=sys.stderr, flush=True)
             return
         c = self._console
+        if event == "step_progress":
+            self._show_progress(fields)
+            return
+        if event == "step_done" or event in ("succeeded", "restart", "retired"):
+            self._stop_status()
         if event == "start":
             note = f" (resuming after {fields['completed']} done)" if fields["completed"] else ""
             c.print(f"[bold]{fields['pipeline']}[/] run {fields['run_id']} attempt {fields['attempt']}{note}")
         elif event == "step_start":
-            c.print(
-                f"  [{fields['index']}/{fields['total']}] {fields['step']} …"
-                + (" (continuing saved progress)" if fields.get("resumed") else "")
-            )
+            self._stop_status()
+            self._step_line = f"  [{fields['index']}/{fields['total']}] {fields['step']}"
+            c.print(self._step_line + " …" + (" (continuing saved progress)" if fields.get("resumed") else ""))
         elif event == "step_done":
             c.print(f"  [green]✓[/] {fields['step']} {fields['duration_s']:.2f}s")
         elif event == "commit" and fields["kind"] in ("step", "progress"):
             mb = fields["bytes_written"] / 1e6
-            what = f"progress in {fields['in_step']}" if fields["in_step"] else "step"
-            c.print(f"    checkpoint #{fields['seq']}: {what} ({mb:.1f} MB uploaded)", style="dim")
+            what = f"progress in {fields['in_step']}" if fields["in_step"] else f"step {fields['step']} done"
+            c.print(f"    checkpoint #{fields['seq']}: {what} ({mb:.1f} MB uploaded)", style="dim", markup=False)
         elif event in ("succeeded", "restart", "retired"):
-            c.print(
-                f"[bold]{event}[/] "
-                + ", ".join(f"{k}={v}" for k, v in fields.items() if k not in ("pipeline", "run_id"))
-            )
+            shown = {k: v for k, v in fields.items() if k not in ("pipeline", "run_id", "output", "checkpoint")}
+            c.print(f"[bold]{event}[/] " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+            if fields.get("output"):
+                c.print(f"  output: {fields['output']}", markup=False, highlight=False)
+            if fields.get("checkpoint"):
+                c.print(f"  checkpoint kept: {fields['checkpoint']}", markup=False, highlight=False)
+
+    def _show_progress(self, fields: dict[str, Any]) -> None:
+        """The step's line, redrawn in place: `[2/6] extract_frames  [####......] 480/1200 frames`."""
+        done, total, unit = fields["done"], fields["total"], fields["unit"]
+        if total:
+            filled = max(0, min(done, total)) * BAR_WIDTH // total
+            text = f"{self._step_line}  [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {unit}"
+        else:
+            text = f"{self._step_line}  {done} {unit}"
+        from rich.text import Text
+
+        if self._status is None:
+            self._status = self._console.status(Text(text), spinner="dots")
+            self._status.start()
+        else:
+            self._status.update(Text(text))
+
+    def _stop_status(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
     def termination(self, code: int, reason: str, message: str) -> dict[str, Any]:
         """The one-line JSON reason for /dev/termination-log."""
@@ -104,6 +145,7 @@ class Reporter:
         }
 
     def close(self) -> None:
+        self._stop_status()
         if self.pod is not None:
             self.pod.close()
 

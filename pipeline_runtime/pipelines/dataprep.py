@@ -132,6 +132,7 @@ class DataPrepPipeline(Pipeline):
     """Video -> frames -> regions -> crops -> augmented crops -> sharded dataset + manifest."""
 
     name = "dataprep"
+    output_param = "output_uri"
     version = "2"  # 2: xxh3 frame fingerprints and work chunks, crops cut in extract_frames
     Params = DataPrepParams
     _video_cache: tuple[str, str] | None = None  # (sha256, local path) of the fetched video
@@ -204,6 +205,7 @@ class DataPrepPipeline(Pipeline):
                             break
                         kept.add(reader.position - 1, frame)
                         done = limit is not None and kept.count >= limit
+                        ctx.report(reader.position, video["frame_count"] or None, "frames decoded")
                     if kept.full and not done:
                         if kept.flush(reader.position, wait=False):
                             beat.save(kept.state(resumed_at))
@@ -358,6 +360,7 @@ class DataPrepPipeline(Pipeline):
                 out = work.buffer(batch.shape)
                 rows, shas = _augment_batch(p, batch, base, out.array)
                 base += len(batch)
+                ctx.report(base, crops["count"], "crops")
                 draws.append(rows)
                 digests.append(shas)
                 finished = work.submit(f"augmented/{c:06d}", out)
@@ -409,6 +412,7 @@ class DataPrepPipeline(Pipeline):
             lo = number * p.shard_size
             data = shards.encode_shard(images, np.arange(lo, lo + len(images), dtype=np.int64))
             out.put(shards.shard_name(number), data)
+            ctx.report(number + 1, n_shards, "shards")
             ctx.save_progress({"next_shard": number + 1})
         out.put(shards.MANIFEST, manifest)
         self._finish(ctx, out, work, n_shards, manifest)
