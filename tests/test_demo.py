@@ -3,29 +3,59 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from tests.conftest import VENV_BIN
 
 
-def test_demo_preempts_and_resumes(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [str(VENV_BIN / "respawn-demo"), "--dir", str(tmp_path / "demo"), "--frames", "1500"],
-        capture_output=True,
+def test_demo_preempts_and_resumes_and_keeps_the_cluster_up_for_kubectl(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [str(VENV_BIN / "respawn-demo"), "--dir", str(tmp_path / "demo"), "--frames", "1500", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=240,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert "Preempted (TerminationByKubelet)" in out
-    assert "Succeeded (Succeeded), resumed after step" in out
-    assert "it skipped open_video" in out
-    # The table as kubectl prints it; the run ends with 6/6 steps and one preemption.
-    assert re.search(r"NAME\s+PHASE\s+ITEMS\s+STEP\s+CURRENT\s+PREEMPTIONS\s+FAILURES\s+AGE", out)
-    assert re.search(r"dataprep-video-42\s+Succeeded\s+6/6\s+1\s+0\s", out)
-    manifest = tmp_path / "demo" / "dataset" / "manifest.jsonl"
-    assert manifest.exists() and manifest.read_text().count("\n") > 0
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        assert demo.stdout is not None
+        while not lines or "Ctrl-C stops it." not in lines[-1]:  # --keep: it waits for us now
+            line = demo.stdout.readline()
+            assert line and time.monotonic() < deadline, "".join(lines)
+            lines.append(line)
+        out = "".join(lines)
+        assert "Preempted (TerminationByKubelet)" in out
+        assert "Succeeded (Succeeded), resumed after step" in out
+        assert "it skipped open_video" in out
+        # The table as kubectl prints it; the run ends with 6/6 steps and one preemption.
+        assert re.search(r"NAME\s+PHASE\s+ITEMS\s+STEP\s+CURRENT\s+PREEMPTIONS\s+FAILURES\s+AGE", out)
+        assert re.search(r"dataprep-video-42\s+Succeeded\s+6/6\s+1\s+0\s", out)
+        manifest = tmp_path / "demo" / "dataset" / "manifest.jsonl"
+        assert manifest.exists() and manifest.read_text().count("\n") > 0
+        # The reclaimed node left, a new one joined, and attempt 2 ran elsewhere.
+        nodes = re.findall(r"  #(\d) on (\S+) \(spot", out)
+        assert len(nodes) == 2 and nodes[0][1] != nodes[1][1], out
+        gone = nodes[0][1]
+        assert f"Node {gone} left the cluster" in out, out
+        # Still up: the emulator answers with the demo's kubeconfig, as kubectl would use it.
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(str(tmp_path / "demo" / "kubeconfig"))
+        names = {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
+        assert gone not in names and len(names) == 3, names
+        run = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "respawn.dev", "v1alpha1", "default", "pipelineruns", "dataprep-video-42"
+        )
+        assert run["status"]["phase"] == "Succeeded"
+        api.close()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, "".join(lines) + rest
+    assert "Stopped." in rest
 
 
 def test_the_demo_never_deletes_a_folder_it_did_not_make(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from respawn_operator.crdgen import build_crd
 
 from pipeline_runtime.contracts import PROGRESS_ANNOTATION
 from respawn_local.apiserver import ApiServerThread
-from respawn_local.podsim import PodSim
+from respawn_local.podsim import PodSim, SimNode
 from respawn_local.sample_video import make_video
 from respawn_local.testkit import WaitTimeout, runner_rbac, wait_for
 
@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--frames", type=int, default=3000, help="length of the generated video")
     ap.add_argument("--preempt-at", default="extract_frames", help="preempt the pod while this step runs")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the API emulator and the operator running after the demo, for kubectl (Ctrl-C ends it)",
+    )
     args = ap.parse_args(argv)
     work = Path(args.dir).resolve()
     problem = prepare_folder(work)
@@ -169,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     say(f"API emulator at {api.url}; operator and pod simulator started (nodes: {', '.join(sim.nodes)}).")
     say(f"  kubectl works too: kubectl --kubeconfig {kubeconfig} get pipelineruns")
     try:
-        return run_demo(api, sim, work, video, args, started)
+        code = run_demo(api, sim, work, video, args, started)
+        if args.keep:
+            keep_running(kubeconfig)
+        return code
     except WaitTimeout as e:
         raise SystemExit(f"demo: {e}") from None
     finally:
@@ -180,6 +188,29 @@ def main(argv: list[str] | None = None) -> int:
             operator.kill()
         sim.stop()
         api.stop()
+
+
+def keep_running(kubeconfig: str) -> None:
+    """Leave everything up until Ctrl-C (or SIGTERM), for looking around with kubectl."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    say(
+        "\nStill running (--keep): the emulator, the operator and the pod simulator. Try:\n"
+        f"  export KUBECONFIG={kubeconfig}\n"
+        "  kubectl get pipelineruns,jobs,pods,nodes\n"
+        "  kubectl describe pipelinerun dataprep-video-42\n"
+        "  kubectl respawn describe dataprep-video-42\n"
+        "Ctrl-C stops it."
+    )
+    try:
+        while not stop.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    say("Stopped.")
 
 
 def run_demo(
@@ -251,11 +282,32 @@ def run_demo(
             f"\n>>> Spot node {node} is reclaimed: pod {pod} gets DisruptionTarget "
             "(TerminationByKubelet) and SIGTERM.\n"
         )
+        # The reclaimed VM takes no new pods (GKE taints a node that is shutting down) ...
+        api.patch("nodes", node, {"spec": {"unschedulable": True}}, namespace=None)
         sim.preempt(pod, NS, reason="TerminationByKubelet", grace=15, wait=False)
+        watch_until(
+            lambda st: bool(st.get("attempts")) and bool(st["attempts"][0].get("outcome")),
+            60,
+            "the operator to see the preempted attempt end",
+        )
+        # ... and once its pods are done, it leaves the cluster; the node pool adds a new VM.
+        sim.lose_node(node)
+        fresh = replacement_name(sim, node)
+        sim.add_node(SimNode.spot(fresh))
+        say(f"\n>>> Node {node} left the cluster; a new spot node {fresh} joined the pool.\n")
     final = watch_until(lambda st: st.get("phase") == "Succeeded", 120, "the run to succeed")
     last_pod = final["attempts"][-1].get("pod")
     continued = resumed_steps(sim.log(last_pod, NS)) if last_pod else []
     return report(final, body["spec"], out, started, continued, preempted=found is not None)
+
+
+def replacement_name(sim: PodSim, gone: str) -> str:
+    """The next free name in the reclaimed node's pool (spot-1 gone, spot-1 and spot-2 taken: spot-3)."""
+    pool = gone.rsplit("-", 1)[0]
+    n = 1
+    while f"{pool}-{n}" in sim.nodes or f"{pool}-{n}" == gone:
+        n += 1
+    return f"{pool}-{n}"
 
 
 def resumed_steps(log: str) -> list[str]:

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import copy
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -577,7 +579,19 @@ class PodSim:
                         "lastHeartbeatTime": now_rfc3339(),
                     }
                 ],
-                "nodeInfo": {"kubeletVersion": "v1.32.0-podsim", "operatingSystem": "linux", "architecture": "amd64"},
+                # Every field a kubelet reports (clients such as `kubernetes` 37 refuse a partial one).
+                "nodeInfo": {
+                    "kubeletVersion": "v1.32.0-podsim",
+                    "kubeProxyVersion": "v1.32.0-podsim",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                    "osImage": "podsim",
+                    "kernelVersion": os.uname().release,
+                    "containerRuntimeVersion": "podsim://1",
+                    "machineID": hashlib.md5(node.name.encode()).hexdigest(),
+                    "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, node.name)),
+                    "bootID": str(uuid.uuid4()),
+                },
                 "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
                 "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
                 "addresses": [
