@@ -172,6 +172,15 @@ def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime
         st.progress = f"{st.completed_steps}/{st.total_steps}"
 
 
+def checkpoint_text(raw: Any, step: str | None) -> str | None:
+    """What a commit the pod reported was: ``committed step crop``, ``saved progress in augment``;
+    None for a commit with no step behind it (an attempt's claim: nothing to tell)."""
+    raw = raw if isinstance(raw, dict) else {}
+    if raw.get("kind") == "progress" and raw.get("inStep"):
+        return f"saved progress in step {raw['inStep']}"
+    return f"committed step {step}" if step else None
+
+
 def _apply_progress(d: Decision, report: dict[str, Any] | None, attempt: int) -> None:
     """Copy progress into status; post a Checkpointed event when a new commit shows up."""
     if not report:
@@ -184,13 +193,13 @@ def _apply_progress(d: Decision, report: dict[str, Any] | None, attempt: int) ->
     new_ckpt = fields.get("last_checkpoint")
     if new_ckpt is not None and new_ckpt != st.last_checkpoint:
         old = st.last_checkpoint
-        if old is None or (new_ckpt.seq, new_ckpt.step) != (old.seq, old.step):
+        text = checkpoint_text(report.get("lastCheckpoint"), new_ckpt.step)
+        if text and (old is None or (new_ckpt.seq, new_ckpt.step) != (old.seq, old.step)):
             d.events.append(
                 Event(
                     "Normal",
                     "Checkpointed",
-                    f"attempt {attempt} committed step {new_ckpt.step}"
-                    + (f" (seq {new_ckpt.seq})" if new_ckpt.seq is not None else ""),
+                    f"attempt {attempt} {text}" + (f" (seq {new_ckpt.seq})" if new_ckpt.seq is not None else ""),
                 )
             )
     for key, value in fields.items():

@@ -83,6 +83,23 @@ def test_first_attempt_then_progress_then_success() -> None:
     assert body["status"]["attempts"][0]["outcome"] == "Succeeded"
 
 
+def test_checkpoint_events_say_what_was_committed_never_a_step_none() -> None:
+    body, _ = step(new_run(), Observed())
+    messages = []
+    for seq, last in enumerate(
+        [
+            {"step": None, "kind": "claim"},  # the attempt's claim: no event
+            {"step": "detect", "kind": "step"},
+            {"step": "detect", "kind": "progress", "inStep": "crop"},  # labelled by its own step
+        ],
+        start=1,
+    ):
+        report = {"attempt": 1, "currentStep": "crop", "lastCheckpoint": {**last, "seq": seq}}
+        body, d = step(body, Observed(job=JOB, pod=pod("Running", progress=report), node_exists=True), at=seq)
+        messages += [e.message for e in d.events if e.reason == "Checkpointed"]
+    assert messages == ["attempt 1 committed step detect (seq 2)", "attempt 1 saved progress in step crop (seq 3)"]
+
+
 def test_preemption_starts_next_attempt_at_once_resuming() -> None:
     body, _ = step(new_run(), Observed())
     progress = {
