@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pydantic
 from pydantic import BaseModel
 
 from pipeline_runtime import Pipeline, step
@@ -60,3 +61,24 @@ class Steps(Pipeline):
         self._work(ctx, 10000)
         if ctx.params.out:
             Path(ctx.params.out).write_text(f"{','.join(ctx['trail'])} {ctx['total']}\n")
+
+
+class Items(Steps):
+    """Steps for fan-out items: each logs its step starts to ``<out>.exec`` (the items of one
+    parent share its env), and an ``out`` whose file name starts with ``bad`` is refused
+    as a param (exit 64: the item fails at once, deterministically)."""
+
+    name = "op-items"
+
+    class Params(Steps.Params):
+        @pydantic.field_validator("out")
+        @classmethod
+        def _not_bad(cls, v: str) -> str:
+            if Path(v).name.startswith("bad"):
+                raise ValueError("this item is refused on purpose")
+            return v
+
+    def _work(self, ctx: Any, value: int) -> None:
+        with open(f"{ctx.params.out}.exec", "a") as f:
+            f.write(f"{ctx.step_name} {ctx.attempt}\n")
+        super()._work(ctx, value)
