@@ -31,6 +31,7 @@ from respawn_operator import GROUP, VERSION
 from respawn_operator.job_builder import short_name
 from respawn_operator.reconcile import set_condition
 from respawn_operator.spec import (
+    ITEMS_MAX,
     PARAMS_MAX_BYTES,
     FailedItem,
     ItemsStatus,
@@ -104,6 +105,8 @@ def check_items(spec: PipelineRunSpec, raw_spec: dict[str, Any], items: list[Any
     assert spec.foreach is not None
     if not items:
         return "foreach: the list of items is empty"
+    if len(items) > ITEMS_MAX:  # the CRD caps inline items; a ConfigMap's lines need this check
+        return f"foreach: {len(items)} items, above the {ITEMS_MAX} one run may have (each is a PipelineRun)"
     seen: dict[str, int] = {}
     base = dict(raw_spec.get("params") or {})
     for i, item in enumerate(items):

@@ -314,3 +314,103 @@ def test_a_param_the_pipeline_does_not_have_fails_the_items_and_names_the_first(
     first = st["items"]["failedItems"][0]
     assert "ouptut: unknown param" in first["message"] and first["index"] in (0, 1)
     assert "item " in st["message"] and "ouptut" in st["message"]
+
+
+# -- bad input (issue 14) ------------------------------------------------------------
+
+
+def test_an_empty_list_and_a_list_past_items_max_fail_before_any_child() -> None:
+    from respawn_operator.spec import ITEMS_MAX
+
+    d = decide(parent([]), [])
+    assert d.status.phase is Phase.FAILED and d.status.message == "foreach: the list of items is empty"
+    assert not d.create and ("Warning", "InvalidItems", d.status.message) in d.events
+    # Regression: the CRD caps inline items at ITEMS_MAX, but a ConfigMap's lines went
+    # unchecked, so 100,001 items would have become 100,001 PipelineRuns.
+    body = parent([])
+    body["spec"]["foreach"] = {"param": "video_uri", "itemsFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}
+    lines = [f"gs://b/v{i}.mp4" for i in range(100_001)]
+    d = decide_parent(body, parse_spec(body["spec"]), lines, None, [], NOW)
+    assert d.status.phase is Phase.FAILED and not d.create
+    assert d.status.message == f"foreach: 100001 items, above the {ITEMS_MAX} one run may have (each is a PipelineRun)"
+    d = decide_parent(body, parse_spec(body["spec"]), lines[:ITEMS_MAX], None, [], NOW)
+    assert d.status.phase is Phase.PENDING and len(d.create) == 10  # exactly ITEMS_MAX is fine
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"parallelism": 0}, "spec.parallelism"),
+        ({"parallelism": 10_001}, "spec.parallelism"),
+        ({"maxFailedItems": -1}, "spec.maxFailedItems"),
+        ({"foreach": {"param": "out", "items": [f"i{n}" for n in range(10_001)]}}, "spec.foreach.items"),
+        ({"foreach": {"param": "out", "items": ["a", ""]}}, "spec.foreach.items[1]"),
+        ({"foreach": {"param": "out", "items": ["a", "x" * 4097]}}, "spec.foreach.items[1]"),
+        ({"foreach": {"param": "out", "items": ["a", 7]}}, "spec.foreach.items[1]"),
+        ({"foreach": {"param": "out-x", "items": ["a"]}}, "spec.foreach.param"),
+        ({"foreach": {"items": ["a"]}}, "spec.foreach.param"),
+    ],
+)
+def test_the_crd_schema_refuses_bad_fan_out_fields_at_apply(cluster: Cluster, spec: dict[str, Any], field: str) -> None:
+    from respawn_local.apiserver import ApiError
+
+    body = {
+        "apiVersion": "respawn.dev/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "refused", "namespace": NS},
+        "spec": {"pipeline": "op_pipelines:Steps", "foreach": {"param": "out", "items": ["a"]}, **spec},
+    }
+    with pytest.raises(ApiError) as err:
+        cluster.api.create(body, namespace=NS)
+    assert err.value.code == 422 and field in err.value.message, err.value.message
+    assert cluster.api.get_or_none("pipelineruns", "refused", NS) is None
+
+
+def test_items_the_schema_cannot_judge_fail_the_parent_with_a_message_naming_the_field(cluster: Cluster) -> None:
+    many = "\n".join(f"i{n}" for n in range(100_001))
+    data = {"blank.txt": "\n  \n\n", "many.txt": many, "dup.txt": "a\nb\na\n"}
+    cluster.api.create(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad-items", "namespace": NS}, "data": data},
+        namespace=NS,
+    )
+    cases = {
+        "empty-inline": ({"items": []}, "foreach: the list of items is empty"),
+        "empty-cm": (
+            {"itemsFrom": {"configMapKeyRef": {"name": "bad-items", "key": "blank.txt"}}},
+            "foreach: the list",
+        ),
+        "many-cm": (
+            {"itemsFrom": {"configMapKeyRef": {"name": "bad-items", "key": "many.txt"}}},
+            "foreach: 100001 items",
+        ),
+        "dup-cm": (
+            {"itemsFrom": {"configMapKeyRef": {"name": "bad-items", "key": "dup.txt"}}},
+            "foreach item 2 repeats",
+        ),
+        "no-key": (
+            {"itemsFrom": {"configMapKeyRef": {"name": "bad-items", "key": "nope.txt"}}},
+            "foreach.itemsFrom: ConfigMap bad-items has no key 'nope.txt'",
+        ),
+    }
+    for name, (foreach, _) in cases.items():
+        submit_parent(cluster, name, foreach)
+    for name, (_, message) in cases.items():
+        st = cluster.wait_phase(name, "Failed", timeout=60)
+        assert st["message"].startswith(message), (name, st["message"])
+        assert not children_of(cluster, name), f"{name}: no child starts"
+        wait_for(
+            lambda: "InvalidItems" in cluster.events(name), 30, f"{name}: its InvalidItems event"
+        )  # after the status
+
+
+def test_a_parent_name_too_long_for_its_children_is_shortened_and_runs(cluster: Cluster) -> None:
+    name = "long-" + "n" * 248  # 253: the longest name; `<name>-<key>` would be 264
+    out = cluster.tmp / "long.out"
+    submit_parent(cluster, name, items([out]))
+    st = cluster.wait_phase(name, "Succeeded", timeout=120)
+    assert st["items"]["succeeded"] == 1 and out.read_text() == "a,b,c,d,e 11111\n"
+    [kid] = children_of(cluster, name)
+    kid_name = kid["metadata"]["name"]
+    assert kid_name == child_name(name, str(out)) and len(kid_name) <= 63 and kid_name.startswith("long-nnn")
+    assert all(len(j) <= 63 for j in cluster.jobs(kid_name)) and cluster.jobs(kid_name)
+    assert len(kid["metadata"]["labels"]["respawn.dev/parent"]) <= 63
