@@ -35,7 +35,8 @@ from typing import Any
 from ..errors import InvalidInput
 from . import MOMENTS, SIGNALS, judge
 from .forkserver import ForkServer
-from .store import ENV_MARKER, ENV_PAUSE_AT, ENV_STATS
+from .interrupt import finish, interrupt, pause_env, signal_number
+from .store import ENV_STATS
 
 EXPECTED_EXIT = {
     # -15/-2: the signal came while the interpreter was starting, before the handler.
@@ -334,35 +335,19 @@ class Session:
         marker = folder / f"{tag}.paused"
         extra: dict[str, str] = {}
         if what is not None and what.kind not in SIGNALS:
-            extra = {ENV_PAUSE_AT: f"{what.kind}:{what.n}", ENV_MARKER: str(marker)}
+            extra = pause_env(what.kind, what.n, marker)
         if command == "run" and number == 1:
             extra[ENV_STATS] = str(folder / "stats.json")
         started = time.monotonic()
         proc, log, term = self._start(folder, tag, self._argv(command, run_id, number, params), extra)
         limit = self._timeout(clean)
         sent = False
-        try:
-            if what is None:
-                proc.wait(limit)
-            elif what.kind in SIGNALS:
-                try:
-                    proc.wait(what.fraction * clean)
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(getattr(signal, f"SIG{what.kind}"))
-                    sent = True
-            else:
-                deadline = started + limit
-                while proc.poll() is None and not marker.exists() and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                if proc.poll() is None and marker.exists():
-                    proc.kill()
-                    sent = True
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            code = -signal.SIGKILL
-            sent = False
+        if what is None:
+            code = finish(proc, limit)
+        elif what.kind in SIGNALS:
+            code, sent = interrupt(proc, what.fraction * clean, signal_number(what.kind), limit)
+        else:
+            code, sent = interrupt(proc, marker.exists, signal.SIGKILL, limit)
         seconds = time.monotonic() - started
         found = Attempt(
             number, what.label(clean) if what else None, code, seconds, finished_first=what is not None and not sent

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import wait_for
+from pipeline_runtime.chaos.interrupt import interrupt, pause_env, signal_number
 from tests.faults.harness import fenced_writes, full_history, lost_in_history, reran_after_commit
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime, output
@@ -81,7 +81,7 @@ def commits_seen(proc: Any) -> int:
     return output(proc).count('"event": "commit"')
 
 
-def interrupt(rt: Runtime, argv: list[str], kind: str, n: int, tmp: Path) -> int | None:
+def interrupt_as_drawn(rt: Runtime, argv: list[str], kind: str, n: int, tmp: Path) -> int | None:
     """Start an attempt, interrupt it as drawn; its exit code, or None if it finished first."""
     marker = tmp / f"paused-{rt.count}"
     env = dict(ENV)
@@ -89,23 +89,16 @@ def interrupt(rt: Runtime, argv: list[str], kind: str, n: int, tmp: Path) -> int
         n = 1 + (n - 1) % 3  # a run uploads only a few artifacts: aim at those
     if kind.startswith("pause-"):
         env.update(
-            RESPAWN_CHAOS_PAUSE_AT=f"artifact-before:{n}" if kind == "pause-artifact" else f"commit-before:{n + 1}",
-            RESPAWN_CHAOS_MARKER=str(marker),
+            pause_env(*(("artifact-before", n) if kind == "pause-artifact" else ("commit-before", n + 1)), marker)
         )
     proc = rt.start(argv, env)
     if kind.startswith("pause-"):
-        wait_for(lambda: marker.exists() or proc.poll() is not None, 60, f"the attempt to reach {kind} {n}")
-        sig = signal.SIGKILL
+        code, sent = interrupt(proc, marker.exists, signal.SIGKILL, timeout=60)
     else:
-        wait_for(lambda: commits_seen(proc) >= n or proc.poll() is not None, 60, f"{n} commits")
-        sig = getattr(signal, f"SIG{kind}")
-    if proc.poll() is not None:
-        assert proc.returncode == 0, output(proc)
+        code, sent = interrupt(proc, lambda: commits_seen(proc) >= n, signal_number(kind), timeout=60)
+    if not sent or code == 0:  # it finished before the moment, or between our look and the signal
+        assert code == 0, f"{kind} after {n}: exit {code}\n{output(proc)}"
         return None
-    proc.send_signal(sig)
-    code = proc.wait(30)
-    if code == 0:
-        return None  # it finished between our look and the signal
     assert code in EXPECTED.get(kind, {-signal.SIGKILL}), f"{kind} after {n}: exit {code}\n{output(proc)}"
     return code
 
@@ -131,7 +124,7 @@ def test_generated_pipelines_resume_exactly_after_generated_interruptions(
     (tmp / "faulty").mkdir()
     attempt, finished, hits = 1, False, 0
     for kind, n in interruptions:
-        finished = interrupt(rt, args(plan, uri, tmp / "faulty.out", attempt, "faulty"), kind, n, tmp) is None
+        finished = interrupt_as_drawn(rt, args(plan, uri, tmp / "faulty.out", attempt, "faulty"), kind, n, tmp) is None
         event(f"{kind}: {'finished first' if finished else 'interrupted'}")
         hits += not finished
         attempt += 1

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from pipeline_runtime.chaos.interrupt import finish, interrupt
 from tests.conftest import GCSEmulator
 from tests.faults.harness import FAULT_ENV, PIPELINES, Verdict, reference, run_args, verify
 from tests.faults.proxy import ANY, ARTIFACTS, COMMITS, FaultProxy, started
@@ -73,13 +73,10 @@ def kill_and_resume(
         if kills < planned:
             # The kill moment is the input under test: anywhere in a clean run's time.
             delay = rng.uniform(0.0, 1.05) * ref.seconds
-            try:
-                code = proc.wait(delay)
-            except subprocess.TimeoutExpired:
-                sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-                proc.send_signal(sig)
+            sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
+            code, sent = interrupt(proc, delay, sig, timeout=120)
+            if sent:
                 kills += 1
-                code = proc.wait(60)
                 story.append(f"a{attempt}:{sig.name}@{delay:.2f}s->{code}")
                 if code not in EXPECTED[sig] | ({75} if proxy else set()):
                     return (
@@ -88,7 +85,7 @@ def kill_and_resume(
                         " ".join(story),
                     )
         else:
-            code = proc.wait(120)
+            code = finish(proc, 120)
             story.append(f"a{attempt}->{code}")
         if code == 0 or attempt >= MAX_ATTEMPTS:
             break
