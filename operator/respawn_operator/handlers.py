@@ -143,6 +143,70 @@ class PodCache:
             del self._pods[key]
 
 
+class ChildIndex:
+    """Fan-out children by parent uid, kept from the PipelineRun watch (a lister).
+
+    A parent reads its children here instead of listing them every round, which at
+    thousands of items was one request and O(items) bytes a round. The first round of
+    each parent after a start lists them once (the watch may not have delivered every
+    child yet) and merges the answer; from then on watch events keep it current, and a
+    parent lists again every `relist_seconds` as a resync. A child the parent created an
+    instant ago may be missing for that instant: creating it again answers AlreadyExists.
+    """
+
+    def __init__(self, relist_seconds: float = 300.0) -> None:
+        self.relist_seconds = relist_seconds
+        self._children: dict[str, dict[str, tuple[dict[str, Any], float]]] = {}
+        """parent uid -> child name -> (its newest object, when it arrived)."""
+        self._listed: dict[str, float] = {}
+        """parent uid -> when its children were last listed."""
+
+    def note(self, obj: dict[str, Any], deleted: bool = False) -> None:
+        """Take in a watch event of any run; only fan-out children are kept."""
+        meta = obj.get("metadata") or {}
+        parent = (meta.get("labels") or {}).get(LABEL_PARENT_UID)
+        if not parent or not meta.get("name"):
+            return
+        if deleted:
+            self._children.get(parent, {}).pop(meta["name"], None)
+        else:
+            self._children.setdefault(parent, {})[meta["name"]] = (obj, time.monotonic())
+
+    def children(self, parent_uid: str) -> list[dict[str, Any]] | None:
+        """The parent's children, or None when they must be listed first (see `merge_listed`)."""
+        listed = self._listed.get(parent_uid)
+        if listed is None or time.monotonic() - listed > self.relist_seconds:
+            return None
+        return [obj for obj, _ in self._children.get(parent_uid, {}).values()]
+
+    def merge_listed(self, parent_uid: str, items: list[dict[str, Any]], started: float) -> list[dict[str, Any]]:
+        """Merge a LIST begun at `started` (monotonic): a child's newer watched state wins,
+        and a child the list lacks stays only if its event came after the list began."""
+        known = self._children.get(parent_uid, {})
+        merged: dict[str, tuple[dict[str, Any], float]] = {}
+        for obj in items:
+            name = obj["metadata"]["name"]
+            mine = known.get(name)
+            newer = mine is not None and _rv(mine[0]) >= _rv(obj) and mine[1] >= started
+            merged[name] = mine if newer and mine is not None else (obj, started)
+        for name, (obj, arrived) in known.items():
+            if name not in merged and arrived > started:
+                merged[name] = (obj, arrived)
+        self._children[parent_uid] = merged
+        self._listed[parent_uid] = time.monotonic()
+        return [obj for obj, _ in merged.values()]
+
+    def forget(self, parent_uid: str) -> None:
+        self._children.pop(parent_uid, None)
+        self._listed.pop(parent_uid, None)
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    """A resourceVersion as a number where it is one (etcd's are); -1 where it is not."""
+    rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(rv) if rv.isdigit() else -1
+
+
 class Reconciler:
     """Per-run serialized, coalescing reconcile loop (a tiny work queue)."""
 
@@ -152,6 +216,7 @@ class Reconciler:
         self.gate = gate or PeeringGate()
         """With --peering: whether this replica may act (kopf's pause does not stop our own loops)."""
         self.pods = PodCache()
+        self.children = ChildIndex()
         self.phases = metrics.PhaseBook()
         self.queue: WorkQueue[Key] = WorkQueue(
             self._reconcile_safely, self._failed, Backoff(base=0.05, cap=300.0), TokenBucket(qps=50.0, burst=200)
@@ -426,7 +491,11 @@ class Reconciler:
                 error = f"foreach.itemsFrom: ConfigMap {ref.name} has no key {ref.key!r} (it has {sorted(data)})"
             else:
                 items = parse_items(data[ref.key])
-        children = await self.client.list(PIPELINERUNS, ns, labels={LABEL_PARENT_UID: meta["uid"]})
+        children = self.children.children(meta["uid"])
+        if children is None:
+            started = time.monotonic()
+            listed = await self.client.list(PIPELINERUNS, ns, labels={LABEL_PARENT_UID: meta["uid"]})
+            children = self.children.merge_listed(meta["uid"], listed, started)
         d = decide_parent(body, spec, items, error, children, now())
         for child in d.create:
             try:
@@ -669,19 +738,28 @@ async def on_run_event(event: kopf.RawEvent, name: str, namespace: str | None, u
     assert namespace is not None  # PipelineRuns are namespaced
     rec = _reconciler()
     key = (namespace, name)
+    obj: Any = event.get("object")  # the run as raw JSON (kopf types it as a partial RawBody)
+    if isinstance(obj, dict):
+        rec.children.note(obj, deleted=event.get("type") == "DELETED")
     if event.get("type") == "DELETED":
         rec.forget(key)
         rec.phases.set(key, None)
         rec.pods.forget(namespace, uid)
+        rec.children.forget(uid)
+        if isinstance(obj, dict):
+            poke_parent(rec, namespace, obj)  # a deleted child changes its parent's counts too
         return
-    obj: Any = event.get("object")  # the run as raw JSON (kopf types it as a partial RawBody)
     if not isinstance(obj, dict) or rec.note_run(key, obj):
         rec.poke(namespace, name)  # not for the echo of our own write, nor for kopf's metadata patches
     if isinstance(obj, dict):
-        for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
-            if owner.get("kind") == "PipelineRun" and owner.get("controller"):
-                # A fan-out child changed: its parent counts again (pokes within the delay coalesce).
-                rec.poke(namespace, owner["name"], delay=PARENT_POKE_DELAY)
+        poke_parent(rec, namespace, obj)
+
+
+def poke_parent(rec: Reconciler, namespace: str, obj: dict[str, Any]) -> None:
+    """A fan-out child changed: its parent counts again (pokes within the delay coalesce)."""
+    for owner in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == "PipelineRun" and owner.get("controller"):
+            rec.poke(namespace, owner["name"], delay=PARENT_POKE_DELAY)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN_UID: kopf.PRESENT, LABEL_ATTEMPT: kopf.PRESENT})

@@ -188,3 +188,31 @@ def test_deleted_runs_are_forgotten() -> None:
     asyncio.run(rec.reconcile(*KEY))
     rec.forget(KEY)
     assert KEY not in rec.bodies and KEY not in rec.pending and KEY not in rec.seen
+
+
+def child(name: str, rv: int, phase: str | None = None) -> dict[str, Any]:
+    meta = {"name": name, "namespace": "ns", "resourceVersion": str(rv), "labels": {"respawn.dev/parent-uid": "p"}}
+    return {"metadata": meta, "status": {"phase": phase} if phase else {}}
+
+
+def test_the_child_index_lists_once_then_follows_the_watch() -> None:
+    import time
+
+    from respawn_operator.handlers import ChildIndex
+
+    index = ChildIndex(relist_seconds=300)
+    index.note(child("stale", 3))  # watched before the list began; the list no longer has it
+    assert index.children("p") is None  # never listed: the caller must list first
+    started = time.monotonic()
+    index.note(child("a", 9, "Running"))  # watched while the list was in flight: newer than the list's copy
+    index.note(child("new", 10))  # created after the list began
+    got = index.merge_listed("p", [child("a", 5, "Pending"), child("b", 6)], started)
+    by_name = {c["metadata"]["name"]: c for c in got}
+    assert sorted(by_name) == ["a", "b", "new"] and by_name["a"]["status"]["phase"] == "Running"
+    index.note(child("b", 11, "Succeeded"))
+    index.note(child("new", 12), deleted=True)
+    index.note({"metadata": {"name": "plain", "resourceVersion": "13"}})  # not a child: ignored
+    after = {c["metadata"]["name"]: c for c in index.children("p") or []}
+    assert sorted(after) == ["a", "b"] and after["b"]["status"]["phase"] == "Succeeded"
+    index.relist_seconds = -1.0  # any list is now older than that: the resync lists again
+    assert index.children("p") is None
