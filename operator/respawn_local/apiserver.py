@@ -1463,6 +1463,29 @@ class ApiServer:
         """The immutability rules of pods and jobs that a controller can trip over."""
         name = old["metadata"]["name"]
         if rtype.key == ("", "pods"):
+            # Like ValidatePodUpdate: spec.activeDeadlineSeconds may be set or lowered, never
+            # raised or removed (a running pod's deadline only ever comes closer).
+            old_deadline = (old.get("spec") or {}).get("activeDeadlineSeconds")
+            new_deadline = (new.get("spec") or {}).get("activeDeadlineSeconds")
+            problem = None
+            if new_deadline is not None and (not isinstance(new_deadline, int) or new_deadline < 0):
+                problem = "must be between 0 and 2147483647, inclusive"
+            elif new_deadline is not None and old_deadline is not None and old_deadline < new_deadline:
+                problem = "must be less than or equal to previous value"
+            elif new_deadline is None and old_deadline is not None:
+                problem = "must not update from a positive integer to nil value"
+            if problem is not None:
+                raise self._invalid(
+                    rtype,
+                    name,
+                    [
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": "spec.activeDeadlineSeconds",
+                            "message": f"Invalid value: {json.dumps(new_deadline)}: {problem}",
+                        }
+                    ],
+                )
 
             def mutable_removed(spec: Obj) -> Obj:
                 spec = copy.deepcopy(spec or {})

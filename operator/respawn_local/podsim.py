@@ -43,6 +43,7 @@ USER_AGENT = "respawn-podsim/0.1"
 LOG_ANNOTATION = "respawn.dev/sim-log"
 SPOT_LABEL = "cloud.google.com/gke-spot"
 NODE_SHUTDOWN_MESSAGE = "Pod was terminated in response to imminent node shutdown."
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 # Environment a container gets from the host: just enough to run Python tools.
 _HOST_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT", "PYTHONDONTWRITEBYTECODE")
@@ -267,6 +268,8 @@ class PodSim:
         self._handled: set[str] = set()
         self._finalizing: set[str] = set()
         self._unschedulable: set[str] = set()
+        self._deadline_wakes: dict[str, float] = {}
+        """Pods with an active deadline ahead: when the loop is woken up for it."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -951,6 +954,31 @@ class PodSim:
         if node in self.nodes and node not in self.lost_nodes and uid not in self._handled and not _terminal(pod):
             self._handled.add(uid)
             await self._start(pod)
+        elif uid in self.procs and not _terminal(pod):
+            self._check_active_deadline(pod)
+
+    def _check_active_deadline(self, pod: Obj) -> None:
+        """Kubelet's active-deadline handler: once a pod has been active on its node (since
+        ``status.startTime``) for ``spec.activeDeadlineSeconds``, stop it (SIGTERM, the
+        pod's grace period, SIGKILL); the pod ends Failed with reason DeadlineExceeded and
+        stays. Before that, wake the loop up at the deadline."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        deadline, started = spec.get("activeDeadlineSeconds"), (pod.get("status") or {}).get("startTime")
+        proc = self.procs.get(meta["uid"])
+        if deadline is None or not started or proc is None or proc.stopping:
+            return
+        due = parse_rfc3339(started).timestamp() + float(deadline)
+        left = due - time.time()
+        if left > 0:
+            if self._deadline_wakes.get(meta["uid"]) != due:
+                self._deadline_wakes[meta["uid"]] = due
+                assert self._loop is not None and self._kick is not None
+                self._loop.call_later(left + 0.01, self._kick.set)
+            return
+        self._deadline_wakes.pop(meta["uid"], None)
+        proc.status_reason, proc.status_message = "DeadlineExceeded", DEADLINE_MESSAGE
+        self._event(pod, "DeadlineExceeded", DEADLINE_MESSAGE, "Warning")
+        self._spawn(self._stop_process(proc, float(spec.get("terminationGracePeriodSeconds", 30))))
 
     async def _schedule(self, pod: Obj) -> None:
         meta, spec = pod["metadata"], pod.get("spec") or {}

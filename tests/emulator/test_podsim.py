@@ -280,6 +280,74 @@ def test_active_deadline_fails_the_job(api: ApiServerThread, sim: PodSim) -> Non
     wait_for(lambda: not [p for p in job_pods(api, "slow") if p["status"]["phase"] == "Running"], 10, "pod stopped")
 
 
+def test_pod_active_deadline_stops_it_like_kubelet_and_keeps_the_pod(api: ApiServerThread, sim: PodSim) -> None:
+    """Lowering a running pod's spec.activeDeadlineSeconds: SIGTERM, then the pod ends Failed
+    with reason DeadlineExceeded and stays, log and all (what the operator's stop relies on)."""
+    api.create(job_manifest("late", TRAP))
+    name = running_pod(api, sim, "late")["metadata"]["name"]
+    api.patch("pods", name, {"spec": {"activeDeadlineSeconds": 1}})
+    pod = wait_for(lambda: (p := api.get("pods", name))["status"]["phase"] == "Failed" and p, 15, "pod Failed")
+    assert pod["status"]["reason"] == "DeadlineExceeded"
+    assert pod["status"]["message"] == "Pod was active on the node longer than the specified deadline"
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 143 and term["message"] == '{"reason": "sigterm"}'  # SIGTERM, not SIGKILL
+    assert "got SIGTERM" in sim.log(name)
+    wait_for(lambda: job_condition(api, "late", "Failed"), 10, "job to fail")
+    assert job_condition(api, "late", "Failed")["reason"] == "BackoffLimitExceeded"
+    assert [p["metadata"]["name"] for p in job_pods(api, "late")] == [name]  # kept, not replaced
+
+    from .helpers import http
+
+    assert "got SIGTERM" in http(api, "GET", f"/api/v1/namespaces/default/pods/{name}/log")[1]
+
+
+def test_pod_active_deadline_kills_after_grace_when_sigterm_is_ignored(api: ApiServerThread, sim: PodSim) -> None:
+    manifest = job_manifest("stubborn-late", STUBBORN)
+    manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    api.create(manifest)
+    name = running_pod(api, sim, "stubborn-late")["metadata"]["name"]
+    api.patch("pods", name, {"spec": {"activeDeadlineSeconds": 1}})
+    pod = wait_for(lambda: (p := api.get("pods", name))["status"]["phase"] == "Failed" and p, 15, "pod Failed")
+    assert pod["status"]["reason"] == "DeadlineExceeded"
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+
+
+def test_pod_active_deadline_from_the_template_counts_from_the_pod_start(api: ApiServerThread, sim: PodSim) -> None:
+    manifest = job_manifest("bounded", TRAP)
+    manifest["spec"]["template"]["spec"]["activeDeadlineSeconds"] = 2
+    api.create(manifest)
+    name = running_pod(api, sim, "bounded")["metadata"]["name"]
+    assert api.get("pods", name)["status"]["phase"] == "Running"
+    pod = wait_for(lambda: (p := api.get("pods", name))["status"]["phase"] == "Failed" and p, 15, "pod Failed")
+    assert pod["status"]["reason"] == "DeadlineExceeded" and "got SIGTERM" in sim.log(name)
+
+
+def test_pod_active_deadline_may_be_lowered_but_never_raised_or_removed(api: ApiServerThread, sim: PodSim) -> None:
+    from .helpers import http
+
+    manifest = job_manifest("fixed", TRAP)
+    manifest["spec"]["template"]["spec"]["activeDeadlineSeconds"] = 600
+    api.create(manifest)
+    name = running_pod(api, sim, "fixed")["metadata"]["name"]
+    path = f"/api/v1/namespaces/default/pods/{name}"
+    merge = "application/merge-patch+json"
+    status, body = http(api, "PATCH", path, {"spec": {"activeDeadlineSeconds": 601}}, content_type=merge)
+    assert status == 422 and body["reason"] == "Invalid"
+    assert (
+        "spec.activeDeadlineSeconds: Invalid value: 601: must be less than or equal to previous value"
+        in body["message"]
+    )
+    status, body = http(api, "PATCH", path, {"spec": {"activeDeadlineSeconds": None}}, content_type=merge)
+    assert status == 422 and "must not update from a positive integer to nil value" in body["message"]
+    pod = api.get("pods", name)
+    del pod["spec"]["activeDeadlineSeconds"]
+    status, body = http(api, "PUT", path, pod)
+    assert status == 422 and "must not update from a positive integer to nil value" in body["message"]
+    status, _ = http(api, "PATCH", path, {"spec": {"activeDeadlineSeconds": 300}}, content_type=merge)
+    assert status == 200 and api.get("pods", name)["spec"]["activeDeadlineSeconds"] == 300
+    assert api.get("pods", name)["status"]["phase"] == "Running"  # 300 s from its start are not over
+
+
 PATCH_OWN_POD = r"""
 import json, os, ssl, urllib.request
 e = os.environ
