@@ -25,5 +25,9 @@ LABEL_ROLE = "respawn.dev/role"
 """Label on Jobs: ``attempt`` or ``cleanup``."""
 ANNOTATION_PROGRESS = PROGRESS_ANNOTATION
 """Pod annotation the runtime patches with its live progress (JSON); defined by the runtime's contracts."""
+ANNOTATION_STOPPED = "respawn.dev/stopped"
+"""Annotation the operator puts on an attempt pod it stops itself (the value says why, e.g.
+``Suspended``), together with a lowered ``spec.activeDeadlineSeconds``: the pod then ends
+Failed/DeadlineExceeded, and this tells that apart from the run's own deadline."""
 ANNOTATION_RUN_NAME = "respawn.dev/run-name"
 """Annotation on Jobs and pods: the full PipelineRun name (labels may hold a shortened form)."""

@@ -5,7 +5,9 @@ One pure function, :func:`classify_attempt`, over the objects Kubernetes gives u
 rules is the policy, so it reads top to bottom:
 
 1. what the pipeline itself decided (exit 0, 64, 65, 76) wins over everything;
-2. the run's own deadline;
+2. a stop by the operator itself (the pod's ``respawn.dev/stopped`` annotation: suspend,
+   re-run, spec change), then the run's own deadline (kubelet's ``DeadlineExceeded`` on the
+   pod, or the Job's);
 3. a Kueue eviction (Kueue suspends the Job);
 4. any sign of the infrastructure: a ``DisruptionTarget`` condition, a pod
    ``status.reason`` of eviction/shutdown/node loss, a vanished node, SIGTERM (143),
@@ -20,6 +22,7 @@ import enum
 from typing import Any
 
 from pipeline_runtime.contracts import ExitCode
+from respawn_operator import ANNOTATION_STOPPED
 from respawn_operator.reports import parse_report
 from respawn_operator.spec import PIPELINE_CONTAINER, AttemptOutcome
 
@@ -80,6 +83,15 @@ def pod_is_terminal(pod: dict[str, Any] | None) -> bool:
     return ((pod or {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
+def pod_is_done(pod: dict[str, Any] | None) -> bool:
+    """True once the pod's phase is final and none of its containers still runs (a kubelet
+    may report the phase while it still stops a container)."""
+    if not pod_is_terminal(pod):
+        return False
+    statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    return not any("running" in (cs.get("state") or {}) for cs in statuses)
+
+
 def classify_attempt(
     job: dict[str, Any] | None,
     pod: dict[str, Any] | None,
@@ -120,9 +132,16 @@ def classify_attempt(
     if exit_code == ExitCode.SUPERSEDED:
         return out(AttemptOutcome.SUPERSEDED, "Superseded")
 
-    # 2. The run's deadline (the Job carries what is left of it).
+    # 2. The operator stopped it (it lowered the pod's activeDeadlineSeconds and said why), or the
+    # run's deadline: the pod carries what is left of it, the Job a later backstop.
+    ended_here = term is not None or pod_is_terminal(pod) or pod_gone
+    stopped_by = (((pod or {}).get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_STOPPED)
+    if stopped_by and ended_here:
+        return out(AttemptOutcome.STOPPED, str(stopped_by), message="stopped by the operator")
     failed = job_conds.get("Failed")
-    if failed and failed.get("reason") == "DeadlineExceeded":
+    if (pod_status.get("reason") == "DeadlineExceeded" and ended_here) or (
+        failed and failed.get("reason") == "DeadlineExceeded"
+    ):
         return out(AttemptOutcome.FAILED, "DeadlineExceeded", fatal=True, message="spec.activeDeadlineSeconds reached")
 
     # 3. Kueue evicts a workload by suspending its Job; the Job controller then deletes the pod.
@@ -141,7 +160,7 @@ def classify_attempt(
     disruption = pod_conds.get("DisruptionTarget")
     # A pod with a deletionTimestamp may still be committing its checkpoint: it has
     # ended only once its container terminated, its phase is final, or it is gone.
-    ended = term is not None or pod_is_terminal(pod) or pod_gone
+    ended = ended_here
     if disruption and ended:
         reason = disruption.get("reason") or "DisruptionTarget"
         return out(AttemptOutcome.PREEMPTED, reason, Charge.PREEMPTION, message=disruption.get("message") or detail)

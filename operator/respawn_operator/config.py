@@ -56,6 +56,9 @@ class OperatorConfig:
     client-go's QPS; kopf's own watches and patches are not counted."""
     api_burst: int = 100
     """Requests the client may send at once after a quiet spell (RESPAWN_API_BURST)."""
+    kept_attempts: int = 5
+    """Attempt Jobs (with their pod and its log) kept per run, the newest ones; older attempts'
+    Jobs are deleted when a new attempt starts (RESPAWN_KEPT_ATTEMPTS, at least 1)."""
     peering_lifetime_seconds: int = 60
     """With --peering: how long this replica's keep-alive counts, so how long a standby waits
     before it takes over from a replica that died without a goodbye (RESPAWN_PEERING_LIFETIME_SECONDS)."""
@@ -88,6 +91,7 @@ class OperatorConfig:
             peering_lifetime_seconds=int(env.get("RESPAWN_PEERING_LIFETIME_SECONDS", base.peering_lifetime_seconds)),
             api_qps=float(env.get("RESPAWN_API_QPS", base.api_qps)),
             api_burst=int(env.get("RESPAWN_API_BURST", base.api_burst)),
+            kept_attempts=max(1, int(env.get("RESPAWN_KEPT_ATTEMPTS", base.kept_attempts))),
             allowed_checkpoint_prefixes=words("RESPAWN_ALLOWED_CHECKPOINT_PREFIXES", ()),
             namespace_checkpoint_prefixes=_prefix_map(env.get("RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES")),
         )

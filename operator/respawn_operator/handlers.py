@@ -20,6 +20,7 @@ import kopf
 
 from respawn_operator import (
     ANNOTATION_RUN_NAME,
+    ANNOTATION_STOPPED,
     GROUP,
     LABEL_ATTEMPT,
     LABEL_ROLE,
@@ -51,7 +52,7 @@ from respawn_operator.kube import (
     sort_api_error,
 )
 from respawn_operator.peering import CLUSTER, PeeringGate
-from respawn_operator.reconcile import Decision, Observed, decide, reject_attempt
+from respawn_operator.reconcile import Decision, Observed, Stop, decide, reject_attempt
 from respawn_operator.spec import (
     Phase,
     PipelineRunSpec,
@@ -443,9 +444,11 @@ class Reconciler:
         meta = body["metadata"]
         ns = meta["namespace"]
         for stop in d.stops:
-            await self.stop_attempt(ns, meta["uid"], stop.job, stop.attempt, stop.grace_seconds)
+            await self.stop_attempt(ns, meta["uid"], stop)
         if d.create_job is not None:
             await self.create_attempt_job(body, d)
+        for old_job in d.prune_jobs:  # before the status write: a failed round decides it again
+            await self.client.delete(JOBS, old_job, ns, propagation="Background")
         if d.retire_job is not None:
             await self.create_retire_job(ns, d.retire_job)
         await self.write_status(body, d.status)
@@ -602,14 +605,48 @@ class Reconciler:
                 return
             raise
 
-    async def stop_attempt(self, namespace: str, uid: str, job: str, attempt: int, grace: int | None) -> None:
-        """Delete the attempt's Job and its pods (graceful unless ``grace`` is 0)."""
-        await self.client.delete(JOBS, job, namespace, propagation="Background")
-        pods = await self.client.list(PODS, namespace, labels={LABEL_RUN_UID: uid, LABEL_ATTEMPT: str(attempt)})
+    async def stop_attempt(self, namespace: str, uid: str, stop: Stop) -> None:
+        """Stop an attempt, keeping its Job and pod (and so its log) unless it is forced.
+
+        A started pod gets ``spec.activeDeadlineSeconds: 1`` (a running pod's deadline may be
+        lowered, never raised) and the ``respawn.dev/stopped`` annotation in one merge patch:
+        kubelet sends SIGTERM, waits the grace period, and marks the pod Failed with reason
+        DeadlineExceeded; the pod object stays. Forced (grace 0), or when no pod of the
+        attempt ever started (nothing to keep; a pending pod has no deadline clock), the Job
+        and its pods are deleted.
+        """
+        pods = await self.client.list(PODS, namespace, labels={LABEL_RUN_UID: uid, LABEL_ATTEMPT: str(stop.attempt)})
+
+        def started(pod: dict[str, Any]) -> bool:
+            return bool((pod.get("status") or {}).get("startTime"))
+
+        if stop.grace_seconds == 0 or not any(pod_is_terminal(p) or started(p) for p in pods):
+            await self.client.delete(JOBS, stop.job, namespace, propagation="Background")
+            for pod in pods:
+                if pod_is_terminal(pod) and stop.grace_seconds != 0:
+                    continue
+                await self.client.delete(PODS, pod["metadata"]["name"], namespace, grace_seconds=stop.grace_seconds)
+            return
         for pod in pods:
-            if pod_is_terminal(pod) and grace != 0:
+            name = pod["metadata"]["name"]
+            if pod_is_terminal(pod) or pod["metadata"].get("deletionTimestamp"):
+                continue  # over, or going anyway
+            if not started(pod):
+                await self.client.delete(PODS, name, namespace)  # never ran: no log to keep
                 continue
-            await self.client.delete(PODS, pod["metadata"]["name"], namespace, grace_seconds=grace)
+            try:
+                await self.client.request(
+                    "PATCH",
+                    PODS.path(namespace, name),
+                    body={
+                        "metadata": {"annotations": {ANNOTATION_STOPPED: stop.reason}},
+                        "spec": {"activeDeadlineSeconds": 1},
+                    },
+                    content_type="application/merge-patch+json",
+                )
+            except ApiError as exc:
+                if sort_api_error(exc)[0] is not ErrorKind.NOT_FOUND:
+                    raise
 
     async def post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event on the run; losing one is not worth failing a reconcile."""

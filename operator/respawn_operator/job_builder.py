@@ -217,6 +217,10 @@ def wants_spot(pod_spec: dict[str, Any], keys: tuple[str, ...]) -> bool:
     )
 
 
+JOB_DEADLINE_SLACK_SECONDS = 60
+"""How much later than its pod's deadline (plus grace) an attempt Job's own deadline fires."""
+
+
 def build_job(
     run: Run,
     attempt: int,
@@ -228,6 +232,11 @@ def build_job(
     """The Job of attempt ``attempt``: one pod, never restarted or replaced by Kubernetes.
 
     ``active_deadline_seconds`` is what is left of the run's deadline (the caller computes it).
+    It goes on the pod: kubelet then stops the pod (SIGTERM, grace, SIGKILL) and marks it
+    Failed/DeadlineExceeded, and the pod with its log stays. The Job gets it plus the grace
+    period plus :data:`JOB_DEADLINE_SLACK_SECONDS`, as a backstop for a pod that waited long
+    before a node took it (a pod's deadline counts from its start on the node); the Job
+    controller deletes the pod when that one fires.
     """
     spec = run.spec
     labels = {**run_labels(run), LABEL_ATTEMPT: str(attempt)}
@@ -278,7 +287,12 @@ def build_job(
         "template": {"metadata": pod_meta, "spec": pod_spec},
     }
     if active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = max(1, active_deadline_seconds)
+        own = pod_spec.get("activeDeadlineSeconds")  # a podTemplate's own bound per attempt
+        left = max(1, active_deadline_seconds)
+        pod_spec["activeDeadlineSeconds"] = min(own, left) if isinstance(own, int) and own > 0 else left
+        job_spec["activeDeadlineSeconds"] = (
+            pod_spec["activeDeadlineSeconds"] + int(pod_spec.get("terminationGracePeriodSeconds") or 0)
+        ) + JOB_DEADLINE_SLACK_SECONDS
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -17,7 +17,7 @@ from typing import Any
 
 from respawn_operator import ANNOTATION_PROGRESS
 from respawn_operator.budgets import exhausted_budget, failure_backoff, remaining_deadline
-from respawn_operator.classify import Charge, Outcome, classify_attempt, pod_is_terminal
+from respawn_operator.classify import Charge, Outcome, classify_attempt, pod_is_done, pod_is_terminal
 from respawn_operator.config import OperatorConfig
 from respawn_operator.job_builder import build_cleanup_job, build_job, job_name, wants_spot
 from respawn_operator.reports import parse_report, progress_fields
@@ -57,11 +57,19 @@ class Observed:
 
 @dataclasses.dataclass(frozen=True)
 class Stop:
-    """Stop an attempt: delete its Job and its pods (``grace_seconds`` 0 forces it)."""
+    """Stop an attempt.
+
+    Gracefully (the default) the Job and the pod object stay, so the attempt's log does: a
+    started pod gets its ``spec.activeDeadlineSeconds`` lowered (kubelet sends SIGTERM, waits
+    the grace period, marks it Failed/DeadlineExceeded) and the ``respawn.dev/stopped:
+    <reason>`` annotation; a pod that never started, or an attempt with no pod, has its Job
+    deleted. ``grace_seconds`` 0 forces it (a lost node): Job and pods are deleted at once.
+    """
 
     attempt: int
     job: str
     grace_seconds: int | None = None
+    reason: str = "Stopped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +94,8 @@ class Decision:
     """The attempt that ended in this round, for metrics."""
     retire_job: dict[str, Any] | None = None
     """A Job that retires the checkpoint: the run failed for good under ``retain: Never``."""
+    prune_jobs: list[str] = dataclasses.field(default_factory=list)
+    """Jobs of attempts older than the last ``kept_attempts`` (deleted, their pods with them)."""
 
 
 def set_condition(
@@ -326,7 +336,7 @@ def _decide(
     def invalid_spec(problem: str) -> Decision:
         """Stop the running attempt (if any) and fail the run until its spec is fixed."""
         if active and rec is not None:
-            r.d.stops.append(Stop(rec.attempt, rec.job))
+            r.d.stops.append(Stop(rec.attempt, rec.job, reason="InvalidSpec"))
             rec.outcome, rec.reason, rec.end_time = AttemptOutcome.STOPPED, "InvalidSpec", fmt(now)
         if st.phase is not Phase.FAILED or st.message != f"invalid spec: {problem}":
             return r.finish(Phase.FAILED, "InvalidSpec", f"invalid spec: {problem}")
@@ -374,7 +384,7 @@ def _decide(
     if spec_changed and active and rec is not None:
         if not rec.stopping:
             rec.stopping = "SpecChanged"
-            r.d.stops.append(Stop(rec.attempt, rec.job))
+            r.d.stops.append(Stop(rec.attempt, rec.job, reason=rec.stopping))
             r.d.events.append(
                 Event(
                     "Normal",
@@ -421,7 +431,7 @@ def _decide(
         want = "Suspended" if spec.suspend else ("RerunRequested" if rerun_needed else None)
         if want and not rec.stopping:
             rec.stopping = want
-            r.d.stops.append(Stop(rec.attempt, rec.job))
+            r.d.stops.append(Stop(rec.attempt, rec.job, reason=want))
             r.d.events.append(
                 Event("Normal", "Stopping", f"stopping attempt {rec.attempt} ({want}); it commits a checkpoint first")
             )
@@ -451,9 +461,9 @@ def _attempt_outcome(rec: AttemptRecord, obs: Observed) -> Outcome | None:
         outcome is not None
         and rec.stopping
         and pod is not None
-        and not (pod_is_terminal(pod) or obs.pod_gone or obs.node_exists is False)
+        and not (pod_is_done(pod) or obs.pod_gone or obs.node_exists is False)
     ):
-        return None  # stopping: wait until the pod has committed and gone
+        return None  # stopping: wait until the pod has committed and its container has ended
     if outcome is not None and rec.stopping and outcome.outcome is not AttemptOutcome.SUCCEEDED and not outcome.fatal:
         return dataclasses.replace(outcome, outcome=AttemptOutcome.STOPPED, reason=rec.stopping, charge=Charge.NONE)
     return outcome
@@ -496,7 +506,9 @@ def _record_end(
     if pod is not None and not pod_is_terminal(pod) and not obs.pod_gone:
         # The node vanished with the pod "running" (or the Job failed under it): remove
         # the leftover; fencing covers a process that is still alive.
-        d.stops.append(Stop(rec.attempt, rec.job, grace_seconds=0 if obs.node_exists is False else None))
+        d.stops.append(
+            Stop(rec.attempt, rec.job, grace_seconds=0 if obs.node_exists is False else None, reason=outcome.reason)
+        )
     if outcome.charge is Charge.PREEMPTION:
         st.preemptions += 1
         d.events.append(
@@ -582,6 +594,10 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
         )
     )
     st.attempts = st.attempts[-50:]  # bounded: the status must stay small
+    keep = max(1, r.config.kept_attempts)
+    if attempt > keep:
+        # Keep the Jobs (so the pods and logs) of the last `keep` attempts, this one included.
+        d.prune_jobs.append(job_name(run.name, attempt - keep))
     st.attempt = attempt
     st.next_attempt_time = None
     st.start_time = st.start_time or fmt(now)

@@ -45,6 +45,11 @@ def job(cond: str | None = None, reason: str | None = None, suspend: bool = Fals
     return {"spec": {"suspend": suspend}, "status": {"conditions": conds}}
 
 
+def stopped(p: dict[str, Any], why: str) -> dict[str, Any]:
+    p["metadata"]["annotations"] = {"respawn.dev/stopped": why}
+    return p
+
+
 RUNNING = pod("Running")
 P, F, N = Charge.PREEMPTION, Charge.FAILURE, Charge.NONE
 
@@ -121,6 +126,46 @@ TABLE = [
     ("job-failed-no-pod", job("Failed", "BackoffLimitExceeded"), None, {}, O.PREEMPTED, "PodDeleted", P, False),
     ("deadline", job("Failed", "DeadlineExceeded"), pod("Failed", 143), {}, O.FAILED, "DeadlineExceeded", N, True),
     (
+        "pod-deadline",  # the run's deadline on the pod: kubelet stopped it, the pod stays
+        job("Failed", "BackoffLimitExceeded"),
+        pod("Failed", 143, reason="DeadlineExceeded"),
+        {},
+        O.FAILED,
+        "DeadlineExceeded",
+        N,
+        True,
+    ),
+    (
+        "stopped-by-us",  # the operator lowered the pod's deadline to stop it (suspend, ...)
+        job("Failed", "BackoffLimitExceeded"),
+        stopped(pod("Failed", 143, reason="DeadlineExceeded"), "Suspended"),
+        {},
+        O.STOPPED,
+        "Suspended",
+        N,
+        False,
+    ),
+    (
+        "stopped-by-us-sigkill",
+        job("Failed", "BackoffLimitExceeded"),
+        stopped(pod("Failed", 137, reason="DeadlineExceeded"), "SpecChanged"),
+        {},
+        O.STOPPED,
+        "SpecChanged",
+        N,
+        False,
+    ),
+    (
+        "stopped-by-us-but-done",  # the pipeline finished just then: its verdict wins
+        job("Complete"),
+        stopped(pod("Succeeded", 0), "Suspended"),
+        {},
+        O.SUCCEEDED,
+        "Succeeded",
+        N,
+        False,
+    ),
+    (
         "kueue-evicted",
         job("Suspended", "JobSuspended", suspend=True),
         pod("Failed", 143),
@@ -162,6 +207,7 @@ def test_classify_table(
     [
         (job(), None, {}),  # Job created, pod not there yet
         (job(), pod("Pending"), {}),
+        (job(), stopped(pod("Running"), "Suspended"), {}),  # stopped by us, still committing
         (job(), RUNNING, {}),
         (job(), RUNNING, {"node_exists": None}),  # node unknown (no RBAC): keep waiting
         (job(), pod("Running", deleting=True, disruption="PreemptionByScheduler"), {}),  # committing in its grace
@@ -171,6 +217,7 @@ def test_classify_table(
     ids=[
         "no-pod-yet",
         "pending",
+        "stopped-by-us-still-committing",
         "running",
         "node-unknown",
         "preempting-in-grace",

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from respawn_operator.budgets import exhausted_budget, failure_backoff, remaining_deadline, spot_allowed
 from respawn_operator.config import OperatorConfig
-from respawn_operator.job_builder import build_cleanup_job, build_job, job_name, short_name
+from respawn_operator.job_builder import (
+    JOB_DEADLINE_SLACK_SECONDS,
+    build_cleanup_job,
+    build_job,
+    job_name,
+    short_name,
+)
 from respawn_operator.spec import Backoff, Budgets, PipelineRunStatus, Run, SpecError, parse_spec
 
 CONFIG = OperatorConfig(default_image="img:1", default_checkpoint_uri="file:///ckpt")
@@ -107,7 +113,9 @@ def test_pod_settings_pass_through() -> None:
     assert pod["containers"][0]["workingDir"] == "/w" and pod["containers"][0]["image"] == "img:1"
     assert pod["priorityClassName"] == "low" and pod["terminationGracePeriodSeconds"] == 20
     assert pod["nodeSelector"] == SPOT and pod["tolerations"] == SPOT_TOL
-    assert job["spec"]["activeDeadlineSeconds"] == 90
+    # The run's deadline goes on the pod (kubelet stops it and keeps it); the Job's is a later backstop.
+    assert pod["activeDeadlineSeconds"] == 90
+    assert job["spec"]["activeDeadlineSeconds"] == 90 + 20 + JOB_DEADLINE_SLACK_SECONDS
     assert job["spec"]["template"]["metadata"]["labels"]["team"] == "a"
 
 

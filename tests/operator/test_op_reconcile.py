@@ -167,6 +167,89 @@ def test_suspend_stops_gracefully_then_resumes() -> None:
     assert d.create_job is not None and body["status"]["attempt"] == 2
 
 
+def stopped_pod(reason: str, exit_code: int = 143, running: bool = False) -> dict[str, Any]:
+    """An attempt pod the operator stopped itself: annotated, Failed/DeadlineExceeded (kept)."""
+    p = pod("Failed", exit_code)
+    p["metadata"]["annotations"]["respawn.dev/stopped"] = reason
+    p["status"]["reason"] = "DeadlineExceeded"
+    if running:  # kubelet reported the phase while it still stops the container
+        p["status"]["containerStatuses"] = [{"name": "pipeline", "state": {"running": {}}}]
+    return p
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        ({"suspend": True}, "Suspended"),
+        ({"rerunFrom": "crop"}, "RerunRequested"),
+        ({"params": {"x": 2}}, "SpecChanged"),
+    ],
+)
+def test_own_stops_keep_the_pod_and_are_not_charged(edit: dict[str, Any], reason: str) -> None:
+    """Suspend, re-run and a spec change stop the attempt gracefully (the Job and pod stay) and
+    wait until the pod's container has ended; the kept pod, Failed/DeadlineExceeded, is recorded
+    Stopped with no budget charged, not as the pipeline's failure nor as the run's deadline."""
+    body, _ = step(new_run(params={"x": 1}), Observed())
+    body, _ = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=True))
+    body["spec"].update(edit)
+    body["metadata"]["generation"] = 2
+    body, d = step(body, Observed(job=JOB, pod=pod("Running"), node_exists=True))
+    assert [(s.job, s.grace_seconds, s.reason) for s in d.stops] == [("r-a1", None, reason)]
+    assert d.prune_jobs == []
+    # Failed already, but its container still stops: wait (fencing: nothing starts yet).
+    body, d = step(body, Observed(job=JOB, pod=stopped_pod(reason, running=True), node_exists=True))
+    assert d.create_job is None and d.stops == [] and "outcome" not in body["status"]["attempts"][0]
+    failed_job = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}
+    body, d = step(body, Observed(job=failed_job, pod=stopped_pod(reason), node_exists=True))
+    st = body["status"]
+    assert (st["attempts"][0]["outcome"], st["attempts"][0]["reason"]) == ("Stopped", reason)
+    assert st["preemptions"] == 0 and st["failures"] == 0 and st["phase"] != "Failed"
+    assert d.stops == []  # the kept pod is not deleted
+    if reason == "Suspended":
+        assert st["phase"] == "Suspended" and d.create_job is None
+    else:
+        assert d.create_job is not None and st["attempt"] == 2
+
+
+def test_a_stopped_pod_is_stopped_even_without_the_stopping_record() -> None:
+    """classify reads the operator's annotation: a status that lost `stopping` still says Stopped."""
+    body, _ = step(new_run(), Observed())
+    body, d = step(body, Observed(job=JOB, pod=stopped_pod("Suspended"), node_exists=True))
+    rec = body["status"]["attempts"][0]
+    assert (rec["outcome"], rec["reason"]) == ("Stopped", "Suspended") and body["status"]["preemptions"] == 0
+
+
+def test_pod_deadline_exceeded_without_our_annotation_is_the_run_deadline() -> None:
+    body, _ = step(new_run(activeDeadlineSeconds=100), Observed())
+    p = pod("Failed", 143)
+    p["status"]["reason"] = "DeadlineExceeded"
+    body, d = step(body, Observed(job=JOB, pod=p, node_exists=True), at=100)
+    assert body["status"]["phase"] == "Failed" and cond(body, "Succeeded")["reason"] == "DeadlineExceeded"
+    assert d.stops == [] and d.create_job is None  # the pod (and its log) stays
+
+
+def test_only_the_last_kept_attempts_jobs_stay() -> None:
+    """Each new attempt deletes the Job of the attempt `kept_attempts` back (its pod goes with it)."""
+    config = OperatorConfig(default_checkpoint_uri="file:///ckpt", kept_attempts=3)
+    body = new_run(budgets={"maxPreemptions": 20})
+    pruned: list[str] = []
+    for n in range(1, 7):
+        d = decide(body, Observed() if n == 1 else Observed(job=JOB, pod=pod("Failed", 143)), T0, config)
+        body = apply(body, d)
+        assert d.create_job is not None and d.create_job["metadata"]["name"] == f"r-a{n}"
+        pruned += d.prune_jobs
+    assert pruned == ["r-a1", "r-a2", "r-a3"]  # r-a4, r-a5, r-a6 remain
+    assert OperatorConfig.from_env({"RESPAWN_KEPT_ATTEMPTS": "0"}).kept_attempts == 1
+    assert OperatorConfig.from_env({}).kept_attempts == 5
+
+
+def test_forced_stop_of_a_lost_node_still_deletes() -> None:
+    body, _ = step(new_run(), Observed())
+    running = pod("Running")
+    body, d = step(body, Observed(job=JOB, pod=running, node_exists=False))
+    assert [(s.job, s.grace_seconds) for s in d.stops] == [("r-a1", 0)]
+
+
 def test_rerun_from_on_finished_run_starts_one_new_attempt() -> None:
     body, _ = step(new_run(), Observed())
     body, _ = step(body, Observed(job=JOB, pod=pod("Succeeded", 0)))
@@ -264,9 +347,9 @@ def test_rerun_asked_again_until_the_rerun_commits() -> None:
 
 def test_run_deadline_fails_the_run_between_attempts() -> None:
     body, d = step(new_run(activeDeadlineSeconds=100), Observed())
-    assert d.create_job is not None and d.create_job["spec"]["activeDeadlineSeconds"] == 100
+    assert d.create_job is not None and d.create_job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 100
     body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)), at=60)
-    assert d.create_job is not None and d.create_job["spec"]["activeDeadlineSeconds"] == 40
+    assert d.create_job is not None and d.create_job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 40
     body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)), at=101)
     assert body["status"]["phase"] == "Failed" and d.create_job is None
     assert next(c for c in body["status"]["conditions"] if c["type"] == "Succeeded")["reason"] == "DeadlineExceeded"
