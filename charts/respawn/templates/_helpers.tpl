@@ -83,15 +83,18 @@ that needs it; tests/ship/test_rbac.py checks them against respawn_operator's ca
   resources: ["pipelineruns/finalizers"]
   verbs: ["update"]
 # One Job per attempt (<run>-a<N>) and a cleanup Job on deletion: created, read back
-# on AlreadyExists, listed by run uid, watched (kopf), deleted to stop an attempt.
+# on AlreadyExists, listed by run uid, watched (kopf); deleted to stop an attempt that has
+# no started pod, to force a stop (lost node), and beyond the last config.keptAttempts.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Attempt pods: watched (kopf) and listed to classify how an attempt ended; deleted
-# to stop an attempt (suspend, rerun, lost node, run deletion).
+# Attempt pods: watched (kopf) and listed to classify how an attempt ended; patched to
+# stop an attempt and keep its pod and log (spec.activeDeadlineSeconds lowered, plus the
+# respawn.dev/stopped annotation: suspend, rerun, spec change); deleted when forced
+# (lost node), when never started, and on run deletion.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 # Events on PipelineRuns (Preempted, Checkpointed, ...), posted by kopf and the reconciler.
 - apiGroups: [""]
   resources: ["events"]
