@@ -135,6 +135,23 @@ class Cluster:
         jobs = self.api.list("jobs", self.ns, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/role=attempt")
         return sorted(j["metadata"]["name"] for j in jobs)
 
+    def attempt_pods(self, name: str, attempt: int) -> list[Obj]:
+        uid = self.run(name)["metadata"]["uid"]
+        return self.api.list("pods", self.ns, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}")
+
+    def pod_log(self, pod: str) -> str:
+        """What `kubectl logs <pod>` shows: the pods/log subresource, over HTTP."""
+        import ssl
+        import urllib.request
+
+        req = urllib.request.Request(
+            f"{self.api.url}/api/v1/namespaces/{self.ns}/pods/{pod}/log",
+            headers={"Authorization": f"Bearer {self.api.admin_token}"},
+        )
+        tls = ssl.create_default_context(cafile=self.api.ca_file) if self.api.ca_file else None
+        with urllib.request.urlopen(req, timeout=10, context=tls) as resp:
+            return resp.read().decode("utf-8", "replace")  # type: ignore[no-any-return]
+
     def run_file(self, name: str, suffix: str) -> Path:
         """`<name>.<suffix>` in the test folder (`out`, `exec`); a hash for names past NAME_MAX."""
         import hashlib

@@ -86,6 +86,23 @@ def test_pipeline_that_raises_fails_when_max_failures_is_spent(cluster: Cluster)
     assert cond["Succeeded"]["status"] == "False" and cond["Succeeded"]["reason"] == "MaxFailuresExceeded"
 
 
+def assert_kept_stopped_attempt(cluster: Cluster, name: str, attempt: int, why: str, ran: bool = True) -> Obj:
+    """The attempt the operator stopped itself kept its Job and its pod: Failed with reason
+    DeadlineExceeded (kubelet stopped it), annotated with why, and its log still readable."""
+    assert cluster.api.get_or_none("jobs", f"{name}-a{attempt}", NS) is not None
+    pods = cluster.attempt_pods(name, attempt)
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    pod = pods[0]
+    assert pod["status"]["phase"] == "Failed" and pod["status"]["reason"] == "DeadlineExceeded", pod["status"]
+    assert pod["metadata"]["annotations"].get("respawn.dev/stopped") == why
+    assert pod["spec"]["activeDeadlineSeconds"] == 1
+    assert "metadata" in pod and not pod["metadata"].get("deletionTimestamp")
+    log = cluster.pod_log(pod["metadata"]["name"])
+    assert "pipeline-runtime: Terminated: SIGTERM" in log, log  # its own lines, to its stop
+    assert not ran or f'"attempt": {attempt}' in log, log
+    return pod
+
+
 def test_suspend_stops_after_a_checkpoint_and_unsuspend_resumes(cluster: Cluster) -> None:
     cluster.submit("pause", {"step_s": 0.6})
     cluster.wait_status("pause", lambda st: (st.get("completedSteps") or 0) >= 1, "a first commit")
@@ -100,6 +117,10 @@ def test_suspend_stops_after_a_checkpoint_and_unsuspend_resumes(cluster: Cluster
     assert live == []
     assert outcomes(st) == [("Stopped", "Suspended")] and st["preemptions"] == 0
     assert {c["type"]: c["status"] for c in st["conditions"]}["Suspended"] == "True"
+    # `kubectl logs` of the suspended attempt still works: its Job and pod were kept.
+    pod = assert_kept_stopped_attempt(cluster, "pause", 1, "Suspended")
+    term = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "pipeline")["state"]["terminated"]
+    assert term["exitCode"] == 143  # SIGTERM: the runtime committed and stopped, no SIGKILL
     cluster.patch_spec("pause", {"suspend": False})
     st = cluster.wait_phase("pause", "Succeeded")
     assert st["attempt"] == 2 and st["attempts"][1]["resumedFrom"]
@@ -371,6 +392,8 @@ def test_a_params_edit_converges_running_and_finished_runs(cluster: Cluster) -> 
         "the new spec to finish",
     )
     assert st["attempts"][0]["outcome"] == "Stopped" and st["attempts"][0]["reason"] == "SpecChanged"
+    assert st["preemptions"] == 0 and st["failures"] == 0
+    assert_kept_stopped_attempt(cluster, "edited", 1, "SpecChanged")
     job = cluster.api.get("jobs", f"edited-a{st['attempt']}", NS)
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["RESPAWN_PARAMS"])["step_s"] == 0.05
@@ -382,3 +405,40 @@ def test_a_params_edit_converges_running_and_finished_runs(cluster: Cluster) -> 
         "the third spec to finish",
     )
     assert st["observedGeneration"] == 3 and "SpecChanged" in cluster.events("edited")
+
+
+def test_the_run_deadline_stops_the_pod_and_keeps_it(cluster: Cluster) -> None:
+    """activeDeadlineSeconds is on the pod: kubelet stops it (SIGTERM, the runtime commits)
+    and marks it Failed/DeadlineExceeded; the run fails DeadlineExceeded, the pod and its
+    log stay."""
+    cluster.submit("late", {"step_s": 2.0}, activeDeadlineSeconds=3)
+    st = cluster.wait_phase("late", "Failed", timeout=60)
+    assert (st["attempts"][0]["outcome"], st["attempts"][0]["reason"]) == ("Failed", "DeadlineExceeded")
+    assert next(c for c in st["conditions"] if c["type"] == "Succeeded")["reason"] == "DeadlineExceeded"
+    assert st["attempt"] == 1 and cluster.jobs("late") == ["late-a1"]
+    pods = cluster.attempt_pods("late", 1)
+    assert len(pods) == 1 and pods[0]["status"]["reason"] == "DeadlineExceeded", [p["status"] for p in pods]
+    assert pods[0]["status"]["phase"] == "Failed" and "respawn.dev/stopped" not in pods[0]["metadata"]["annotations"]
+    assert '"event": "step_start"' in cluster.pod_log(pods[0]["metadata"]["name"])
+
+
+def test_only_the_last_kept_attempts_jobs_and_pods_remain(cluster: Cluster) -> None:
+    """N+2 stops (params edits restart the attempt): the Jobs of the last N attempts stay,
+    with their stopped pods and logs; older ones are deleted with their pods."""
+    kept = 5  # RESPAWN_KEPT_ATTEMPTS' default
+    cluster.submit("many", {"step_s": 3.0})
+    for n in range(1, kept + 3):
+        cluster.running_pod("many", n)
+        cluster.patch_spec("many", {"params": {"out": str(cluster.tmp / "many.out"), "step_s": 3.0 + n}})
+        cluster.wait_status("many", lambda st, n=n: st.get("attempt") == n + 1, f"attempt {n + 1} to start")
+    last = kept + 3
+    want = [f"many-a{a}" for a in range(last - kept + 1, last + 1)]
+    wait_for(lambda: sorted(cluster.jobs("many")) == sorted(want), 30, f"only {want} left")
+    wait_for(lambda: not cluster.attempt_pods("many", 1) and not cluster.attempt_pods("many", 3), 30, "old pods gone")
+    st = cluster.status("many")
+    assert outcomes(st)[: last - 1] == [("Stopped", "SpecChanged")] * (last - 1)
+    assert st["preemptions"] == 0 and st["failures"] == 0
+    for a in range(last - kept + 1, last):
+        assert_kept_stopped_attempt(cluster, "many", a, "SpecChanged", ran=False)  # may stop before a step
+    cluster.patch_spec("many", {"suspend": True})
+    cluster.wait_phase("many", "Suspended")
