@@ -87,3 +87,22 @@ def test_a_short_video_finishes_without_a_traceback_and_says_why_nothing_was_pre
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     assert "give --frames more frames" in done.stdout or "Preempted" in done.stdout
     assert re.search(r"dataprep-video-42\s+Succeeded\s+6/6", done.stdout)
+
+
+def test_the_fan_out_demo_runs_one_child_per_video_and_resumes_the_reclaimed_one(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(VENV_BIN / "respawn-demo"), "--dir", str(tmp_path / "demo"), "--fanout", "3", "--frames", "900"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    out = done.stdout
+    assert "Items: 3/3 succeeded, 0 failed." in out, out
+    assert re.search(r"clips-12\s+Succeeded\s+3/3", out), out  # the parent's row: ITEMS done/total
+    datasets = sorted((tmp_path / "demo" / "datasets").iterdir())
+    assert len(datasets) == 3 and all((d / "manifest.jsonl").read_text().count("\n") > 0 for d in datasets)
+    if "is reclaimed" in out:  # an item's pod was caught inside the step: it resumed
+        assert re.search(r"Item clips-12-\w+ was preempted and attempt 2 resumed after", out), out
+    else:
+        assert "Preemptions: 0" in out, out

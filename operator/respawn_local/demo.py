@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from respawn_operator import ANNOTATION_RUN_NAME
 from respawn_operator.crdgen import build_crd
 
 from pipeline_runtime.contracts import PROGRESS_ANNOTATION
@@ -35,6 +36,7 @@ from respawn_local.testkit import WaitTimeout, runner_rbac, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "dataprep-run.yaml"
+FANOUT_EXAMPLE = REPO / "examples" / "fanout-run.yaml"
 NS = "default"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
@@ -66,18 +68,20 @@ class Table:
             ]
             for r in table["rows"]
         ]
-        # AGE changes every second: only a change elsewhere is worth a line.
-        key = [r[:-1] for r in rows]
-        if key == (None if self.last is None else [r[:-1] for r in self.last]):
+        # AGE changes every second: only a change elsewhere is worth a line, and only the
+        # rows that changed (a fan-out has a row per item).
+        before = {tuple(r[:1]): r[:-1] for r in self.last or []}
+        changed = [r for r in rows if before.get(tuple(r[:1])) != r[:-1]]
+        if not changed:
             return
         self.last = rows
         widths = [max(len(x) for x in col) + 3 for col in zip(cols, *rows)]
-        widths = [max(w, {"CURRENT": 17, "PHASE": 12}.get(c, 0)) for w, c in zip(widths, cols)]
+        widths = [max(w, {"CURRENT": 17, "PHASE": 12, "NAME": 22}.get(c, 0)) for w, c in zip(widths, cols)]
         if not self.header_shown:
-            say("  " + "".join(c.ljust(w) for c, w in zip(cols, widths)))
+            say("  " + "".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
             self.header_shown = True
-        for r in rows:
-            say("  " + "".join(v.ljust(w) for v, w in zip(r, widths)))
+        for r in changed:
+            say("  " + "".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
 def load_example(video: Path, out: Path, checkpoints: Path) -> dict[str, Any]:
@@ -133,7 +137,16 @@ def main(argv: list[str] | None = None) -> int:
         default=".respawn/demo",
         help="where everything goes: a new or empty folder, or one an earlier demo made (emptied)",
     )
-    ap.add_argument("--frames", type=int, default=3000, help="length of the generated video")
+    ap.add_argument(
+        "--frames", type=int, default=None, help="length of the generated video (default 3000; 1200 with --fanout)"
+    )
+    ap.add_argument(
+        "--fanout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run examples/fanout-run.yaml over N generated videos instead (one child run per video)",
+    )
     ap.add_argument("--preempt-at", default="extract_frames", help="preempt the pod while this step runs")
     ap.add_argument(
         "--keep",
@@ -141,14 +154,27 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the API emulator and the operator running after the demo, for kubectl (Ctrl-C ends it)",
     )
     args = ap.parse_args(argv)
+    if args.fanout < 0 or args.fanout > 50:
+        ap.error("--fanout: give 1 to 50 videos")
+    args.frames = args.frames or (1200 if args.fanout else 3000)
+    if args.frames < 1:
+        ap.error("--frames: give at least 1")
     work = Path(args.dir).resolve()
     problem = prepare_folder(work)
     if problem:
         raise SystemExit(f"respawn-demo: {problem}")
     started = time.monotonic()
 
-    video = Path(make_video(work / "video.avi", frames=args.frames, width=480, height=360, fourcc="MJPG"))
-    say(f"Generated {video} ({args.frames} frames, 480x360, MJPG).")
+    videos = [
+        Path(make_video(work / f"video{i or ''}.avi", frames=args.frames, width=480, height=360, fourcc="MJPG"))
+        for i in range(max(1, args.fanout))
+    ]
+    video = videos[0]
+    say(
+        f"Generated {len(videos)} videos in {work} ({args.frames} frames each, 480x360, MJPG)."
+        if args.fanout
+        else f"Generated {video} ({args.frames} frames, 480x360, MJPG)."
+    )
 
     api = ApiServerThread()
     api.start()
@@ -174,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     say(f"API emulator at {api.url}; operator and pod simulator started (nodes: {', '.join(sim.nodes)}).")
     say(f"  kubectl works too: kubectl --kubeconfig {kubeconfig} get pipelineruns")
     try:
-        code = run_demo(api, sim, work, video, args, started)
+        if args.fanout:
+            code = run_fanout_demo(api, sim, work, videos, args, started)
+        else:
+            code = run_demo(api, sim, work, video, args, started)
         if args.keep:
             keep_running(kubeconfig)
         return code
@@ -196,7 +225,10 @@ def keep_running(kubeconfig: str) -> None:
     import threading
 
     stop = threading.Event()
+    # Both explicitly: a shell that starts the demo in the background hands it SIGINT
+    # ignored, and Python then leaves it so (no KeyboardInterrupt would ever come).
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     say(
         "\nStill running (--keep): the emulator, the operator and the pod simulator. Try:\n"
         f"  export KUBECONFIG={kubeconfig}\n"
@@ -205,11 +237,7 @@ def keep_running(kubeconfig: str) -> None:
         "  kubectl respawn describe dataprep-video-42\n"
         "Ctrl-C stops it."
     )
-    try:
-        while not stop.wait(1):
-            pass
-    except KeyboardInterrupt:
-        pass
+    stop.wait()
     say("Stopped.")
 
 
@@ -277,28 +305,125 @@ def run_demo(
             "no preemption this time; give --frames more frames to see one.\n"
         )
     else:
-        pod, node = found["metadata"]["name"], found["spec"].get("nodeName")
-        say(
-            f"\n>>> Spot node {node} is reclaimed: pod {pod} gets DisruptionTarget "
-            "(TerminationByKubelet) and SIGTERM.\n"
-        )
-        # The reclaimed VM takes no new pods (GKE taints a node that is shutting down) ...
-        api.patch("nodes", node, {"spec": {"unschedulable": True}}, namespace=None)
-        sim.preempt(pod, NS, reason="TerminationByKubelet", grace=15, wait=False)
-        watch_until(
-            lambda st: bool(st.get("attempts")) and bool(st["attempts"][0].get("outcome")),
-            60,
-            "the operator to see the preempted attempt end",
-        )
-        # ... and once its pods are done, it leaves the cluster; the node pool adds a new VM.
-        sim.lose_node(node)
-        fresh = replacement_name(sim, node)
-        sim.add_node(SimNode.spot(fresh))
-        say(f"\n>>> Node {node} left the cluster; a new spot node {fresh} joined the pool.\n")
+        reclaim(api, sim, found, lambda: watch_until(attempt_ended(1), 60, "the operator to see attempt 1 end"))
     final = watch_until(lambda st: st.get("phase") == "Succeeded", 120, "the run to succeed")
     last_pod = final["attempts"][-1].get("pod")
     continued = resumed_steps(sim.log(last_pod, NS)) if last_pod else []
     return report(final, body["spec"], out, started, continued, preempted=found is not None)
+
+
+def attempt_ended(attempt: int) -> Callable[[dict[str, Any]], bool]:
+    """A status predicate: the run's attempt `attempt` has an outcome."""
+    return lambda st: any(a.get("attempt") == attempt and a.get("outcome") for a in st.get("attempts") or [])
+
+
+def reclaim(api: ApiServerThread, sim: PodSim, pod: dict[str, Any], until_ended: Callable[[], Any]) -> None:
+    """A spot VM reclaim: the node takes no new pods, its pod gets SIGTERM and its grace
+    period; once the operator has seen the attempt end (`until_ended`), the node leaves
+    the cluster and the node pool adds a new one."""
+    name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
+    say(f"\n>>> Spot node {node} is reclaimed: pod {name} gets DisruptionTarget (TerminationByKubelet) and SIGTERM.\n")
+    api.patch("nodes", node, {"spec": {"unschedulable": True}}, namespace=None)  # GKE taints a node going down
+    sim.preempt(name, NS, reason="TerminationByKubelet", grace=15, wait=False)
+    until_ended()
+    sim.lose_node(node)
+    fresh = replacement_name(sim, node)
+    sim.add_node(SimNode.spot(fresh))
+    say(f"\n>>> Node {node} left the cluster; a new spot node {fresh} joined the pool.\n")
+
+
+def load_fanout_example(videos: list[Path], out: Path, checkpoints: Path) -> dict[str, Any]:
+    """examples/fanout-run.yaml over local videos: each item writes its dataset to out/<item key>."""
+    body: dict[str, Any] = yaml.safe_load(FANOUT_EXAMPLE.read_text())
+    spec = body["spec"]
+    spec["params"].update(
+        {
+            "output_uri": f"file://{out}/$(item.key)",
+            "crop_size": 120,
+            "frame_stride": 5,
+            "chunk_size": 32,
+            "shard_size": 256,
+        }
+    )
+    spec["foreach"]["items"] = [str(v) for v in videos]
+    spec["parallelism"] = 2
+    spec["checkpoint"]["uri"] = f"file://{checkpoints}"
+    spec["image"] = "respawn:demo"
+    spec["terminationGracePeriodSeconds"] = 15
+    return body
+
+
+def run_fanout_demo(
+    api: ApiServerThread, sim: PodSim, work: Path, videos: list[Path], args: argparse.Namespace, started: float
+) -> int:
+    """One parent over the videos, two at a time; one item's pod is reclaimed mid-step."""
+    from respawn_operator.fanout import item_key
+
+    out = work / "datasets"
+    body = load_fanout_example(videos, out, work / "checkpoints")
+    name = body["metadata"]["name"]
+    api.create(body, namespace=NS)
+    say(
+        f"\nApplied {FANOUT_EXAMPLE.relative_to(REPO)} as PipelineRun {name} over {len(videos)} videos, "
+        f"{body['spec']['parallelism']} at a time (one child run per video):\n"
+    )
+    table = Table(api)
+
+    def parent() -> dict[str, Any]:
+        st: dict[str, Any] = api.get("pipelineruns", name, NS).get("status") or {}
+        if st.get("phase") == "Failed":
+            raise SystemExit(f"demo: the run failed: {st.get('message')}")
+        return st
+
+    def pod_in_the_step() -> dict[str, Any] | str | None:
+        table.poll()
+        if parent().get("phase") == "Succeeded":
+            return "done"
+        for p in api.list("pods", NS):
+            report = json.loads((p["metadata"].get("annotations") or {}).get(PROGRESS_ANNOTATION) or "{}")
+            if p["status"].get("phase") == "Running" and report.get("currentStep") == args.preempt_at:
+                return p
+        return None
+
+    seen = wait_for(pod_in_the_step, 120, f"an item's pod to report {args.preempt_at}", interval=0.02)
+    hit: str | None = None
+    if isinstance(seen, dict):
+        hit = seen["metadata"]["annotations"][ANNOTATION_RUN_NAME]
+
+        def ended() -> Any:
+            def check() -> bool:
+                table.poll()
+                child = api.get("pipelineruns", str(hit), NS)
+                return attempt_ended(1)(child.get("status") or {})
+
+            return wait_for(check, 60, "the operator to see the item's attempt 1 end", interval=0.1)
+
+        reclaim(api, sim, seen, ended)
+
+    def done() -> dict[str, Any] | None:
+        table.poll()
+        st = parent()
+        return st if st.get("phase") == "Succeeded" else None
+
+    final = wait_for(done, 300, "the fan-out to succeed", interval=0.1)
+    items = final.get("items") or {}
+    say(f"\nItems: {items.get('succeeded')}/{items.get('total')} succeeded, {items.get('failed', 0)} failed.")
+    good = 0
+    for video in videos:
+        dataset = out / item_key(str(video))
+        manifest = dataset / "manifest.jsonl"
+        lines = manifest.read_text().count("\n") if manifest.exists() else 0
+        good += lines > 0
+        say(f"  {video.name} -> {dataset}  ({lines} crops)")
+    if hit:
+        child = api.get("pipelineruns", hit, NS).get("status") or {}
+        last = (child.get("attempts") or [{}])[-1]
+        say(
+            f"Item {hit} was preempted and attempt {last.get('attempt')} resumed after "
+            f"'{last.get('resumedFrom')}'; the other items never noticed."
+        )
+    say(f"Preemptions: {final.get('preemptions', 0)}; done in {time.monotonic() - started:.0f}s.")
+    return 0 if good == len(videos) else 1
 
 
 def replacement_name(sim: PodSim, gone: str) -> str:
