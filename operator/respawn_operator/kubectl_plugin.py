@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -604,6 +605,9 @@ def _fail(message: str) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C ends `watch` and `logs -f` even when the shell started us with SIGINT ignored
+    # (a background job), as kubectl's own signal handling does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = _parser().parse_args(argv)
     try:
         client = Client(args.kubeconfig, args.context)
