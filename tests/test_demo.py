@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -17,6 +18,7 @@ def test_demo_preempts_and_resumes_and_keeps_the_cluster_up_for_kubectl(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, so a failure can stop all it started
     )
     lines: list[str] = []
     try:
@@ -53,7 +55,11 @@ def test_demo_preempts_and_resumes_and_keeps_the_cluster_up_for_kubectl(tmp_path
         api.close()
     finally:
         demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=60)
+        try:
+            rest, _ = demo.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)  # the demo and the operator it started: leave nothing behind
+            rest = demo.communicate()[0] + "\n(still running 60 s after SIGINT: killed)"
     assert demo.returncode == 0, "".join(lines) + rest
     assert "Stopped." in rest
 
