@@ -207,3 +207,27 @@ def running_cluster(tmp: Path, **env: str) -> Iterator[Cluster]:
         sim.stop()
         api.stop()
         print(f"operator log: {tmp / 'operator.log'}")
+
+
+def submit_parent(cluster: Cluster, name: str, foreach: dict[str, Any], **spec: Any) -> None:
+    """A parent over op_pipelines:Steps whose items set `out` (each child writes its own file)."""
+    cluster.api.create(
+        {
+            "apiVersion": "respawn.dev/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "pipeline": "op_pipelines:Steps",
+                "params": {"step_s": spec.pop("step_s", 0.05)},
+                "env": [{"name": "PYTHONPATH", "value": str(HERE)}],
+                "terminationGracePeriodSeconds": 10,
+                "foreach": {"param": "out", **foreach},
+                **spec,
+            },
+        },
+        namespace=NS,
+    )
+
+
+def items(outs: list[Path]) -> dict[str, Any]:
+    return {"items": [str(p) for p in outs]}

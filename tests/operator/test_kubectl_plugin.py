@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from respawn_local.testkit import free_port
 
-from tests.operator.harness import HERE, NS, Cluster, running_cluster
+from tests.operator.harness import NS, Cluster, items, running_cluster, submit_parent
 
 PLUGIN = [sys.executable, "-m", "respawn_operator.kubectl_plugin"]
 SUBCOMMANDS = ["get", "watch", "logs", "describe", "suspend", "resume", "rerun"]
@@ -62,26 +62,9 @@ def rows(stdout: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in stdout.splitlines()[1:]}
 
 
-def submit_parent(cluster: Cluster, name: str, outs: list[Path]) -> None:
-    cluster.api.create(
-        {
-            "apiVersion": "respawn.dev/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "pipeline": "op_pipelines:Steps",
-                "params": {"step_s": 0.05},
-                "env": [{"name": "PYTHONPATH", "value": str(HERE)}],
-                "foreach": {"param": "out", "items": [str(p) for p in outs]},
-            },
-        },
-        namespace=NS,
-    )
-
-
 def test_get_shows_progress_bars_and_a_parents_item_counts(cluster: Cluster) -> None:
     cluster.submit("quick", {"step_s": 0.05})
-    submit_parent(cluster, "fan", [cluster.tmp / "fan-0.out", cluster.tmp / "fan-1.out"])
+    submit_parent(cluster, "fan", items([cluster.tmp / "fan-0.out", cluster.tmp / "fan-1.out"]))
     cluster.wait_phase("quick", "Succeeded")
     cluster.wait_phase("fan", "Succeeded", timeout=120)
     out = ok(respawn(cluster, "get"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from respawn_operator.fanout import LABEL_PARENT_UID, child_name, child_spec, de
 from respawn_operator.spec import Phase, parse_spec
 
 from tests.conftest import free_port, wait_for
-from tests.operator.harness import HERE, NS, Cluster, running_cluster
+from tests.operator.harness import HERE, NS, Cluster, items, running_cluster, submit_parent
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 ENV = [{"name": "PYTHONPATH", "value": str(HERE)}]
@@ -147,30 +146,6 @@ def test_child_names_fit_a_job_name_and_follow_the_item_not_its_place() -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with running_cluster(tmp_path_factory.mktemp("fanout"), RESPAWN_METRICS_PORT=str(free_port())) as c:
         yield c
-
-
-def submit_parent(cluster: Cluster, name: str, foreach: dict[str, Any], **spec: Any) -> None:
-    """A parent over op_pipelines:Steps whose items set `out` (each child writes its own file)."""
-    cluster.api.create(
-        {
-            "apiVersion": "respawn.dev/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "pipeline": "op_pipelines:Steps",
-                "params": {"step_s": spec.pop("step_s", 0.05)},
-                "env": ENV,
-                "terminationGracePeriodSeconds": 10,
-                "foreach": {"param": "out", **foreach},
-                **spec,
-            },
-        },
-        namespace=NS,
-    )
-
-
-def items(outs: list[Path]) -> dict[str, Any]:
-    return {"items": [str(p) for p in outs]}
 
 
 def children_of(cluster: Cluster, name: str) -> list[dict[str, Any]]:
