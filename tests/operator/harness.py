@@ -118,15 +118,20 @@ class Cluster:
     def wait_phase(self, name: str, phase: str, timeout: float = 60) -> Obj:
         return self.wait_status(name, lambda st: st.get("phase") == phase, f"phase {phase}", timeout)
 
-    def running_pod(self, name: str, attempt: int) -> str:
+    def running_pod(self, name: str, attempt: int, ready: bool = True) -> str:
+        """The attempt's pod once its runtime is up: Running, and its log shows the runtime's
+        `ready` line, printed once its SIGTERM handling is installed. A pod is Running from the
+        moment its process starts; a stop that came before the interpreter got that far would
+        end the process silently, so a test of how the runtime stops must wait for this.
+        `ready=False`: Running is enough (a pod the simulator holds stopped never gets ready)."""
         uid = self.run(name)["metadata"]["uid"]
 
         def find() -> str | None:
             pods = self.api.list(
                 "pods", self.ns, label_selector=f"respawn.dev/run-uid={uid},respawn.dev/attempt={attempt}"
             )
-            live = [p for p in pods if p["status"].get("phase") == "Running"]
-            return live[0]["metadata"]["name"] if live else None
+            live = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"]
+            return next((pod for pod in live if not ready or '"event": "ready"' in self.pod_log(pod)), None)
 
         return wait_for(find, 30, f"{name}: running pod of attempt {attempt}")  # type: ignore[no-any-return]
 

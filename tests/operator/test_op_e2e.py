@@ -269,7 +269,7 @@ def test_example_manifests_run_through_the_operator(cluster: Cluster, example: s
         cluster.sim.freeze_starts(lambda pod: pod["metadata"]["name"].startswith(f"{name}-a1-"))
     cluster.api.create(body, namespace=NS)
     if example == "dataprep-run.yaml":  # spot, onDemandAfterPreemptions: 5, ...: preempt it once
-        cluster.sim.preempt(cluster.running_pod(name, 1), NS, reason="TerminationByKubelet", grace=1)
+        cluster.sim.preempt(cluster.running_pod(name, 1, ready=False), NS, reason="TerminationByKubelet", grace=1)
     st = cluster.wait_phase(name, "Succeeded", timeout=120)
     assert (work / "out" / "manifest.jsonl").exists()
     if example == "dataprep-run.yaml":
