@@ -1,9 +1,12 @@
 """The Respawn operator: reconciles PipelineRun resources into preemption-aware Job attempts.
 
-Layers (outer to inner): ``cli`` > ``handlers`` (kopf, thin) > ``reconcile`` (decides)
-> pure builders and classifiers (``job_builder``, ``classify``, ``budgets``, ``reports``)
-> ``spec`` (pydantic models). Only ``kube`` and ``handlers`` talk to the API server
-(and ``kubectl_plugin``, the users' ``kubectl respawn``, with their own kubeconfig).
+Layers (outer to inner, checked by import-linter: pyproject.toml): ``cli`` > ``handlers``
+(kopf, thin) > ``reconciler`` (the loop) > ``executor`` (acts) > ``kube`` and the caches
+(``runcache``, ``listers``) > ``fanout`` > ``reconcile`` (decides) > pure builders and
+classifiers (``job_builder``, ``classify``, ``budgets``, ``reports``) > ``spec`` (pydantic
+models). Only ``kube`` talks to the API server, on behalf of ``handlers``, ``reconciler``
+and ``executor`` (and ``kubectl_plugin``, the users' ``kubectl respawn``, with their own
+kubeconfig).
 """
 
 from pipeline_runtime.contracts import PROGRESS_ANNOTATION

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     # kopf's pause stops only its watches; the reconciler's own loops ask a gate that
     # applies kopf's peering rule to the same peering object, under the same identity.
     identity = own_identity()
-    handlers.SETTINGS = handlers.Settings(
+    settings = handlers.Settings(
         identity=identity,
         peering=None if args.standalone else args.peering,
         priority=priority,
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=tuple(namespaces),
     )
     kopf.run(
+        memo=kopf.Memo(settings=settings),  # the handlers' per-operator state (handlers.py)
         identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -64,14 +64,6 @@ class TransientApiError(ApiError):
     """429, 5xx, no answer: retry later."""
 
 
-class NameTaken(TransientApiError):
-    """A Job name of ours is held by another run's object that garbage collection has not
-    removed yet (a run deleted and re-created under the same name): wait and retry."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(503, "NameTaken", message)
-
-
 def api_error(status: int, reason: str, message: str, retry_after: float | None = None) -> ApiError:
     """The ApiError subclass for an answer with ``status``."""
     cls: type[ApiError]

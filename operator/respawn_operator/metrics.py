@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from respawn_operator.spec import AttemptRecord, Phase, PipelineRunStatus
 from respawn_operator.timeutil import parse
+
+if TYPE_CHECKING:
+    from respawn_operator.reconcile import Decision
 
 RUNS = Gauge("respawn_pipelineruns", "PipelineRuns known to this operator, by phase", ["phase"])
 RUNS_FINISHED = Counter(
@@ -120,3 +124,24 @@ def count_finish(before: dict[str, object] | None, after: PipelineRunStatus) -> 
         return
     cond = next((c for c in after.conditions if c.type == "Succeeded"), None)
     RUNS_FINISHED.labels(phase.value, (cond.reason if cond else None) or phase.value).inc()
+
+
+def count_decision(d: Decision) -> None:
+    """Count what a carried-out decision did: an attempt started, an attempt ended (how,
+    and for a preemption the time it lost)."""
+    if d.create_job is not None:
+        ATTEMPTS_STARTED.inc()
+    if d.ended is None:
+        return
+    rec, outcome = d.ended
+    ATTEMPTS_ENDED.labels(outcome.outcome.value, outcome.reason).inc()
+    if outcome.charge.value == "preemption":
+        PREEMPTIONS.labels(outcome.reason).inc()
+        lost = lost_seconds(rec, d.status)
+        if lost is not None:
+            PREEMPTION_LOST_SECONDS.inc(lost)
+    elif outcome.charge.value == "failure":
+        FAILURES.labels(outcome.reason).inc()
+    start, end = parse(rec.start_time), parse(rec.end_time)
+    if start and end:
+        ATTEMPT_SECONDS.labels(outcome.outcome.value).observe((end - start).total_seconds())

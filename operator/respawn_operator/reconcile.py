@@ -2,9 +2,11 @@
 
 :func:`decide` takes the run's object, the current attempt's Job and pod, and the time,
 and returns a :class:`Decision`: the new status, at most one Job to create, attempts
-to stop, events to post and when to look again. The kopf handlers (``handlers.py``)
-only observe, call :func:`decide`, and carry the decision out in this order: stop,
-create, patch status, post events. Because the Job is created *before* the status
+to stop, events to post and when to look again. The reconciler (``reconciler.py``)
+only observes, calls :func:`decide`, and hands the decision to the executor
+(``executor.py``), which carries it out in this order: stop, create, patch status, post
+events. What it learns while acting (the API server refused the Job) comes back as an
+observation (``Observed.job_rejected``) for a second :func:`decide`, never as an edit. Because the Job is created *before* the status
 that mentions it, a crash in between leaves a Job whose create answers 409 the next
 time; it is read and adopted, never duplicated.
 """
@@ -53,6 +55,9 @@ class Observed:
     """The pod was seen and has since been deleted from the API."""
     node_exists: bool | None = None
     node_labels: dict[str, str] | None = None
+    job_rejected: str | None = None
+    """The API server refused the Job this round's decision built (422), with its message:
+    decide again, and the run fails instead of starting the attempt."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,6 +300,8 @@ def decide(
 ) -> Decision:
     """The next step for the PipelineRun ``body`` (a plain dict of the object)."""
     d = _decide(body, obs, now, config)
+    if obs.job_rejected is not None and d.create_job is not None:
+        _reject_attempt(d, body, obs.job_rejected, now)
     if (
         d.status.phase is Phase.FAILED
         and (body.get("status") or {}).get("phase") != Phase.FAILED.value
@@ -619,7 +626,7 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
     return r.done()
 
 
-def reject_attempt(d: Decision, body: dict[str, Any], why: str, now: dt.datetime) -> None:
+def _reject_attempt(d: Decision, body: dict[str, Any], why: str, now: dt.datetime) -> None:
     """The API server refused the attempt's Job (422): undo the attempt and fail the run."""
     st = d.status
     if st.attempts and st.attempts[-1].attempt == st.attempt:

@@ -1,4 +1,4 @@
-"""decide_parent driven round by round like handlers.reconcile_parent drives it, on generated
+"""decide_parent driven round by round like Reconciler.reconcile_parent drives it, on generated
 item lists, parallelism, maxFailedItems, child phases (with observedGeneration lagging),
 list edits (add, remove, reorder, a duplicate, an empty list) and suspend toggles.
 

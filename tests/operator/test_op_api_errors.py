@@ -12,7 +12,6 @@ from respawn_operator.kube import (
     ErrorKind,
     ForbiddenError,
     InvalidError,
-    NameTaken,
     NotFoundError,
     TransientApiError,
     api_error,
@@ -41,10 +40,9 @@ def test_the_status_picks_the_class_and_the_sorter_agrees(status: int, reason: s
     assert sort_api_error(ApiError(status, reason, "m"))[0] is kind  # a plain ApiError sorts the same
 
 
-def test_retry_after_and_name_taken_are_transient_with_their_delay() -> None:
+def test_retry_after_is_transient_with_its_delay() -> None:
     assert sort_api_error(api_error(429, "TooManyRequests", "slow down", retry_after=7.0)) == (ErrorKind.TRANSIENT, 7.0)
-    taken = NameTaken("job r-a1 belongs to another run")
-    assert isinstance(taken, TransientApiError) and sort_api_error(taken)[0] is ErrorKind.TRANSIENT
+    assert isinstance(api_error(503, "ServiceUnavailable", "x"), TransientApiError)
     assert isinstance(api_error(409, "AlreadyExists", "x"), ConflictError)  # except ConflictError catches both
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from respawn_operator.config import OperatorConfig
-from respawn_operator.handlers import Reconciler
 from respawn_operator.peering import CLUSTER, PeeringGate, Verdict, verdict
+from respawn_operator.reconciler import Reconciler
 
 from tests.operator.test_op_run_cache import KEY, FakeApi
 
@@ -106,7 +106,7 @@ def test_a_paused_reconciler_makes_no_api_call_and_looks_again_later() -> None:
     assert asyncio.run(rec.reconcile(*KEY)) == gate.interval  # never read: paused
     gate.update(CLUSTER, {"high": peer(20)}, NOW)
     assert asyncio.run(rec.reconcile(*KEY)) == gate.interval
-    assert api.calls == [] and KEY in rec.known
+    assert api.calls == [] and KEY in rec.runs.known
     gate.update(CLUSTER, {"high": peer(20, seen_ago=30)}, NOW)
     asyncio.run(rec.reconcile(*KEY))
     assert ("create", "jobs") in api.calls and api.run["status"]["attempt"] == 1

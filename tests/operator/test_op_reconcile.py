@@ -386,23 +386,25 @@ def test_spot_is_taken_from_node_labels_and_kept_when_the_node_vanishes() -> Non
 
 
 def test_rejected_job_fails_the_run_without_a_phantom_attempt() -> None:
-    from respawn_operator.reconcile import reject_attempt
-
     # Quantities pass the schema one by one; the API server still refuses requests above limits.
     body = new_run(resources={"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}})
-    d = decide(body, Observed(), T0, CONFIG)
-    reject_attempt(
-        d,
-        body,
+    first = decide(body, Observed(), T0, CONFIG)
+    assert first.create_job is not None  # the decision the executor tried, and the API refused
+    why = (
         'spec.template.spec.containers[0].resources.requests: Invalid value: "2Gi": '
-        "must be less than or equal to memory limit of 1Gi",
-        T0,
+        "must be less than or equal to memory limit of 1Gi"
     )
+    d = decide(body, Observed(job_rejected=why), T0, CONFIG)
     st = apply(body, d)["status"]
     assert st["phase"] == "Failed" and st["attempt"] == 0 and st.get("attempts", []) == []
     assert "memory limit" in st["message"] and d.create_job is None
     assert next(c for c in st["conditions"] if c["type"] == "Succeeded")["reason"] == "JobRejected"
     assert [e.reason for e in d.events] == ["JobRejected"]
+    # Told of a rejection when it would start nothing, decide is unchanged.
+    running = apply(body, first)
+    assert decide(running, Observed(job=JOB, job_rejected=why), T0, CONFIG) == decide(
+        running, Observed(job=JOB), T0, CONFIG
+    )
 
 
 def test_a_checkpoint_uri_outside_the_namespaces_prefixes_fails_the_run() -> None:
@@ -499,3 +501,17 @@ def test_params_hundreds_of_levels_deep_do_not_break_the_spec_hash() -> None:
         deep = [deep]
     _, d = step(new_run(params={"deep": deep}), Observed())  # pydantic's serializer stops at such depths
     assert d.create_job is not None and d.status.spec_hash
+
+
+def test_an_event_is_built_for_the_run_it_is_about() -> None:
+    from respawn_operator.events import MAX_MESSAGE, build_event
+
+    body = new_run()
+    ev = build_event(body, "Warning", "JobRejected", "x" * 5000, T0)
+    assert ev["involvedObject"]["uid"] == body["metadata"]["uid"] and ev["involvedObject"]["kind"] == "PipelineRun"
+    assert ev["metadata"] == {
+        "generateName": f"{body['metadata']['name']}.",
+        "namespace": body["metadata"]["namespace"],
+    }
+    assert (ev["type"], ev["reason"], len(ev["message"])) == ("Warning", "JobRejected", MAX_MESSAGE)
+    assert ev["firstTimestamp"] == ev["lastTimestamp"] == "2026-01-01T00:00:00Z"

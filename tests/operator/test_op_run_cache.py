@@ -1,6 +1,6 @@
 """The reconciler reads a run from the watch and from its own status writes, not with a GET.
 
-These drive ``handlers.Reconciler`` against a fake API client (no server, no kopf): which
+These drive ``reconciler.Reconciler`` against a fake API client (no server, no kopf): which
 watch events start a round, which body a round decides on, and when it reads afresh.
 """
 
@@ -11,8 +11,8 @@ import copy
 from typing import Any
 
 from respawn_operator.config import OperatorConfig
-from respawn_operator.handlers import Reconciler
 from respawn_operator.kube import ApiError
+from respawn_operator.reconciler import Reconciler
 
 KEY = ("ns", "r")
 
@@ -32,6 +32,8 @@ class FakeApi:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.on_patch: Any = None
         """Called with the stored run after a status write, before the answer (a racing watch)."""
+        self.refuse_create: ApiError | None = None
+        """Raised by every create (an API server refusing the Job)."""
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.run)
@@ -59,6 +61,8 @@ class FakeApi:
 
     async def create(self, res: Any, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         self.calls.append(("create", res.plural))
+        if self.refuse_create is not None:
+            raise self.refuse_create
         self.jobs[body["metadata"]["name"]] = copy.deepcopy(body)
         return body
 
@@ -90,6 +94,7 @@ def reconciler(api: FakeApi) -> tuple[Reconciler, list[str]]:
     rec = Reconciler(api, OperatorConfig(default_checkpoint_uri="file:///ckpt"))  # type: ignore[arg-type]
     pokes: list[str] = []
     rec.poke = lambda namespace, name, delay=0.0: pokes.append(name)  # type: ignore[method-assign]
+    rec.executor.poke = rec.poke  # the executor pokes after a status write that saw a change
     return rec, pokes
 
 
@@ -106,10 +111,10 @@ def test_a_new_run_is_started_from_its_watch_event_without_a_get() -> None:
     older = copy.deepcopy(added)
     older["metadata"].update(resourceVersion="1a", finalizers=["respawn.dev/finalizer"])
     assert not rec.note_run(KEY, older)
-    assert rec.bodies[KEY]["status"]["attempt"] == 1  # still our write's answer
+    assert rec.runs.bodies[KEY]["status"]["attempt"] == 1  # still our write's answer
     # The echo of our write: nothing to do either.
     assert not rec.note_run(KEY, api.snapshot())
-    assert KEY not in rec.pending
+    assert KEY not in rec.runs.pending
     # kopf's annotations after the write change nothing the reconciler reads.
     assert not rec.note_run(KEY, api.change(annotations={"respawn.dev/x": "y"}))
 
@@ -143,7 +148,7 @@ def test_an_event_that_cannot_be_ordered_against_our_write_means_a_get() -> None
     odd["metadata"].update(resourceVersion="99", generation=7)
     odd["spec"] = {"pipeline": "dataprep", "suspend": True}
     assert rec.note_run(KEY, odd)
-    assert KEY not in rec.bodies and KEY not in rec.pending
+    assert KEY not in rec.runs.bodies and KEY not in rec.runs.pending
     api.calls.clear()
     asyncio.run(rec.reconcile(*KEY))
     assert api.calls[0] == ("get", "pipelineruns")
@@ -162,7 +167,7 @@ def test_the_echo_can_beat_the_write_answer_and_later_events_win() -> None:
 
     api.on_patch = racing_watch
     asyncio.run(rec.reconcile(*KEY))
-    assert rec.bodies[KEY] is newer[0] and KEY not in rec.pending
+    assert rec.runs.bodies[KEY] is newer[0] and KEY not in rec.runs.pending
     assert pokes == ["r"]  # the edit needs a round
 
 
@@ -175,7 +180,7 @@ def test_a_failed_status_write_reads_the_run_afresh() -> None:
     api.run["status"]["attempt"] = 5  # another writer moved on; its event is not here yet
     api.jobs.clear()  # so this round has something to write (attempt 1's Job is gone)
     delay = asyncio.run(rec._reconcile_safely(KEY))
-    assert delay == 0.05 and KEY not in rec.bodies  # conflict: read again at once
+    assert delay == 0.05 and KEY not in rec.runs.bodies  # conflict: read again at once
     api.calls.clear()
     asyncio.run(rec._reconcile_safely(KEY))
     assert api.calls[0] == ("get", "pipelineruns")
@@ -187,7 +192,7 @@ def test_deleted_runs_are_forgotten() -> None:
     rec.note_run(KEY, api.snapshot())
     asyncio.run(rec.reconcile(*KEY))
     rec.forget(KEY)
-    assert KEY not in rec.bodies and KEY not in rec.pending and KEY not in rec.seen
+    assert KEY not in rec.runs.bodies and KEY not in rec.runs.pending and KEY not in rec.runs.seen
 
 
 def child(name: str, rv: int, phase: str | None = None) -> dict[str, Any]:
@@ -198,7 +203,7 @@ def child(name: str, rv: int, phase: str | None = None) -> dict[str, Any]:
 def test_the_child_index_lists_once_then_follows_the_watch() -> None:
     import time
 
-    from respawn_operator.handlers import ChildIndex
+    from respawn_operator.listers import ChildIndex
 
     index = ChildIndex(relist_seconds=300)
     index.note(child("stale", 3))  # watched before the list began; the list no longer has it
@@ -216,3 +221,34 @@ def test_the_child_index_lists_once_then_follows_the_watch() -> None:
     assert sorted(after) == ["a", "b"] and after["b"]["status"]["phase"] == "Succeeded"
     index.relist_seconds = -1.0  # any list is now older than that: the resync lists again
     assert index.children("p") is None
+
+
+def test_a_job_the_api_server_refuses_fails_the_run_in_the_same_round() -> None:
+    """The executor decides nothing: it reports the 422, and the round decides again with it."""
+    api = FakeApi()
+    rec, _ = reconciler(api)
+    api.refuse_create = ApiError(422, "Invalid", "spec.template.spec.containers[0].resources.requests: Invalid value")
+    rec.note_run(KEY, api.snapshot())
+    assert asyncio.run(rec._reconcile_safely(KEY)) is None
+    st = api.run["status"]
+    assert st["phase"] == "Failed" and st["attempt"] == 0 and "resources.requests" in st["message"]
+    assert next(c for c in st["conditions"] if c["type"] == "Succeeded")["reason"] == "JobRejected"
+    assert api.calls.count(("create", "jobs")) == 1 and api.jobs == {}
+
+
+def test_a_job_name_held_by_another_run_is_retried_after_a_delay() -> None:
+    """A run deleted and re-created under its name: the old run's Job awaits garbage collection."""
+    from respawn_operator.workqueue import Retry
+
+    api = FakeApi()
+    rec, _ = reconciler(api)
+    api.jobs["r-a1"] = {"metadata": {"name": "r-a1", "labels": {"respawn.dev/run-uid": "an-older-run"}}}
+    api.refuse_create = ApiError(409, "AlreadyExists", "jobs.batch r-a1 already exists")
+    rec.note_run(KEY, api.snapshot())
+    try:
+        asyncio.run(rec._reconcile_safely(KEY))
+    except Retry as exc:
+        assert "belongs to another run" in str(exc) and exc.after == 2.0
+    else:
+        raise AssertionError("expected a Retry")
+    assert "status" not in api.run  # nothing written: the next round decides again

@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 import yaml
 from respawn_operator.config import OperatorConfig
-from respawn_operator.handlers import status_patch
 from respawn_operator.reconcile import Observed, decide
-from respawn_operator.spec import Phase
+from respawn_operator.spec import Phase, PipelineRunStatus
 
 from tests.ship.lua_health import SCRIPT, HealthCheck
 
@@ -32,6 +31,14 @@ ARGO_STATES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Un
 
 CONFIG = OperatorConfig(default_checkpoint_uri="file:///ckpt")
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def status_patch(new: PipelineRunStatus) -> dict[str, Any]:
+    """Every status field as stored after the operator writes ``new`` (``None``: absent),
+    as the executor writes it (``exclude_none``)."""
+    full = new.model_dump(by_alias=True, mode="json")
+    lean = new.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return {key: lean.get(key) for key in full}
 
 
 @pytest.fixture(scope="module")

@@ -245,9 +245,7 @@ def test_operator_command_line_is_what_respawn_operator_accepts(name: str, monke
     else:
         assert call["standalone"] is True
     # The peering gate of the operator's own loops judges as kopf does: same identity, priority, object.
-    from respawn_operator import handlers
-
-    gate = handlers.SETTINGS
+    gate = call["memo"].settings
     assert call["identity"] and gate.identity == call["identity"] and gate.priority == call["priority"]
     assert gate.peering == (call["peering_name"] if call["standalone"] is False else None)
     assert gate.clusterwide is call["clusterwide"] and list(gate.namespaces) == list(call["namespaces"])
