@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from respawn_local.apiserver import ApiServerThread, WatchEvent, _Watcher
+from respawn_local.apiserver import ApiServerThread, Watcher, WatchEvent
 from respawn_operator.crdgen import build_crd
 
 Counts = dict[tuple[str, str], int]
@@ -63,7 +63,7 @@ class EventClock:
         self.api = api
         self.created: dict[tuple[str, str], float] = {}  # (resource, name) -> first ADDED
         self.pod_failed: dict[str, float] = {}  # pod name -> first status.phase Failed
-        self._watchers: list[_Watcher] = []
+        self._watchers: list[Watcher] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -73,14 +73,14 @@ class EventClock:
             srv = self.api.server
             for resource in ("pipelineruns", "jobs", "pods"):
                 rtype = srv.resolve(resource)
-                w = _Watcher(rtype.key, NAMESPACE, asyncio.Queue())
+                w = Watcher(rtype.key, NAMESPACE, asyncio.Queue())
                 srv._watchers.add(w)
                 self._watchers.append(w)
                 self._tasks.append(asyncio.get_running_loop().create_task(self._consume(resource, w)))
 
         self.api.call(op)
 
-    async def _consume(self, resource: str, w: _Watcher) -> None:
+    async def _consume(self, resource: str, w: Watcher) -> None:
         while True:
             ev: WatchEvent | None = await w.queue.get()
             if ev is None:  # the emulator closed its watches (fault injection)

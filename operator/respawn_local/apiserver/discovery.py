@@ -1,0 +1,192 @@
+"""Discovery: /version, /api, /apis, resource lists, /openapi/v3."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from aiohttp import web
+
+from respawn_local.apiserver.common import ApiError, Obj
+from respawn_local.apiserver.resources import ResourceType
+
+
+class DiscoveryMixin:
+    """`ApiServer`'s discovery documents."""
+
+    def _discovery(self, path: str) -> web.Response | None:
+        """The answer to a discovery or health path; None for any other path."""
+        if path == "/version":
+            return web.json_response(
+                {
+                    "major": "1",
+                    "minor": "32",
+                    "gitVersion": "v1.32.0-respawn-emulator",
+                    "gitCommit": "0000000000000000000000000000000000000000",
+                    "gitTreeState": "clean",
+                    "buildDate": "2026-01-01T00:00:00Z",
+                    "goVersion": "go1.23.0",
+                    "compiler": "gc",
+                    "platform": "linux/amd64",
+                }
+            )
+        if path in ("/healthz", "/readyz", "/livez"):
+            return web.Response(text="ok")
+        if path == "/api":
+            return web.json_response(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}
+                    ],
+                }
+            )
+        if path == "/apis":
+            groups = []
+            for g, versions in sorted(self._groups().items()):
+                vs = [{"groupVersion": f"{g}/{v}", "version": v} for v in versions]
+                groups.append({"name": g, "versions": vs, "preferredVersion": vs[0]})
+            return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 2 and parts[0] == "apis":
+            versions = self._groups().get(parts[1])
+            if not versions:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            vs = [{"groupVersion": f"{parts[1]}/{v}", "version": v} for v in versions]
+            return web.json_response(
+                {"kind": "APIGroup", "apiVersion": "v1", "name": parts[1], "versions": vs, "preferredVersion": vs[0]}
+            )
+        if (len(parts) == 2 and parts[0] == "api") or (len(parts) == 3 and parts[0] == "apis"):
+            group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
+            body = self._resource_list(group, version)
+            if body is None:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return web.json_response(body)
+        if parts and parts[0] == "openapi" and len(parts) >= 2 and parts[1] == "v3":
+            return self._openapi_v3(parts[2:])
+        return None
+
+    def _groups(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for t in self.types.values():
+            if t.group:
+                for v in t.versions:
+                    if v not in groups.setdefault(t.group, []):
+                        groups[t.group].append(v)
+        return groups
+
+    def _resource_list(self, group: str, version: str) -> Obj | None:
+        resources = []
+        for t in sorted(self.types.values(), key=lambda t: t.plural):
+            if t.group != group or version not in t.versions:
+                continue
+            entry: Obj = {
+                "name": t.plural,
+                "singularName": t.singular,
+                "namespaced": t.namespaced,
+                "kind": t.kind,
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            }
+            if t.short_names:
+                entry["shortNames"] = t.short_names
+            if t.categories:
+                entry["categories"] = t.categories
+            resources.append(entry)
+            if t.status_subresource:
+                resources.append(
+                    {
+                        "name": f"{t.plural}/status",
+                        "singularName": "",
+                        "namespaced": t.namespaced,
+                        "kind": t.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+            if "eviction" in t.extra_subresources:
+                resources.append(
+                    {
+                        "name": f"{t.plural}/eviction",
+                        "singularName": "",
+                        "namespaced": True,
+                        "group": "policy",
+                        "version": "v1",
+                        "kind": "Eviction",
+                        "verbs": ["create"],
+                    }
+                )
+            if "log" in t.extra_subresources:
+                resources.append(
+                    {"name": f"{t.plural}/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]}
+                )
+            if "binding" in t.extra_subresources:
+                resources.append(
+                    {
+                        "name": f"{t.plural}/binding",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": "Binding",
+                        "verbs": ["create"],
+                    }
+                )
+        if not resources:
+            return None
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
+
+    def _openapi_v3(self, rest: list[str]) -> web.Response:
+        """Just enough OpenAPI v3 for kubectl to see that we do server-side field validation.
+
+        kubectl (strict validation, its default) looks for a PATCH operation with the
+        object's x-kubernetes-group-version-kind and a `fieldValidation` parameter; if it
+        finds one, it sends `?fieldValidation=Strict` and leaves validation to us.
+        No schemas are published (`kubectl explain` will not work).
+        """
+        gvs: dict[str, list[ResourceType]] = {}
+        for t in self.types.values():
+            for v in t.versions:
+                gvs.setdefault(f"apis/{t.group}/{v}" if t.group else f"api/{v}", []).append(t)
+        if not rest:
+            paths = {}
+            for gv, types in sorted(gvs.items()):
+                digest = (
+                    hashlib.sha256(json.dumps(sorted((t.kind, t.plural) for t in types)).encode())
+                    .hexdigest()[:16]
+                    .upper()
+                )
+                paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
+            return web.json_response({"paths": paths})
+        gv = "/".join(rest)
+        if gv not in gvs:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        version = gv.rsplit("/", 1)[-1]
+        paths = {}
+        for t in gvs[gv]:
+            base = (
+                f"/{gv}/namespaces/{{namespace}}/{t.plural}/{{name}}" if t.namespaced else f"/{gv}/{t.plural}/{{name}}"
+            )
+            params = [
+                {"name": n, "in": "query", "schema": {"type": "string"}}
+                for n in ("dryRun", "fieldManager", "fieldValidation", "force")
+            ]
+            gvk = {"group": t.group, "version": version, "kind": t.kind}
+            op = {
+                "operationId": f"patch{t.kind}",
+                "parameters": params,
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": gvk,
+                "responses": {"200": {"description": "OK"}},
+            }
+            paths[base] = {"patch": op, "put": {**op, "operationId": f"replace{t.kind}", "x-kubernetes-action": "put"}}
+        return web.json_response(
+            {
+                "openapi": "3.0.0",
+                "info": {"title": "Kubernetes", "version": "v1.32.0"},
+                "paths": paths,
+                "components": {"schemas": {}},
+            }
+        )
