@@ -176,9 +176,23 @@ class HttpMixin:
             # Refuse rather than silently applying a change the client believes is a dry run.
             raise ApiError(400, "BadRequest", "dryRun is not supported by the respawn API emulator")
         watch = q.get("watch") in ("true", "1") or "/watch/" in path
-        if method == "GET" and (watch or name is None):
-            if watch:
-                return await self._watch(request, rtype, ns, name, version)
+        if method == "GET" and watch:
+            return await self._watch(request, rtype, ns, name, version)
+        if name is None:
+            return await self._collection(request, rtype, ns, version)
+        if rtype.namespaced and ns is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if sub in ("log", "eviction", "token", "binding"):
+            return await self._subresource(request, rtype, ns, name, sub)
+        return await self._object(request, rtype, ns, name, sub, version)
+
+    async def _collection(
+        self, request: web.Request, rtype: ResourceType, ns: str | None, version: str
+    ) -> web.StreamResponse:
+        """A request without a name: list, create, delete a collection."""
+        q = request.query
+        method = request.method
+        if method == "GET":
             items = self._list(rtype, ns, q.get("labelSelector"), q.get("fieldSelector"))
             rv = str(self.rv)
             if _wants_table(request):
@@ -191,63 +205,58 @@ class HttpMixin:
                     "items": [self._render(rtype, o, version) for o in items],
                 }
             )
-        if name is None:
-            if method == "POST":
-                body = await _json_body(request)
-                if not isinstance(body, dict):
-                    raise ApiError(400, "BadRequest", "the body must be a JSON object")
-                obj = self._create(rtype, ns, body, version)
-                return web.json_response(self._render(rtype, obj, version), status=201)
-            if method == "DELETE":
-                options = await _delete_options(request)
-                items = self._list(rtype, ns, q.get("labelSelector"), q.get("fieldSelector"))
-                for o in items:
-                    try:
-                        self._delete(rtype, o["metadata"].get("namespace"), o["metadata"]["name"], options)
-                    except ApiError:
-                        pass
-                return web.json_response(
-                    {
-                        "kind": f"{rtype.kind}List",
-                        "apiVersion": rtype.api_version(version),
-                        "metadata": {"resourceVersion": str(self.rv)},
-                        "items": items,
-                    }
-                )
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
-        if rtype.namespaced and ns is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if method == "POST":
+            body = await _json_body(request)
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequest", "the body must be a JSON object")
+            obj = self._create(rtype, ns, body, version)
+            return web.json_response(self._render(rtype, obj, version), status=201)
+        if method == "DELETE":
+            options = await _delete_options(request)
+            items = self._list(rtype, ns, q.get("labelSelector"), q.get("fieldSelector"))
+            for o in items:
+                try:
+                    self._delete(rtype, o["metadata"].get("namespace"), o["metadata"]["name"], options)
+                except ApiError:
+                    pass
+            return web.json_response(
+                {
+                    "kind": f"{rtype.kind}List",
+                    "apiVersion": rtype.api_version(version),
+                    "metadata": {"resourceVersion": str(self.rv)},
+                    "items": items,
+                }
+            )
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    async def _subresource(
+        self, request: web.Request, rtype: ResourceType, ns: str | None, name: str, sub: str
+    ) -> web.StreamResponse:
+        """log, eviction, token and binding (status goes with the object in `_object`)."""
+        method = request.method
         if sub == "log":
             return await self._log(rtype, ns, name, request)
+        if method != "POST":
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        body = await _json_body(request)
         if sub == "eviction":
-            if method != "POST":
-                raise ApiError(
-                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-                )
-            body = await _json_body(request)
             self.evict(ns or "", name, (body or {}).get("deleteOptions") or {})
-            return web.json_response(
-                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, status=201
-            )
-        if sub == "token":
-            if method != "POST":
-                raise ApiError(
-                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-                )
-            body = await _json_body(request)
+        elif sub == "token":
             return web.json_response(
                 self.token_request(ns or "", name, body if isinstance(body, dict) else {}), status=201
             )
-        if sub == "binding":
-            if method != "POST":
-                raise ApiError(
-                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-                )
-            body = await _json_body(request)
+        else:  # binding
             self.bind(ns or "", name, ((body or {}).get("target") or {}).get("name", ""))
-            return web.json_response(
-                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, status=201
-            )
+        return web.json_response(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, status=201
+        )
+
+    async def _object(
+        self, request: web.Request, rtype: ResourceType, ns: str | None, name: str, sub: str | None, version: str
+    ) -> web.StreamResponse:
+        """GET, PUT, PATCH, DELETE of one object (or of its status)."""
+        q = request.query
+        method = request.method
         if method == "GET":
             obj = self._get(rtype, ns, name)
             if _wants_table(request):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -51,40 +52,7 @@ class WatchMixin:
 
         rv_param = q.get("resourceVersion", "")
         watcher = Watcher(rtype.key, namespace, asyncio.Queue())
-        backlog: list[tuple[str, Obj]] = []
-        if rv_param in ("", "0"):
-            for o in self._list(rtype, namespace):
-                if matches(o):
-                    backlog.append(("ADDED", o))
-        else:
-            try:
-                since = int(rv_param)
-            except ValueError:
-                raise ApiError(400, "BadRequest", f"invalid resource version: {rv_param!r}") from None
-            if since < self.compacted_rv:
-                self.expired_watches += 1
-                backlog.append(
-                    (
-                        "ERROR",
-                        {
-                            "kind": "Status",
-                            "apiVersion": "v1",
-                            "metadata": {},
-                            "status": "Failure",
-                            "message": f"too old resource version: {since} ({self.compacted_rv + 1})",
-                            "reason": "Expired",
-                            "code": 410,
-                        },
-                    )
-                )
-            else:
-                for ev in self.history:
-                    if (
-                        ev.rv > since
-                        and ev.rkey == rtype.key
-                        and (namespace is None or ev.obj["metadata"].get("namespace") == namespace)
-                    ):
-                        watcher.queue.put_nowait(ev)
+        backlog = self._watch_start(rtype, namespace, rv_param, matches, watcher)
         expired = bool(backlog) and backlog[0][0] == "ERROR"
         if not expired:
             self._watchers.add(watcher)
@@ -168,3 +136,49 @@ class WatchMixin:
         except (ConnectionResetError, RuntimeError):
             pass
         return resp
+
+    def _watch_start(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        rv_param: str,
+        matches: Callable[[Obj | None], bool],
+        watcher: Watcher,
+    ) -> list[tuple[str, Obj]]:
+        """Where a watch starts: the current objects (rv "" or "0"), the history since rv
+        (queued on `watcher`), or a 410 Expired when that history is compacted away."""
+        backlog: list[tuple[str, Obj]] = []
+        if rv_param in ("", "0"):
+            for o in self._list(rtype, namespace):
+                if matches(o):
+                    backlog.append(("ADDED", o))
+        else:
+            try:
+                since = int(rv_param)
+            except ValueError:
+                raise ApiError(400, "BadRequest", f"invalid resource version: {rv_param!r}") from None
+            if since < self.compacted_rv:
+                self.expired_watches += 1
+                backlog.append(
+                    (
+                        "ERROR",
+                        {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "metadata": {},
+                            "status": "Failure",
+                            "message": f"too old resource version: {since} ({self.compacted_rv + 1})",
+                            "reason": "Expired",
+                            "code": 410,
+                        },
+                    )
+                )
+            else:
+                for ev in self.history:
+                    if (
+                        ev.rv > since
+                        and ev.rkey == rtype.key
+                        and (namespace is None or ev.obj["metadata"].get("namespace") == namespace)
+                    ):
+                        watcher.queue.put_nowait(ev)
+        return backlog
