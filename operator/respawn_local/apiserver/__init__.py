@@ -15,7 +15,8 @@ Use `ApiServer` inside a running event loop, or `ApiServerThread` from sync code
 The package's modules follow the server's parts: `store` (objects, uids,
 resourceVersions), `admission` (validation and defaulting on write), `schema` (CRD
 structural schemas), `crds`, `watch`, `collector` (garbage collection, the namespace
-controller), `http` (routing, authentication, RBAC), `discovery`, `subresources`
+controller), `http` (routing, authentication, RBAC), `discovery`, `openapi` (v3
+documents from the CRDs' schemas, for `kubectl explain`), `subresources`
 (token, log, eviction, binding), `tables`, `patches`, `selectors`, `protobuf`,
 `faults`; `server` puts `ApiServer` together and `thread` runs it for sync callers.
 Everything other code uses is importable from `respawn_local.apiserver` itself.

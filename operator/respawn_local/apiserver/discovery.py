@@ -1,14 +1,10 @@
-"""Discovery: /version, /api, /apis, resource lists, /openapi/v3."""
+"""Discovery: /version, /api, /apis, resource lists (and /openapi/v3, from openapi.py)."""
 
 from __future__ import annotations
-
-import hashlib
-import json
 
 from aiohttp import web
 
 from respawn_local.apiserver.common import ApiError, Obj
-from respawn_local.apiserver.resources import ResourceType
 
 
 class DiscoveryMixin:
@@ -137,56 +133,3 @@ class DiscoveryMixin:
             "groupVersion": f"{group}/{version}" if group else version,
             "resources": resources,
         }
-
-    def _openapi_v3(self, rest: list[str]) -> web.Response:
-        """Just enough OpenAPI v3 for kubectl to see that we do server-side field validation.
-
-        kubectl (strict validation, its default) looks for a PATCH operation with the
-        object's x-kubernetes-group-version-kind and a `fieldValidation` parameter; if it
-        finds one, it sends `?fieldValidation=Strict` and leaves validation to us.
-        No schemas are published (`kubectl explain` will not work).
-        """
-        gvs: dict[str, list[ResourceType]] = {}
-        for t in self.types.values():
-            for v in t.versions:
-                gvs.setdefault(f"apis/{t.group}/{v}" if t.group else f"api/{v}", []).append(t)
-        if not rest:
-            paths = {}
-            for gv, types in sorted(gvs.items()):
-                digest = (
-                    hashlib.sha256(json.dumps(sorted((t.kind, t.plural) for t in types)).encode())
-                    .hexdigest()[:16]
-                    .upper()
-                )
-                paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
-            return web.json_response({"paths": paths})
-        gv = "/".join(rest)
-        if gv not in gvs:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        version = gv.rsplit("/", 1)[-1]
-        paths = {}
-        for t in gvs[gv]:
-            base = (
-                f"/{gv}/namespaces/{{namespace}}/{t.plural}/{{name}}" if t.namespaced else f"/{gv}/{t.plural}/{{name}}"
-            )
-            params = [
-                {"name": n, "in": "query", "schema": {"type": "string"}}
-                for n in ("dryRun", "fieldManager", "fieldValidation", "force")
-            ]
-            gvk = {"group": t.group, "version": version, "kind": t.kind}
-            op = {
-                "operationId": f"patch{t.kind}",
-                "parameters": params,
-                "x-kubernetes-action": "patch",
-                "x-kubernetes-group-version-kind": gvk,
-                "responses": {"200": {"description": "OK"}},
-            }
-            paths[base] = {"patch": op, "put": {**op, "operationId": f"replace{t.kind}", "x-kubernetes-action": "put"}}
-        return web.json_response(
-            {
-                "openapi": "3.0.0",
-                "info": {"title": "Kubernetes", "version": "v1.32.0"},
-                "paths": paths,
-                "components": {"schemas": {}},
-            }
-        )

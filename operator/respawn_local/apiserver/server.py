@@ -16,6 +16,7 @@ from respawn_local.apiserver.crds import CrdMixin
 from respawn_local.apiserver.discovery import DiscoveryMixin
 from respawn_local.apiserver.faults import Faults
 from respawn_local.apiserver.http import HttpMixin
+from respawn_local.apiserver.openapi import OpenApiMixin
 from respawn_local.apiserver.resources import ResourceType, _builtin_types
 from respawn_local.apiserver.store import StoreMixin
 from respawn_local.apiserver.subresources import SubresourcesMixin
@@ -26,6 +27,7 @@ from respawn_local.apiserver.watch import Watcher, WatchEvent, WatchMixin
 class ApiServer(
     HttpMixin,
     DiscoveryMixin,
+    OpenApiMixin,
     SubresourcesMixin,
     WatchMixin,
     TablesMixin,
