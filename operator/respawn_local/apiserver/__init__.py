@@ -12,16 +12,19 @@ What it deliberately leaves out is written down in docs/emulator.md.
 Use `ApiServer` inside a running event loop, or `ApiServerThread` from sync code
 (tests, the local demo): it runs the server in a background thread.
 
-The package's modules follow the server's parts: `store` (objects, uids,
-resourceVersions), `admission` (validation and defaulting on write), `schema` (CRD
+The package's modules follow the server's parts: `base` (the state every part
+shares: resourceVersions, the event log watches replay, reads), `store` (writes,
+lists, uids), `admission` (validation and defaulting on write), `schema` (CRD
 structural schemas), `crds`, `watch`, `collector` (garbage collection, the namespace
 controller), `http` (routing, authentication, RBAC), `discovery`, `openapi` (v3
 documents from the CRDs' schemas, for `kubectl explain`), `subresources`
 (token, log, eviction, binding), `tables`, `patches`, `selectors`, `protobuf`,
-`faults`; `server` puts `ApiServer` together and `thread` runs it for sync callers.
+`faults`. Each part is a mixin on `base.ServerBase`; `server` puts `ApiServer`
+together and `thread` runs it for sync callers.
 Everything other code uses is importable from `respawn_local.apiserver` itself.
 """
 
+from respawn_local.apiserver.base import Watcher, WatchEvent
 from respawn_local.apiserver.common import ApiError, Obj, human_duration, now_rfc3339, parse_rfc3339, random_suffix
 from respawn_local.apiserver.faults import FaultRule, Faults
 from respawn_local.apiserver.patches import json_patch, merge_patch, strategic_merge_patch, strip_directives
@@ -31,7 +34,6 @@ from respawn_local.apiserver.schema import apply_schema
 from respawn_local.apiserver.selectors import parse_field_selector, parse_label_selector
 from respawn_local.apiserver.server import ApiServer
 from respawn_local.apiserver.thread import ApiServerThread
-from respawn_local.apiserver.watch import Watcher, WatchEvent
 
 __all__ = [
     "ApiError",

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import ApiError, Obj, _field_validation
 from respawn_local.apiserver.resources import ResourceType
 from respawn_local.apiserver.schema import apply_schema
@@ -14,7 +15,7 @@ from respawn_local.apiserver.schema import apply_schema
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-class AdmissionMixin:
+class AdmissionMixin(ServerBase):
     """`ApiServer`'s validation, defaulting and immutability checks."""
 
     def _invalid(self, rtype: ResourceType, name: str, causes: list[Obj]) -> ApiError:

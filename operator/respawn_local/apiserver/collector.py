@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import copy
 
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import ApiError
 
 
-class GarbageCollectorMixin:
+class GarbageCollectorMixin(ServerBase):
     """`ApiServer`'s controllers that run inside the API server process."""
 
     async def _gc_loop(self) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import Obj, now_rfc3339
 from respawn_local.apiserver.resources import ResourceType
 
 
-class CrdMixin:
+class CrdMixin(ServerBase):
     """`ApiServer`'s CRD handling."""
 
     def _crd_problems(self, crd: Obj) -> list[Obj]:

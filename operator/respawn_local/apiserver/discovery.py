@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import ApiError, Obj
 
 
-class DiscoveryMixin:
+class DiscoveryMixin(ServerBase):
     """`ApiServer`'s discovery documents."""
 
     def _discovery(self, path: str) -> web.Response | None:

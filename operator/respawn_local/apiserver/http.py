@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from respawn_local.apiauth import RBAC_GROUP, RequestAttributes, authorize
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import ApiError, Obj, _field_validation
 from respawn_local.apiserver.protobuf import decode_protobuf
 from respawn_local.apiserver.resources import ResourceType
@@ -22,7 +23,7 @@ _PATCH_TYPES = {
 }
 
 
-class HttpMixin:
+class HttpMixin(ServerBase):
     """`ApiServer`'s HTTP side."""
 
     @web.middleware

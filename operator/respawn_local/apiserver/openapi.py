@@ -18,6 +18,7 @@ import json
 
 from aiohttp import web
 
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import ApiError, Obj
 from respawn_local.apiserver.openapi_meta import META_SCHEMAS
 from respawn_local.apiserver.resources import ResourceType
@@ -58,7 +59,7 @@ def crd_schema(schema: Obj, gvk: Obj) -> Obj:
     return published
 
 
-class OpenApiMixin:
+class OpenApiMixin(ServerBase):
     """`ApiServer`'s OpenAPI v3 documents."""
 
     def _openapi_v3(self, rest: list[str]) -> web.Response:

@@ -11,7 +11,7 @@ from aiohttp import web
 from respawn_local.apiauth import TlsFiles, TokenAuthority
 from respawn_local.apiserver.admission import AdmissionMixin
 from respawn_local.apiserver.collector import GarbageCollectorMixin
-from respawn_local.apiserver.common import ApiError, Obj
+from respawn_local.apiserver.common import ApiError
 from respawn_local.apiserver.crds import CrdMixin
 from respawn_local.apiserver.discovery import DiscoveryMixin
 from respawn_local.apiserver.faults import Faults
@@ -21,7 +21,7 @@ from respawn_local.apiserver.resources import ResourceType, _builtin_types
 from respawn_local.apiserver.store import StoreMixin
 from respawn_local.apiserver.subresources import SubresourcesMixin
 from respawn_local.apiserver.tables import TablesMixin
-from respawn_local.apiserver.watch import Watcher, WatchEvent, WatchMixin
+from respawn_local.apiserver.watch import WatchMixin
 
 
 class ApiServer(
@@ -57,7 +57,7 @@ class ApiServer(
         self.tokens = TokenAuthority(allow_anonymous=allow_anonymous)
         self.admin_token = self.tokens.admin_token
         """A bearer token of a `system:masters` user (kubeconfigs, the pod simulator)."""
-        self.denials: list[tuple[str, str, int]] = []
+        self.denials = []
         """Requests refused by authentication (401) or RBAC (403), as (user, what, code)."""
         self.tls = TlsFiles.create() if tls else None
         """Serve HTTPS with a fresh CA (`tls.ca_file` is what clients trust)."""
@@ -66,26 +66,26 @@ class ApiServer(
         self.history_size = history_size
         self.strict_namespaces = strict_namespaces
         self.gc_interval = gc_interval
-        self.types: dict[tuple[str, str], ResourceType] = {t.key: t for t in _builtin_types()}
-        self.store: dict[tuple[str, str], dict[tuple[str, str], Obj]] = collections.defaultdict(dict)
-        self.uids: dict[str, tuple[tuple[str, str], str, str]] = {}
+        self.types = {t.key: t for t in _builtin_types()}
+        self.store = collections.defaultdict(dict)
+        self.uids = {}
         self.rv = 0
-        self.history: collections.deque[WatchEvent] = collections.deque()
+        self.history = collections.deque()
         self.compacted_rv = 0
-        self._watchers: set[Watcher] = set()  # type: ignore[arg-type]
+        self._watchers = set()
         self.faults = Faults(self)
-        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.requests = collections.Counter()
         """Requests by (verb, resource), e.g. ("patch", "pipelineruns/status")."""
-        self.requests_by_agent: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.requests_by_agent = collections.Counter()
         """Requests by (user agent product, verb, resource)."""
         self.expired_watches = 0
         """Watches answered with 410 Gone (their resourceVersion was compacted away)."""
-        self.request_log: collections.deque[tuple[str, str, str, int]] = collections.deque(maxlen=10000)
+        self.request_log = collections.deque(maxlen=10000)
         """Recent requests as (method, path?query, user agent, status)."""
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._gc_task: asyncio.Task[None] | None = None
-        self._gc_wake: asyncio.Event | None = None
+        self._gc_wake = None
         self._stopping = False
         for ns in namespaces:
             self._create(self.types[("", "namespaces")], None, {"metadata": {"name": ns}})

@@ -1,4 +1,4 @@
-"""The object store: create, update, patch, delete, list; uids and resourceVersions."""
+"""The object store: create, update, patch, delete, list; uids (resourceVersions and events: `base`)."""
 
 from __future__ import annotations
 
@@ -6,43 +6,15 @@ import copy
 import uuid
 from typing import Any
 
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import ApiError, Obj, now_rfc3339, random_suffix
 from respawn_local.apiserver.patches import json_patch, merge_patch, strategic_merge_patch
 from respawn_local.apiserver.resources import ResourceType
 from respawn_local.apiserver.selectors import parse_field_selector, parse_label_selector
-from respawn_local.apiserver.watch import WatchEvent
 
 
-class StoreMixin:
-    """`ApiServer`'s storage primitives (the state is set up in `ApiServer.__init__`)."""
-
-    def _next_rv(self) -> int:
-        self.rv += 1
-        return self.rv
-
-    def _emit(self, etype: str, rtype: ResourceType, obj: Obj, old: Obj | None = None) -> None:
-        ev = WatchEvent(int(obj["metadata"]["resourceVersion"]), etype, rtype.key, copy.deepcopy(obj), old)
-        self.history.append(ev)
-        while len(self.history) > self.history_size:
-            self.compacted_rv = self.history.popleft().rv
-        ns = obj["metadata"].get("namespace")
-        for w in self._watchers:
-            if w.rkey == rtype.key and (w.namespace is None or w.namespace == ns):
-                w.queue.put_nowait(ev)
-        if etype in ("DELETED", "MODIFIED") and self._gc_wake is not None:
-            self._gc_wake.set()
-
-    def _not_found(self, rtype: ResourceType, name: str) -> ApiError:
-        details: Obj = {"name": name, "kind": rtype.plural}
-        if rtype.group:
-            details["group"] = rtype.group
-        return ApiError(404, "NotFound", f'{rtype.qualified} "{name}" not found', details)
-
-    def _get(self, rtype: ResourceType, ns: str | None, name: str) -> Obj:
-        obj = self.store[rtype.key].get((ns or "", name))
-        if obj is None:
-            raise self._not_found(rtype, name)
-        return obj
+class StoreMixin(ServerBase):
+    """`ApiServer`'s writes and lists (the state and reads are `ServerBase`'s)."""
 
     def _check_namespace(self, rtype: ResourceType, ns: str | None) -> str:
         if rtype.namespaced:

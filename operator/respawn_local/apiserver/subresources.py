@@ -8,11 +8,12 @@ import copy
 from aiohttp import web
 
 from respawn_local.apiauth import EXTRA_POD_NAME, EXTRA_POD_UID, service_account_user
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import ApiError, Obj, now_rfc3339
 from respawn_local.apiserver.resources import ResourceType
 
 
-class SubresourcesMixin:
+class SubresourcesMixin(ServerBase):
     """`ApiServer`'s subresources."""
 
     def token_request(self, ns: str, name: str, body: Obj) -> Obj:

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from respawn_local.apiserver.base import ServerBase
 from respawn_local.apiserver.common import Obj, human_duration, parse_rfc3339
 from respawn_local.apiserver.resources import ResourceType
 
@@ -154,7 +155,7 @@ def _wants_table(request: web.Request) -> bool:
     return "as=Table" in first
 
 
-class TablesMixin:
+class TablesMixin(ServerBase):
     """`ApiServer`'s rendering of objects: the served apiVersion, Table answers."""
 
     @staticmethod

@@ -1,39 +1,21 @@
-"""Watches: the store's events, bounded history, watch streams (410 Gone, bookmarks, tables)."""
+"""Watch streams over the store's bounded event history (410 Gone, bookmarks, tables); the events: `base`."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Callable
 
 from aiohttp import web
 
+from respawn_local.apiserver.base import ServerBase, Watcher
 from respawn_local.apiserver.common import ApiError, Obj
 from respawn_local.apiserver.resources import ResourceType
 from respawn_local.apiserver.selectors import parse_field_selector, parse_label_selector
 from respawn_local.apiserver.tables import _wants_table
 
 
-@dataclasses.dataclass
-class WatchEvent:
-    """One change in the store, kept in the bounded history for watch replay."""
-
-    rv: int
-    type: str
-    rkey: tuple[str, str]
-    obj: Obj
-    old: Obj | None = None
-
-
-@dataclasses.dataclass(eq=False)
-class Watcher:
-    rkey: tuple[str, str]
-    namespace: str | None
-    queue: asyncio.Queue[WatchEvent | None]
-
-
-class WatchMixin:
+class WatchMixin(ServerBase):
     """`ApiServer`'s watch streams."""
 
     async def _watch(
