@@ -184,7 +184,7 @@ class AdmissionMixin(ServerBase):
                     ],
                 )
 
-            def mutable_removed(spec: Obj) -> Obj:
+            def mutable_removed(spec: Obj | None) -> Obj:
                 spec = copy.deepcopy(spec or {})
                 for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"):
                     spec.pop(key, None)

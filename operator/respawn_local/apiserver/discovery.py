@@ -47,10 +47,10 @@ class DiscoveryMixin(ServerBase):
             return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2 and parts[0] == "apis":
-            versions = self._groups().get(parts[1])
-            if not versions:
+            group_versions = self._groups().get(parts[1])
+            if not group_versions:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            vs = [{"groupVersion": f"{parts[1]}/{v}", "version": v} for v in versions]
+            vs = [{"groupVersion": f"{parts[1]}/{v}", "version": v} for v in group_versions]
             return web.json_response(
                 {"kind": "APIGroup", "apiVersion": "v1", "name": parts[1], "versions": vs, "preferredVersion": vs[0]}
             )

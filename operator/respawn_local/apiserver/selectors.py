@@ -33,29 +33,30 @@ def parse_label_selector(expr: str | None) -> Callable[[dict[str, str]], bool]:
     """Compile a label selector string into a predicate over a labels dict."""
     if not expr:
         return lambda labels: True
-    checks: list[Callable[[dict[str, str]], bool]] = []
-    for term in _split_terms(expr):
-        m = _SET_TERM.match(term)
-        if m:
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
-            if op == "in":
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-        elif "!=" in term:
-            key, value = (s.strip() for s in term.split("!=", 1))
-            checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
-        elif "==" in term or "=" in term:
-            key, value = (s.strip() for s in re.split(r"==?", term, maxsplit=1))
-            checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
-        elif term.startswith("!"):
-            absent = term[1:].strip()
-            checks.append(lambda labels, k=absent: k not in labels)
-        elif re.match(r"^[A-Za-z0-9./_-]+$", term):
-            checks.append(lambda labels, k=term: k in labels)
-        else:
-            raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
+    checks = [_label_requirement(term) for term in _split_terms(expr)]
     return lambda labels: all(c(labels) for c in checks)
+
+
+def _label_requirement(term: str) -> Callable[[dict[str, str]], bool]:
+    """One term of a label selector as a predicate."""
+    m = _SET_TERM.match(term)
+    if m:
+        key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
+        if op == "in":
+            return lambda labels: labels.get(key) in values
+        return lambda labels: labels.get(key) not in values
+    if "!=" in term:
+        key, value = (s.strip() for s in term.split("!=", 1))
+        return lambda labels: labels.get(key) != value
+    if "==" in term or "=" in term:
+        key, value = (s.strip() for s in re.split(r"==?", term, maxsplit=1))
+        return lambda labels: labels.get(key) == value
+    if term.startswith("!"):
+        absent = term[1:].strip()
+        return lambda labels: absent not in labels
+    if re.match(r"^[A-Za-z0-9./_-]+$", term):
+        return lambda labels: term in labels
+    raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
 
 
 def _dotted(obj: Obj, path: str) -> Any:
@@ -72,16 +73,18 @@ def parse_field_selector(expr: str | None, allowed: Iterable[str]) -> Callable[[
     if not expr:
         return lambda obj: True
     allowed = set(allowed)
-    checks: list[Callable[[Obj], bool]] = []
-    for term in _split_terms(expr):
-        m = re.match(r"^([^!=]+)(==|!=|=)(.*)$", term)
-        if not m:
-            raise ApiError(400, "BadRequest", f"invalid field selector: {term!r}")
-        field, op, value = m.group(1).strip(), m.group(2), m.group(3).strip()
-        if field not in allowed and not any(a.endswith(".*") and field.startswith(a[:-1]) for a in allowed):
-            raise ApiError(400, "BadRequest", f'field label not supported: {field}')
-        if op == "!=":
-            checks.append(lambda o, f=field, v=value: str(_dotted(o, f) or "") != v)
-        else:
-            checks.append(lambda o, f=field, v=value: str(_dotted(o, f) or "") == v)
+    checks = [_field_requirement(term, allowed) for term in _split_terms(expr)]
     return lambda obj: all(c(obj) for c in checks)
+
+
+def _field_requirement(term: str, allowed: set[str]) -> Callable[[Obj], bool]:
+    """One term of a field selector as a predicate."""
+    m = re.match(r"^([^!=]+)(==|!=|=)(.*)$", term)
+    if not m:
+        raise ApiError(400, "BadRequest", f"invalid field selector: {term!r}")
+    field, op, value = m.group(1).strip(), m.group(2), m.group(3).strip()
+    if field not in allowed and not any(a.endswith(".*") and field.startswith(a[:-1]) for a in allowed):
+        raise ApiError(400, "BadRequest", f"field label not supported: {field}")
+    if op == "!=":
+        return lambda o: str(_dotted(o, field) or "") != value
+    return lambda o: str(_dotted(o, field) or "") == value

@@ -121,7 +121,8 @@ class ApiServer(
         if not self.port:
             server = self._site._server
             assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            # aiohttp types `_server` as an AbstractServer; a TCPSite's is a loop.create_server Server.
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def _stop_site(self) -> None:
         if self._site is not None:

@@ -261,7 +261,7 @@ class StoreMixin(ServerBase):
         return gone
 
     def _delete(self, rtype: ResourceType, ns: str | None, name: str, options: Obj) -> Obj:
-        ns = ns if rtype.namespaced else ""
+        ns = (ns or "") if rtype.namespaced else ""  # _get looks a None namespace up as ""
         obj = self._get(rtype, ns, name)
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != obj["metadata"]["uid"]:

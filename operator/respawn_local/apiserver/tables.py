@@ -25,7 +25,7 @@ def _age(obj: Obj) -> str:
 
 def _pod_status(pod: Obj) -> str:
     st = pod.get("status", {})
-    reason = st.get("reason") or st.get("phase", "Pending")
+    reason: str = st.get("reason") or st.get("phase", "Pending")
     for cs in st.get("containerStatuses", []) or []:
         state = cs.get("state", {})
         if "terminated" in state:
@@ -46,7 +46,8 @@ def _pod_ready(pod: Obj) -> str:
 def _job_status(job: Obj) -> str:
     for cond in job.get("status", {}).get("conditions", []) or []:
         if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed", "Suspended", "FailureTarget"):
-            return {"FailureTarget": "FailureTarget"}.get(cond["type"], cond["type"])
+            shown: str = {"FailureTarget": "FailureTarget"}.get(cond["type"], cond["type"])
+            return shown
     return "Running"
 
 
