@@ -104,6 +104,8 @@ def tolerates(tolerations: list[Obj], taint: Obj) -> bool:
 
 def _expr_ok(labels: dict[str, str], expr: Obj) -> bool:
     key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    if key is None:  # no label lacks a key: only the negative operators hold
+        return op in ("NotIn", "DoesNotExist")
     if op == "In":
         return labels.get(key) in values
     if op == "NotIn":
@@ -141,7 +143,8 @@ def fits(pod_spec: Obj, node: SimNode) -> bool:
 
 
 def _cond(obj: Obj, ctype: str) -> Obj | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
+    conds: list[Obj] = (obj.get("status") or {}).get("conditions") or []
+    for c in conds:
         if c.get("type") == ctype:
             return c
     return None
@@ -180,7 +183,8 @@ def _terminal(pod: Obj) -> bool:
 def _controller_uid(obj: Obj) -> str | None:
     for ref in obj["metadata"].get("ownerReferences") or []:
         if ref.get("controller"):
-            return ref.get("uid")
+            uid: str | None = ref.get("uid")
+            return uid
     return None
 
 

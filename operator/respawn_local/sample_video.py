@@ -17,7 +17,7 @@ def make_video(
     fps: float = 25.0,
 ) -> str:
     """Write a video of moving shapes over a drifting gradient; every frame differs."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {fourcc} to {path}")
     ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class WaitTimeout(AssertionError):
@@ -13,8 +15,8 @@ class WaitTimeout(AssertionError):
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.05
-) -> Any:
+    predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "condition", interval: float = 0.05
+) -> T:
     """Poll `predicate` until it returns something truthy; raise WaitTimeout after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
