@@ -21,7 +21,13 @@ def test_import_contracts_are_kept() -> None:
 
 def test_runtime_and_examples_type_check_strict() -> None:
     done = subprocess.run(
-        [str(VENV_BIN / "mypy"), "pipeline_runtime", "examples/custom_pipeline.py", "operator/respawn_operator"],
+        [
+            str(VENV_BIN / "mypy"),
+            "pipeline_runtime",
+            "examples/custom_pipeline.py",
+            "operator/respawn_operator",
+            "operator/respawn_local",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
