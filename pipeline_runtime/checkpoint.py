@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import artifact_epoch, artifact_path
-from .contracts import RUN_ID_MAX
+from .contracts import RUN_ID_MAX, ExitCode, Reason
+from .errors import RespawnError
 from .storage.base import NotFound, PreconditionFailed, Store
 
 CHECKPOINT_VERSION = "2.1"
@@ -67,12 +68,18 @@ SEED_FIELDS = ("pipeline_name", "run_guid", "completed_steps", "context", "steps
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}")
 
 
-class Superseded(Exception):
+class Superseded(RespawnError):
     """A newer attempt owns the run, or the run already finished (exit 76)."""
 
+    exit_code = ExitCode.SUPERSEDED
+    reason = Reason.SUPERSEDED
 
-class CorruptCheckpoint(Exception):
-    """A commit or artifact cannot be read back (truncated, foreign, damaged)."""
+
+class CorruptCheckpoint(RespawnError):
+    """A commit or artifact cannot be read back (truncated, foreign, damaged): exit 65."""
+
+    exit_code = ExitCode.INCOMPATIBLE_CHECKPOINT
+    reason = Reason.INCOMPATIBLE_CHECKPOINT
 
 
 def check_name(kind: str, value: str) -> str:

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import RespawnError
+
 INLINE_JSON_LIMIT = 64 * 1024
 """Serialised JSON up to this size is kept inside the commit object."""
 INLINE_BYTES_LIMIT = 1024
@@ -69,7 +71,7 @@ def artifact_epoch(path: str) -> int:
     )
 
 
-class UnsupportedValue(TypeError):
+class UnsupportedValue(RespawnError, TypeError):
     """A context value of a type that cannot be checkpointed."""
 
 
@@ -324,7 +326,7 @@ def referenced_artifacts(node: Any) -> dict[str, int]:
     return {r["sha256"]: r["size"] for r in _refs(node)}
 
 
-class CorruptArtifact(ValueError):
+class CorruptArtifact(RespawnError, ValueError):
     """An artifact is missing, truncated or does not match its hash."""
 
 

@@ -1,4 +1,5 @@
-"""Contracts shared by the runtime and the operator: exit codes and environment names.
+"""The whole pod-operator contract: exit codes, termination reasons, environment names, the
+progress annotation.
 
 The operator imports this module (never the other way round); changing a value
 here changes the wire contract between a pod and the operator (README: exit codes; docs/runtime.md).
@@ -7,6 +8,7 @@ here changes the wire contract between a pod and the operator (README: exit code
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 
 class ExitCode(enum.IntEnum):
@@ -28,6 +30,19 @@ class ExitCode(enum.IntEnum):
     """Stopped by SIGINT (Ctrl-C) after committing a checkpoint: the operator treats it as 143."""
     TERMINATED = 143
     """Stopped by SIGTERM after committing a checkpoint: retry, counts a preemption."""
+
+
+class Reason:
+    """The ``reason`` of the runtime's termination message (docs/runtime.md), one per way a
+    run ends; the operator's attempt records and `kubectl describe` show the same words."""
+
+    SUCCEEDED: Final = "Succeeded"
+    STEP_FAILED: Final = "StepFailed"
+    INVALID_INPUT: Final = "InvalidInput"
+    INCOMPATIBLE_CHECKPOINT: Final = "IncompatibleCheckpoint"
+    TRANSIENT_INFRA: Final = "TransientInfra"
+    SUPERSEDED: Final = "Superseded"
+    TERMINATED: Final = "Terminated"
 
 
 class ResumePolicy(str, enum.Enum):
@@ -66,6 +81,9 @@ ENV_RERUN_FROM = "RESPAWN_RERUN_FROM"
 ENV_TERMINATION_LOG = "RESPAWN_TERMINATION_LOG"
 ENV_TERM_DEADLINE = "RESPAWN_TERM_DEADLINE_SECONDS"
 ENV_PROGRESS_INTERVAL = "RESPAWN_PROGRESS_INTERVAL_SECONDS"
+ENV_POD_NAME = "RESPAWN_POD_NAME"
+ENV_POD_NAMESPACE = "RESPAWN_POD_NAMESPACE"
+"""The pod's own name and namespace (downward API), where the runtime patches its progress."""
 
 DEFAULT_PROGRESS_INTERVAL_SECONDS = 5.0
 """How often `save_progress` state is committed (spec.checkpoint.progressIntervalSeconds)."""

@@ -1,14 +1,32 @@
-"""Exceptions that end a run, each tied to one exit code (contracts.ExitCode)."""
+"""Every error the runtime raises on purpose, and the exit code a run that ends with it gets.
+
+`RespawnError` is the one base: each subclass names its exit code and reason
+(contracts.ExitCode), so :func:`exit_code_for` needs no table of other modules' classes
+and this module imports nothing but the contracts. Store errors (storage/base.py) and
+checkpoint errors (checkpoint.py) subclass it where they are defined.
+"""
 
 from __future__ import annotations
 
-from .checkpoint import CorruptCheckpoint, Superseded
-from .contracts import ExitCode
-from .storage.base import StoreMisconfigured, TransientStoreError
+from typing import ClassVar
+
+from .contracts import ExitCode, Reason
 
 
-class InvalidInput(Exception):
+class RespawnError(Exception):
+    """Base of the runtime's errors. A run ending with one exits with its `exit_code`;
+    anything else a step raises is a step failure (exit 1)."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.STEP_FAILED
+    reason: ClassVar[str] = Reason.STEP_FAILED
+    """The termination message's reason (what the operator and `kubectl describe` show)."""
+
+
+class InvalidInput(RespawnError):
     """Bad params or configuration; start the message with the param's name (exit 64)."""
+
+    exit_code = ExitCode.INVALID_INPUT
+    reason = Reason.INVALID_INPUT
 
 
 def parse_seconds(what: str, raw: object, *, low: float, high: float) -> float:
@@ -22,11 +40,14 @@ def parse_seconds(what: str, raw: object, *, low: float, high: float) -> float:
     return value
 
 
-class IncompatibleCheckpoint(Exception):
+class IncompatibleCheckpoint(RespawnError):
     """The stored checkpoint cannot be used under the resume policy (exit 65)."""
 
+    exit_code = ExitCode.INCOMPATIBLE_CHECKPOINT
+    reason = Reason.INCOMPATIBLE_CHECKPOINT
 
-class StepFailed(Exception):
+
+class StepFailed(RespawnError):
     """A step raised (exit 1); the original exception is `__cause__`."""
 
     def __init__(self, step: str, error: BaseException) -> None:
@@ -34,8 +55,11 @@ class StepFailed(Exception):
         self.step = step
 
 
-class Terminated(Exception):
+class Terminated(RespawnError):
     """SIGTERM: the run stopped at a safe point after committing (exit 143)."""
+
+    exit_code = ExitCode.TERMINATED
+    reason = Reason.TERMINATED
 
 
 class StopRequested(BaseException):
@@ -47,18 +71,8 @@ class StopRequested(BaseException):
 
 def exit_code_for(error: BaseException) -> tuple[ExitCode, str]:
     """Sort every way a run can end into (exit code, reason); the one place that does."""
-    table: list[tuple[type[BaseException], ExitCode, str]] = [
-        (InvalidInput, ExitCode.INVALID_INPUT, "InvalidInput"),
-        (StoreMisconfigured, ExitCode.INVALID_INPUT, "InvalidInput"),
-        (IncompatibleCheckpoint, ExitCode.INCOMPATIBLE_CHECKPOINT, "IncompatibleCheckpoint"),
-        (CorruptCheckpoint, ExitCode.INCOMPATIBLE_CHECKPOINT, "IncompatibleCheckpoint"),
-        (Superseded, ExitCode.SUPERSEDED, "Superseded"),
-        (TransientStoreError, ExitCode.TRANSIENT_INFRA, "TransientInfra"),
-        (Terminated, ExitCode.TERMINATED, "Terminated"),
-        (StopRequested, ExitCode.TERMINATED, "Terminated"),
-        (StepFailed, ExitCode.STEP_FAILED, "StepFailed"),
-    ]
-    for kind, code, reason in table:
-        if isinstance(error, kind):
-            return code, reason
-    return ExitCode.STEP_FAILED, "StepFailed"
+    if isinstance(error, StopRequested):
+        return ExitCode.TERMINATED, Reason.TERMINATED
+    if isinstance(error, RespawnError):
+        return type(error).exit_code, type(error).reason
+    return ExitCode.STEP_FAILED, Reason.STEP_FAILED

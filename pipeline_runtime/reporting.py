@@ -15,6 +15,8 @@ from typing import Any
 from .contracts import (
     DEFAULT_SERVICEACCOUNT_DIR,
     DEFAULT_TERMINATION_LOG,
+    ENV_POD_NAME,
+    ENV_POD_NAMESPACE,
     ENV_SERVICEACCOUNT_DIR,
     ENV_TERMINATION_LOG,
     PROGRESS_ANNOTATION,
@@ -191,8 +193,8 @@ class PodAnnotator:
 
         ``RESPAWN_KUBE_API`` names another API URL (the local pod simulator's).
         """
-        name = os.environ.get("RESPAWN_POD_NAME")
-        namespace = os.environ.get("RESPAWN_POD_NAMESPACE")
+        name = os.environ.get(ENV_POD_NAME)
+        namespace = os.environ.get(ENV_POD_NAMESPACE)
         if not (name and namespace):
             return None
         sa = os.environ.get(ENV_SERVICEACCOUNT_DIR) or DEFAULT_SERVICEACCOUNT_DIR

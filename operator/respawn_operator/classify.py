@@ -21,7 +21,7 @@ import dataclasses
 import enum
 from typing import Any
 
-from pipeline_runtime.contracts import ExitCode
+from pipeline_runtime.contracts import ExitCode, Reason
 from respawn_operator import ANNOTATION_STOPPED
 from respawn_operator.reports import parse_report
 from respawn_operator.spec import PIPELINE_CONTAINER, AttemptOutcome
@@ -124,13 +124,13 @@ def classify_attempt(
 
     # 1. The pipeline's own verdict.
     if exit_code == ExitCode.SUCCEEDED or (exit_code is None and "Complete" in job_conds):
-        return out(AttemptOutcome.SUCCEEDED, "Succeeded")
+        return out(AttemptOutcome.SUCCEEDED, Reason.SUCCEEDED)
     if exit_code == ExitCode.INVALID_INPUT:
-        return out(AttemptOutcome.FAILED, "InvalidInput", fatal=True)
+        return out(AttemptOutcome.FAILED, Reason.INVALID_INPUT, fatal=True)
     if exit_code == ExitCode.INCOMPATIBLE_CHECKPOINT:
-        return out(AttemptOutcome.FAILED, "IncompatibleCheckpoint", fatal=True)
+        return out(AttemptOutcome.FAILED, Reason.INCOMPATIBLE_CHECKPOINT, fatal=True)
     if exit_code == ExitCode.SUPERSEDED:
-        return out(AttemptOutcome.SUPERSEDED, "Superseded")
+        return out(AttemptOutcome.SUPERSEDED, Reason.SUPERSEDED)
 
     # 2. The operator stopped it (it lowered the pod's activeDeadlineSeconds and said why), or the
     # run's deadline: the pod carries what is left of it, the Job a later backstop.
@@ -175,9 +175,9 @@ def classify_attempt(
         node = (pod.get("spec") or {}).get("nodeName")
         return out(AttemptOutcome.PREEMPTED, "NodeLost", Charge.PREEMPTION, message=f"node {node} no longer exists")
     if exit_code in (ExitCode.TERMINATED, ExitCode.INTERRUPTED):  # a safe stop either way
-        return out(AttemptOutcome.PREEMPTED, "PodDeleted" if deleted else "Terminated", Charge.PREEMPTION)
+        return out(AttemptOutcome.PREEMPTED, "PodDeleted" if deleted else Reason.TERMINATED, Charge.PREEMPTION)
     if exit_code == ExitCode.TRANSIENT_INFRA:
-        return out(AttemptOutcome.PREEMPTED, "TransientInfra", Charge.PREEMPTION)
+        return out(AttemptOutcome.PREEMPTED, Reason.TRANSIENT_INFRA, Charge.PREEMPTION)
     if term is None and pod_gone and not pod_is_terminal(pod):
         return out(
             AttemptOutcome.PREEMPTED, "PodDeleted", Charge.PREEMPTION, message="the pod was deleted before it finished"
@@ -201,7 +201,7 @@ def classify_attempt(
                 message="the pipeline container ran out of memory: raise spec.resources.limits.memory",
             )
         if exit_code == ExitCode.STEP_FAILED:
-            return out(AttemptOutcome.FAILED, "StepFailed", Charge.FAILURE)
+            return out(AttemptOutcome.FAILED, Reason.STEP_FAILED, Charge.FAILURE)
         return out(
             AttemptOutcome.FAILED,
             f"ExitCode{exit_code}",

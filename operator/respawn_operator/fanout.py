@@ -33,6 +33,7 @@ from respawn_operator.reconcile import set_condition
 from respawn_operator.spec import (
     ITEMS_MAX,
     PARAMS_MAX_BYTES,
+    ConditionType,
     FailedItem,
     ItemsStatus,
     Phase,
@@ -176,8 +177,8 @@ def _end(d: ParentDecision, phase: Phase, event: tuple[str, str, str], gen: int,
         st.completion_time = fmt(now)
     st.phase, st.message = phase, message
     truth = "True" if phase is Phase.SUCCEEDED else "False"
-    set_condition(st, "Succeeded", truth, reason, message, gen, now)
-    set_condition(st, "Ready", truth, reason, message, gen, now)
+    set_condition(st, ConditionType.SUCCEEDED, truth, reason, message, gen, now)
+    set_condition(st, ConditionType.READY, truth, reason, message, gen, now)
 
 
 def decide_parent(
@@ -210,8 +211,8 @@ def decide_parent(
         if st.phase is not Phase.FAILED or st.message != problem:
             d.events.append(("Warning", "InvalidItems", problem))
         st.phase, st.message = Phase.FAILED, problem
-        set_condition(st, "Succeeded", "False", "InvalidItems", problem, gen, now)
-        set_condition(st, "Ready", "False", "InvalidItems", problem, gen, now)
+        set_condition(st, ConditionType.SUCCEEDED, "False", "InvalidItems", problem, gen, now)
+        set_condition(st, ConditionType.READY, "False", "InvalidItems", problem, gen, now)
         st.items = ItemsStatus(total=len(items or []), progress=f"0/{len(items or [])}")
         return d
     assert items is not None
@@ -291,6 +292,6 @@ def decide_parent(
         st.phase = Phase.RUNNING if counts.running or counts.succeeded or counts.failed else Phase.PENDING
         st.message = f"{counts.succeeded}/{counts.total} items done, {counts.running} running, {counts.failed} failed"
         reason = "ItemsRunning"
-    set_condition(st, "Succeeded", "Unknown", reason, st.message, gen, now)
-    set_condition(st, "Ready", "False", reason, st.message, gen, now)
+    set_condition(st, ConditionType.SUCCEEDED, "Unknown", reason, st.message, gen, now)
+    set_condition(st, ConditionType.READY, "False", reason, st.message, gen, now)
     return d

@@ -95,8 +95,8 @@ def runtime_env(run: Run, attempt: int, config: OperatorConfig, *, rerun_from: s
         _env(c.ENV_RETAIN, spec.checkpoint.retain.value),
         _env(c.ENV_TERM_DEADLINE, str(grace_seconds(run, config))),
         _env(c.ENV_PROGRESS_INTERVAL, f"{spec.checkpoint.progress_interval_seconds:g}"),
-        {"name": "RESPAWN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "RESPAWN_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": c.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": c.ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
     uri = checkpoint_uri(run, config)
     if uri:

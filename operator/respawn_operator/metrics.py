@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from respawn_operator.spec import AttemptRecord, Phase, PipelineRunStatus
+from respawn_operator.spec import AttemptRecord, ConditionType, Phase, PipelineRunStatus
 from respawn_operator.timeutil import parse
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def count_finish(before: dict[str, object] | None, after: PipelineRunStatus) -> 
     phase = after.phase
     if phase is None or not phase.finished or (before or {}).get("phase") == phase.value:
         return
-    cond = next((c for c in after.conditions if c.type == "Succeeded"), None)
+    cond = next((c for c in after.conditions if c.type == ConditionType.SUCCEEDED), None)
     RUNS_FINISHED.labels(phase.value, (cond.reason if cond else None) or phase.value).inc()
 
 

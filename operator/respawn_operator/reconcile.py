@@ -27,6 +27,7 @@ from respawn_operator.spec import (
     AttemptOutcome,
     AttemptRecord,
     Condition,
+    ConditionType,
     Phase,
     PipelineRunSpec,
     PipelineRunStatus,
@@ -117,13 +118,7 @@ def set_condition(
         observed_generation=generation,
     )
     st.conditions = [c for c in st.conditions if c.type != type_] + [new]
-    st.conditions.sort(
-        key=lambda c: (
-            ["Succeeded", "Ready", "Checkpointed", "Suspended"].index(c.type)
-            if c.type in ("Succeeded", "Ready", "Checkpointed", "Suspended")
-            else 9
-        )
-    )
+    st.conditions.sort(key=lambda c: ConditionType.ORDER.index(c.type) if c.type in ConditionType.ORDER else 9)
 
 
 def _finish(d: Decision, phase: Phase, reason: str, message: str, generation: int, now: dt.datetime) -> None:
@@ -133,23 +128,25 @@ def _finish(d: Decision, phase: Phase, reason: str, message: str, generation: in
     st.completion_time = fmt(now)
     st.next_attempt_time = None
     ok = phase is Phase.SUCCEEDED
-    set_condition(st, "Succeeded", "True" if ok else "False", reason, message, generation, now)
+    set_condition(st, ConditionType.SUCCEEDED, "True" if ok else "False", reason, message, generation, now)
     d.events.append(Event("Normal" if ok else "Warning", reason if not ok else "Succeeded", message))
 
 
 def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime, stopping: str | None) -> None:
     phase = st.phase or Phase.PENDING
     if not phase.finished:
-        set_condition(st, "Succeeded", "Unknown", phase.value, st.message or "", generation, now)
+        set_condition(st, ConditionType.SUCCEEDED, "Unknown", phase.value, st.message or "", generation, now)
     if phase is Phase.RUNNING:
-        set_condition(st, "Ready", "True", "PodRunning", f"attempt {st.attempt} is running", generation, now)
+        set_condition(
+            st, ConditionType.READY, "True", "PodRunning", f"attempt {st.attempt} is running", generation, now
+        )
     else:
-        set_condition(st, "Ready", "False", phase.value, "", generation, now)
+        set_condition(st, ConditionType.READY, "False", phase.value, "", generation, now)
     last = st.last_checkpoint
     if last and (last.step or last.seq is not None):
         set_condition(
             st,
-            "Checkpointed",
+            ConditionType.CHECKPOINTED,
             "True",
             "Committed",
             f"step {last.step} committed (seq {last.seq}) at {last.at}",
@@ -157,11 +154,11 @@ def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime
             now,
         )
     else:
-        set_condition(st, "Checkpointed", "False", "NoCheckpoint", "no step committed yet", generation, now)
+        set_condition(st, ConditionType.CHECKPOINTED, "False", "NoCheckpoint", "no step committed yet", generation, now)
     if phase is Phase.SUSPENDED:
         set_condition(
             st,
-            "Suspended",
+            ConditionType.SUSPENDED,
             "True",
             "Suspended",
             "spec.suspend is true; set it to false to resume from the last checkpoint",
@@ -171,7 +168,7 @@ def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime
     elif stopping == "Suspended":
         set_condition(
             st,
-            "Suspended",
+            ConditionType.SUSPENDED,
             "False",
             "Suspending",
             "waiting for the pod to commit its checkpoint and stop",
@@ -179,7 +176,7 @@ def _refresh_conditions(st: PipelineRunStatus, generation: int, now: dt.datetime
             now,
         )
     else:
-        set_condition(st, "Suspended", "False", "NotSuspended", "", generation, now)
+        set_condition(st, ConditionType.SUSPENDED, "False", "NotSuspended", "", generation, now)
     for c in st.conditions:
         c.observed_generation = generation
     st.observed_generation = generation
@@ -364,7 +361,7 @@ def _decide(
     refusal = config.checkpoint_uri_refusal(namespace, spec.checkpoint.uri or config.default_checkpoint_uri or "")
     if refusal is not None:
         return invalid_spec(refusal)
-    succeeded = next((c for c in st.conditions if c.type == "Succeeded"), None)
+    succeeded = next((c for c in st.conditions if c.type == ConditionType.SUCCEEDED), None)
     if st.phase is Phase.FAILED and succeeded is not None and succeeded.reason == "InvalidSpec":
         # The spec was fixed: carry on where the run was (a GitOps repair, no re-create needed).
         st.phase, st.message, st.completion_time = None, None, None
@@ -416,7 +413,13 @@ def _decide(
         if (st.phase or Phase.PENDING).finished:
             st.phase = Phase.RETRYING
             set_condition(
-                st, "Succeeded", "Unknown", "SpecChanged", f"running generation {r.generation}", r.generation, now
+                st,
+                ConditionType.SUCCEEDED,
+                "Unknown",
+                "SpecChanged",
+                f"running generation {r.generation}",
+                r.generation,
+                now,
             )
 
     # B. Rerun requests: a new non-null spec.rerunFrom (cleared means "the next one counts again").
@@ -573,7 +576,13 @@ def _start_next_attempt(r: _Round, run: Run, rerun_needed: bool) -> Decision:
         st.message = None
         st.phase = Phase.RETRYING
         set_condition(
-            st, "Succeeded", "Unknown", "RerunRequested", f"re-running from step {rerun_from}", r.generation, now
+            st,
+            ConditionType.SUCCEEDED,
+            "Unknown",
+            "RerunRequested",
+            f"re-running from step {rerun_from}",
+            r.generation,
+            now,
         )
         d.events.append(Event("Normal", "RerunRequested", f"re-running from step {rerun_from}"))
     left = remaining_deadline(spec.active_deadline_seconds, parse(st.start_time), now)

@@ -14,7 +14,7 @@ import dataclasses
 import enum
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, WithJsonSchema
@@ -351,6 +351,17 @@ class AttemptOutcome(str, enum.Enum):
     FAILED = "Failed"
     SUPERSEDED = "Superseded"
     STOPPED = "Stopped"
+
+
+class ConditionType:
+    """The condition types in a PipelineRun's status, in the order they are listed
+    (docs/operator.md: Conditions)."""
+
+    SUCCEEDED: Final = "Succeeded"
+    READY: Final = "Ready"
+    CHECKPOINTED: Final = "Checkpointed"
+    SUSPENDED: Final = "Suspended"
+    ORDER: Final = (SUCCEEDED, READY, CHECKPOINTED, SUSPENDED)
 
 
 class Condition(_Model):

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, RespawnError
 from . import MOMENTS, SIGNALS, judge
 from .forkserver import ForkServer
 from .interrupt import finish, interrupt, pause_env, signal_number
@@ -189,7 +189,7 @@ class _Reference:
     windows: list[tuple[str, float, float]]
 
 
-class ChaosError(Exception):
+class ChaosError(RespawnError):
     """The session could not be run (not a finding about the pipeline)."""
 
 

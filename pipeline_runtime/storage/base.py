@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ..contracts import ExitCode, Reason
+from ..errors import RespawnError
 
-class StoreError(Exception):
+
+class StoreError(RespawnError):
     """Base class of all store errors."""
 
 
@@ -27,12 +30,18 @@ class PreconditionFailed(StoreError):
 
 
 class TransientStoreError(StoreError):
-    """Storage is unreachable or throttling; the operation may succeed later."""
+    """Storage is unreachable or throttling; the operation may succeed later (exit 75)."""
+
+    exit_code = ExitCode.TRANSIENT_INFRA
+    reason = Reason.TRANSIENT_INFRA
 
 
 class StoreMisconfigured(StoreError):
     """The store cannot work as configured (no such bucket, no permission, a file where a
     folder must be): retrying will not help, fix the checkpoint URI or the identity (exit 64)."""
+
+    exit_code = ExitCode.INVALID_INPUT
+    reason = Reason.INVALID_INPUT
 
 
 class OutsideStore(StoreError):
