@@ -45,6 +45,8 @@ from .contracts import (
 )
 from .errors import IncompatibleCheckpoint, InvalidInput, StepFailed, StopRequested, Terminated, parse_seconds
 from .lifecycle import STOP
+from .resume import Wanted, progress_step
+from .resume import plan as resume_plan
 from .storage.base import NotFound, Store, TransientStoreError
 
 log = logging.getLogger("pipeline_runtime")
@@ -461,70 +463,39 @@ class _Run:
             at=body["at"],
         )
 
+    def wanted(self) -> Wanted:
+        return Wanted(
+            pipeline=self.p.pipeline_name(),
+            run_id=self.p.run_id,
+            tenant=self.p.tenant,
+            definition=self.definition,
+            fingerprint=self.fp,
+            params_hash=self.phash,
+            policy=self.p.resume_policy,
+        )
+
     def base_state(self, runlog: RunLog, latest: Latest | None, resume: bool, rerun_from: str | None) -> _Base:
+        """Read and decode the state `resume.plan` says the attempt starts from."""
         fresh = _Base([], {}, None, {}, None)
-        policy = self.p.resume_policy
-        if latest is None or not resume or policy is ResumePolicy.RESTART:
-            return fresh
         where = runlog.uri
-        if latest.body is None:
-            raise IncompatibleCheckpoint(
-                f"checkpoint at {where} is unreadable: {latest.error}. Use resume policy "
-                "Restart to start over (history is kept), or inspect it with "
-                "`pipeline-runtime inspect`"
-            )
-        body = latest.body
-        if body.get("kind") == Kind.STUB:
-            raise IncompatibleCheckpoint(
-                f"checkpoint at {where} ends in a stub (commit {latest.seq}): the run was retired and its "
-                "cleanup was interrupted, so nothing is left to resume. Use resume policy Restart to "
-                "start over, or a new run id"
-            )
-        if body.get("kind") == Kind.TOMBSTONE:
-            # Retired. A success is final: an attempt started after it (e.g. the pod
-            # was killed during the cleanup) has nothing left to do, not everything.
-            # Other outcomes left no state to resume from: start over.
-            done = body.get("completed_steps") or []
-            if (
-                body.get("outcome") == "Succeeded"
-                and rerun_from is None
-                and done == self.names
-                and body.get("fingerprint") == self.fp
-                and body.get("params_hash") == self.phash
-            ):
-                return _Base(
-                    list(done),
-                    {},
-                    None,
-                    dict(body.get("steps_summary") or {}),
-                    {"seq": body["seq"], "step": done[-1], "attempt": body["attempt"]},
-                )
+        body = latest.body if latest is not None else None
+        error = (latest.error or "unreadable") if latest is not None and body is None else None
+        wanted = self.wanted()
+        plan = resume_plan(body, error, where, wanted, resume, rerun_from)
+        if plan.restart is not None:
+            self.emit("restart", reason=plan.restart)
+        if plan.keep is None or body is None:
             return fresh
-        if body["pipeline_name"] != self.p.pipeline_name() or body["run_guid"] != self.p.run_id:
-            raise IncompatibleCheckpoint(
-                f"checkpoint at {where} belongs to pipeline {body['pipeline_name']!r} run "
-                f"{body['run_guid']!r}, not {self.p.pipeline_name()!r} run {self.p.run_id!r}"
+        keep = plan.keep
+        if plan.done:
+            return _Base(
+                keep,
+                {},
+                None,
+                dict(body.get("steps_summary") or {}),
+                {"seq": body["seq"], "step": keep[-1], "attempt": body["attempt"]},
             )
-        if body.get("tenant", self.p.tenant) != self.p.tenant:
-            raise IncompatibleCheckpoint(
-                f"checkpoint at {where} belongs to tenant {str(body.get('tenant'))[:60]!r}, not {self.p.tenant!r}"
-            )
-        keep = list(body["completed_steps"])
-        stored_def = body.get("definition") or {}
-        if body.get("fingerprint") != self.fp or body.get("params_hash") != self.phash:
-            change = _what_changed(stored_def, self.definition) if body.get("fingerprint") != self.fp else "the params"
-            if policy is ResumePolicy.STRICT:
-                raise IncompatibleCheckpoint(
-                    f"checkpoint at {where} was written by another definition: {change}; resume "
-                    "policy Strict refuses it. Use Compatible or Restart, or a new run id"
-                )
-            if body.get("params_hash") != self.phash or stored_def.get("version") != self.definition["version"]:
-                self.emit("restart", reason=f"{change} since the checkpoint: nothing can be kept")
-                return fresh
-            keep = _common_prefix(stored_def.get("steps", []), self.definition["steps"], keep)
-        if rerun_from is not None:
-            keep = keep[: self.names.index(rerun_from)] if rerun_from in keep else keep
-        if keep != body["completed_steps"]:
+        if not plan.same_commit:
             found = _commit_at(runlog, keep)
             if found is None:
                 self.emit("restart", reason=f"no commit holds the state after {keep}")
@@ -536,25 +507,10 @@ class _Run:
                 raise ValueError(f"artifact_epoch {epoch!r} is not a commit number")
             context = decode(body["context"], runlog.get_artifact, self.encoder, self.pool, epoch)
             progress = None
-            nxt = self.names[len(keep)] if len(keep) < len(self.names) else None
-            stored = body.get("progress")
-            # Progress belongs to one definition of one step, in one run of it: never
-            # hand it to a changed step, nor to a step the user asked to run again.
-            same_step = nxt is not None and _step_entry(body.get("definition") or {}, nxt) == _step_entry(
-                self.definition, nxt
-            )
-            rerun_here = rerun_from is not None and self.names.index(rerun_from) <= len(keep)
-            if (
-                stored
-                and stored.get("step") == nxt
-                and keep == body["completed_steps"]
-                and same_step
-                and not rerun_here
-            ):
-                progress = {
-                    "step": nxt,
-                    "state": decode(stored["state"], runlog.get_artifact, self.encoder, self.pool, epoch),
-                }
+            step = progress_step(body, keep, wanted, rerun_from)
+            if step is not None:
+                state = decode(body["progress"]["state"], runlog.get_artifact, self.encoder, self.pool, epoch)
+                progress = {"step": step, "state": state}
         except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError, RecursionError) as e:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} (commit {body.get('seq')}) is damaged: {e}. Use resume "
@@ -738,38 +694,6 @@ class _Run:
             return
         seq = runlog.retire(tombstone_of(self.body(Kind.TOMBSTONE, self.attempt), outcome=outcome), self.worker.seq)
         self.emit("retired", seq=seq, retain=retain.value)
-
-
-def _step_entry(definition: dict[str, Any], name: str) -> list[str] | None:
-    return next((list(e) for e in definition.get("steps") or [] if e and e[0] == name), None)
-
-
-def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """One phrase naming the first difference between two definitions."""
-    if old.get("pipeline") != new.get("pipeline"):
-        return f"pipeline {old.get('pipeline')!r} became {new.get('pipeline')!r}"
-    if old.get("version") != new.get("version"):
-        return f"the pipeline's version changed from {old.get('version')!r} to {new.get('version')!r}"
-    olds, news = [list(e) for e in old.get("steps") or []], [list(e) for e in new["steps"]]
-    for o, n in zip(olds, news):
-        if o[:1] != n[:1]:
-            return f"step {o[0]!r} became {n[0]!r} (steps added, removed or reordered)"
-        if o[1:2] != n[1:2]:
-            return f"step {n[0]!r} changed version from {o[1]!r} to {n[1]!r}"
-        if o[2:3] != n[2:3]:
-            return f"the code of step {n[0]!r} changed (bump its version to say so, or keep Compatible)"
-    if len(olds) != len(news):
-        return f"the steps went from {[e[0] for e in olds]} to {[e[0] for e in news]}"
-    return "the definition changed"
-
-
-def _common_prefix(old: list[list[str]], new: list[list[str]], completed: list[str]) -> list[str]:
-    keep = []
-    for o, n, done in zip(old, new, completed):
-        if o != n or o[0] != done:
-            break
-        keep.append(done)
-    return keep
 
 
 def _commit_at(runlog: RunLog, completed: list[str]) -> dict[str, Any] | None:
