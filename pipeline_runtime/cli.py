@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from . import contracts as c
+from .extras import missing_package_message
 from .lifecycle import STOP
 
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None, wrap_store: Any = None) -> None:
         # interpreter's final flush cannot raise again, and end quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except ModuleNotFoundError as e:  # `params`, `inspect`, ... where a package of an extra is missing
+        code = _missing_package(e, args.command_parser.prog)
     STOP.hold()
     sys.exit(code)
 
@@ -185,6 +188,15 @@ def _fail(code: int, reason: str, message: str, reporter: Any = None) -> int:
     return code
 
 
+def _missing_package(error: ModuleNotFoundError, command: str) -> int:
+    """A package of an extra (or of the core) is not installed: one line, exit 64; anything else
+    missing is a bug, and keeps its traceback."""
+    hint = missing_package_message(error, command)
+    if hint is None:
+        raise error
+    return _fail(c.ExitCode.INVALID_INPUT, "InvalidInput", hint)
+
+
 def _load_params(raw: str | None) -> dict[str, Any]:
     from .errors import InvalidInput
 
@@ -287,6 +299,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if code is c.ExitCode.TERMINATED and STOP.exit_code == c.ExitCode.INTERRUPTED:
             code = c.ExitCode.INTERRUPTED  # Ctrl-C: the same safe stop, its own code
         message = str(e) or type(e).__name__
+        hint = missing_package_message(e, "pipeline-runtime run") if isinstance(e, ModuleNotFoundError) else None
+        if hint is not None:  # e.g. the operator image, which has no numpy: no retry installs it
+            code, reason, message = c.ExitCode.INVALID_INPUT, "InvalidInput", hint
         if reason == "StepFailed":
             import traceback
 

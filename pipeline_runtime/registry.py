@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import entry_points
 
 from .errors import InvalidInput
+from .extras import missing_package_message
 from .pipeline import Pipeline
 
 GROUP = "respawn.pipelines"
@@ -28,7 +29,8 @@ def resolve(spec: str) -> type[Pipeline]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:
-            raise InvalidInput(f"pipeline: cannot import module {module_name!r}: {e}") from None
+            hint = missing_package_message(e, f"pipeline {spec!r}") if isinstance(e, ModuleNotFoundError) else None
+            raise InvalidInput(hint or f"pipeline: cannot import module {module_name!r}: {e}") from None
         except Exception as e:  # noqa: BLE001 - the user's module failed while loading (SyntaxError, ...)
             raise InvalidInput(f"pipeline: module {module_name!r} failed to load: {type(e).__name__}: {e}") from None
         cls = getattr(module, attr, None)
@@ -39,7 +41,13 @@ def resolve(spec: str) -> type[Pipeline]:
             raise InvalidInput(
                 f"pipeline: unknown pipeline {spec!r}; registered pipelines: {known} (or give module:Class)"
             )
-        cls = found[0].load()
+        try:
+            cls = found[0].load()
+        except ModuleNotFoundError as e:  # a registered pipeline of an extra that is not installed
+            hint = missing_package_message(e, f"pipeline {spec!r}")
+            if hint is None:
+                raise
+            raise InvalidInput(hint) from None
     if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
         raise InvalidInput(f"pipeline: {spec!r} is not a pipeline_runtime.Pipeline subclass")
     return cls

@@ -24,15 +24,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-from respawn_operator import ANNOTATION_RUN_NAME
-from respawn_operator.crdgen import build_crd
-
 from pipeline_runtime.contracts import PROGRESS_ANNOTATION
-from respawn_local.apiserver import ApiServerThread
-from respawn_local.podsim import PodSim, SimNode
-from respawn_local.sample_video import make_video
-from respawn_local.testkit import WaitTimeout, runner_rbac, wait_for
+from pipeline_runtime.extras import exit_if_missing
+
+try:
+    import yaml
+    from respawn_operator import ANNOTATION_RUN_NAME
+    from respawn_operator.crdgen import build_crd
+
+    from respawn_local.apiserver import ApiServerThread
+    from respawn_local.podsim import PodSim, SimNode
+    from respawn_local.sample_video import make_video
+    from respawn_local.testkit import WaitTimeout, runner_rbac, wait_for
+except ModuleNotFoundError as e:  # installed without [local]: one line, no traceback
+    exit_if_missing(e, "respawn-demo", "local")
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "dataprep-run.yaml"

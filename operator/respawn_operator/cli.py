@@ -15,7 +15,12 @@ import os
 import random
 import socket
 
-import kopf
+from pipeline_runtime.extras import exit_if_missing
+
+try:
+    import kopf
+except ModuleNotFoundError as e:  # `pip install respawn` without [operator]: one line, no traceback
+    exit_if_missing(e, "respawn-operator")
 
 from respawn_operator.config import OperatorConfig
 
@@ -60,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
     if not args.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    from respawn_operator import handlers  # registers the handlers
+    try:
+        from respawn_operator import handlers  # registers the handlers
+    except ModuleNotFoundError as e:  # kopf installed on its own, without the rest of [operator]
+        exit_if_missing(e, "respawn-operator")
 
     # The chart's replicas are pods of one Deployment and cannot be given distinct fixed
     # priorities; with equal ones kopf pauses them all ("Possibly conflicting operators

@@ -7,7 +7,7 @@ kubectl respawn describe RUN             # the attempts timeline: node, spot, ou
 kubectl respawn suspend RUN / resume RUN
 kubectl respawn rerun RUN --from STEP
 
-kubectl runs any ``kubectl-respawn`` on PATH as ``kubectl respawn``; ``pip install respawn``
+kubectl runs any ``kubectl-respawn`` on PATH as ``kubectl respawn``; ``pip install 'respawn[operator]'``
 puts it there. It talks to the API server with the user's kubeconfig (``KUBECONFIG``,
 ``--kubeconfig``, ``--context``) and can do only what the user's RBAC allows: every
 request is one the user could make with kubectl itself. Suspend, resume and rerun are merge
@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TextIO
 
+from pipeline_runtime.extras import missing_package_message
 from respawn_operator import GROUP, LABEL_ATTEMPT, LABEL_RUN_UID, PLURAL, VERSION
 from respawn_operator.spec import PIPELINE_CONTAINER, STEP_PATTERN
 from respawn_operator.timeutil import parse
@@ -50,7 +51,10 @@ class Client:
     """The few API calls the plugin makes, with API errors turned into :class:`UserError`."""
 
     def __init__(self, kubeconfig: str | None, context: str | None) -> None:
-        from kubernetes import client, config
+        try:
+            from kubernetes import client, config
+        except ModuleNotFoundError as e:  # `pip install respawn` without [operator]
+            raise UserError(missing_package_message(e, "kubectl respawn") or str(e)) from None
 
         try:
             contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]

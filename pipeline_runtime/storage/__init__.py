@@ -11,7 +11,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from urllib.parse import urlparse
 
-from .base import NotFound, PreconditionFailed, Store, StoreError, TransientStoreError
+from ..extras import missing_package_message
+from .base import NotFound, PreconditionFailed, Store, StoreError, StoreMisconfigured, TransientStoreError
 
 __all__ = [
     "NotFound",
@@ -32,16 +33,24 @@ def schemes() -> dict[str, str]:
 def open_store(uri: str) -> Store:
     """Open the store behind `uri` (`file:///path`, `gs://bucket/prefix`, `memory://name`).
 
-    A plain path (no scheme) is taken as a local folder.
+    A plain path (no scheme) is taken as a local folder. A backend whose package is not
+    installed (`gs://` without google-cloud-storage) raises StoreMisconfigured naming the
+    extra to install: retrying cannot help.
     """
     scheme = urlparse(uri).scheme or "file"
     if scheme == "file" and "://" not in uri:
         uri = "file://" + _abspath(uri)
-    backend = _backend(scheme)
-    if backend is None:
-        known = ", ".join(f"{s}://" for s in sorted(schemes())) or "none"
-        raise ValueError(f"unsupported storage URI {uri!r}: known schemes are {known}")
-    store: Store = backend(uri)
+    try:
+        backend = _backend(scheme)
+        if backend is None:
+            known = ", ".join(f"{s}://" for s in sorted(schemes())) or "none"
+            raise ValueError(f"unsupported storage URI {uri!r}: known schemes are {known}")
+        store: Store = backend(uri)
+    except ModuleNotFoundError as e:  # the backend imports its client library lazily
+        message = missing_package_message(e, f"the {scheme}:// checkpoint store")
+        if message is None:
+            raise
+        raise StoreMisconfigured(message) from None
     return store
 
 
