@@ -5,7 +5,7 @@ Run it locally (twice, killing the first run halfway, to see it resume):
     PYTHONPATH=examples pipeline-runtime run custom_pipeline:Thumbnails \
         --run-id thumbs --params '{"n": 400, "out": "thumbs.npz"}'
 
-In a PipelineRun: build an image FROM the Respawn image with this module on the
+In a PipelineRun: build an image FROM the Respawn pipeline image with this module on the
 PYTHONPATH (or installed with an entry point in the `respawn.pipelines` group)
 and set `spec.pipeline: custom_pipeline:Thumbnails`.
 """

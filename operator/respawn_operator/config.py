@@ -21,8 +21,8 @@ DEFAULT_SPOT_LABEL_KEYS = (
 class OperatorConfig:
     """How the operator builds attempts and where it listens."""
 
-    default_image: str = "respawn:latest"
-    """Image for pods of runs without ``spec.image`` (RESPAWN_DEFAULT_IMAGE)."""
+    default_image: str = "respawn-pipeline:latest"
+    """Image for pods of runs without ``spec.image`` (RESPAWN_DEFAULT_IMAGE): the Dockerfile's ``pipeline`` target."""
     default_checkpoint_uri: str | None = None
     """Checkpoint URI for runs without ``spec.checkpoint.uri`` (RESPAWN_DEFAULT_CHECKPOINT_URI)."""
     default_service_account: str | None = None

@@ -76,6 +76,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "standby-namespaced": {
         "image": {"digest": "sha256:" + "a" * 64},
+        "pipelineImage": {"digest": "sha256:" + "b" * 64},
         "operator": {"replicas": 2, "peering": {"enabled": True, "name": "respawn-peers"}},
         "config": {"watchNamespaces": ["pipelines"]},
         "serviceAccount": {"create": False, "name": "existing-operator-sa"},
@@ -89,7 +90,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "customised": {
         "fullnameOverride": "rsp",
         "imagePullSecrets": [{"name": "regcred"}],
-        "image": {"repository": "registry.example.com:5000/respawn", "tag": "0.2.0-rc.1", "pullPolicy": "Always"},
+        "image": {
+            "repository": "registry.example.com:5000/respawn-operator",
+            "tag": "0.2.0-rc.1",
+            "pullPolicy": "Always",
+        },
+        "pipelineImage": {"repository": "registry.example.com:5000/respawn-pipeline"},
         "config": {
             "terminationGraceSeconds": 25,
             "extraEnv": [{"name": "RESPAWN_RESYNC_SECONDS", "value": "30"}],

@@ -144,6 +144,8 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "pull policy": {"image": {"pullPolicy": "Sometimes"}},
     "empty repository": {"image": {"repository": ""}},
     "digest format": {"image": {"digest": "latest"}},
+    "pipeline image digest format": {"pipelineImage": {"digest": "latest"}},
+    "pipeline image tag with a colon": {"pipelineImage": {"tag": "a:b"}},
     "port out of range": {"metrics": {"port": 70000}},
     "service type": {"metrics": {"service": {"type": "Ingress"}}},
     "peering flag type": {"operator": {"peering": {"enabled": "yes"}}},
@@ -259,8 +261,13 @@ def test_operator_env_is_read_by_operator_config(name: str) -> None:
     env = _env(c)
     assert all(k.startswith("RESPAWN_") or k == "POD_ID" for k in env)
     cfg = OperatorConfig.from_env(env)
-    image = c["image"]
-    assert cfg.default_image == (values["config"]["defaultImage"] or image)
+    pipeline = values["pipelineImage"]
+    tag = pipeline["tag"] or values["image"]["tag"] or chart().metadata["appVersion"]
+    reference = (
+        f"{pipeline['repository']}@{pipeline['digest']}" if pipeline["digest"] else f"{pipeline['repository']}:{tag}"
+    )
+    assert cfg.default_image == (values["config"]["defaultImage"] or reference)
+    assert cfg.default_image != c["image"], "pipeline pods run the pipeline image, not the operator's"
     assert cfg.default_checkpoint_uri == (values["config"]["defaultCheckpointUri"] or None)
     assert list(cfg.namespaces) == values["config"]["watchNamespaces"]
     assert cfg.termination_grace_seconds == values["config"]["terminationGraceSeconds"]
@@ -279,10 +286,28 @@ def test_operator_env_is_read_by_operator_config(name: str) -> None:
         assert cfg.metrics_port == 0 and not find(manifests, "Service")
 
 
-def test_image_reference_follows_tag_digest_and_app_version() -> None:
-    assert _container(render())["image"] == "ghcr.io/example/respawn:" + chart().metadata["appVersion"]
-    assert _container(render(VALUE_SETS["customised"]))["image"] == "registry.example.com:5000/respawn:0.2.0-rc.1"
-    assert _container(render(VALUE_SETS["standby-namespaced"]))["image"] == "ghcr.io/example/respawn@sha256:" + "a" * 64
+def test_image_references_follow_tag_digest_and_app_version() -> None:
+    def images(values: dict[str, Any]) -> tuple[str, str]:
+        """(the operator's image, the pipeline pods' default image)."""
+        c = _container(render(values))
+        return c["image"], _env(c)["RESPAWN_DEFAULT_IMAGE"]
+
+    version = chart().metadata["appVersion"]
+    assert images({}) == (f"ghcr.io/example/respawn-operator:{version}", f"ghcr.io/example/respawn-pipeline:{version}")
+    # One --set image.tag moves both: they come from one build.
+    assert images(VALUE_SETS["customised"]) == (
+        "registry.example.com:5000/respawn-operator:0.2.0-rc.1",
+        "registry.example.com:5000/respawn-pipeline:0.2.0-rc.1",
+    )
+    assert images(VALUE_SETS["standby-namespaced"]) == (
+        "ghcr.io/example/respawn-operator@sha256:" + "a" * 64,
+        "ghcr.io/example/respawn-pipeline@sha256:" + "b" * 64,
+    )
+    assert images({"image": {"tag": "1.0"}, "pipelineImage": {"tag": "1.0-gpu"}})[1] == (
+        "ghcr.io/example/respawn-pipeline:1.0-gpu"
+    )
+    # config.defaultImage, a whole reference, wins (the chart's only image value before pipelineImage).
+    assert images(VALUE_SETS["namespaced"])[1] == "registry.example.com/pipelines/dataprep:1.2.3"
 
 
 def test_standby_replicas_share_a_peering_object_and_never_surge_without_it() -> None:

@@ -36,12 +36,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: respawn
 {{- end }}
 
-{{/* The image reference: repository@digest, or repository:tag (tag defaults to appVersion). */}}
+{{/* The operator's image reference: repository@digest, or repository:tag (tag defaults to appVersion). */}}
 {{- define "respawn.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The pipeline pods' image: config.defaultImage if set, else pipelineImage, whose tag
+defaults to image.tag, then appVersion (both images come from one build). */}}
+{{- define "respawn.pipelineImage" -}}
+{{- if .Values.config.defaultImage }}
+{{- .Values.config.defaultImage }}
+{{- else if .Values.pipelineImage.digest }}
+{{- printf "%s@%s" .Values.pipelineImage.repository .Values.pipelineImage.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.pipelineImage.repository (default (default .Chart.AppVersion .Values.image.tag) .Values.pipelineImage.tag) }}
 {{- end }}
 {{- end }}
 
