@@ -255,3 +255,11 @@ def test_missing_package_messages() -> None:
     assert "respawn[gcs]" in (extras.missing_package_message(google, "gs://") or "")
     assert "pip install respawn" in (extras.missing_package_message(ModuleNotFoundError(name="numpy"), "x") or "")
     assert extras.missing_package_message(ModuleNotFoundError(name="mypackage"), "x") is None
+
+
+def test_each_package_ships_its_py_typed_marker() -> None:
+    """PEP 561: the marker in the source tree and in package-data, or the wheel leaves it out."""
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package, folder in SOURCES.items():
+        assert (folder / "py.typed").is_file(), package
+        assert "py.typed" in package_data.get(package, []), package
