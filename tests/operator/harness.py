@@ -3,7 +3,7 @@ running real `pipeline-runtime` processes, and the real `respawn-operator` as a
 subprocess that can be killed and started again.
 
 Used by tests/operator/test_op_e2e.py, the fault suite (tests/faults/) and
-tests/ship/record_health_fixtures.py.
+tools/record_health_fixtures.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Objects come from three places:
 - fixtures/e2e_pipelineruns.yaml: recorded from the real operator process against the API
-  emulator and pod simulator (tests/ship/record_health_fixtures.py re-records them);
+  emulator and pod simulator (tools/record_health_fixtures.py re-records them);
 - the operator's reconciler (``respawn_operator.reconcile.decide``) driven here through a
   run's life, so a change in what it writes is tested at once;
 - fixtures/pipelinerun_health.yaml: hand-written edge cases (older operators, odd states).

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from respawn_operator.config import OperatorConfig
 
-from tests.ship import promql_check, sync_chart
+from tests.ship import promql_check
 from tests.ship.chart_render import (
     CHART_DIR,
     KUBE_VERSION,
@@ -28,6 +28,7 @@ from tests.ship.chart_render import (
     one,
     render,
 )
+from tools import sync_chart
 
 SETS = sorted(VALUE_SETS)
 
@@ -98,7 +99,7 @@ def test_names_are_unique_per_kind_and_namespace(name: str) -> None:
 
 def test_chart_crds_are_byte_identical_to_repo_crds() -> None:
     stale = sync_chart.stale_files()
-    assert not stale, "run `.venv/bin/python -m tests.ship.sync_chart`: " + "; ".join(stale)
+    assert not stale, "run `.venv/bin/python -m tools.sync_chart`: " + "; ".join(stale)
     repo_crds = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     chart_crds = sorted(p.name for p in (CHART_DIR / "crds").glob("*.yaml"))
     assert repo_crds and set(repo_crds) <= set(chart_crds)
@@ -360,4 +361,4 @@ def test_install_docs_explain_every_value_and_the_crd_sync() -> None:
     defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     missing = [k for k in _leaf_keys(defaults) if f"`{k}`" not in docs]
     assert not missing, f"docs/install.md does not explain: {missing}"
-    assert "python -m tests.ship.sync_chart" in docs and "Helm never upgrades CRDs" in docs
+    assert "python -m tools.sync_chart" in docs and "Helm never upgrades CRDs" in docs

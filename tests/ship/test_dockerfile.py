@@ -158,7 +158,9 @@ def test_build_context_holds_every_package_pip_install_finds(tmp_path: Path) -> 
     assert not [
         f
         for f in context
-        if f.startswith(("tests/", "charts/", "scripts/", "bench/")) or "__pycache__" in f or f.endswith(".pyc")
+        if f.startswith(("tests/", "tools/", "charts/", "scripts/", "bench/"))
+        or "__pycache__" in f
+        or f.endswith(".pyc")
     ], "only what the image needs"
     for rel in context:  # the context, as the builder stage sees it after `COPY . /src`
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

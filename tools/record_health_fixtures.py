@@ -1,12 +1,12 @@
 """Record PipelineRuns as the real operator writes them, for the Argo CD health tests.
 
-    .venv/bin/python -m tests.ship.record_health_fixtures
+    .venv/bin/python -m tools.record_health_fixtures
 
 Starts the operator e2e harness (tests/operator/harness.py: the API emulator, the
 pod simulator running real ``pipeline-runtime`` processes, and a ``respawn-operator``
 subprocess), drives runs through preemption, failure and suspension, snapshots each
 PipelineRun whenever its phase (or ``spec.suspend``) changes, and writes them to
-fixtures/e2e_pipelineruns.yaml with the Argo CD health the contract asks for. Takes
+tests/ship/fixtures/e2e_pipelineruns.yaml with the Argo CD health the contract asks for. Takes
 about half a minute; the committed file is what the tests read.
 """
 
@@ -25,7 +25,7 @@ from respawn_local.testkit import free_port
 
 from tests.operator import harness as e2e
 
-OUT = Path(__file__).parent / "fixtures" / "e2e_pipelineruns.yaml"
+OUT = Path(__file__).resolve().parents[1] / "tests" / "ship" / "fixtures" / "e2e_pipelineruns.yaml"
 HEALTH = {
     "Pending": "Progressing",
     "Running": "Progressing",
@@ -55,7 +55,7 @@ class Recorder:
             for name in list(self.names):
                 try:
                     obj = self.cluster.run(name)
-                except Exception:  # not created yet, or deleted
+                except Exception:  # noqa: BLE001, S112 - not created yet, or deleted: the next poll sees it
                     continue
                 st = obj.get("status") or {}
                 key = (
@@ -146,7 +146,7 @@ def main() -> int:
         cases = record(cluster)
     header = (
         "# PipelineRuns as the real operator wrote them (respawn-operator against the API emulator,\n"
-        "# pod simulator running pipeline-runtime), recorded by tests/ship/record_health_fixtures.py.\n"
+        "# pod simulator running pipeline-runtime), recorded by tools/record_health_fixtures.py.\n"
         "# `health` is what DESIGN.md asks Argo CD to show; tests/ship/test_argocd_health.py checks it.\n"
     )
     OUT.write_text(header + yaml.safe_dump(cases, sort_keys=False, width=120))
