@@ -58,21 +58,21 @@ class DataPrepParams(BaseModel):
     """The source video: a path, `file:///...`, or `gs://bucket/object`."""
     output_uri: str
     """Where the dataset goes: a folder path, `file:///...`, or `gs://bucket/prefix`."""
-    frame_stride: int = Field(1, ge=1)
+    frame_stride: int = Field(default=1, ge=1)
     """Keep every N-th frame (1 keeps all)."""
-    crop_size: int = Field(224, ge=8, le=4096)
+    crop_size: int = Field(default=224, ge=8, le=4096)
     """Side of the square crops, in pixels."""
     mode: regions.Mode = "center"
     """Regions to crop: `center` (one centred square), `grid` (tiles), `faces` (Haar cascade)."""
-    max_frames: int | None = Field(None, ge=1)
+    max_frames: int | None = Field(default=None, ge=1)
     """Stop after keeping this many frames (None: the whole video)."""
     augmentations: list[aug.Augmentation] = Field(default_factory=lambda: list(aug.ALL))
     """Which of flip, rotate, brightness, contrast to apply; [] writes the crops unchanged."""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(default=0, ge=0)
     """Seed of the per-crop augmentation draws."""
-    shard_size: int = Field(256, ge=1)
+    shard_size: int = Field(default=256, ge=1)
     """Crops per output shard."""
-    chunk_size: int = Field(64, ge=1, le=4096)
+    chunk_size: int = Field(default=64, ge=1, le=4096)
     """Frames (or crops) per unit of intra-step progress and per stored work chunk."""
     work_uri: str | None = None
     """Where intermediate crop chunks live during the run (default: `<output_uri>/_work/`); removed at the end."""
