@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -49,11 +50,12 @@ class GCSEmulator:
     url: str
     process: subprocess.Popen[bytes]
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> Any:  # google-cloud-storage ships no type information: its Client is Any
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(project="test", credentials=AnonymousCredentials())
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]  # google-auth leaves __init__ unannotated
+        return storage.Client(project="test", credentials=anonymous)
 
     def make_bucket(self, name: str) -> str:
         self.client().create_bucket(name)

@@ -45,13 +45,14 @@ def test_demo_preempts_and_resumes_and_keeps_the_cluster_up_for_kubectl(tmp_path
         # Still up: the emulator answers with the demo's kubeconfig, as kubectl would use it.
         from kubernetes import client, config
 
-        api = config.new_client_from_config(str(tmp_path / "demo" / "kubeconfig"))
-        names = {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
+        kubeconfig = str(tmp_path / "demo" / "kubeconfig")
+        api = config.new_client_from_config(kubeconfig)  # type: ignore[no-untyped-call]  # kubernetes.config is unannotated
+        names = {n.to_dict()["metadata"]["name"] for n in client.CoreV1Api(api).list_node().items}
         assert gone not in names and len(names) == 3, names
         run = client.CustomObjectsApi(api).get_namespaced_custom_object(
             "respawn.dev", "v1alpha1", "default", "pipelineruns", "dataprep-video-42"
         )
-        assert run["status"]["phase"] == "Succeeded"
+        assert isinstance(run, dict) and run["status"]["phase"] == "Succeeded"
         api.close()
     finally:
         demo.send_signal(signal.SIGINT)

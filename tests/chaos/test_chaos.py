@@ -215,9 +215,10 @@ def test_a_cleanup_killed_after_its_tombstone_is_finished_by_the_next_cleanup(tm
     import signal
     import sys
 
+    from respawn_local.testkit import wait_for
+
     from pipeline_runtime.checkpoint import RunLog
     from pipeline_runtime.storage import open_store
-    from tests.conftest import wait_for
 
     uri = f"file://{tmp_path}/ck"
     run = subprocess.run(

@@ -14,8 +14,9 @@ from tests.dataprep.synth import make_face_video, make_video
 
 @pytest.mark.parametrize("mode", ["center", "grid", "faces"])
 def test_dataprep_is_resumable_in_every_mode(tmp_path: Path, mode: str) -> None:
-    if mode == "faces" and faces_unavailable():
-        pytest.skip(faces_unavailable())
+    unavailable = faces_unavailable() if mode == "faces" else None
+    if unavailable:
+        pytest.skip(unavailable)
     maker = make_face_video if mode == "faces" else make_video
     maker(tmp_path / "clip.mp4", frames=48, width=320, height=240)
     params = {"video_uri": "clip.mp4", "output_uri": "out", "mode": mode, "crop_size": 64}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import numpy as np
 
@@ -34,9 +33,9 @@ def _slow_skip(self: video_io.FrameReader, count: int) -> bool:
     return _skip(self, count)
 
 
-def _slow_encode(*args: Any) -> memoryview:
+def _slow_encode(images: np.ndarray, crop_index: np.ndarray) -> memoryview:
     time.sleep(_SHARD_S)
-    return _encode(*args)
+    return _encode(images, crop_index)
 
 
 video_io.FrameReader.read = _slow_read  # type: ignore[method-assign]

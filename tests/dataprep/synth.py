@@ -31,7 +31,7 @@ def make_face_video(
     path: str | os.PathLike[str], frames: int = 30, width: int = 320, height: int = 240, fourcc: str = "MJPG"
 ) -> str:
     """A face drifting across a plain background, every frame."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25.0, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), 25.0, (width, height))
     try:
         for i in range(frames):
             frame = np.full((height, width, 3), 90, np.uint8)

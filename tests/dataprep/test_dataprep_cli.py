@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +14,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from respawn_local.testkit import wait_for
 
 from pipeline_runtime.pipelines import regions, shards
-from tests.conftest import wait_for
 from tests.dataprep.synth import make_face_video
-from tests.runtime.conftest import Runtime, termination
+from tests.runtime.conftest import Runtime, RuntimeProcess, termination
 
 SLOW = "tests.dataprep.slow_dataprep:SlowDataPrep"
 KILL_PARAMS = {"crop_size": 64, "shard_size": 8, "chunk_size": 16, "seed": 5}
@@ -229,7 +228,7 @@ def test_a_file_that_is_not_a_video_exits_64_naming_video_uri(runtime: Runtime, 
 
 def start_slow(
     runtime: Runtime, kill_video: str, out: Path, ckpt: Path, frame_s: float = 0.0, shard_s: float = 0.0
-) -> subprocess.Popen[str]:
+) -> RuntimeProcess:
     params = {"video_uri": kill_video, "output_uri": str(out), **KILL_PARAMS}
     return runtime.start(
         run_args(SLOW, params, ckpt), env={"DATAPREP_SLOW_FRAME_S": str(frame_s), "DATAPREP_SLOW_SHARD_S": str(shard_s)}

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from respawn_local.testkit import wait_for
 
 from pipeline_runtime.pipelines import shards
-from tests.conftest import GCSEmulator, wait_for
+from tests.conftest import GCSEmulator
 from tests.dataprep.test_dataprep_cli import SLOW, check_dataset, files, run_args
 from tests.runtime.conftest import Runtime
 

@@ -35,7 +35,7 @@ from tests.runtime.pipelines_for_tests import StoreWrapper
 
 def decode_all(path: str) -> list[np.ndarray]:
     cap = cv2.VideoCapture(path)
-    frames = []
+    frames: list[np.ndarray] = []
     while True:
         ok, frame = cap.read()
         if not ok:
@@ -74,7 +74,8 @@ def test_verified_seek_lands_on_the_same_frame_as_decoding_from_the_start(
     # Anchored before the target: seek to the anchor, then decode forward.
     with FrameReader(path) as reader:
         reader.seek(90, anchor=(40, fingerprint(reference[40])))
-        assert np.array_equal(reader.read(), reference[90])
+        frame = reader.read()
+        assert frame is not None and np.array_equal(frame, reference[90])
 
 
 def test_seek_with_a_wrong_anchor_falls_back_to_decoding_from_the_start(video: Callable[..., str]) -> None:
@@ -83,7 +84,8 @@ def test_seek_with_a_wrong_anchor_falls_back_to_decoding_from_the_start(video: C
     with FrameReader(path) as reader:
         reader.seek(70, anchor=(70, fingerprint(reference[3])))
         assert reader.fallbacks == 1
-        assert np.array_equal(reader.read(), reference[70])
+        frame = reader.read()
+        assert frame is not None and np.array_equal(frame, reference[70])
 
 
 def test_iter_frames_yields_the_kept_frames_from_any_start(video: Callable[..., str]) -> None:
@@ -308,7 +310,7 @@ def test_kept_frames_lists_only_frames_whose_crops_are_stored(tmp_path: Path) ->
     boxes = regions.grid_boxes(50, 40, 16)  # 3x2 tiles
     work = WorkStore(f"file://{tmp_path}", "w", in_flight=3)  # room for both chunks below to wait
     gated = GatedStore(work.store)
-    work.store = gated  # type: ignore[assignment]
+    work.store = gated
     kept = KeptFrames(
         {"next_frame": 0, "index": [], "fingerprint": [], "windows": []},
         chunk_size=12,

@@ -40,7 +40,7 @@ def k8s(kubeconfig: str) -> Iterator[Any]:
     """A `kubernetes` ApiClient configured from the kubeconfig."""
     from kubernetes import config
 
-    client = config.new_client_from_config(kubeconfig)
+    client = config.new_client_from_config(kubeconfig)  # type: ignore[no-untyped-call]  # kubernetes.config is unannotated
     try:
         yield client
     finally:

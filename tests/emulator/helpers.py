@@ -9,8 +9,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from respawn_local.testkit import wait_for  # noqa: F401 - the emulator tests import it from here
-
 PY = sys.executable
 
 WIDGET_CRD: dict[str, Any] = {
@@ -138,5 +136,13 @@ def job_manifest(name: str, code: str, backoff_limit: int = 0, **spec: Any) -> d
 def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
     for c in ((obj or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") == ctype:
-            return c
+            found: dict[str, Any] = c
+            return found
     return None
+
+
+def the_condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
+    """The condition of type `ctype`, which `obj` must have."""
+    found = condition(obj, ctype)
+    assert found is not None, f"no {ctype} condition in {obj}"
+    return found

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from respawn_local.apiserver import ApiServerThread
+from respawn_local.testkit import wait_for
 
-from .helpers import condition, http, wait_for, widget
+from .helpers import condition, http, widget
 
 
 def owned_cm(name: str, owner: dict[str, Any], block: bool = True) -> dict[str, Any]:

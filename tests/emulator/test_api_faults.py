@@ -10,8 +10,9 @@ import urllib.request
 from typing import Any
 
 from respawn_local.apiserver import ApiServerThread
+from respawn_local.testkit import wait_for
 
-from .helpers import auth_header, http, tls, wait_for
+from .helpers import auth_header, http, tls
 
 CM = "/api/v1/namespaces/default/configmaps"
 

@@ -96,7 +96,7 @@ def test_schema_validation_pruning_and_defaults(api: ApiServerThread, crd: Any) 
         "message": "Required value",
         "field": "spec.size",
     }
-    status, body = http(api, "POST", W, widget("typed", size="3"))
+    status, body = http(api, "POST", W, {**widget("typed"), "spec": {"size": "3"}})
     assert status == 422 and "must be of type integer" in body["message"]
     status, body = http(
         api, "POST", W, widget("ok", size=3, unknown=1, labels={"a": "b"}, extra={"free": {"x": 1}}, items=[1, 2])
@@ -237,59 +237,68 @@ def test_pod_field_selector_spec_node_name(api: ApiServerThread, k8s: Any) -> No
         spec: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}]}
         if node:
             spec["nodeName"] = node
-        core.create_namespaced_pod("default", {"metadata": {"name": name}, "spec": spec})
+        core.create_namespaced_pod("default", client.V1Pod.model_validate({"metadata": {"name": name}, "spec": spec}))
     pods = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=n1").items
-    assert [p.metadata.name for p in pods] == ["p1"]
-    assert core.read_namespaced_pod("p2", "default").status.phase == "Pending"
+    assert [p.to_dict()["metadata"]["name"] for p in pods] == ["p1"]
+    assert core.read_namespaced_pod("p2", "default").to_dict()["status"]["phase"] == "Pending"
 
 
 def test_kubernetes_client_round_trip(api: ApiServerThread, k8s: Any, crd: Any) -> None:
     co = client.CustomObjectsApi(k8s)
     created = co.create_namespaced_custom_object("test.respawn.dev", "v1", "default", "widgets", widget("a", size=2))
-    assert created["spec"] == {"size": 2, "color": "red"}
+    assert isinstance(created, dict) and created["spec"] == {"size": 2, "color": "red"}
     co.patch_namespaced_custom_object_status(
         "test.respawn.dev", "v1", "default", "widgets", "a", {"status": {"phase": "Running"}}
     )
     got = co.get_namespaced_custom_object("test.respawn.dev", "v1", "default", "widgets", "a")
-    assert got["status"] == {"phase": "Running"}
+    assert isinstance(got, dict) and got["status"] == {"phase": "Running"}
     with pytest.raises(client.ApiException) as info:
         co.create_namespaced_custom_object("test.respawn.dev", "v1", "default", "widgets", widget("a"))
     assert info.value.status == 409
     batch = client.BatchV1Api(k8s)
+    # The client's models type every field optional; to_dict() reads the answer as the JSON it came as.
     job = batch.create_namespaced_job(
         "default",
-        {
-            "metadata": {"name": "j"},
-            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}},
-        },
-    )
+        client.V1Job.model_validate(
+            {
+                "metadata": {"name": "j"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}},
+            }
+        ),
+    ).to_dict(serialize=True)
     # The real Job strategy labels the template with the controller uid.
-    assert job.spec.template.metadata.labels["batch.kubernetes.io/controller-uid"] == job.metadata.uid
-    assert job.spec.backoff_limit == 6 and job.metadata.generation == 1
+    assert job["spec"]["template"]["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] == job["metadata"]["uid"]
+    assert job["spec"]["backoffLimit"] == 6 and job["metadata"]["generation"] == 1
     leases = client.CoordinationV1Api(k8s)
-    lease = leases.create_namespaced_lease("default", {"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}})
-    assert lease.spec.holder_identity == "me"
+    lease = leases.create_namespaced_lease(
+        "default", client.V1Lease.model_validate({"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}})
+    )
+    assert lease.to_dict()["spec"]["holder_identity"] == "me"
     events = client.CoreV1Api(k8s).create_namespaced_event(
         "default",
-        {
-            "metadata": {"generateName": "a."},
-            "involvedObject": {"kind": "Widget", "name": "a", "namespace": "default"},
-            "reason": "Test",
-            "message": "hello",
-            "type": "Normal",
-        },
+        client.CoreV1Event.model_validate(
+            {
+                "metadata": {"generateName": "a."},
+                "involvedObject": {"kind": "Widget", "name": "a", "namespace": "default"},
+                "reason": "Test",
+                "message": "hello",
+                "type": "Normal",
+            }
+        ),
     )
-    assert events.metadata.name.startswith("a.")
+    assert events.to_dict()["metadata"]["name"].startswith("a.")
     client.EventsV1Api(k8s).create_namespaced_event(
         "default",
-        {
-            "metadata": {"name": "e2"},
-            "reason": "R",
-            "action": "A",
-            "eventTime": "2026-01-01T00:00:00.000000Z",
-            "reportingController": "x",
-            "reportingInstance": "y",
-        },
+        client.EventsV1Event.model_validate(
+            {
+                "metadata": {"name": "e2"},
+                "reason": "R",
+                "action": "A",
+                "eventTime": "2026-01-01T00:00:00.000000Z",
+                "reportingController": "x",
+                "reportingInstance": "y",
+            }
+        ),
     )
 
 
@@ -464,9 +473,9 @@ def test_int_or_string_with_a_pattern_validates_quantities(api: ApiServerThread)
     for i, bad in enumerate(["4GB", "1.5.2", "", " 1", "2 Gi"]):
         status, _ = post(f"bad-{i}", {"mem": bad})
         assert status == 422, bad
-    for i, bad in enumerate([1.5, True, [1], {"v": 1}]):
-        status, body = post(f"typed-{i}", {"mem": bad})
-        assert status == 422 and "must be of type integer,string" in body["message"], bad
+    for i, wrong in enumerate([1.5, True, [1], {"v": 1}]):
+        status, body = post(f"typed-{i}", {"mem": wrong})
+        assert status == 422 and "must be of type integer,string" in body["message"], wrong
 
 
 @pytest.mark.parametrize(

@@ -113,10 +113,11 @@ def test_kubernetes_client_list_then_watch_custom_objects(api: ApiServerThread, 
     co = client.CustomObjectsApi(k8s)
     api.create(widget("a"))
     listing = co.list_cluster_custom_object("test.respawn.dev", "v1", "widgets")
+    assert isinstance(listing, dict)  # custom objects come back as plain JSON, typed `object`
     rv = listing["metadata"]["resourceVersion"]
     api.patch("widgets", "a", {"status": {"phase": "Running"}}, subresource="status")
     seen = []
-    for ev in watch.Watch().stream(
+    for ev in watch.Watch().stream(  # type: ignore[no-untyped-call]  # kubernetes.watch is unannotated
         co.list_cluster_custom_object, "test.respawn.dev", "v1", "widgets", resource_version=rv, timeout_seconds=1
     ):
         seen.append((ev["type"], ev["object"]["status"]["phase"]))

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from respawn_local.apiserver import ApiServerThread
+from respawn_local.testkit import wait_for
 
-from .helpers import wait_for, widget
+from .helpers import widget
 
 OPERATOR = textwrap.dedent('''
     import kopf

@@ -121,7 +121,7 @@ def test_kubectl_apply_get_patch_delete(api: ApiServerThread, kubectl: Kubectl, 
 
 
 def test_kubectl_builtins(api: ApiServerThread, kubectl: Kubectl, tmp_path: Any) -> None:
-    job = {
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": "j"},
@@ -214,7 +214,7 @@ def test_kubectl_get_watch_prints_printer_columns(
     import subprocess
     import threading
 
-    from .helpers import wait_for
+    from respawn_local.testkit import wait_for
 
     api.create(widget("a", size=1))
     proc = subprocess.Popen(

@@ -8,9 +8,9 @@ from typing import Any
 
 from respawn_local.apiserver import ApiServerThread
 from respawn_local.podsim import NODE_SHUTDOWN_MESSAGE, SPOT_LABEL, PodSim
-from respawn_local.testkit import runner_rbac
+from respawn_local.testkit import runner_rbac, wait_for
 
-from .helpers import PY, condition, job_manifest, wait_for
+from .helpers import PY, condition, job_manifest, the_condition
 
 # A container that reports it is running, then waits for SIGTERM and exits 143
 # after writing its termination message (what the pipeline runtime does).
@@ -43,7 +43,7 @@ def job_pods(api: ApiServerThread, job: str) -> list[dict[str, Any]]:
 
 
 def the_pod(api: ApiServerThread, job: str) -> dict[str, Any]:
-    pods = wait_for(lambda: job_pods(api, job), 10, f"a pod for job {job}")
+    pods: list[dict[str, Any]] = wait_for(lambda: job_pods(api, job), 10, f"a pod for job {job}")
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     return pods[0]
 
@@ -52,9 +52,10 @@ def running_pod(api: ApiServerThread, sim: PodSim, job: str) -> dict[str, Any]:
     name = the_pod(api, job)["metadata"]["name"]
     wait_for(lambda: "ready" in sim.log(name), 10, f"{name} to print ready")
     # The kubelet reports Running only after it registered the process.
-    return wait_for(
+    running: dict[str, Any] = wait_for(
         lambda: (p := api.get("pods", name))["status"].get("phase") == "Running" and p, 10, f"{name} Running"
     )
+    return running
 
 
 def job_condition(api: ApiServerThread, job: str, ctype: str) -> dict[str, Any] | None:
@@ -153,20 +154,21 @@ def test_scheduling_honours_tolerations_and_node_selectors(api: ApiServerThread,
     nodes = {n["metadata"]["name"]: n for n in api.list("nodes")}
     assert set(nodes) == {"spot-1", "spot-2", "ondemand-1"}
     assert nodes["spot-1"]["spec"]["taints"][0] == {"key": SPOT_LABEL, "value": "true", "effect": "NoSchedule"}
-    assert condition(nodes["ondemand-1"], "Ready")["status"] == "True"
+    assert the_condition(nodes["ondemand-1"], "Ready")["status"] == "True"
 
 
 def test_preempt_node_shutdown_sigterm_then_failed_like_gke(api: ApiServerThread, sim: PodSim) -> None:
     api.create(job_manifest("spot", TRAP))
     pod = running_pod(api, sim, "spot")
     name = pod["metadata"]["name"]
-    assert pod["status"]["phase"] == "Running" and condition(pod, "Ready")["status"] == "True"
+    assert pod["status"]["phase"] == "Running" and the_condition(pod, "Ready")["status"] == "True"
     assert pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
     sim.preempt(name, grace=5)
     pod = api.get("pods", name)
     cond = condition(pod, "DisruptionTarget")
     assert (
-        cond["status"] == "True"
+        cond is not None
+        and cond["status"] == "True"
         and cond["reason"] == "TerminationByKubelet"
         and cond["message"] == NODE_SHUTDOWN_MESSAGE
     )
@@ -239,7 +241,7 @@ def test_lose_node_kills_the_process_and_removes_node_and_pods(api: ApiServerThr
     # The pod's last state before deletion carried the node-loss condition.
     history = api.call(lambda: [e.obj for e in list(api.server.history)[events:] if e.obj["metadata"]["name"] == name])
     last = history[-1]
-    assert condition(last, "DisruptionTarget")["reason"] == "DeletionByTaintManager"
+    assert the_condition(last, "DisruptionTarget")["reason"] == "DeletionByTaintManager"
     assert last["status"]["phase"] == "Failed" and last["status"]["reason"] == "NodeLost"
     wait_for(lambda: job_condition(api, "lost", "Failed"), 10, "job to fail")
 
@@ -270,13 +272,14 @@ def test_suspend_deletes_active_pods_and_resume_starts_again(api: ApiServerThrea
     assert "got SIGTERM" in sim.log(name)
     api.patch("jobs", "sus", {"spec": {"suspend": False}})
     wait_for(lambda: [p for p in job_pods(api, "sus") if p["metadata"]["name"] != name], 10, "a new pod")
-    assert condition(api.get("jobs", "sus"), "Suspended")["status"] == "False"
+    assert the_condition(api.get("jobs", "sus"), "Suspended")["status"] == "False"
 
 
 def test_active_deadline_fails_the_job(api: ApiServerThread, sim: PodSim) -> None:
     api.create(job_manifest("slow", TRAP, activeDeadlineSeconds=1))
     wait_for(lambda: job_condition(api, "slow", "Failed"), 15, "deadline")
-    assert job_condition(api, "slow", "Failed")["reason"] == "DeadlineExceeded"
+    failed = job_condition(api, "slow", "Failed")
+    assert failed is not None and failed["reason"] == "DeadlineExceeded"
     wait_for(lambda: not [p for p in job_pods(api, "slow") if p["status"]["phase"] == "Running"], 10, "pod stopped")
 
 
@@ -293,7 +296,8 @@ def test_pod_active_deadline_stops_it_like_kubelet_and_keeps_the_pod(api: ApiSer
     assert term["exitCode"] == 143 and term["message"] == '{"reason": "sigterm"}'  # SIGTERM, not SIGKILL
     assert "got SIGTERM" in sim.log(name)
     wait_for(lambda: job_condition(api, "late", "Failed"), 10, "job to fail")
-    assert job_condition(api, "late", "Failed")["reason"] == "BackoffLimitExceeded"
+    failed = job_condition(api, "late", "Failed")
+    assert failed is not None and failed["reason"] == "BackoffLimitExceeded"
     assert [p["metadata"]["name"] for p in job_pods(api, "late")] == [name]  # kept, not replaced
 
     from .helpers import http

@@ -25,8 +25,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import ClientSession, ClientTimeout, web
+from respawn_local.testkit import free_port, wait_for
 
-from tests.conftest import free_port, gcs_answers, wait_for
+from tests.conftest import gcs_answers
 
 Match = Callable[[str, str, bytes], bool]
 """(method, unquoted path with query, first bytes of the body) -> does the fault apply.

@@ -12,9 +12,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from respawn_local.testkit import wait_for
 
 from pipeline_runtime.storage import open_store
-from tests.conftest import wait_for
 from tests.faults.harness import FAULT_ENV, checkpoint_uri, reference, run_args
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime

@@ -20,7 +20,6 @@ import os
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import event, given, settings
@@ -29,7 +28,7 @@ from hypothesis import strategies as st
 from pipeline_runtime.chaos.interrupt import interrupt, pause_env, signal_number
 from tests.faults.harness import fenced_writes, full_history, lost_in_history, reran_after_commit
 from tests.faults.results import Results
-from tests.runtime.conftest import Runtime, output
+from tests.runtime.conftest import Runtime, RuntimeProcess, output
 from tests.runtime.pipelines_for_tests import GENERATED_STEPS
 
 PIPELINE = "tests.runtime.pipelines_for_tests:Generated"
@@ -77,7 +76,7 @@ def args(plan: list[tuple[str, int]], uri: str, out: Path, attempt: int, run_id:
     ]
 
 
-def commits_seen(proc: Any) -> int:
+def commits_seen(proc: RuntimeProcess) -> int:
     return output(proc).count('"event": "commit"')
 
 

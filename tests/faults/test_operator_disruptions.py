@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from respawn_local.podsim import SimNode
+from respawn_local.testkit import wait_for
 
-from tests.conftest import wait_for
 from tests.faults.operator_runs import settle_and_judge
 from tests.faults.results import Results, runs_from_env
 from tests.faults.test_operator_faults import SEED

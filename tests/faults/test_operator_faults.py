@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 from respawn_local.apiserver import ApiError
+from respawn_local.testkit import wait_for
 
-from tests.conftest import wait_for
 from tests.faults.operator_runs import settle_and_judge
 from tests.faults.results import Results, runs_from_env
 from tests.operator.harness import NS, ROOT, Cluster

@@ -10,9 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from respawn_local.testkit import wait_for
 
 from pipeline_runtime.storage import open_store
-from tests.conftest import VENV_BIN, wait_for
+from tests.conftest import VENV_BIN
 from tests.faults.harness import FAULT_ENV, checkpoint_uri, run_args
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime

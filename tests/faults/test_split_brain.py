@@ -8,17 +8,17 @@ on file:// and gs://.
 from __future__ import annotations
 
 import signal
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from respawn_local.testkit import wait_for
 
-from tests.conftest import GCSEmulator, wait_for
+from tests.conftest import GCSEmulator
 from tests.faults.harness import FAULT_ENV, checkpoint_uri, full_history, reference, run_args, verify
 from tests.faults.results import Results
-from tests.runtime.conftest import Runtime, termination
+from tests.runtime.conftest import Runtime, RuntimeProcess, termination
 
 # Each interleaving is a script of operations on numbered attempts:
 #   ("start", n, gate)  start attempt n, holding at `gate` (None: run freely)
@@ -114,7 +114,7 @@ class Play:
     uri: str
     out: Path
     retain: str
-    procs: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
+    procs: dict[int, RuntimeProcess] = field(default_factory=dict)
     codes: dict[int, int] = field(default_factory=dict)
     stale_outputs: list[int] = field(default_factory=list)
 

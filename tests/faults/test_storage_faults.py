@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from respawn_local.testkit import wait_for
 
-from tests.conftest import GCSEmulator, wait_for
+from tests.conftest import GCSEmulator
 from tests.faults.harness import FAULT_ENV, Verdict, reference, run_args, verify
 from tests.faults.proxy import ANY, ARTIFACTS, COMMITS, FaultProxy, started
 from tests.faults.results import Results, runs_from_env

@@ -28,6 +28,7 @@ from respawn_operator.fanout import (
     FANOUT_FIELDS,
     LABEL_PARENT,
     LABEL_PARENT_UID,
+    ParentDecision,
     child_spec,
     decide_parent,
 )
@@ -126,7 +127,8 @@ class World:
 
     @property
     def items(self) -> list[str]:
-        return self.parent["spec"]["foreach"]["items"]
+        items: list[str] = self.parent["spec"]["foreach"]["items"]
+        return items
 
     def edit_spec(self, change: Any) -> None:
         change(self.parent["spec"])
@@ -176,8 +178,9 @@ class World:
         assert spec.foreach is not None
         d = decide_parent(body, spec, spec.foreach.items, None, children, NOW)
         check(self, d)
+        assert d.status.phase is not None and d.status.items is not None  # a parent's status always has both
         event(f"phase {d.status.phase.value}")  # what the generated rounds reach (--hypothesis-show-statistics)
-        if d.create and len(d.create) < d.status.items.pending:  # type: ignore[union-attr]
+        if d.create and len(d.create) < d.status.items.pending:
             event("creation held back by parallelism")
         for c in d.create:
             c = json.loads(json.dumps(c))
@@ -198,7 +201,7 @@ class World:
             assert "Succeeded" not in reasons  # one event per finish
 
 
-def check(w: World, d: Any) -> None:
+def check(w: World, d: ParentDecision) -> None:
     body, items, raw = w.parent, w.items, w.parent["spec"]
     name, gen = body["metadata"]["name"], body["metadata"]["generation"]
     st_ = d.status
@@ -206,11 +209,12 @@ def check(w: World, d: Any) -> None:
     parallelism = raw.get("parallelism", 10)
     assert st_.observed_generation == gen
     assert st_.items is not None and st_.items.total == len(items)
+    assert st_.phase is not None
     repeat = first_repeat(items)
     if not items or repeat:
         problem = (
-            "foreach: the list of items is empty" if not items else f"foreach item {repeat[0]} repeats item {repeat[1]}"
-        )  # type: ignore[index]
+            f"foreach item {repeat[0]} repeats item {repeat[1]}" if repeat else "foreach: the list of items is empty"
+        )
         assert st_.phase.value == "Failed" and (st_.message or "").startswith(problem), st_.message
         assert not d.create and not d.update and not d.delete  # nothing changes on invalid items
         return

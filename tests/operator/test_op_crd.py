@@ -102,7 +102,7 @@ def _nested(depth: int) -> Any:
         ),
     ],
 )
-def test_invalid_spec_message_says_what_to_fix(spec: dict, fragment: str) -> None:
+def test_invalid_spec_message_says_what_to_fix(spec: dict[str, Any], fragment: str) -> None:
     with pytest.raises(SpecError, match=fragment):
         parse_spec(spec)
 

@@ -68,7 +68,8 @@ def test_run_preempted_twice_still_finishes_with_right_output(cluster: Cluster) 
 
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
+        body: bytes = resp.read()
+    return body.decode()
 
 
 def test_pipeline_that_raises_fails_when_max_failures_is_spent(cluster: Cluster) -> None:
@@ -279,7 +280,7 @@ def test_example_manifests_run_through_the_operator(cluster: Cluster, example: s
 
 def test_api_errors_are_retried_without_duplicate_attempts(cluster: Cluster) -> None:
     def job_create(r: Any) -> bool:
-        return r.method == "POST" and r.path.endswith("/jobs")
+        return bool(r.method == "POST" and r.path.endswith("/jobs"))
 
     def status_write(r: Any) -> bool:
         return r.method == "PATCH" and "/pipelineruns/flaky/status" in r.path
@@ -430,7 +431,8 @@ def test_only_the_last_kept_attempts_jobs_and_pods_remain(cluster: Cluster) -> N
     for n in range(1, kept + 3):
         cluster.running_pod("many", n)
         cluster.patch_spec("many", {"params": {"out": str(cluster.tmp / "many.out"), "step_s": 3.0 + n}})
-        cluster.wait_status("many", lambda st, n=n: st.get("attempt") == n + 1, f"attempt {n + 1} to start")
+        attempt = n + 1  # wait_status polls at once: the lambda never outlives this iteration
+        cluster.wait_status("many", lambda st: st.get("attempt") == attempt, f"attempt {attempt} to start")
     last = kept + 3
     want = [f"many-a{a}" for a in range(last - kept + 1, last + 1)]
     wait_for(lambda: sorted(cluster.jobs("many")) == sorted(want), 30, f"only {want} left")

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from respawn_operator.fanout import LABEL_PARENT_UID, child_name, child_spec, decide_parent
+from respawn_local.testkit import free_port, wait_for
+from respawn_operator.fanout import LABEL_PARENT_UID, ParentDecision, child_name, child_spec, decide_parent
 from respawn_operator.spec import Phase, parse_spec
 
-from tests.conftest import free_port, wait_for
 from tests.operator.harness import HERE, NS, Cluster, items, running_cluster, submit_parent
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -43,9 +43,10 @@ def child(body: dict[str, Any], index: int, phase: str | None, **status: Any) ->
     }
 
 
-def decide(body: dict[str, Any], children: list[dict[str, Any]]) -> Any:
+def decide(body: dict[str, Any], children: list[dict[str, Any]]) -> ParentDecision:
     spec = parse_spec(body["spec"])
-    return decide_parent(body, spec, spec.foreach.items, None, children, NOW)  # type: ignore[union-attr]
+    assert spec.foreach is not None
+    return decide_parent(body, spec, spec.foreach.items, None, children, NOW)
 
 
 def test_a_parent_starts_at_most_parallelism_items_in_order() -> None:
@@ -67,6 +68,7 @@ def test_a_parent_starts_at_most_parallelism_items_in_order() -> None:
     # One done, one running: one more starts, the next in the list.
     d = decide(body, [child(body, 0, "Succeeded", preemptions=2), child(body, 1, "Running", preemptions=1)])
     assert [c["spec"]["params"]["video_uri"] for c in d.create] == ["gs://b/v2.mp4"]
+    assert d.status.items is not None
     assert d.status.items.running == 1 and d.status.items.succeeded == 1 and d.status.preemptions == 3
     assert d.status.phase is Phase.RUNNING
 
@@ -78,7 +80,7 @@ def test_more_failed_items_than_allowed_fail_the_parent_and_start_nothing() -> N
     d = decide(body, [child(body, 0, "Failed", message="x"), child(body, 1, "Failed", message="y")])
     assert d.status.phase is Phase.FAILED and not d.create
     assert "2 of 3 items failed" in (d.status.message or "") and "item 0" in (d.status.message or "")
-    assert [f.index for f in d.status.items.failed_items] == [0, 1]  # type: ignore[union-attr]
+    assert d.status.items is not None and [f.index for f in d.status.items.failed_items] == [0, 1]
 
 
 def test_a_child_not_yet_reconciled_at_its_newest_spec_does_not_count_as_done() -> None:
@@ -86,13 +88,15 @@ def test_a_child_not_yet_reconciled_at_its_newest_spec_does_not_count_as_done() 
     stale = child(body, 0, "Succeeded")
     stale["metadata"]["generation"] = 2  # its spec was just changed; its operator has not looked yet
     d = decide(body, [stale])
-    assert d.status.phase is not Phase.SUCCEEDED and d.status.items.succeeded == 0  # type: ignore[union-attr]
+    assert d.status.phase is not Phase.SUCCEEDED
+    assert d.status.items is not None and d.status.items.succeeded == 0
 
 
 def test_all_items_succeeded_is_success() -> None:
     body = parent(["a", "b"])
     d = decide(body, [child(body, 0, "Succeeded"), child(body, 1, "Succeeded")])
-    assert d.status.phase is Phase.SUCCEEDED and d.status.items.progress == "2/2"  # type: ignore[union-attr]
+    assert d.status.phase is Phase.SUCCEEDED
+    assert d.status.items is not None and d.status.items.progress == "2/2"
     assert d.requeue_after is None and ("Normal", "Succeeded", "all 2 items succeeded") in d.events
 
 
@@ -348,7 +352,7 @@ def test_items_the_schema_cannot_judge_fail_the_parent_with_a_message_naming_the
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad-items", "namespace": NS}, "data": data},
         namespace=NS,
     )
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "empty-inline": ({"items": []}, "foreach: the list of items is empty"),
         "empty-cm": (
             {"itemsFrom": {"configMapKeyRef": {"name": "bad-items", "key": "blank.txt"}}},

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 from respawn_local.podsim import SimNode
+from respawn_local.testkit import free_port
 from respawn_operator.fanout import LABEL_PARENT_UID, child_name
 
 from pipeline_runtime.chaos import judge
-from tests.conftest import free_port
 from tests.operator.harness import HERE, NS, Cluster, running_cluster
 
 SEED = int(os.environ.get("RESPAWN_FANOUT_CHAOS_SEED", "14"))

@@ -129,7 +129,12 @@ def test_spot_selectors_dropped_after_on_demand_threshold() -> None:
             }
         }
     }
-    spec = {"nodeSelector": SPOT, "tolerations": SPOT_TOL, "affinity": affinity, "onDemandAfterPreemptions": 2}
+    spec: dict[str, Any] = {
+        "nodeSelector": SPOT,
+        "tolerations": SPOT_TOL,
+        "affinity": affinity,
+        "onDemandAfterPreemptions": 2,
+    }
     before = build_job(make_run(preemptions=1, **spec), 2, CONFIG)["spec"]["template"]["spec"]
     assert before["nodeSelector"] == SPOT and before["affinity"] == affinity
     after = build_job(make_run(preemptions=2, **spec), 3, CONFIG)["spec"]["template"]["spec"]
@@ -242,7 +247,7 @@ def test_pod_template_cannot_override_what_the_operator_owns(template: dict[str,
 
 def test_run_id_comes_from_immutable_facts_never_from_status() -> None:
     run = make_run()
-    hijacked = dataclasses.replace(run, status=PipelineRunStatus(runId="team-a-victim-0123abcd"))
+    hijacked = dataclasses.replace(run, status=PipelineRunStatus.model_validate({"runId": "team-a-victim-0123abcd"}))
     assert hijacked.run_id == run.run_id == "ns1-video-42-0123abcd"
     cleanup = build_cleanup_job(hijacked, CONFIG, purge=True)
     assert (

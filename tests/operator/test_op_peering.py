@@ -25,6 +25,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -107,7 +108,7 @@ def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Clust
         print(f"operator logs: {active.log} {standby.log}")
 
 
-def peers(cluster: Cluster) -> dict[str, dict[str, object]]:
+def peers(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return cluster.api.get("clusterkopfpeerings", PEERING, None).get("status") or {}
 
 

@@ -86,14 +86,12 @@ def test_first_attempt_then_progress_then_success() -> None:
 def test_checkpoint_events_say_what_was_committed_never_a_step_none() -> None:
     body, _ = step(new_run(), Observed())
     messages = []
-    for seq, last in enumerate(
-        [
-            {"step": None, "kind": "claim"},  # the attempt's claim: no event
-            {"step": "detect", "kind": "step"},
-            {"step": "detect", "kind": "progress", "inStep": "crop"},  # labelled by its own step
-        ],
-        start=1,
-    ):
+    checkpoints: list[dict[str, Any]] = [
+        {"step": None, "kind": "claim"},  # the attempt's claim: no event
+        {"step": "detect", "kind": "step"},
+        {"step": "detect", "kind": "progress", "inStep": "crop"},  # labelled by its own step
+    ]
+    for seq, last in enumerate(checkpoints, start=1):
         report = {"attempt": 1, "currentStep": "crop", "lastCheckpoint": {**last, "seq": seq}}
         body, d = step(body, Observed(job=JOB, pod=pod("Running", progress=report), node_exists=True), at=seq)
         messages += [e.message for e in d.events if e.reason == "Checkpointed"]
@@ -336,11 +334,13 @@ def test_rerun_asked_again_until_the_rerun_commits() -> None:
     body, d = step(body, Observed())
     assert body["status"]["attempt"] == 3 and body["status"]["rerun"]["attempt"] == 3
     body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)))  # lost before any commit
+    assert d.create_job is not None
     env = {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["RESPAWN_RERUN_FROM"] == "c"
     committed = {"attempt": 4, "lastCheckpoint": {"step": "c", "seq": 9, "attempt": 4}}
     body, _ = step(body, Observed(job=JOB, pod=pod("Running", progress=committed), node_exists=True))
     body, d = step(body, Observed(job=JOB, pod=pod("Failed", 143)))
+    assert d.create_job is not None
     env = {e["name"]: e.get("value") for e in d.create_job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "RESPAWN_RERUN_FROM" not in env  # the discard is committed: later attempts just resume
 

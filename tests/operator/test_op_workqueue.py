@@ -15,7 +15,7 @@ def test_backoff_doubles_per_failure_up_to_its_cap_and_forgets_on_success() -> N
     assert b.failed("other") == 0.05  # per run
     b.forget("r")
     assert b.failed("r") == 0.05
-    assert Backoff(base=1.0, cap=1e9).failed("x") == 1.0 and Backoff(base=1.0).count("x") == 0
+    assert Backoff[str](base=1.0, cap=1e9).failed("x") == 1.0 and Backoff[str](base=1.0).count("x") == 0
 
 
 def test_the_token_bucket_lets_a_burst_through_then_paces() -> None:

@@ -18,6 +18,13 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
 
+class RuntimeProcess(subprocess.Popen[str]):
+    """A running `pipeline-runtime`, with the files its output and its termination record go to."""
+
+    output_log: Path
+    termination_log: Path
+
+
 @dataclass
 class Runtime:
     """Starts the CLI with the test pipelines importable and a termination log per process."""
@@ -34,19 +41,19 @@ class Runtime:
         env.update(extra or {})
         return env
 
-    def start(self, args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(self, args: Sequence[str], env: dict[str, str] | None = None) -> RuntimeProcess:
         self.count += 1
         term = self.tmp / f"termination-{self.count}.log"
         log = open(self.tmp / f"proc-{self.count}.log", "w")
-        proc = subprocess.Popen(
+        proc = RuntimeProcess(
             [str(VENV_BIN / "pipeline-runtime"), *args],
             env={**self._env(env), "RESPAWN_TERMINATION_LOG": str(term)},
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        proc.termination_log = term  # type: ignore[attr-defined]
-        proc.output_log = self.tmp / f"proc-{self.count}.log"  # type: ignore[attr-defined]
+        proc.termination_log = term
+        proc.output_log = self.tmp / f"proc-{self.count}.log"
         return proc
 
     def run(
@@ -77,12 +84,12 @@ class Runtime:
         return [(s, int(a), int(i)) for s, a, i in rows]
 
 
-def output(proc: subprocess.Popen[str]) -> str:
-    return Path(proc.output_log).read_text()  # type: ignore[attr-defined]
+def output(proc: RuntimeProcess) -> str:
+    return proc.output_log.read_text()
 
 
-def termination(proc: subprocess.Popen[str]) -> dict[str, Any] | None:
-    path = Path(proc.termination_log)  # type: ignore[attr-defined]
+def termination(proc: RuntimeProcess) -> dict[str, Any] | None:
+    path = proc.termination_log
     if not path.exists() or not path.read_text().strip():
         return None
     record: dict[str, Any] = json.loads(path.read_text())

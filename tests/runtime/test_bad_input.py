@@ -311,14 +311,14 @@ def test_an_interrupted_run_without_a_run_id_says_how_to_resume_it(runtime: Runt
     import shlex
     import signal
 
-    from tests.conftest import wait_for
+    from respawn_local.testkit import wait_for
 
     args = ["run", CHAIN, "--params", '{"work_s": 0.5, "mb": 1}', "--checkpoint-uri", f"file://{tmp_path}/ck"]
     proc = runtime.start(args)
-    wait_for(lambda: '"event": "step_start"' in Path(proc.output_log).read_text(), 60, "a step to start")  # type: ignore[attr-defined]
+    wait_for(lambda: '"event": "step_start"' in proc.output_log.read_text(), 60, "a step to start")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 143
-    text = Path(proc.output_log).read_text()  # type: ignore[attr-defined]
+    text = proc.output_log.read_text()
     hint = next(line for line in text.splitlines() if "to resume run" in line)
     command = shlex.split(hint.split(": ", 2)[2])
     assert command[:2] == ["pipeline-runtime", "run"] and "--run-id" in command

@@ -45,7 +45,7 @@ def test_unchanged_values_are_not_hashed_or_uploaded_again() -> None:
     value = {"arr": np.random.default_rng(0).random(10_000)}
     _, stored, enc = roundtrip(value)
     puts: list[str] = []
-    enc._put = lambda path, data: puts.append(path)  # type: ignore[method-assign]
+    enc._put = lambda path, data: puts.append(path)
     node, uploaded = enc.resolve(snapshot(value))
     assert uploaded == 0 and puts == []
     assert not value["arr"].flags.writeable  # frozen: what was stored stays what it is
@@ -55,7 +55,7 @@ def test_same_content_in_a_new_object_is_not_uploaded_again() -> None:
     value = {"arr": np.arange(5000)}
     _, stored, enc = roundtrip(value)
     puts: list[str] = []
-    enc._put = lambda path, data: puts.append(path)  # type: ignore[method-assign]
+    enc._put = lambda path, data: puts.append(path)
     _, uploaded = enc.resolve(snapshot({"copy": value["arr"].copy()}))
     assert uploaded == 0 and puts == []
 

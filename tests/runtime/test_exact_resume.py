@@ -165,7 +165,7 @@ def test_tuples_numpy_scalars_and_bytearrays_keep_their_types() -> None:
 @pytest.mark.parametrize(
     ("value", "what"),
     [
-        pytest.param(np.ma.masked_array([1, 2], mask=[0, 1]), "MaskedArray is a subclass of ndarray"),
+        pytest.param(np.ma.masked_array([1, 2], mask=[False, True]), "MaskedArray is a subclass of ndarray"),
         pytest.param(collections.defaultdict(list), "defaultdict is a subclass of dict", id="defaultdict"),
         pytest.param(collections.OrderedDict(a=1), "OrderedDict is a subclass of dict", id="ordereddict"),
         pytest.param(float("inf"), "not a finite float", id="inf"),

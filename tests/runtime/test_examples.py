@@ -6,8 +6,8 @@ import signal
 from pathlib import Path
 
 import numpy as np
+from respawn_local.testkit import wait_for
 
-from tests.conftest import wait_for
 from tests.runtime.conftest import ROOT, Runtime
 
 

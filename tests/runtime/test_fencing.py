@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from respawn_local.testkit import wait_for
 
 from pipeline_runtime import Pipeline, step
 from pipeline_runtime.checkpoint import RunLog, Superseded
 from pipeline_runtime.codec import artifact_path, referenced_artifacts
 from pipeline_runtime.storage import open_store
 from pipeline_runtime.storage.memory import MemoryStore
-from tests.conftest import VENV_BIN, GCSEmulator, wait_for
+from tests.conftest import VENV_BIN, GCSEmulator
 from tests.runtime.conftest import Runtime, termination
 from tests.runtime.pipelines_for_tests import StoreWrapper
 

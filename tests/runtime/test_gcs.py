@@ -5,7 +5,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.conftest import GCSEmulator, free_port, wait_for
+from respawn_local.testkit import free_port, wait_for
+
+from tests.conftest import GCSEmulator
 from tests.runtime.conftest import Runtime
 
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from respawn_local.testkit import wait_for
 
 from pipeline_runtime.chaos.judge import step_commits
-from tests.conftest import wait_for
-from tests.runtime.conftest import Runtime, output, termination
+from tests.runtime.conftest import Runtime, RuntimeProcess, output, termination
 
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"
 COUNTING = "tests.runtime.pipelines_for_tests:Counting"
@@ -166,7 +166,7 @@ def test_sigterm_inside_a_step_without_safe_points_exits_143_by_deadline(runtime
     assert term is not None and "deadline" in term["message"]
 
 
-def ready(proc: Any, timeout: float = 30) -> None:
+def ready(proc: RuntimeProcess, timeout: float = 30) -> None:
     """Wait for the runtime's first line: from then on a signal is handled, not fatal."""
     wait_for(lambda: '"event": "ready"' in proc.output_log.read_text(), timeout, "the readiness line")
 

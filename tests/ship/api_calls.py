@@ -53,11 +53,12 @@ def _resources() -> dict[str, tuple[str, str, bool]]:
             isinstance(node, ast.Assign)
             and isinstance(node.value, ast.Call)
             and getattr(node.value.func, "id", "") == "Resource"
+            and isinstance(node.targets[0], ast.Name)
         ):
             args = [ast.literal_eval(a) for a in node.value.args]
             kw = {k.arg: ast.literal_eval(k.value) for k in node.value.keywords}
             namespaced = kw.get("namespaced", args[3] if len(args) > 3 else True)
-            found[node.targets[0].id] = (args[0], args[2], bool(namespaced))  # type: ignore[union-attr]
+            found[node.targets[0].id] = (args[0], args[2], bool(namespaced))
     return found
 
 
@@ -144,7 +145,7 @@ def _client_call(node: ast.Call, resources: dict[str, tuple[str, str, bool]], wh
         ]
     # client.request("POST", f"/api/v1/namespaces/{ns}/events", ...)
     if isinstance(target, ast.JoinedStr):
-        text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in target.values)
+        text = "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in target.values)
         parts = text.strip("/").split("/")
         if parts[:2] == ["api", "v1"] and len(parts) == 5 and parts[2] == "namespaces":
             return [Need("", parts[4], verb, True, f"{where}: request({args[0].value}, {text})")]

@@ -35,7 +35,8 @@ class Manifest:
 
     @property
     def namespace(self) -> str | None:
-        return self.obj["metadata"].get("namespace")
+        namespace = self.obj["metadata"].get("namespace")
+        return None if namespace is None else str(namespace)
 
 
 # Value sets the tests render: each is a way people install the chart.

@@ -35,7 +35,7 @@ def exported_metrics() -> frozenset[str]:
     """Every series name the operator's /metrics can show (families with no children yet included)."""
     import respawn_operator.metrics  # noqa: F401 - registers the operator's metrics
 
-    names = set()
+    names: set[str] = set()
     for family in REGISTRY.collect():
         if family.name.startswith("respawn_"):
             names.update(family.name + suffix for suffix in _SERIES[family.type])

@@ -13,6 +13,7 @@ from typing import Any
 
 import celpy
 import pytest
+from celpy.adapter import json_to_cel  # where it is defined: celpy re-exports it without __all__
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,9 +46,9 @@ class Policy:
         """None when the request is admitted, else the message of the first failed validation."""
         request = {"userInfo": user, "namespace": namespace, "operation": "UPDATE"}
         activation: dict[str, Any] = {
-            "request": celpy.json_to_cel(request),
-            "object": celpy.json_to_cel(new),
-            "oldObject": celpy.json_to_cel(old),
+            "request": json_to_cel(request),
+            "object": json_to_cel(new),
+            "oldObject": json_to_cel(old),
         }
         if not all(bool(c.evaluate(activation)) for c in self.conditions):
             return None  # not matched: the policy does not apply

@@ -268,6 +268,7 @@ def test_an_unknown_phase_is_unknown_not_an_error(health: HealthCheck) -> None:
 
 
 def test_the_check_always_returns_a_known_state_and_a_message(health: HealthCheck) -> None:
+    obj: dict[str, Any]
     for obj in (
         {},
         {"metadata": {}},

@@ -188,6 +188,7 @@ def test_several_replicas_without_peering_refuse_to_render() -> None:
 
 
 def _container(manifests: list[Manifest]) -> dict[str, Any]:
+    c: dict[str, Any]
     (c,) = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
     return c
 

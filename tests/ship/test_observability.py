@@ -12,7 +12,7 @@ import pytest
 from tests.ship import promql_check
 from tests.ship.chart_render import CHART_DIR, NAMESPACE, chart, find, one, render
 
-ENABLED = {"dashboards": {"enabled": True}, "prometheusRule": {"enabled": True}}
+ENABLED: dict[str, dict[str, Any]] = {"dashboards": {"enabled": True}, "prometheusRule": {"enabled": True}}
 ALERTS = {
     "RespawnRunFailed",
     "RespawnPreemptionStorm",
@@ -23,7 +23,8 @@ ALERTS = {
 
 
 def _dashboard() -> dict[str, Any]:
-    return json.loads((CHART_DIR / "dashboards" / "respawn.json").read_text())
+    dashboard: dict[str, Any] = json.loads((CHART_DIR / "dashboards" / "respawn.json").read_text())
+    return dashboard
 
 
 def _rule(values: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def test_runner_role_is_pods_get_patch_in_each_runner_namespace(name: str) -> No
         assert rules == RUNNER_RULES  # the copy harnesses use without the chart (respawn_local.testkit)
         assert _bound_rules(manifests, sa_name, ns, None) == [], "runner pods need nothing cluster-wide"
     runner_sas = [m for m in find(manifests, "ServiceAccount") if m.name == sa_name]
-    assert sorted(m.namespace for m in runner_sas) == sorted(runner_namespaces(values))
+    assert sorted(m.namespace or "" for m in runner_sas) == sorted(runner_namespaces(values))
 
 
 def test_the_runtime_needs_only_what_the_runner_role_grants() -> None:
@@ -189,7 +189,7 @@ def test_namespaced_install_has_no_cluster_wide_namespaced_grants() -> None:
     resources = {res for rule in _rules(cluster_role.obj) for res in rule["resources"]}
     assert resources == {"customresourcedefinitions", "nodes", "namespaces"}
     roles = find(manifests, "Role")
-    operator_roles = sorted(m.namespace for m in roles if m.name.endswith("-operator"))
+    operator_roles = sorted(m.namespace or "" for m in roles if m.name.endswith("-operator"))
     assert operator_roles == ["team-a", "team-b"]
 
 
