@@ -1,5 +1,5 @@
-"""The layering written in pyproject.toml ([tool.importlinter]) holds; the runtime and the operator
-type-check; the whole repository passes ruff's lint and format check ([tool.ruff])."""
+"""The layering written in pyproject.toml ([tool.importlinter]) holds; the runtime, the operator and
+the tests type-check; the whole repository passes ruff's lint and format check ([tool.ruff])."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def test_runtime_and_examples_type_check_strict() -> None:
         text=True,
         timeout=600,
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success: no issues found" in done.stdout
+
+
+def test_tests_type_check_strict() -> None:
+    """The tests too, against the real types of what they drive (mypy_path in [tool.mypy])."""
+    done = subprocess.run([str(VENV_BIN / "mypy"), "tests"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Success: no issues found" in done.stdout
 
