@@ -33,6 +33,27 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+SLOW_SECONDS = 10.0
+"""A test that takes longer (setup, call and teardown together) belongs in the slow tier."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the tests over SLOW_SECONDS that lack the `slow` marker: candidates for it, so that
+    `pytest -m "not slow"` stays quick. A list, never a failure: timing is no test verdict."""
+    took: dict[str, float] = {}
+    marked: set[str] = set()
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            if isinstance(rep, pytest.TestReport):
+                took[rep.nodeid] = took.get(rep.nodeid, 0.0) + rep.duration
+                if "slow" in rep.keywords:
+                    marked.add(rep.nodeid)
+    unmarked = sorted(((s, n) for n, s in took.items() if s > SLOW_SECONDS and n not in marked), reverse=True)
+    if unmarked:
+        terminalreporter.write_sep("=", f"over {SLOW_SECONDS:.0f} s without @pytest.mark.slow")
+        for seconds, nodeid in unmarked:
+            terminalreporter.write_line(f"{seconds:7.1f}s {nodeid}")
+
 
 def gcs_answers(url: str, timeout: float = 1.0) -> bool:
     """True once a GCS endpoint at `url` (the emulator, or a proxy in front of it) lists buckets."""
