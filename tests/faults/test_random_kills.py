@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,7 +96,13 @@ def kill_and_resume(
 
 
 def sweep(
-    results: Results, scenario: str, runs: int, tmp: Path, uri_for: object, test: str, upstream: str | None = None
+    results: Results,
+    scenario: str,
+    runs: int,
+    tmp: Path,
+    uri_for: Callable[[int, Path], str],
+    test: str,
+    upstream: str | None = None,
 ) -> None:
     def one(i: int) -> tuple[Verdict, int, str]:
         run_tmp = tmp / f"run{i}"
@@ -106,7 +113,7 @@ def sweep(
                 i,
                 SEED,
                 run_tmp,
-                uri_for(i, run_tmp),  # type: ignore[operator]
+                uri_for(i, run_tmp),
                 proxy,
             )
         finally:
