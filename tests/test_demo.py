@@ -9,7 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import VENV_BIN
+
+pytestmark = pytest.mark.slow  # the demo, run end to end
 
 
 def test_demo_preempts_and_resumes_and_keeps_the_cluster_up_for_kubectl(tmp_path: Path) -> None:

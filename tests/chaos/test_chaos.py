@@ -111,6 +111,7 @@ def test_non_determinism_is_named_not_blamed_on_resume(tmp_path: Path, pipeline:
     assert not differences(report), "the varying value was blamed on resume"
 
 
+@pytest.mark.slow
 def test_fresh_processes_give_the_same_verdicts(tmp_path: Path) -> None:
     code, report, err = chaos(
         tmp_path, "tests.chaos.buggy:GlobalState", "--kills", KILLS, "--seed", "1", "--fresh-processes"
@@ -127,6 +128,7 @@ def test_changing_a_committed_array_in_place_is_named(tmp_path: Path) -> None:
     assert report["cases"] == []
 
 
+@pytest.mark.slow
 def test_appending_to_an_output_file_is_found_with_the_compare_dir(tmp_path: Path) -> None:
     code, report, err = chaos(
         tmp_path,

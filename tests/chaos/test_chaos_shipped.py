@@ -12,6 +12,7 @@ from tests.chaos.test_chaos import ROOT, chaos
 from tests.dataprep.synth import make_face_video, make_video
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["center", "grid", "faces"])
 def test_dataprep_is_resumable_in_every_mode(tmp_path: Path, mode: str) -> None:
     unavailable = faces_unavailable() if mode == "faces" else None

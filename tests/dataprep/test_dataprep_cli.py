@@ -245,6 +245,7 @@ def resume(runtime: Runtime, kill_video: str, out: Path, ckpt: Path) -> tuple[di
     return info, text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig", [pytest.param(signal.SIGKILL, id="SIGKILL"), pytest.param(signal.SIGTERM, id="SIGTERM")]
 )
@@ -302,6 +303,7 @@ def test_stopped_in_write_dataset_leaves_no_duplicate_or_partial_shards(
     assert info["context"]["dataset"]["shards"] == 25
 
 
+@pytest.mark.slow
 def test_sigterm_between_progress_chunks_is_honoured_within_seconds(
     runtime: Runtime, tmp_path: Path, kill_video: str
 ) -> None:
@@ -326,6 +328,7 @@ def test_sigterm_between_progress_chunks_is_honoured_within_seconds(
     assert files(out) == files(ref)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(regions.faces_unavailable() is not None, reason=str(regions.faces_unavailable()))
 def test_killed_in_crop_resumes_with_the_chunks_already_stored(runtime: Runtime, tmp_path: Path) -> None:
     # faces mode: boxes come from detect_regions, so crop decodes the video itself

@@ -17,12 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline_runtime.checkpoint import CHECKPOINT_VERSION, seal
 from pipeline_runtime.storage import Store, open_store
 from tests.conftest import GCSEmulator
 from tests.faults.pipelines import CHAIN
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime
+
+pytestmark = pytest.mark.slow  # a corpus of bad checkpoints, each one run through real processes
 
 PARAMS = '{"mb": 0, "work_s": 0}'  # empty arrays and a 10 KB blob: small and quick'
 TENANT = "t1"

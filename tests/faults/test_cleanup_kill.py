@@ -19,6 +19,8 @@ from tests.faults.harness import FAULT_ENV, checkpoint_uri, reference, run_args
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime
 
+pytestmark = pytest.mark.slow  # real processes killed during cleanup, then resumed
+
 
 @pytest.mark.parametrize("store", ["file", "gs"])
 def test_killed_during_cleanup_the_next_attempt_does_not_run_again(

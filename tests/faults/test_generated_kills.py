@@ -31,6 +31,9 @@ from tests.faults.results import Results
 from tests.runtime.conftest import Runtime, RuntimeProcess, output
 from tests.runtime.pipelines_for_tests import GENERATED_STEPS
 
+# Generated pipelines interrupted and resumed as real processes (size: HYPOTHESIS_PROFILE, RESPAWN_GENERATED_RUNS).
+pytestmark = pytest.mark.slow
+
 PIPELINE = "tests.runtime.pipelines_for_tests:Generated"
 RECIPES = [
     "floats",

@@ -23,6 +23,8 @@ from tests.faults.results import Results, runs_from_env
 from tests.faults.test_operator_faults import SEED
 from tests.operator.harness import NS, Cluster
 
+pytestmark = pytest.mark.slow  # random disruptions through the operator (size: RESPAWN_FAULT_OPERATOR_RUNS)
+
 RUNS = runs_from_env("RESPAWN_FAULT_OPERATOR_RUNS", 6)
 SPOT = "cloud.google.com/gke-spot"
 KINDS = ["TerminationByKubelet", "PreemptionByScheduler", "evict", "delete", "lose-node", "lose-node-keep-running"]
@@ -74,7 +76,6 @@ def disrupt(cluster: Cluster, rng: random.Random, name: str, times: int) -> list
     return done
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_random_disruptions_every_run_finishes_exactly_once(results: Results, cluster: Cluster) -> None:
     rng = random.Random(f"{SEED}-disruptions")

@@ -31,6 +31,8 @@ from tests.faults.operator_runs import settle_and_judge
 from tests.faults.results import Results, runs_from_env
 from tests.operator.harness import NS, ROOT, Cluster
 
+pytestmark = pytest.mark.slow  # operator kills and API faults, end to end (size: RESPAWN_FAULT_OPERATOR_KILLS)
+
 SEED = runs_from_env("RESPAWN_FAULT_SEED", 20261130)
 KILLS = runs_from_env("RESPAWN_FAULT_OPERATOR_KILLS", 16)
 API_DOWN = float(os.environ.get("RESPAWN_FAULT_API_DOWN_SECONDS") or 4)
@@ -104,7 +106,6 @@ def running_pods(cluster: Cluster, prefix: str) -> list[str]:
     ]
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(240 + 6 * KILLS)
 def test_operator_killed_at_random_points_every_run_finishes_once(results: Results, cluster: Cluster) -> None:
     rng = random.Random(f"{SEED}-operator")

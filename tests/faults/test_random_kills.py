@@ -26,6 +26,8 @@ from tests.faults.proxy import ANY, ARTIFACTS, COMMITS, FaultProxy, started
 from tests.faults.results import Results, runs_from_env
 from tests.runtime.conftest import Runtime
 
+pytestmark = pytest.mark.slow  # random-kill sweeps (size: RESPAWN_FAULT_RUNS*)
+
 SEED = runs_from_env("RESPAWN_FAULT_SEED", 20261130)
 FILE_RUNS = runs_from_env("RESPAWN_FAULT_RUNS", 16)
 GS_RUNS = runs_from_env("RESPAWN_FAULT_RUNS_GS", runs_from_env("RESPAWN_FAULT_RUNS", 8))
@@ -140,7 +142,6 @@ def sweep(
     assert not failed, "\n".join(failed)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120 + 8 * FILE_RUNS)
 def test_random_kills_resume_byte_identical_file(results: Results, tmp_path: Path) -> None:
     sweep(
@@ -153,7 +154,6 @@ def test_random_kills_resume_byte_identical_file(results: Results, tmp_path: Pat
     )
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120 + 10 * GS_RUNS)
 def test_random_kills_resume_byte_identical_gcs(results: Results, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
     bucket = gcs_emulator.make_bucket("random-kills")
@@ -167,7 +167,6 @@ def test_random_kills_resume_byte_identical_gcs(results: Results, tmp_path: Path
     )
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120 + 12 * CHAOS_RUNS)
 def test_random_kills_with_storage_faults_resume_byte_identical_gcs(
     results: Results, tmp_path: Path, gcs_emulator: GCSEmulator

@@ -20,6 +20,8 @@ from tests.faults.harness import FAULT_ENV, checkpoint_uri, full_history, refere
 from tests.faults.results import Results
 from tests.runtime.conftest import Runtime, RuntimeProcess, termination
 
+pytestmark = pytest.mark.slow  # stale attempts racing live ones, as real processes
+
 # Each interleaving is a script of operations on numbered attempts:
 #   ("start", n, gate)  start attempt n, holding at `gate` (None: run freely)
 #   ("held", n)         wait until attempt n holds at its gate

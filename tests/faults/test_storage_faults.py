@@ -24,6 +24,8 @@ from tests.faults.proxy import ANY, ARTIFACTS, COMMITS, FaultProxy, started
 from tests.faults.results import Results, runs_from_env
 from tests.runtime.conftest import Runtime, termination
 
+pytestmark = pytest.mark.slow  # storage faults through a proxy, real processes (size: RESPAWN_FAULT_STORAGE_RUNS)
+
 SEED = runs_from_env("RESPAWN_FAULT_SEED", 20261130)
 BURSTS = runs_from_env("RESPAWN_FAULT_STORAGE_RUNS", 6)
 RETRY_SECONDS = "3"

@@ -20,6 +20,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from respawn_operator.fanout import (
@@ -286,6 +287,7 @@ def check(w: World, d: ParentDecision) -> None:
             assert phase == ("Running" if running or succeeded or failed else "Pending")
 
 
+@pytest.mark.slow
 @given(
     name=PARENT_NAMES,
     items=st.lists(ITEMS, min_size=1, max_size=25, unique=True),

@@ -20,6 +20,8 @@ from respawn_local.testkit import free_port
 
 from tests.operator.harness import NS, Cluster, items, running_cluster, submit_parent
 
+pytestmark = pytest.mark.slow  # runs driven end to end through `kubectl respawn`
+
 PLUGIN = [sys.executable, "-m", "respawn_operator.kubectl_plugin"]
 SUBCOMMANDS = ["get", "watch", "logs", "describe", "suspend", "resume", "rerun"]
 

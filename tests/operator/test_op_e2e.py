@@ -25,6 +25,8 @@ from respawn_local.testkit import free_port, wait_for
 
 from tests.operator.harness import BIN, HERE, NS, ROOT, Cluster, Obj, running_cluster
 
+pytestmark = pytest.mark.slow  # end to end: the operator, the API emulator and pods that run pipeline-runtime
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

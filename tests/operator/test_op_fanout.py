@@ -157,6 +157,7 @@ def children_of(cluster: Cluster, name: str) -> list[dict[str, Any]]:
     return cluster.api.list("pipelineruns", NS, label_selector=f"{LABEL_PARENT_UID}={uid}")
 
 
+@pytest.mark.slow
 def test_a_parent_runs_every_item_as_a_child_and_succeeds(cluster: Cluster) -> None:
     outs = [cluster.tmp / f"fan-{i}.out" for i in range(3)]
     submit_parent(cluster, "fan", items(outs), parallelism=2)
@@ -171,6 +172,7 @@ def test_a_parent_runs_every_item_as_a_child_and_succeeds(cluster: Cluster) -> N
     assert not cluster.jobs("fan"), "a parent runs no Job of its own"
 
 
+@pytest.mark.slow
 def test_a_preempted_item_resumes_and_the_parent_counts_it(cluster: Cluster) -> None:
     outs = [cluster.tmp / f"spot-{i}.out" for i in range(2)]
     submit_parent(cluster, "spot", items(outs), step_s=0.4)
@@ -184,6 +186,7 @@ def test_a_preempted_item_resumes_and_the_parent_counts_it(cluster: Cluster) -> 
     assert cluster.status(first)["attempts"][1]["resumedFrom"]
 
 
+@pytest.mark.slow
 def test_editing_items_keeps_unchanged_children_and_deleting_the_parent_removes_all(cluster: Cluster) -> None:
     outs = [cluster.tmp / f"edit-{i}.out" for i in range(3)]
     submit_parent(cluster, "edit", items(outs[:2]))
@@ -258,6 +261,7 @@ def test_the_fanout_example_runs_as_written_with_local_videos(cluster: Cluster) 
         assert (work / "out" / item_key(item) / "manifest.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_an_operator_killed_mid_fan_out_makes_no_duplicate_children_or_jobs(cluster: Cluster) -> None:
     outs = [cluster.tmp / f"restart-{i}.out" for i in range(6)]
     submit_parent(cluster, "restart", items(outs), parallelism=3, step_s=0.2)

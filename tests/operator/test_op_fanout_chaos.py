@@ -25,6 +25,8 @@ from respawn_operator.fanout import LABEL_PARENT_UID, child_name
 from pipeline_runtime.chaos import judge
 from tests.operator.harness import HERE, NS, Cluster, running_cluster
 
+pytestmark = pytest.mark.slow  # thirty items under random disruptions, end to end
+
 SEED = int(os.environ.get("RESPAWN_FANOUT_CHAOS_SEED", "14"))
 ITEMS, PARALLELISM, BAD = 30, 5, 17
 CLEAN_OUTPUT = "a,b,c,d,e 11111\n"

@@ -35,6 +35,8 @@ from respawn_local.testkit import free_port, runner_rbac, wait_for
 
 from tests.operator.harness import NS, ROOT, Cluster, OperatorProcess
 
+pytestmark = pytest.mark.slow  # two operator replicas handing over through kopf peering, end to end
+
 PEERING = "respawn"  # the chart's operator.peering.name
 LIFETIME = 8  # seconds; keep-alives every 1..3 s, takeover at most LIFETIME s after the last one
 RESUMED = "Resuming operations after the pause"

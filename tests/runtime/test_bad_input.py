@@ -109,6 +109,7 @@ def truncate_latest(ck: Path) -> Path:
     return commits[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["Strict", "Compatible"])
 def test_truncated_checkpoint_is_a_clear_error(runtime: Runtime, tmp_path: Path, policy: str) -> None:
     uri, ck = f"file://{tmp_path}/ck", tmp_path / "ck"
@@ -306,6 +307,7 @@ def test_a_pipeline_module_next_to_the_command_is_found_without_pythonpath(tmp_p
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_without_a_run_id_says_how_to_resume_it(runtime: Runtime, tmp_path: Path) -> None:
     """A run started without --run-id gets a random id; the command that resumes it is printed."""
     import shlex

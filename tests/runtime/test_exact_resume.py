@@ -125,6 +125,7 @@ VALUES = st.recursive(
 )
 
 
+@pytest.mark.slow
 @given(st.dictionaries(st.text(min_size=1, max_size=6), VALUES, max_size=6))
 def test_every_accepted_context_decodes_exactly(context: dict[str, Any]) -> None:
     back = roundtrip(context)

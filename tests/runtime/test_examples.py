@@ -6,11 +6,13 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 from respawn_local.testkit import wait_for
 
 from tests.runtime.conftest import ROOT, Runtime
 
 
+@pytest.mark.slow
 def test_custom_pipeline_example_runs_and_resumes(runtime: Runtime, tmp_path: Path) -> None:
     env = {"PYTHONPATH": f"{ROOT / 'examples'}:{ROOT}", "RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}
     out, clean = tmp_path / "thumbs.npz", tmp_path / "clean.npz"
@@ -56,6 +58,7 @@ def test_the_readme_pipeline_snippet_runs_and_resumes(tmp_path: Path) -> None:
     assert loaded.returncode == 0 and "['load', 'shrink']" not in loaded.stdout  # importing it runs nothing
 
 
+@pytest.mark.slow
 def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
     """Step 1 and 2 of "A 5-minute tour", command by command, in an empty folder: the clip is
     made, the run finishes, the same command again resumes (skips everything), inspect works."""

@@ -71,6 +71,7 @@ def test_stale_attempt_after_the_run_finished_exits_76(runtime: Runtime, tmp_pat
     assert not [p for p in artifacts.rglob("*") if p.is_file()]
 
 
+@pytest.mark.slow
 def test_stale_attempt_cannot_commit_gcs(runtime: Runtime, tmp_path: Path, gcs_emulator: GCSEmulator) -> None:
     bucket = gcs_emulator.make_bucket("fencing")
     uri = f"gs://{bucket}/runs"

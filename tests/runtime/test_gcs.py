@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from respawn_local.testkit import free_port, wait_for
 
 from tests.conftest import GCSEmulator
@@ -32,6 +33,7 @@ def args(uri: str, out: Path, attempt: int, retain: str = "Always") -> list[str]
     ]
 
 
+@pytest.mark.slow
 def test_gcs_kill_between_uploads_and_commit_then_resume(
     runtime: Runtime, tmp_path: Path, gcs_emulator: GCSEmulator
 ) -> None:

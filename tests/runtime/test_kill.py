@@ -67,6 +67,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"out": out.read_bytes(), "context": info["context"], "seconds": seconds}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fraction", [0.05, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
 def test_sigkill_at_any_moment_resumes_to_identical_output(
     runtime: Runtime, tmp_path: Path, reference: dict[str, Any], fraction: float
@@ -85,6 +86,7 @@ def test_sigkill_at_any_moment_resumes_to_identical_output(
     assert_no_committed_step_ran_again(runtime, info)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pause_at", ["artifact-before:1", "artifact-before:3", "commit-before:3", "commit-before:4"])
 def test_killed_around_uploads_and_commit_resumes(
     runtime: Runtime, tmp_path: Path, reference: dict[str, Any], pause_at: str
@@ -107,6 +109,7 @@ def test_killed_around_uploads_and_commit_resumes(
     assert len(committed_by_1) < 5
 
 
+@pytest.mark.slow
 def test_sigterm_commits_progress_and_exits_143(runtime: Runtime, tmp_path: Path) -> None:
     uri, out = f"file://{tmp_path}/ck", tmp_path / "out.txt"
     args = [

@@ -152,6 +152,7 @@ KEYS = st.sampled_from([PROGRESS, "respawn.dev/run-name", "respawn.dev/sim-log",
 TEXT = st.text(alphabet="ab{}:1", max_size=4)
 
 
+@pytest.mark.slow
 @given(
     old_annotations=st.one_of(st.none(), st.dictionaries(KEYS, TEXT, max_size=3)),
     new_annotations=st.one_of(st.none(), st.dictionaries(KEYS, TEXT, max_size=3)),

@@ -29,6 +29,8 @@ from respawn_local.testkit import free_port, wait_for
 from tests.operator.harness import Cluster, OperatorProcess
 from tests.ship.chart_render import NAMESPACE, Manifest, render
 
+pytestmark = pytest.mark.slow  # the chart installed on the emulator and a run through it
+
 RUNS = "pipelines"
 
 INSTALLS: dict[str, dict[str, Any]] = {

@@ -22,8 +22,6 @@ import pytest
 
 from pipeline_runtime import extras
 
-pytestmark = pytest.mark.fast
-
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 OURS = ("pipeline_runtime", "respawn_operator", "respawn_local")
