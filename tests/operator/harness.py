@@ -110,7 +110,7 @@ class Cluster:
             return st if pred(st) else None
 
         try:
-            return wait_for(check, timeout, f"{name}: {what}")  # type: ignore[no-any-return]
+            return wait_for(check, timeout, f"{name}: {what}")
         except AssertionError:
             print(json.dumps(self.status(name), indent=1))
             raise
@@ -133,7 +133,7 @@ class Cluster:
             live = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"]
             return next((pod for pod in live if not ready or '"event": "ready"' in self.pod_log(pod)), None)
 
-        return wait_for(find, 30, f"{name}: running pod of attempt {attempt}")  # type: ignore[no-any-return]
+        return wait_for(find, 30, f"{name}: running pod of attempt {attempt}")
 
     def jobs(self, name: str) -> list[str]:
         uid = self.run(name)["metadata"]["uid"]

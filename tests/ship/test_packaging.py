@@ -17,6 +17,7 @@ import sys
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ def _self_extras(requirement: str) -> list[str]:
     return [e.strip() for e in match[1].split(",")] if match else []
 
 
-def requirements_of(extra: str, project: dict = PROJECT) -> list[str]:
+def requirements_of(extra: str, project: dict[str, Any] = PROJECT) -> list[str]:
     """The requirements an extra installs, its `respawn[...]` references expanded (the core not included)."""
     out: list[str] = []
     for req in project["optional-dependencies"][extra]:
@@ -73,7 +74,7 @@ def requirements_of(extra: str, project: dict = PROJECT) -> list[str]:
     return out
 
 
-def dists_installed_by(group: str, project: dict = PROJECT) -> set[str]:
+def dists_installed_by(group: str, project: dict[str, Any] = PROJECT) -> set[str]:
     core, names = GROUP_EXTRAS[group]
     reqs = list(project["dependencies"]) if core else []
     for extra in names:
@@ -161,7 +162,7 @@ def needs(sources: dict[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def violations(sources: dict[str, str], project: dict = PROJECT) -> list[str]:
+def violations(sources: dict[str, str], project: dict[str, Any] = PROJECT) -> list[str]:
     problems = []
     for module, found in sorted(needs(sources).items()):
         group = group_of(module)
