@@ -169,6 +169,14 @@ class StepContext(MutableMapping[str, Any]):
     def __repr__(self) -> str:
         return f"StepContext({sorted(self._data)})"
 
+    def snapshot(self) -> dict[str, Any]:
+        """The values as they are now (a shallow copy: the keys, not copies of the values)."""
+        return dict(self._data)
+
+    def restore(self, values: dict[str, Any]) -> None:
+        """Put back what `snapshot` returned: a step that failed or stopped leaves no keys behind."""
+        self._data = dict(values)
+
 
 @dataclass
 class RunSummary:
@@ -363,6 +371,8 @@ class _Run:
         self.summary: dict[str, dict[str, Any]] = {}
         self.completed: list[str] = []
         self.current: str | None = None
+        self.attempt: int = pipeline.attempt or 1
+        """This attempt's number: the claim fixes it (one more than the last writer's, locally)."""
         self._last_progress_commit = time.monotonic()
         self._last_report = 0.0
 
@@ -534,41 +544,41 @@ class _Run:
             raise Terminated(f"{STOP.name} before the first step; nothing to commit")
         base = _Base([], {}, None, {}, None)
         attempt = self.p.attempt or 1
-        if runlog is not None:
-            self.encoder = Encoder(runlog.put_artifact)  # its epoch and known artifacts: set by the claim
-            try:
-                attempt, base = self.claim(runlog, resume, rerun_from)
-            except CorruptCheckpoint as e:
-                raise IncompatibleCheckpoint(str(e)) from None
-        self.attempt = attempt
-        self.completed = list(base.completed)
-        self.summary = dict(base.summary)
-        ctx = StepContext(
-            dict(base.context),
-            self.params,
-            self.p.run_id,
-            attempt,
-            self.p.tenant,
-            self.scratch,
-            self._on_progress,
-            self._on_report,
-        )
-        result = RunSummary(
-            self.p.pipeline_name(),
-            self.p.run_id,
-            attempt,
-            self.summary,
-            resumed_from=base.resumed_from,
-            checkpoint_uri=runlog.uri if runlog else None,
-        )
-        self.emit(
-            "start",
-            attempt=attempt,
-            total=len(self.names),
-            completed=len(self.completed),
-            resumed_from=base.resumed_from,
-        )
-        try:
+        try:  # from the claim on: the claim starts the commit worker, which must always be closed
+            if runlog is not None:
+                self.encoder = Encoder(runlog.put_artifact)  # its epoch and known artifacts: set by the claim
+                try:
+                    attempt, base = self.claim(runlog, resume, rerun_from)
+                except CorruptCheckpoint as e:
+                    raise IncompatibleCheckpoint(str(e)) from None
+            self.attempt = attempt
+            self.completed = list(base.completed)
+            self.summary = dict(base.summary)
+            ctx = StepContext(
+                dict(base.context),
+                self.params,
+                self.p.run_id,
+                attempt,
+                self.p.tenant,
+                self.scratch,
+                self._on_progress,
+                self._on_report,
+            )
+            result = RunSummary(
+                self.p.pipeline_name(),
+                self.p.run_id,
+                attempt,
+                self.summary,
+                resumed_from=base.resumed_from,
+                checkpoint_uri=runlog.uri if runlog else None,
+            )
+            self.emit(
+                "start",
+                attempt=attempt,
+                total=len(self.names),
+                completed=len(self.completed),
+                resumed_from=base.resumed_from,
+            )
             for info in self.steps:
                 if info.name in self.completed:
                     result.skipped.append(info.name)
@@ -625,11 +635,11 @@ class _Run:
             resumed=ctx.progress is not None,
         )
         started = time.monotonic()
-        snapshot_before = dict(ctx._data)
+        snapshot_before = ctx.snapshot()
         try:
             info.fn(self.p, ctx)
         except StopRequested:
-            ctx._data = snapshot_before
+            ctx.restore(snapshot_before)
             self._stop(f"inside step {info.name!r}")
         except (InvalidInput, Terminated):
             raise
@@ -638,7 +648,7 @@ class _Run:
         except Exception as e:
             if self.worker is not None:
                 self.worker.raise_if_failed()  # a storage/fencing error surfaced inside the step
-            ctx._data = snapshot_before
+            ctx.restore(snapshot_before)
             self.summary[info.name] = {
                 "status": "failed",
                 "attempt": self.attempt,
@@ -664,7 +674,7 @@ class _Run:
         base.progress = None
         if self.worker is not None:
             try:
-                plan = snapshot(ctx._data, "ctx")
+                plan = snapshot(ctx.snapshot(), "ctx")
             except UnsupportedValue as e:
                 raise StepFailed(info.name, e) from e
             self.worker.submit(self.body(Kind.STEP, self.attempt), plan, None)
