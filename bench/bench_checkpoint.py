@@ -86,7 +86,7 @@ def bench_commit_and_resume(gib: float, base: Path, fsync: bool) -> None:
     for i in range(3):
         plain = base / f"plain{i}"
         writes.append(plain_write(ctx, plain, fsync))
-        store = FileStore(f"file://{base}/ck{i}", fsync=fsync)
+        store = FileStore(f"file://{base}/ck{i}", durable=fsync)
         log = RunLog(store, "t", "r")
         pool = ThreadPoolExecutor(4)
         fresh = {k: v.copy() for k, v in ctx.items()}  # new objects: nothing cached
@@ -151,7 +151,7 @@ def bench_pipeline_overhead(base: Path, fsync: bool) -> None:
         t = time.perf_counter()
         TenSteps(checkpoint_uri=None).run()
         off.append(time.perf_counter() - t)
-        store = FileStore(f"file://{base}/p{i}", fsync=fsync)
+        store = FileStore(f"file://{base}/p{i}", durable=fsync)
         t = time.perf_counter()
         TenSteps(store=store, run_id=f"p{i}", retain="Always").run()
         on.append(time.perf_counter() - t)

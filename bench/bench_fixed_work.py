@@ -96,7 +96,7 @@ def child(mode: str, steps: int, iters: int, mb: int, folder: str) -> None:
     if mode == "on-nofsync":
         from pipeline_runtime.storage.local import FileStore
 
-        store = FileStore(f"file://{folder}/ck", fsync=False)
+        store = FileStore(f"file://{folder}/ck", durable=False)
     workload({"iters": iters, "mb": mb}, checkpoint_uri=uri, store=store, run_id="bench", retain="Always").run()
     print(json.dumps({"done": True}))
 

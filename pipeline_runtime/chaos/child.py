@@ -20,18 +20,16 @@ def run(argv: list[str]) -> int:
     wrapped: list[PausingStore] = []
 
     def wrap(store: Store) -> Store:
-        if getattr(store, "fsync", False):  # file:// (the core knows stores only by storage.base)
-            # A chaos session kills processes, never the machine: what a killed process
-            # wrote is in the page cache and every later attempt reads it. fsync guards
-            # only against a host crash, which no case simulates (docs/chaos.md, Cost).
-            store.fsync = False  # type: ignore[attr-defined]
         pausing = PausingStore.from_env(store)
         wrapped.append(pausing)
         return pausing
 
     code = 0
     try:
-        cli_main(argv, wrap_store=wrap)
+        # A chaos session kills processes, never the machine: what a killed process wrote
+        # is in the page cache and every later attempt reads it. fsync guards only against
+        # a host crash, which no case simulates (docs/chaos.md, Cost): not durable.
+        cli_main(argv, wrap_store=wrap, durable=False)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline_runtime import InvalidInput, Pipeline, StepContext, step
 from pipeline_runtime.storage import open_store
-from pipeline_runtime.storage.local import FileStore
+from pipeline_runtime.storage.base import Tidy
 
 from . import augment as aug
 from . import regions, shards
@@ -422,8 +422,8 @@ class DataPrepPipeline(Pipeline):
         stale = [path for path in out.list("shard-") if "/" not in path and path not in keep]
         for path in stale:
             out.delete(path)
-        if isinstance(out, FileStore):  # what a killed attempt's interrupted writes left in the folder
-            out.remove_temporaries(recursive=False)
+        if isinstance(out, Tidy):  # what a killed attempt's interrupted writes left in the folder
+            out.tidy("", recursive=False)
         removed = work.clear()
         # What the cleanup removed depends on what earlier runs and attempts left, so it is
         # logged, not kept in ctx: a resumed run's context equals an uninterrupted run's.

@@ -26,21 +26,17 @@ out again by `buffer`, so a long step does not keep touching fresh memory.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import xxhash
 
 from pipeline_runtime.storage import NotFound, Store, open_store
-from pipeline_runtime.storage.local import FileStore
+from pipeline_runtime.storage.base import Tidy
 
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype[Any] | type) -> bytes:
@@ -84,9 +80,7 @@ class WorkStore:
     """Arrays under `<uri>/<prefix>/`, named by step-chosen name plus checksum, verified on read."""
 
     def __init__(self, uri: str, prefix: str, in_flight: int = 2) -> None:
-        self.store: Store = open_store(uri)
-        if isinstance(self.store, FileStore):
-            self.store.fsync = False  # scratch: a chunk lost in a host crash is made again (module doc)
+        self.store: Store = open_store(uri, durable=False)  # scratch: a chunk lost in a host crash is made again
         self.prefix = prefix.strip("/")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="work-store")
         self._pending: deque[tuple[Future[dict[str, Any]], NpyBuffer]] = deque()
@@ -188,19 +182,5 @@ class WorkStore:
         return len(paths)
 
     def _remove_empty_folders(self) -> None:
-        # Object stores have no folders; a local one keeps empty ones after deletes.
-        parsed = urlparse(self.store.uri)
-        if parsed.scheme != "file":
-            return
-        root = Path(parsed.path)
-        top = root / self.prefix
-        if isinstance(self.store, FileStore):
-            self.store.remove_temporaries(self.prefix)  # writes killed mid-way (SIGKILL) leave them
-        if top.is_dir():
-            for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-                with contextlib.suppress(OSError):
-                    os.rmdir(folder)
-        for parent in Path(self.prefix).parents:
-            if str(parent) != ".":
-                with contextlib.suppress(OSError):
-                    os.rmdir(root / parent)
+        if isinstance(self.store, Tidy):  # a local folder keeps empty folders and killed writes' temporaries
+            self.store.tidy(self.prefix)

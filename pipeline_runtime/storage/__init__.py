@@ -7,6 +7,7 @@ its scheme is opened, so `file://` users never load google-cloud-storage.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from urllib.parse import urlparse
@@ -30,8 +31,11 @@ def schemes() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group="respawn.stores")}
 
 
-def open_store(uri: str) -> Store:
+def open_store(uri: str, *, durable: bool = True) -> Store:
     """Open the store behind `uri` (`file:///path`, `gs://bucket/prefix`, `memory://name`).
+
+    `durable=False`: scratch data, made again if a host crash loses it (base.py); a backend
+    that has no such mode is opened as it is.
 
     A plain path (no scheme) is taken as a local folder. A backend whose package is not
     installed (`gs://` without google-cloud-storage) raises StoreMisconfigured naming the
@@ -45,7 +49,8 @@ def open_store(uri: str) -> Store:
         if backend is None:
             known = ", ".join(f"{s}://" for s in sorted(schemes())) or "none"
             raise ValueError(f"unsupported storage URI {uri!r}: known schemes are {known}")
-        store: Store = backend(uri)
+        takes_durable = "durable" in inspect.signature(backend).parameters
+        store: Store = backend(uri, durable=durable) if takes_durable else backend(uri)  # type: ignore[call-arg]
     except ModuleNotFoundError as e:  # the backend imports its client library lazily
         message = missing_package_message(e, f"the {scheme}:// checkpoint store")
         if message is None:

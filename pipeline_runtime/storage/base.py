@@ -7,6 +7,13 @@ Every backend gives the same guarantees:
 * `put(..., if_absent=True)` is a compare-and-set on existence: of several
   writers racing for one path exactly one wins, the others get PreconditionFailed.
 * Errors that may go away on retry are raised as TransientStoreError.
+
+A backend is a class taking the URI, registered under its scheme (entry points
+`respawn.stores`). It may take a keyword `durable: bool = True`: `open_store(uri,
+durable=False)` asks for scratch writes that a host crash may lose (a local folder skips
+fsync), for data that is made again when lost; a backend without the keyword is always
+durable. A backend that leaves something behind after deletes (a local folder keeps empty
+folders, and the temporary files of writes killed mid-way) also implements `Tidy`.
 """
 
 from __future__ import annotations
@@ -81,3 +88,13 @@ def check_path(path: str, *, prefix: bool = False) -> str:
     if any(part in ("", ".", "..") for part in body.split("/")):
         raise ValueError(f"invalid store path {path!r}")
     return path
+
+
+@runtime_checkable
+class Tidy(Protocol):
+    """A store that can remove what deletes and killed writes leave under a prefix."""
+
+    def tidy(self, prefix: str, *, recursive: bool = True) -> None:
+        """Remove temporary files of interrupted writes under `prefix` (below it too, if
+        `recursive`) and folders left empty; only for a caller that owns `prefix` and
+        whose other writers are fenced."""

@@ -18,15 +18,15 @@ from .base import NotFound, OutsideStore, PreconditionFailed, StoreMisconfigured
 
 
 class FileStore:
-    """Objects are files under a root folder; `fsync` makes commits survive a host crash."""
+    """Objects are files under a root folder; `durable` (fsync) makes commits survive a host crash."""
 
-    def __init__(self, uri: str, *, fsync: bool = True) -> None:
+    def __init__(self, uri: str, *, durable: bool = True) -> None:
         parsed = urlparse(uri)
         if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
             raise ValueError(f"not a file:// URI: {uri!r} (use file:///absolute/path)")
         self.uri = uri
         self.root = Path(unquote(parsed.path))
-        self.fsync = fsync
+        self.durable = durable
 
     def _path(self, path: str) -> Path:
         target = self.root / check_path(path)
@@ -51,7 +51,7 @@ class FileStore:
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-                    if self.fsync:
+                    if self.durable:
                         f.flush()
                         os.fsync(f.fileno())
                 if if_absent:
@@ -132,6 +132,23 @@ class FileStore:
             if not recursive:
                 break
         return removed
+
+    def tidy(self, prefix: str, *, recursive: bool = True) -> None:
+        """base.Tidy: the temporaries of killed writes under `prefix`; with `recursive`, also
+        every folder under it left empty, the prefix folder and its empty parents (an object
+        store has no folders to leave behind)."""
+        self.remove_temporaries(prefix, recursive)
+        if not recursive:
+            return
+        top = self.root / prefix if prefix else self.root
+        if top.is_dir():
+            for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        for parent in Path(prefix).parents:
+            if str(parent) != ".":
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.root / parent)
 
     def delete(self, path: str) -> None:
         target = self._path(path)
