@@ -2,6 +2,12 @@
 
 Names are loaded lazily so that `pipeline-runtime` can install its SIGTERM
 handler before numpy and pydantic are imported (a pod may be stopped at any moment).
+
+Layers (outer to inner, checked by import-linter: pyproject.toml): ``testing`` > ``chaos``
+> ``cli`` > ``pipelines`` (the sample pipelines) > ``registry`` > ``pipeline`` (steps,
+the run loop) > ``commit_worker``, ``resume`` > ``checkpoint`` (the commit log) >
+``codec``, ``storage``, ``reporting``, ``lifecycle``, ``code_digest`` > ``errors``,
+``extras`` > ``contracts`` (the pod-operator contract).
 """
 
 from __future__ import annotations
