@@ -117,3 +117,17 @@ def test_the_fan_out_demo_runs_one_child_per_video_and_resumes_the_reclaimed_one
         assert re.search(r"Item clips-12-\w+ was preempted and attempt 2 resumed after", out), out
     else:
         assert "Preemptions: 0" in out, out
+
+
+def test_the_demo_outside_a_checkout_says_where_to_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Installed from a wheel there is no examples/ next to the package: one line, exit 2,
+    and nothing made (no folder, no emulator)."""
+    from respawn_local import demo
+
+    monkeypatch.setattr(demo, "EXAMPLE", tmp_path / "no-checkout" / "examples" / "dataprep-run.yaml")
+    assert demo.main(["--dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "checkout of the Respawn repository" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()

@@ -161,6 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.fanout < 0 or args.fanout > 50:
         ap.error("--fanout: give 1 to 50 videos")
+    example = FANOUT_EXAMPLE if args.fanout else EXAMPLE
+    if not example.is_file():
+        # Installed from a wheel: the demo applies the repository's own example manifest,
+        # as a user would, and a wheel does not carry examples/ (issue 13: demo or wheel).
+        print(
+            f"respawn-demo: {example} not found: the demo applies the examples/ manifests of a checkout "
+            "of the Respawn repository; run it there (scripts/demo.sh, or respawn-demo from its .venv)",
+            file=sys.stderr,
+        )
+        return 2
     args.frames = args.frames or (1200 if args.fanout else 3000)
     if args.frames < 1:
         ap.error("--frames: give at least 1")
