@@ -1,8 +1,9 @@
 """What the operator keeps from its watches, so a reconcile reads memory, not the API.
 
-`PodCache` keeps each attempt's pod, also after it is deleted; `ChildIndex` keeps a fan-out
-parent's children. Both are fed by the kopf event handlers (handlers.py) and read by the
-reconciler (reconciler.py).
+`PodCache` keeps each attempt's pods, also after they are deleted; `ChildIndex` keeps a
+fan-out parent's children. Both are fed by the kopf event handlers (handlers.py), listed
+once and then every so often to catch what a watch missed, and read by the reconciler
+(reconciler.py). `NodeCache` keeps node lookups for a few seconds.
 """
 
 from __future__ import annotations
@@ -12,31 +13,90 @@ from typing import Any
 
 from respawn_operator.fanout import LABEL_PARENT_UID
 
+PodEntry = tuple[dict[str, Any], bool, float]
+"""(the pod as last seen, whether it is gone from the API, when that was seen: monotonic)."""
+
 
 class PodCache:
-    """The last state of each attempt's pod, kept after the pod is deleted.
+    """Each attempt's pods from the pod watch (a lister), kept after they are deleted.
 
-    A pod deleted by someone else (or garbage-collected) vanishes from the API; its last
-    watched state still says how it ended.
+    A round reads the current attempt's pods here instead of listing them. The first look
+    at an attempt, and every `relist_seconds` after, lists them once and merges the answer
+    (the watch may not have delivered a new pod yet, and a pod deleted while the watch
+    was down sends no event): a pod the list lacks that was seen before the list began is
+    gone. A pod deleted by someone else (or garbage-collected) vanishes from the API; its
+    last watched state still says how it ended. Finished runs are forgotten.
     """
 
-    def __init__(self) -> None:
-        self._pods: dict[tuple[str, str, str], tuple[dict[str, Any], bool]] = {}
+    def __init__(self, relist_seconds: float = 15.0) -> None:
+        self.relist_seconds = relist_seconds
+        self._runs: dict[tuple[str, str], dict[str, dict[str, PodEntry]]] = {}
+        """(namespace, run uid) -> attempt -> pod name -> entry."""
+        self._listed: dict[tuple[str, str, str], float] = {}
 
     def store(self, namespace: str, uid: str, attempt: str, pod: dict[str, Any], gone: bool) -> None:
-        self._pods[(namespace, uid, attempt)] = (pod, gone)
+        attempts = self._runs.setdefault((namespace, uid), {})
         if attempt.isdigit():  # attempt N exists only once N-1 was classified: drop the older ones
-            for key in [
-                k for k in self._pods if k[:2] == (namespace, uid) and k[2].isdigit() and int(k[2]) < int(attempt)
-            ]:
-                del self._pods[key]
+            for older in [a for a in attempts if a.isdigit() and int(a) < int(attempt)]:
+                del attempts[older]
+                self._listed.pop((namespace, uid, older), None)
+        name = (pod.get("metadata") or {}).get("name") or ""
+        attempts.setdefault(attempt, {})[name] = (pod, gone, time.monotonic())
 
-    def get(self, namespace: str, uid: str, attempt: int) -> tuple[dict[str, Any], bool] | None:
-        return self._pods.get((namespace, uid, str(attempt)))
+    def get(self, namespace: str, uid: str, attempt: int) -> list[tuple[dict[str, Any], bool]] | None:
+        """The attempt's pods as (pod, gone), or None when they must be listed first (`merge_listed`)."""
+        listed = self._listed.get((namespace, uid, str(attempt)))
+        if listed is None or time.monotonic() - listed > self.relist_seconds:
+            return None
+        entries = (self._runs.get((namespace, uid)) or {}).get(str(attempt)) or {}
+        return [(pod, gone) for pod, gone, _ in sorted(entries.values(), key=lambda e: e[2])]
+
+    def merge_listed(
+        self, namespace: str, uid: str, attempt: int, items: list[dict[str, Any]], started: float
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """Merge a LIST of the attempt's pods begun at `started` (monotonic), as ChildIndex does;
+        a pod seen before the list began that it lacks is gone."""
+        key = str(attempt)
+        known = self._runs.setdefault((namespace, uid), {}).setdefault(key, {})
+        merged: dict[str, PodEntry] = {}
+        for pod in items:
+            name = pod["metadata"]["name"]
+            mine = known.get(name)
+            # Seen since the list began (updated or deleted): newer than the list's copy.
+            newer = mine is not None and mine[2] >= started and (mine[1] or _rv(mine[0]) >= _rv(pod))
+            merged[name] = mine if newer and mine is not None else (pod, False, started)
+        for name, (pod, gone, seen) in known.items():
+            if name not in merged:
+                merged[name] = (pod, gone or seen <= started, seen)
+        known.clear()
+        known.update(merged)
+        self._listed[(namespace, uid, key)] = time.monotonic()
+        return self.get(namespace, uid, attempt) or []
 
     def forget(self, namespace: str, uid: str) -> None:
-        for key in [k for k in self._pods if k[0] == namespace and k[1] == uid]:
-            del self._pods[key]
+        for attempt in self._runs.pop((namespace, uid), {}):
+            self._listed.pop((namespace, uid, attempt), None)
+
+
+class NodeCache:
+    """Nodes read by name, kept `ttl` seconds: the pods of many runs share a node, and a
+    round needs only whether the node still exists and its labels (spot or not)."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._nodes: dict[str, tuple[dict[str, Any] | None, float]] = {}
+
+    def get(self, name: str) -> tuple[dict[str, Any] | None] | None:
+        """(the node, or None if it does not exist), or None when it must be read."""
+        hit = self._nodes.get(name)
+        if hit is None or time.monotonic() - hit[1] > self.ttl:
+            return None
+        return (hit[0],)
+
+    def put(self, name: str, node: dict[str, Any] | None) -> None:
+        if len(self._nodes) > 10_000:  # a long-lived operator on a churning node pool
+            self._nodes.clear()
+        self._nodes[name] = (node, time.monotonic())
 
 
 class ChildIndex:

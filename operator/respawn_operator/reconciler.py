@@ -38,7 +38,7 @@ from respawn_operator.kube import (
     KubeClient,
     sort_api_error,
 )
-from respawn_operator.listers import ChildIndex, PodCache
+from respawn_operator.listers import ChildIndex, NodeCache, PodCache
 from respawn_operator.peering import CLUSTER, PeeringGate
 from respawn_operator.reconcile import Observed, decide
 from respawn_operator.runcache import Key, RunCache
@@ -58,7 +58,8 @@ class Reconciler:
         self.gate = gate or PeeringGate()
         """With --peering: whether this replica may act (kopf's pause does not stop our own loops)."""
         self.runs = RunCache()
-        self.pods = PodCache()
+        self.pods = PodCache(relist_seconds=config.resync_seconds)
+        self.nodes = NodeCache()
         self.children = ChildIndex()
         self.phases = metrics.PhaseBook()
         self.executor = Executor(client, self.runs, self.poke)
@@ -216,7 +217,10 @@ class Reconciler:
         metrics.count_finish(body.get("status"), decision.status)
         phase = decision.status.phase
         self.phases.set(key, phase.value if phase else None, metrics.pending_since(decision.status))
-        self._track(key, phase is not None and phase.finished)
+        finished = phase is not None and phase.finished
+        self._track(key, finished)
+        if finished:
+            self.pods.forget(namespace, body["metadata"]["uid"])  # a rerun's attempt lists its pods anew
         return decision.requeue_after
 
     def _track(self, key: Key, finished: bool) -> None:
@@ -234,23 +238,30 @@ class Reconciler:
             return Observed()
         ns, uid = meta["namespace"], meta["uid"]
         job = await self.client.get(JOBS, job_name(meta["name"], st.attempt), ns)
-        pods = await self.client.list(PODS, ns, labels={LABEL_RUN_UID: uid, LABEL_ATTEMPT: str(st.attempt)})
+        seen = self.pods.get(ns, uid, st.attempt)  # the pod watch's, between relists
+        if seen is None:
+            started = time.monotonic()
+            listed = await self.client.list(PODS, ns, labels={LABEL_RUN_UID: uid, LABEL_ATTEMPT: str(st.attempt)})
+            seen = self.pods.merge_listed(ns, uid, st.attempt, listed, started)
+        pods = [p for p, gone in seen if not gone]
         pod: dict[str, Any] | None = None
         gone = False
         if pods:
             # An ended pod tells how the attempt ended, even if a replacement showed up.
             pods.sort(key=lambda p: (not pod_is_terminal(p), p["metadata"].get("creationTimestamp", "")))
             pod = pods[0]
-        else:
-            cached = self.pods.get(ns, uid, st.attempt)
-            if cached is not None:
-                pod, gone = cached[0], True
+        elif seen:
+            pod, gone = seen[-1][0], True  # seen, and deleted since: the last one seen says how it ended
         node_exists: bool | None = None
         node_labels: dict[str, str] | None = None
         node_name = (pod or {}).get("spec", {}).get("nodeName")
         if pod is not None and node_name and not gone:
             try:
-                node = await self.client.get(NODES, node_name)
+                hit = self.nodes.get(node_name)
+                if hit is None:
+                    hit = (await self.client.get(NODES, node_name),)
+                    self.nodes.put(node_name, hit[0])
+                node = hit[0]
                 node_exists = node is not None
                 if node is not None:  # a vanished node says nothing about spot
                     node_labels = node.get("metadata", {}).get("labels") or {}

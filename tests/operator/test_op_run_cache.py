@@ -252,3 +252,46 @@ def test_a_job_name_held_by_another_run_is_retried_after_a_delay() -> None:
     else:
         raise AssertionError("expected a Retry")
     assert "status" not in api.run  # nothing written: the next round decides again
+
+
+def pod(name: str, rv: int, phase: str = "Running") -> dict[str, Any]:
+    return {"metadata": {"name": name, "resourceVersion": str(rv)}, "status": {"phase": phase}}
+
+
+def test_the_pod_cache_lists_an_attempt_once_then_follows_the_watch() -> None:
+    import time
+
+    from respawn_operator.listers import PodCache
+
+    cache = PodCache(relist_seconds=300)
+    cache.store("ns", "u", "1", pod("deleted-unseen", 2), gone=False)  # watched, then deleted with no event
+    assert cache.get("ns", "u", 1) is None  # never listed: the caller lists first
+    started = time.monotonic()
+    cache.store("ns", "u", "1", pod("p", 9, "Succeeded"), gone=False)  # watched while the list was in flight
+    got = cache.merge_listed("ns", "u", 1, [pod("p", 5)], started)
+    by_name = {p["metadata"]["name"]: (p, gone) for p, gone in got}
+    assert by_name["p"][0]["status"]["phase"] == "Succeeded" and not by_name["p"][1]  # the newer watch event
+    assert by_name["deleted-unseen"][1]  # seen before the list began, not in it: gone
+    cache.store("ns", "u", "1", pod("p", 10, "Succeeded"), gone=True)  # its DELETED event
+    assert [gone for _, gone in cache.get("ns", "u", 1) or []] == [True, True]
+    cache.store("ns", "u", "2", pod("next", 11), gone=False)  # attempt 2: attempt 1's pods are dropped
+    assert cache.get("ns", "u", 1) is None and cache.get("ns", "u", 2) is None  # attempt 2 not listed yet
+    cache.relist_seconds = -1.0
+    assert cache.merge_listed("ns", "u", 2, [], time.monotonic()) == []  # listed, and already stale
+    cache.forget("ns", "u")
+    assert cache.get("ns", "u", 2) is None
+
+
+def test_a_round_reads_the_attempts_pods_from_the_cache_between_relists() -> None:
+    """Requests a round makes: the Job and, the first time, the pods; then the Job only."""
+    api = FakeApi()
+    rec, _ = reconciler(api)
+    rec.note_run(KEY, api.snapshot())
+    asyncio.run(rec.reconcile(*KEY))  # attempt 1's Job
+    rec.note_run(KEY, api.snapshot())
+    api.calls.clear()
+    asyncio.run(rec.reconcile(*KEY))
+    assert api.calls.count(("list", "pods")) == 1
+    api.calls.clear()
+    asyncio.run(rec.reconcile(*KEY))
+    assert ("list", "pods") not in api.calls and ("get", "jobs") in api.calls
