@@ -20,11 +20,11 @@ PodEntry = tuple[dict[str, Any], bool, float]
 class PodCache:
     """Each attempt's pods from the pod watch (a lister), kept after they are deleted.
 
-    A round reads the current attempt's pods here instead of listing them. The first look
-    at an attempt, and every `relist_seconds` after, lists them once and merges the answer
-    (the watch may not have delivered a new pod yet, and a pod deleted while the watch
-    was down sends no event): a pod the list lacks that was seen before the list began is
-    gone. A pod deleted by someone else (or garbage-collected) vanishes from the API; its
+    A round reads the current attempt's pods here instead of listing them. A look at an
+    attempt the watch has said nothing about yet lists them once, and so does the first
+    look `relist_seconds` after the last list (or the first watched pod): the answer is
+    merged (a pod deleted while the watch was down sends no event, so a pod the list lacks
+    that was seen before the list began is gone). A pod deleted by someone else (or garbage-collected) vanishes from the API; its
     last watched state still says how it ended. Finished runs are forgotten.
     """
 
@@ -44,11 +44,15 @@ class PodCache:
         attempts.setdefault(attempt, {})[name] = (pod, gone, time.monotonic())
 
     def get(self, namespace: str, uid: str, attempt: int) -> list[tuple[dict[str, Any], bool]] | None:
-        """The attempt's pods as (pod, gone), or None when they must be listed first (`merge_listed`)."""
-        listed = self._listed.get((namespace, uid, str(attempt)))
-        if listed is None or time.monotonic() - listed > self.relist_seconds:
-            return None
+        """The attempt's pods as (pod, gone), or None when they must be listed first (`merge_listed`):
+        nothing was watched or listed for the attempt yet, or the last list (else the first
+        watched pod) is older than `relist_seconds`."""
         entries = (self._runs.get((namespace, uid)) or {}).get(str(attempt)) or {}
+        since = self._listed.get((namespace, uid, str(attempt)))
+        if since is None and entries:
+            since = min(seen for _, _, seen in entries.values())  # the watch delivered it: it runs
+        if since is None or time.monotonic() - since > self.relist_seconds:
+            return None
         return [(pod, gone) for pod, gone, _ in sorted(entries.values(), key=lambda e: e[2])]
 
     def merge_listed(

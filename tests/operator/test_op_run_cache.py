@@ -264,8 +264,9 @@ def test_the_pod_cache_lists_an_attempt_once_then_follows_the_watch() -> None:
     from respawn_operator.listers import PodCache
 
     cache = PodCache(relist_seconds=300)
+    assert cache.get("ns", "u", 1) is None  # nothing watched or listed: the caller lists first
     cache.store("ns", "u", "1", pod("deleted-unseen", 2), gone=False)  # watched, then deleted with no event
-    assert cache.get("ns", "u", 1) is None  # never listed: the caller lists first
+    assert [p["metadata"]["name"] for p, _ in cache.get("ns", "u", 1) or []] == ["deleted-unseen"]  # the watch runs
     started = time.monotonic()
     cache.store("ns", "u", "1", pod("p", 9, "Succeeded"), gone=False)  # watched while the list was in flight
     got = cache.merge_listed("ns", "u", 1, [pod("p", 5)], started)
@@ -275,15 +276,17 @@ def test_the_pod_cache_lists_an_attempt_once_then_follows_the_watch() -> None:
     cache.store("ns", "u", "1", pod("p", 10, "Succeeded"), gone=True)  # its DELETED event
     assert [gone for _, gone in cache.get("ns", "u", 1) or []] == [True, True]
     cache.store("ns", "u", "2", pod("next", 11), gone=False)  # attempt 2: attempt 1's pods are dropped
-    assert cache.get("ns", "u", 1) is None and cache.get("ns", "u", 2) is None  # attempt 2 not listed yet
-    cache.relist_seconds = -1.0
+    assert cache.get("ns", "u", 1) is None and len(cache.get("ns", "u", 2) or []) == 1
+    cache.relist_seconds = -1.0  # every list and watched pod is older than that: list again
+    assert cache.get("ns", "u", 2) is None
     assert cache.merge_listed("ns", "u", 2, [], time.monotonic()) == []  # listed, and already stale
     cache.forget("ns", "u")
     assert cache.get("ns", "u", 2) is None
 
 
 def test_a_round_reads_the_attempts_pods_from_the_cache_between_relists() -> None:
-    """Requests a round makes: the Job and, the first time, the pods; then the Job only."""
+    """Requests a round makes: the Job and, while the watch has shown no pod of the attempt,
+    the pods; then the Job only."""
     api = FakeApi()
     rec, _ = reconciler(api)
     rec.note_run(KEY, api.snapshot())
