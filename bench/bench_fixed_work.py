@@ -113,36 +113,23 @@ def calibrate(step_seconds: float, mb: int) -> int:
     return max(1, round(step_seconds / per))
 
 
-def measure(mode: str, steps: int, iters: int, mb: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one whole child process."""
+def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one whole child process, which must exit 0."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.returncode == 0, f"{cmd[:3]}: {(done.stdout + done.stderr)[-3000:]}"
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def measure(mode: str, steps: int, iters: int, mb: int, python: str = sys.executable) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one whole child process of `mode`."""
     folder = tempfile.mkdtemp(prefix=f"bench-{mode}-")
     try:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        done = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                mode,
-                "--steps",
-                str(steps),
-                "--iters",
-                str(iters),
-                "--mb",
-                str(mb),
-                "--dir",
-                folder,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        assert done.returncode == 0, done.stderr[-3000:]
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return wall, cpu
+        args = ["--child", mode, "--steps", str(steps), "--iters", str(iters), "--mb", str(mb), "--dir", folder]
+        return run_timed([python, __file__, *args])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
