@@ -59,10 +59,14 @@ class EventClock:
     a task on the server loop stamps each event with ``time.monotonic()`` as it arrives.
     """
 
-    def __init__(self, api: ApiServerThread) -> None:
+    def __init__(self, api: ApiServerThread, namespace: str | None = NAMESPACE) -> None:
+        """`namespace` None: every namespace (names must then be unique across them)."""
         self.api = api
+        self.namespace = namespace
         self.created: dict[tuple[str, str], float] = {}  # (resource, name) -> first ADDED
         self.pod_failed: dict[str, float] = {}  # pod name -> first status.phase Failed
+        self.new_jobs: list[tuple[str, str]] = []
+        """(namespace, name) of every Job as it was created, in order (a pod player reads it)."""
         self._watchers: list[Watcher] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -73,7 +77,7 @@ class EventClock:
             srv = self.api.server
             for resource in ("pipelineruns", "jobs", "pods"):
                 rtype = srv.resolve(resource)
-                w = Watcher(rtype.key, NAMESPACE, asyncio.Queue())
+                w = Watcher(rtype.key, self.namespace, asyncio.Queue())
                 srv._watchers.add(w)
                 self._watchers.append(w)
                 self._tasks.append(asyncio.get_running_loop().create_task(self._consume(resource, w)))
@@ -88,6 +92,8 @@ class EventClock:
             t = time.monotonic()
             name = ev.obj["metadata"]["name"]
             if ev.type == "ADDED":
+                if resource == "jobs" and (resource, name) not in self.created:
+                    self.new_jobs.append((ev.obj["metadata"].get("namespace", ""), name))
                 self.created.setdefault((resource, name), t)
             if resource == "pods" and (ev.obj.get("status") or {}).get("phase") == "Failed":
                 self.pod_failed.setdefault(name, t)
@@ -135,8 +141,11 @@ def wait_quiet(api: ApiServerThread, quiet: float, timeout: float) -> bool:
     return wait_until(f"{quiet:.0f}s without API requests", cond, timeout, interval=0.1)
 
 
-def start_operator(kubeconfig: str, work: Path, verbose: bool) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start ``respawn-operator --standalone`` from this venv; output goes to work/operator.log."""
+def start_operator(
+    kubeconfig: str, work: Path, verbose: bool, namespaces: list[str] | None = None, log_name: str = "operator.log"
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``respawn-operator --standalone`` from this venv (serving `namespaces`, default
+    all); output goes to work/<log_name>."""
     exe = Path(sys.executable).parent / "respawn-operator"
     env = {
         **os.environ,
@@ -145,10 +154,14 @@ def start_operator(kubeconfig: str, work: Path, verbose: bool) -> tuple[subproce
         "RESPAWN_METRICS_PORT": "0",
         "RESPAWN_RESYNC_SECONDS": "60",
     }
-    log = work / "operator.log"
+    log = work / log_name
+    scope = [arg for ns in namespaces or [] for arg in ("-n", ns)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(exe), "--standalone"] + (["-v"] if verbose else []), env=env, stdout=out, stderr=subprocess.STDOUT
+            [str(exe), "--standalone", *scope] + (["-v"] if verbose else []),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     return proc, log
 

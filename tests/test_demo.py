@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,12 +27,24 @@ def test_demo_preempts_and_resumes_and_keeps_the_cluster_up_for_kubectl(tmp_path
         start_new_session=True,  # its own process group, so a failure can stop all it started
     )
     lines: list[str] = []
+    # A thread reads the output, so a demo that hangs without printing still meets the deadline.
+    output: queue.Queue[str] = queue.Queue()
+    assert demo.stdout is not None
+    stdout = demo.stdout
+
+    def read() -> None:
+        for line in iter(stdout.readline, ""):
+            output.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 240
-        assert demo.stdout is not None
         while not lines or "Ctrl-C stops it." not in lines[-1]:  # --keep: it waits for us now
-            line = demo.stdout.readline()
-            assert line and time.monotonic() < deadline, "".join(lines)
+            try:
+                line = output.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("no 'Ctrl-C stops it.' within 240 s:\n" + "".join(lines)) from None
             lines.append(line)
         out = "".join(lines)
         assert "Preempted (TerminationByKubelet)" in out
@@ -61,10 +75,16 @@ def test_demo_preempts_and_resumes_and_keeps_the_cluster_up_for_kubectl(tmp_path
     finally:
         demo.send_signal(signal.SIGINT)
         try:
-            rest, _ = demo.communicate(timeout=60)
+            demo.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(demo.pid, signal.SIGKILL)  # the demo and the operator it started: leave nothing behind
-            rest = demo.communicate()[0] + "\n(still running 60 s after SIGINT: killed)"
+            demo.wait()
+            lines.append("\n(still running 60 s after SIGINT: killed)")
+        reader.join(timeout=30)  # EOF once the demo has exited
+        tail: list[str] = []
+        while not output.empty():
+            tail.append(output.get_nowait())
+        rest = "".join(tail)
     assert demo.returncode == 0, "".join(lines) + rest
     assert "Stopped." in rest
 

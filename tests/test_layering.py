@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import VENV_BIN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +24,7 @@ def test_import_contracts_are_kept() -> None:
     assert f"{len(contracts)} kept, 0 broken" in done.stdout  # every contract was read and checked
 
 
+@pytest.mark.slow  # cold (a fresh checkout, no .mypy_cache) it takes 10 s or more
 def test_runtime_and_examples_type_check_strict() -> None:
     done = subprocess.run(
         [
@@ -40,6 +43,7 @@ def test_runtime_and_examples_type_check_strict() -> None:
     assert "Success: no issues found" in done.stdout
 
 
+@pytest.mark.slow  # cold (a fresh checkout, no .mypy_cache) it takes 10 s or more
 def test_tests_type_check_strict() -> None:
     """The tests too, against the real types of what they drive (mypy_path in [tool.mypy])."""
     done = subprocess.run([str(VENV_BIN / "mypy"), "tests"], cwd=ROOT, capture_output=True, text=True, timeout=600)
