@@ -1,8 +1,12 @@
 """`gs://bucket/prefix` store through google-cloud-storage.
 
 Create-only writes use `if_generation_match=0`, so GCS itself arbitrates races
-(412 Precondition Failed for the loser). Retries use the client's own policy,
-which retries only idempotent or precondition-guarded calls.
+(412 Precondition Failed for the loser). Every call passes the client's
+`DEFAULT_RETRY` explicitly (transient errors, within RESPAWN_GCS_RETRY_SECONDS), which
+also retries uploads that the client's default policy would not retry unguarded: a plain
+write puts the same bytes at its path again, so a repeat is harmless, and a create-only
+write that landed before its answer was lost comes back 412, which the commit log sorts
+out by reading the slot back (RunLog.append: the same bytes are ours).
 """
 
 from __future__ import annotations
