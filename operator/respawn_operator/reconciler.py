@@ -63,8 +63,12 @@ class Reconciler:
         self.children = ChildIndex()
         self.phases = metrics.PhaseBook()
         self.executor = Executor(client, self.runs, self.poke)
+        # Rounds a second follow the client's budget: every round makes at least one request,
+        # so more rounds than requests could only queue in the client, and fewer (a fixed 50
+        # before) left a client raised to 200 qps idle while new items waited (issue 14).
+        rounds = TokenBucket(qps=config.api_qps, burst=max(config.api_burst, 200))
         self.queue: WorkQueue[Key] = WorkQueue(
-            self._reconcile_safely, self._failed, Backoff(base=0.05, cap=300.0), TokenBucket(qps=50.0, burst=200)
+            self._reconcile_safely, self._failed, Backoff(base=0.05, cap=300.0), rounds
         )
 
     # Run events --------------------------------------------------------------------------
