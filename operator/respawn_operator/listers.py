@@ -24,8 +24,9 @@ class PodCache:
     attempt the watch has said nothing about yet lists them once, and so does the first
     look `relist_seconds` after the last list (or the first watched pod): the answer is
     merged (a pod deleted while the watch was down sends no event, so a pod the list lacks
-    that was seen before the list began is gone). A pod deleted by someone else (or garbage-collected) vanishes from the API; its
-    last watched state still says how it ended. Finished runs are forgotten.
+    that was seen before the list began is gone). A pod deleted by someone else (or
+    garbage-collected) vanishes from the API; its last watched state still says how it
+    ended. Finished runs are forgotten.
     """
 
     def __init__(self, relist_seconds: float = 15.0) -> None:
@@ -75,7 +76,8 @@ class PodCache:
         known.clear()
         known.update(merged)
         self._listed[(namespace, uid, key)] = time.monotonic()
-        return self.get(namespace, uid, attempt) or []
+        # What was just listed, whatever `relist_seconds` is (0 would make `get` say "list again").
+        return [(pod, gone) for pod, gone, _ in sorted(merged.values(), key=lambda e: e[2])]
 
     def forget(self, namespace: str, uid: str) -> None:
         for attempt in self._runs.pop((namespace, uid), {}):

@@ -277,9 +277,10 @@ def test_the_pod_cache_lists_an_attempt_once_then_follows_the_watch() -> None:
     assert [gone for _, gone in cache.get("ns", "u", 1) or []] == [True, True]
     cache.store("ns", "u", "2", pod("next", 11), gone=False)  # attempt 2: attempt 1's pods are dropped
     assert cache.get("ns", "u", 1) is None and len(cache.get("ns", "u", 2) or []) == 1
-    cache.relist_seconds = -1.0  # every list and watched pod is older than that: list again
+    cache.relist_seconds = 0.0  # RESPAWN_RESYNC_SECONDS=0: every look lists again
     assert cache.get("ns", "u", 2) is None
-    assert cache.merge_listed("ns", "u", 2, [], time.monotonic()) == []  # listed, and already stale
+    listed = cache.merge_listed("ns", "u", 2, [pod("next", 12)], time.monotonic())
+    assert [(p["metadata"]["resourceVersion"], gone) for p, gone in listed] == [("12", False)]  # what was listed
     cache.forget("ns", "u")
     assert cache.get("ns", "u", 2) is None
 
