@@ -134,8 +134,8 @@ def measure(mode: str, steps: int, iters: int, mb: int, python: str = sys.execut
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def workload_arguments(ap: argparse.ArgumentParser) -> None:
+    """The workload's flags, shared with bench_peers.py (and the measured child's own)."""
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--step-seconds", type=float, default=1.0)
     ap.add_argument("--mb", type=int, default=100)
@@ -143,6 +143,11 @@ def main() -> None:
     ap.add_argument("--child", default=None)
     ap.add_argument("--iters", type=int, default=0)
     ap.add_argument("--dir", default="")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    workload_arguments(ap)
     ap.add_argument("--diagnose", action="store_true", help="also measure file:// without fsync")
     args = ap.parse_args()
     if args.child:

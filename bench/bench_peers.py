@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_fixed_work import _initial, calibrate, run_timed, work
+from bench_fixed_work import _initial, calibrate, run_timed, work, workload_arguments
 
 METAFLOW_FLOW = '''
 import sys
@@ -144,14 +144,8 @@ def run_mode(mode: str, python: str, steps: int, iters: int, mb: int) -> tuple[f
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--step-seconds", type=float, default=1.0)
-    ap.add_argument("--mb", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=5)
+    workload_arguments(ap)
     ap.add_argument("--peer-python", default=sys.executable, help="an interpreter with metaflow and/or prefect")
-    ap.add_argument("--child", default=None)
-    ap.add_argument("--iters", type=int, default=0)
-    ap.add_argument("--dir", default="")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.steps, args.iters, args.mb, args.dir)
