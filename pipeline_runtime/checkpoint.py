@@ -18,52 +18,33 @@ per object name, and each slot is written once (twice at cleanup).
 
 from __future__ import annotations
 
-import datetime as dt
-import enum
 import hashlib
 import json
 import re
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from .codec import artifact_epoch, artifact_path
+from .commit import (
+    CHECKPOINT_VERSION,
+    FINISHED_KINDS,
+    Commit,
+    CorruptCheckpoint,
+    Entry,
+    Kind,
+    Progress,
+    Stub,
+    Unreadable,
+    new_nonce,
+    now,
+    parse_commit,
+    seal,
+    tombstone_of,
+)
 from .contracts import RUN_ID_MAX, ExitCode, Reason
 from .errors import RespawnError
 from .storage.base import NotFound, PreconditionFailed, Store
-
-CHECKPOINT_VERSION = "2.1"
-"""Format of commit objects. "1.0" was the seed's single checkpoint.json."""
-READABLE_VERSIONS = ("2.0", "2.1")
-SEALED_VERSIONS = ("2.1",)
-"""Versions whose commits carry a `digest` of their canonical body (2.0 commits have none)."""
-
-
-class Kind(str, enum.Enum):
-    """What a commit is (a str, so bodies read back from JSON compare equal to it)."""
-
-    CLAIM = "claim"
-    """An attempt takes the run over (fences older attempts); carries the state it starts from."""
-    STEP = "step"
-    """A step finished: its outputs are in the context."""
-    PROGRESS = "progress"
-    """Intra-step progress of the current step (`ctx.save_progress`)."""
-    FAILED = "failed"
-    """A step raised; the context is the one before it."""
-    FINAL = "final"
-    """Every step done (retain: Always keeps everything behind it)."""
-    TOMBSTONE = "tombstone"
-    """The run was retired: artifacts gone, outcome kept; fences stale attempts."""
-    STUB = "stub"
-    """An older commit overwritten by retire (only `seq` and the tombstone's seq)."""
-
-
-FINISHED_KINDS = (Kind.FINAL, Kind.TOMBSTONE)
-"""Commits after which no attempt may commit."""
-
-SEED_FIELDS = ("pipeline_name", "run_guid", "completed_steps", "context", "steps_summary", "checkpoint_version")
 
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}")
 
@@ -73,13 +54,6 @@ class Superseded(RespawnError):
 
     exit_code = ExitCode.SUPERSEDED
     reason = Reason.SUPERSEDED
-
-
-class CorruptCheckpoint(RespawnError):
-    """A commit or artifact cannot be read back (truncated, foreign, damaged): exit 65."""
-
-    exit_code = ExitCode.INCOMPATIBLE_CHECKPOINT
-    reason = Reason.INCOMPATIBLE_CHECKPOINT
 
 
 def check_name(kind: str, value: str) -> str:
@@ -92,12 +66,7 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def now() -> str:
-    """UTC timestamp in the Kubernetes style."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def fingerprint(definition: dict[str, Any]) -> str:
+def fingerprint(definition: dict[str, object]) -> str:
     """Stable hash of a pipeline definition (name, version, steps)."""
     text = json.dumps(definition, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -112,7 +81,7 @@ class Latest:
     """The newest commit of a run, as found when listing the log."""
 
     seq: int
-    body: dict[str, Any] | None
+    body: Entry | None
     """None when the newest commit could not be parsed."""
     error: str | None = None
 
@@ -142,7 +111,7 @@ class RunLog:
                 out.append(int(m[1]))
         return sorted(out)
 
-    def read(self, seq: int) -> dict[str, Any]:
+    def read(self, seq: int) -> Entry:
         raw = self.store.get(self._p(_slot(seq)))
         return parse_commit(raw, where=f"{self.uri}{_slot(seq)}")
 
@@ -158,14 +127,14 @@ class RunLog:
         except NotFound:
             return Latest(seq, None, f"commit {seq} vanished while reading")
 
-    def history(self) -> list[dict[str, Any]]:
-        """Every readable commit in order; unreadable ones appear as {seq, error}."""
-        out = []
+    def history(self) -> list[Entry | Unreadable]:
+        """Every commit in order; the ones that cannot be read as `Unreadable`."""
+        out: list[Entry | Unreadable] = []
         for seq in self.seqs():
             try:
                 out.append(self.read(seq))
             except (CorruptCheckpoint, NotFound) as e:
-                out.append({"seq": seq, "error": str(e)})
+                out.append(Unreadable(seq, str(e)))
         return out
 
     def slot_taken(self, seq: int) -> bool:
@@ -174,11 +143,11 @@ class RunLog:
 
     def is_retired(self) -> bool:
         latest = self.latest()
-        return bool(latest and latest.body and latest.body.get("kind") == Kind.TOMBSTONE)
+        return bool(latest and latest.body and latest.body.kind is Kind.TOMBSTONE)
 
-    def append(self, seq: int, body: dict[str, Any]) -> None:
+    def append(self, seq: int, body: Commit) -> None:
         """Create commit `seq`; raise Superseded if someone else holds the slot."""
-        body["seq"] = seq
+        body.seq = seq
         data = seal(body)
         try:
             self.store.put(self._p(_slot(seq)), data, if_absent=True)
@@ -189,19 +158,18 @@ class RunLog:
                     return
             except NotFound:
                 pass
-            raise Superseded(self._superseded_message(body["attempt"])) from None
+            raise Superseded(self._superseded_message(body.attempt)) from None
 
     def _superseded_message(self, attempt: int) -> str:
         latest = self.latest()
         if latest is None or latest.body is None:
             return f"attempt {attempt} lost the commit race"
         other = latest.body
-        if other.get("kind") in FINISHED_KINDS:
-            return (
-                f"the run already finished ({other.get('outcome')}, attempt "
-                f"{other.get('attempt')}); attempt {attempt} stops"
-            )
-        return f"attempt {other.get('attempt')} owns the run now; stale attempt {attempt} stops without committing"
+        if isinstance(other, Stub):
+            return f"the run was retired (commit {other.seq} is a stub); attempt {attempt} stops"
+        if other.kind in FINISHED_KINDS:
+            return f"the run already finished ({other.outcome}, attempt {other.attempt}); attempt {attempt} stops"
+        return f"attempt {other.attempt} owns the run now; stale attempt {attempt} stops without committing"
 
     # -- artifacts -------------------------------------------------------------
     def put_artifact(self, path: str, data: bytes | memoryview) -> None:
@@ -225,7 +193,7 @@ class RunLog:
         }
 
     # -- cleanup ---------------------------------------------------------------
-    def retire(self, tombstone: dict[str, Any], last_seq: int) -> int:
+    def retire(self, tombstone: Commit, last_seq: int) -> int:
         """Leave only a tombstone: write it, drop artifacts, stub older commits.
 
         The tombstone is written first, so a crash halfway leaves a finished run
@@ -264,9 +232,8 @@ class RunLog:
 
         def stub(old: int) -> None:
             # Overwrite, never delete: an empty slot could be filled by a stale writer.
-            body = {"seq": old, "kind": Kind.STUB.value, "checkpoint_version": CHECKPOINT_VERSION, "tombstone": seq}
             if still_newest():
-                self.store.put(self._p(_slot(old)), seal(body))
+                self.store.put(self._p(_slot(old)), seal(Stub(seq=old, tombstone=seq)))
 
         # Object stores answer one request at a time per connection: fan out.
         with ThreadPoolExecutor(8) as pool:
@@ -289,109 +256,23 @@ class RunLog:
 _SLOT_NAME = re.compile(r"([0-9]{1,18})\.json")
 
 
-def _canonical(body: dict[str, Any]) -> bytes:
-    # Key order is kept: a resumed step must see dicts in the order a clean run does.
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def seal(body: dict[str, Any]) -> bytes:
-    """The bytes of a commit: its canonical JSON with a sha256 `digest` of itself (without it) last."""
-    body.pop("digest", None)
-    text = _canonical(body)
-    digest = hashlib.sha256(text).hexdigest()
-    return text[:-1] + f',"digest":"{digest}"}}'.encode()
-
-
-def parse_commit(raw: bytes, where: str) -> dict[str, Any]:
-    """Parse and check one commit object: JSON, version, digest, fields.
-
-    Whatever the bytes hold, the answer is a commit or CorruptCheckpoint, never
-    another exception (huge ints and deep nesting included).
-    """
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, or a >4300-digit int
-        raise CorruptCheckpoint(f"{where} is not valid JSON ({str(e)[:120]}); truncated or overwritten") from None
-    if not isinstance(body, dict):
-        raise CorruptCheckpoint(f"{where} is not a commit object")
-    version = body.get("checkpoint_version")
-    if version not in READABLE_VERSIONS:
-        raise CorruptCheckpoint(
-            f"{where} has checkpoint_version {str(version)[:40]!r}; this runtime reads {', '.join(READABLE_VERSIONS)}"
-        )
-    if version in SEALED_VERSIONS:
-        digest = body.pop("digest", None)
-        if not isinstance(digest, str) or hashlib.sha256(_canonical(body)).hexdigest() != digest:
-            raise CorruptCheckpoint(f"{where} does not match its digest: it was damaged or edited after it was written")
-    if body.get("kind") == Kind.STUB:
-        return body
-    missing = [f for f in ("seq", "attempt", "kind", *SEED_FIELDS) if f not in body]
-    if body.get("kind") == Kind.TOMBSTONE:
-        missing = [f for f in missing if f not in ("context",)]
-    if missing:
-        raise CorruptCheckpoint(f"{where} lacks {', '.join(missing)}")
-    for name, kind, ok in _FIELD_TYPES:
-        if name in body and not ok(body[name]):
-            raise CorruptCheckpoint(f"{where}: {name} should be {kind}, found {body[name]!r:.60}")
-    return body
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-_FIELD_TYPES: list[tuple[str, str, Any]] = [
-    ("seq", "an integer", _int),
-    ("attempt", "an integer", _int),
-    ("kind", "a commit kind", lambda v: v in {k.value for k in Kind} - {Kind.STUB.value}),
-    ("pipeline_name", "a string", lambda v: isinstance(v, str)),
-    ("run_guid", "a string", lambda v: isinstance(v, str)),
-    ("completed_steps", "a list of step names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    (
-        "context",
-        "a context node",
-        lambda v: isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("json", "dict", "ref"),
-    ),
-    ("steps_summary", "an object", lambda v: v is None or isinstance(v, dict)),
-    ("progress", "an object", lambda v: v is None or isinstance(v, dict)),
-]
-
-
-def new_nonce() -> str:
-    return uuid.uuid4().hex
-
-
-def tombstone_of(body: dict[str, Any], *, outcome: str) -> dict[str, Any]:
-    """The tombstone that retires a run whose newest commit is `body`: the one builder
-    the runtime (on success) and `pipeline-runtime cleanup` use. It keeps what fences
-    and what `inspect` shows (attempt, steps, summary, definition), drops the state."""
-    tomb = {k: v for k, v in body.items() if k not in ("context", "progress", "digest", "seq")}
-    tomb.update(
-        kind=Kind.TOMBSTONE.value, nonce=new_nonce(), at=now(), checkpoint_version=CHECKPOINT_VERSION, outcome=outcome
-    )
-    for key, empty in (
-        ("attempt", 0),
-        ("pipeline_name", ""),
-        ("run_guid", ""),
-        ("completed_steps", []),
-        ("steps_summary", {}),
-    ):
-        if tomb.get(key) is None:
-            tomb[key] = empty
-    return tomb
-
-
 __all__ = [
     "CHECKPOINT_VERSION",
     "FINISHED_KINDS",
+    "Commit",
     "CorruptCheckpoint",
+    "Entry",
     "Kind",
     "Latest",
+    "Progress",
     "RunLog",
+    "Stub",
     "Superseded",
+    "Unreadable",
     "artifact_path",
     "check_name",
     "fingerprint",
+    "new_nonce",
     "now",
     "parse_commit",
     "seal",

@@ -395,46 +395,49 @@ def describe(node: Any) -> Any:
 
 def inspect_run(runlog: Any) -> dict[str, Any]:
     """The `inspect --json` object: seed fields of the latest commit plus history."""
+    from .checkpoint import Commit, Entry, Unreadable
     from .codec import referenced_artifacts
 
-    history = runlog.history()
+    history: list[Entry | Unreadable] = runlog.history()
     if not history:
         raise FileNotFoundError(f"no checkpoint at {runlog.uri}")
-    real = [h for h in history if "error" not in h and h.get("kind") != "stub"]
-    latest = real[-1] if real else history[-1]
-    refs = referenced_artifacts(latest.get("context", {}))
+    real = [h for h in history if isinstance(h, Commit)]
+    newest = real[-1] if real else None
+    refs = referenced_artifacts(newest.context if newest and newest.context else {})
     return {
-        "pipeline_name": latest.get("pipeline_name"),
-        "run_guid": latest.get("run_guid"),
-        "completed_steps": latest.get("completed_steps"),
-        "context": describe(latest["context"]) if latest.get("context") else {},
-        "steps_summary": latest.get("steps_summary"),
-        "checkpoint_version": latest.get("checkpoint_version"),
-        "attempt": latest.get("attempt"),
-        "seq": latest.get("seq"),
-        "kind": latest.get("kind"),
-        "outcome": latest.get("outcome"),
+        "pipeline_name": newest.pipeline_name if newest else None,
+        "run_guid": newest.run_guid if newest else None,
+        "completed_steps": newest.completed_steps if newest else None,
+        "context": describe(newest.context) if newest and newest.context else {},
+        "steps_summary": newest.steps_summary if newest else None,
+        "checkpoint_version": newest.checkpoint_version if newest else getattr(history[-1], "checkpoint_version", None),
+        "attempt": newest.attempt if newest else None,
+        "seq": (newest or history[-1]).seq,
+        "kind": newest.kind.value if newest else (history[-1].kind.value if history[-1].kind else None),
+        "outcome": newest.outcome if newest else None,
         "uri": runlog.uri,
         "progress": (
-            {"step": latest["progress"]["step"], "state": describe(latest["progress"]["state"])}
-            if latest.get("progress")
+            {"step": newest.progress.step, "state": describe(newest.progress.state)}
+            if newest and newest.progress
             else None
         ),
         "artifacts": {"count": len(refs), "bytes": sum(refs.values())},
-        "history": [
-            {
-                "seq": h.get("seq"),
-                "attempt": h.get("attempt"),
-                "kind": h.get("kind"),
-                "step": h.get("step"),
-                "at": h.get("at"),
-                "completed": len(h.get("completed_steps") or []),
-                **({"error": h["error"]} if "error" in h else {}),
-                **({"resumed_from": h["resumed_from"]} if h.get("resumed_from") else {}),
-            }
-            for h in history
-        ],
+        "history": [_history_line(h) for h in history],
     }
+
+
+def _history_line(h: Any) -> dict[str, Any]:
+    from .checkpoint import Commit, Unreadable
+
+    line: dict[str, Any] = {"seq": h.seq, "attempt": None, "kind": None, "step": None, "at": None, "completed": 0}
+    if isinstance(h, Unreadable):
+        return {**line, "error": h.error}
+    line["kind"] = h.kind.value
+    if isinstance(h, Commit):
+        line.update(attempt=h.attempt, step=h.step, at=h.at, completed=len(h.completed_steps))
+        if h.resumed_from:
+            line["resumed_from"] = h.resumed_from
+    return line
 
 
 def _store_errors(command: str, action: Any) -> int:
@@ -515,7 +518,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from .checkpoint import Kind, tombstone_of
+    from .checkpoint import Commit, Kind, tombstone_of
 
     runlog = _open_log(args)
     if args.purge:
@@ -526,13 +529,14 @@ def _cleanup(args: argparse.Namespace) -> int:
     if latest is None:
         print(f"nothing at {runlog.uri}")
         return 0
-    body = dict(latest.body or {})
-    if body.get("kind") == Kind.TOMBSTONE:
+    body = latest.body
+    if isinstance(body, Commit) and body.kind is Kind.TOMBSTONE:
         # A cleanup killed after its tombstone left artifacts or unstubbed commits: finish it.
         runlog.sweep(latest.seq)
         print(f"{runlog.uri} is retired (tombstone at commit #{latest.seq}); leftovers removed")
         return 0
-    seq = runlog.retire(tombstone_of(body, outcome=body.get("outcome") or "Deleted"), latest.seq)
+    outcome = (body.outcome if isinstance(body, Commit) else None) or "Deleted"
+    seq = runlog.retire(tombstone_of(body, outcome=outcome), latest.seq)
     print(f"retired {runlog.uri}: tombstone at commit #{seq}")
     return 0
 

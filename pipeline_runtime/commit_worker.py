@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from .checkpoint import RunLog, Superseded
+from .checkpoint import Commit, Progress, RunLog, Superseded
 from .codec import Encoder, artifact_path
 
 
@@ -26,7 +26,7 @@ class CommitWorker:
         runlog: RunLog,
         encoder: Encoder,
         *,
-        on_commit: Callable[[int, dict[str, Any], int], None],
+        on_commit: Callable[[int, Commit, int], None],
         pool: Executor | None = None,
     ) -> None:
         self.runlog = runlog
@@ -38,12 +38,12 @@ class CommitWorker:
         """Our claim's slot: it exists for as long as the run does (retiring stubs it)."""
         self.error: BaseException | None = None
         self._context_json: Any = {"dict": {}}
-        self._queue: queue.Queue[tuple[dict[str, Any], Any, Any] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Commit, Any, Any] | None] = queue.Queue()
         self._idle = threading.Condition()
         self._pending = 0
         self._thread: threading.Thread | None = None
 
-    def claim(self, seq: int, body: dict[str, Any], context_plan: Any, progress_plan: Any) -> None:
+    def claim(self, seq: int, body: Commit, context_plan: Any, progress_plan: Any) -> None:
         """Write the attempt's claim synchronously at `seq`; raises Superseded if taken."""
         self.seq = seq - 1
         self._commit(body, context_plan, progress_plan)
@@ -51,7 +51,7 @@ class CommitWorker:
         self._thread = threading.Thread(target=self._loop, name="respawn-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, body: dict[str, Any], context_plan: Any, progress_plan: Any) -> None:
+    def submit(self, body: Commit, context_plan: Any, progress_plan: Any) -> None:
         """Queue a commit; `context_plan=None` reuses the last committed context."""
         with self._idle:
             self._pending += 1
@@ -103,7 +103,7 @@ class CommitWorker:
         with, so the vanished claim is the signal."""
         return self.claim_seq is not None and not self.runlog.slot_taken(self.claim_seq)
 
-    def _commit(self, body: dict[str, Any], context_plan: Any, progress_plan: Any) -> None:
+    def _commit(self, body: Commit, context_plan: Any, progress_plan: Any) -> None:
         if self.runlog.slot_taken(self.seq + 1):
             # Someone else wrote after us: don't upload for a commit that must fail.
             self.runlog.append(self.seq + 1, body)  # raises Superseded with the reason
@@ -116,11 +116,11 @@ class CommitWorker:
             uploaded += n
         else:
             context_json = self._context_json
-        body["context"] = context_json
+        body.context = context_json
         if progress_plan is not None:
             state_json, n = self.encoder.resolve(progress_plan["state"], self.pool, new_shas)
             uploaded += n
-            body["progress"] = {"step": progress_plan["step"], "state": state_json}
+            body.progress = Progress(step=progress_plan["step"], state=state_json)
         try:
             self.runlog.append(self.seq + 1, body)
         except Superseded:
@@ -141,6 +141,6 @@ class CommitWorker:
         if context_plan is not None:
             self._context_json = context_json
             self.encoder.forget_except(
-                {"list": [context_json, (body.get("progress") and body["progress"]["state"]) or {}]}
+                {"list": [context_json, body.progress.state if body.progress is not None else {}]}
             )
         self.on_commit(self.seq, body, uploaded)

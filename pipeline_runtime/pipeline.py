@@ -19,8 +19,8 @@ from typing import Any, ClassVar, TypeVar, overload
 import pydantic
 
 from .checkpoint import (
-    CHECKPOINT_VERSION,
     FINISHED_KINDS,
+    Commit,
     CorruptCheckpoint,
     Kind,
     Latest,
@@ -380,28 +380,25 @@ class _Run:
         self.p.on_event(event, {"pipeline": self.p.pipeline_name(), "run_id": self.p.run_id, **fields})
 
     # -- commit bodies -----------------------------------------------------------
-    def body(self, kind: Kind, attempt: int, **extra: Any) -> dict[str, Any]:
-        """A commit body of this run (the one builder; RunLog.append seals it)."""
-        return {
-            "checkpoint_version": CHECKPOINT_VERSION,
-            "kind": kind.value,
-            "attempt": attempt,
-            "at": now(),
-            "nonce": new_nonce(),
-            "pipeline_name": self.p.pipeline_name(),
-            "run_guid": self.p.run_id,
-            "tenant": self.p.tenant,
-            "definition": self.definition,
-            "fingerprint": self.fp,
-            "params_hash": self.phash,
-            "completed_steps": list(self.completed),
-            "step": self.current,
-            "steps_summary": json.loads(json.dumps(self.summary)),
-            "outcome": None,
-            "progress": None,
-            "artifact_epoch": self.encoder.epoch if self.encoder else 0,
+    def body(self, kind: Kind, attempt: int, **extra: Any) -> Commit:
+        """A commit of this run as it stands (RunLog.append seals it; the worker adds the state)."""
+        return Commit(
+            kind=kind,
+            attempt=attempt,
+            at=now(),
+            nonce=new_nonce(),
+            pipeline_name=self.p.pipeline_name(),
+            run_guid=self.p.run_id,
+            tenant=self.p.tenant,
+            definition=self.definition,
+            fingerprint=self.fp,
+            params_hash=self.phash,
+            completed_steps=list(self.completed),
+            step=self.current,
+            steps_summary=json.loads(json.dumps(self.summary)),
+            artifact_epoch=self.encoder.epoch if self.encoder else 0,
             **extra,
-        }
+        )
 
     # -- claim -------------------------------------------------------------------
     def claim(self, runlog: RunLog, resume: bool, rerun_from: str | None) -> tuple[int, _Base]:
@@ -411,14 +408,14 @@ class _Run:
             latest = runlog.latest()
             attempt = self.p.attempt
             if attempt is None:  # local use: one more than whoever wrote last
-                attempt = (latest.body or {}).get("attempt", 0) + 1 if latest else 1
+                attempt = latest.body.attempt + 1 if latest and isinstance(latest.body, Commit) else 1
             other = latest.body if latest is not None else None
-            if other is not None and other.get("kind") != Kind.STUB:  # a stub has no attempt to fence with
-                finished = other.get("kind") in FINISHED_KINDS
-                if other["attempt"] > attempt or (finished and other["attempt"] >= attempt):
+            if isinstance(other, Commit):  # a stub has no attempt to fence with
+                finished = other.kind in FINISHED_KINDS
+                if other.attempt > attempt or (finished and other.attempt >= attempt):
                     raise Superseded(
                         f"attempt {attempt} is stale: the checkpoint at {runlog.uri} was "
-                        f"{'finished' if finished else 'claimed'} by attempt {other['attempt']}"
+                        f"{'finished' if finished else 'claimed'} by attempt {other.attempt}"
                     )
             assert self.encoder is not None
             self.encoder.reset()
@@ -453,24 +450,24 @@ class _Run:
         assert self.encoder is not None  # made with the RunLog
         return CommitWorker(runlog, self.encoder, on_commit=self._committed, pool=self.pool)
 
-    def _committed(self, seq: int, body: dict[str, Any], uploaded: int) -> None:
-        step_name = body.get("step")
-        if body["kind"] == "step" and step_name in self.summary:
+    def _committed(self, seq: int, body: Commit, uploaded: int) -> None:
+        step_name = body.step
+        if body.kind is Kind.STEP and step_name in self.summary:
             self.summary[step_name]["bytes_written"] = uploaded
-        done = body["completed_steps"]
+        done = body.completed_steps
         # `step` is the last completed step (what a resume continues after); a
         # progress commit also names the step whose intra-step state it holds.
         self.emit(
             "commit",
             seq=seq,
-            kind=body["kind"],
+            kind=body.kind.value,
             step=done[-1] if done else None,
-            in_step=step_name if body["kind"] == "progress" else None,
+            in_step=step_name if body.kind is Kind.PROGRESS else None,
             completed=len(done),
             total=len(self.names),
-            attempt=body["attempt"],
+            attempt=body.attempt,
             bytes_written=uploaded,
-            at=body["at"],
+            at=body.at,
         )
 
     def wanted(self) -> Wanted:
@@ -488,22 +485,23 @@ class _Run:
         """Read and decode the state `resume.plan` says the attempt starts from."""
         fresh = _Base([], {}, None, {}, None)
         where = runlog.uri
-        body = latest.body if latest is not None else None
-        error = (latest.error or "unreadable") if latest is not None and body is None else None
+        newest = latest.body if latest is not None else None
+        error = (latest.error or "unreadable") if latest is not None and newest is None else None
         wanted = self.wanted()
-        plan = resume_plan(body, error, where, wanted, resume, rerun_from)
+        plan = resume_plan(newest, error, where, wanted, resume, rerun_from)
         if plan.restart is not None:
             self.emit("restart", reason=plan.restart)
-        if plan.keep is None or body is None:
+        if plan.keep is None or not isinstance(newest, Commit):
             return fresh
+        body = newest
         keep = plan.keep
         if plan.done:
             return _Base(
                 keep,
                 {},
                 None,
-                dict(body.get("steps_summary") or {}),
-                {"seq": body["seq"], "step": keep[-1], "attempt": body["attempt"]},
+                dict(body.steps_summary or {}),
+                {"seq": body.seq, "step": keep[-1], "attempt": body.attempt},
             )
         if not plan.same_commit:
             found = _commit_at(runlog, keep)
@@ -511,28 +509,27 @@ class _Run:
                 self.emit("restart", reason=f"no commit holds the state after {keep}")
                 return fresh
             body = found
-        epoch = body.get("artifact_epoch", 0)
+        epoch = body.artifact_epoch
         try:
-            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-                raise ValueError(f"artifact_epoch {epoch!r} is not a commit number")
-            context = decode(body["context"], runlog.get_artifact, self.encoder, self.pool, epoch)
+            if body.context is None:
+                raise ValueError("it holds no context")
+            context = decode(body.context, runlog.get_artifact, self.encoder, self.pool, epoch)
             progress = None
             step = progress_step(body, keep, wanted, rerun_from)
-            if step is not None:
-                state = decode(body["progress"]["state"], runlog.get_artifact, self.encoder, self.pool, epoch)
+            if step is not None and body.progress is not None:
+                state = decode(body.progress.state, runlog.get_artifact, self.encoder, self.pool, epoch)
                 progress = {"step": step, "state": state}
         except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError, RecursionError) as e:
             raise IncompatibleCheckpoint(
-                f"checkpoint at {where} (commit {body.get('seq')}) is damaged: {e}. Use resume "
-                "policy Restart to start over"
+                f"checkpoint at {where} (commit {body.seq}) is damaged: {e}. Use resume policy Restart to start over"
             ) from None
-        summary = {k: v for k, v in body.get("steps_summary", {}).items() if k in keep}
+        summary = {k: v for k, v in (body.steps_summary or {}).items() if k in keep}
         return _Base(
             keep,
             context or {},
             progress,
             summary,
-            {"seq": body["seq"], "step": keep[-1] if keep else None, "attempt": body["attempt"]},
+            {"seq": body.seq, "step": keep[-1] if keep else None, "attempt": body.attempt},
             epoch,
         )
 
@@ -706,13 +703,13 @@ class _Run:
         self.emit("retired", seq=seq, retain=retain.value)
 
 
-def _commit_at(runlog: RunLog, completed: list[str]) -> dict[str, Any] | None:
+def _commit_at(runlog: RunLog, completed: list[str]) -> Commit | None:
     """The newest commit whose completed steps are exactly `completed`."""
     for seq in reversed(runlog.seqs()):
         try:
             body = runlog.read(seq)
         except (CorruptCheckpoint, NotFound):
             continue
-        if body.get("kind") in (Kind.STEP, Kind.CLAIM) and body["completed_steps"] == completed:
+        if isinstance(body, Commit) and body.kind in (Kind.STEP, Kind.CLAIM) and body.completed_steps == completed:
             return body
     return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .checkpoint import Kind
+from .checkpoint import Commit, Entry, Kind, Stub
 from .contracts import ResumePolicy
 from .errors import IncompatibleCheckpoint
 
@@ -50,9 +50,9 @@ FRESH = Plan(keep=None)
 
 
 def plan(
-    latest: dict[str, Any] | None, error: str | None, where: str, wanted: Wanted, resume: bool, rerun_from: str | None
+    latest: Entry | None, error: str | None, where: str, wanted: Wanted, resume: bool, rerun_from: str | None
 ) -> Plan:
-    """``latest``: the newest commit's body (None: no commit, or unreadable with ``error``)."""
+    """``latest``: the newest commit (None: no commit, or unreadable with ``error``)."""
     if not resume or wanted.policy is ResumePolicy.RESTART or (latest is None and error is None):
         return FRESH
     if latest is None:
@@ -61,55 +61,54 @@ def plan(
             "Restart to start over (history is kept), or inspect it with "
             "`pipeline-runtime inspect`"
         )
-    kind = latest.get("kind")
-    if kind == Kind.STUB:
+    if isinstance(latest, Stub):
         raise IncompatibleCheckpoint(
-            f"checkpoint at {where} ends in a stub (commit {latest.get('seq')}): the run was retired and its "
+            f"checkpoint at {where} ends in a stub (commit {latest.seq}): the run was retired and its "
             "cleanup was interrupted, so nothing is left to resume. Use resume policy Restart to "
             "start over, or a new run id"
         )
-    if kind == Kind.TOMBSTONE:
+    if latest.kind is Kind.TOMBSTONE:
         # Retired. A success is final: an attempt started after it (e.g. the pod was
         # killed during the cleanup) has nothing left to do, not everything. Other
         # outcomes left no state to resume from: start over.
-        done = latest.get("completed_steps") or []
+        done = latest.completed_steps
         if (
-            latest.get("outcome") == "Succeeded"
+            latest.outcome == "Succeeded"
             and rerun_from is None
             and done == wanted.names
-            and latest.get("fingerprint") == wanted.fingerprint
-            and latest.get("params_hash") == wanted.params_hash
+            and latest.fingerprint == wanted.fingerprint
+            and latest.params_hash == wanted.params_hash
         ):
             return Plan(keep=list(done), done=True)
         return FRESH
-    if latest["pipeline_name"] != wanted.pipeline or latest["run_guid"] != wanted.run_id:
+    if latest.pipeline_name != wanted.pipeline or latest.run_guid != wanted.run_id:
         raise IncompatibleCheckpoint(
-            f"checkpoint at {where} belongs to pipeline {latest['pipeline_name']!r} run "
-            f"{latest['run_guid']!r}, not {wanted.pipeline!r} run {wanted.run_id!r}"
+            f"checkpoint at {where} belongs to pipeline {latest.pipeline_name!r} run "
+            f"{latest.run_guid!r}, not {wanted.pipeline!r} run {wanted.run_id!r}"
         )
-    if latest.get("tenant", wanted.tenant) != wanted.tenant:
+    if latest.tenant is not None and latest.tenant != wanted.tenant:  # None: written before tenants
         raise IncompatibleCheckpoint(
-            f"checkpoint at {where} belongs to tenant {str(latest.get('tenant'))[:60]!r}, not {wanted.tenant!r}"
+            f"checkpoint at {where} belongs to tenant {latest.tenant[:60]!r}, not {wanted.tenant!r}"
         )
-    keep = list(latest["completed_steps"])
-    stored_def = latest.get("definition") or {}
-    if latest.get("fingerprint") != wanted.fingerprint or latest.get("params_hash") != wanted.params_hash:
-        changed_def = latest.get("fingerprint") != wanted.fingerprint
+    keep = list(latest.completed_steps)
+    stored_def = latest.definition or {}
+    if latest.fingerprint != wanted.fingerprint or latest.params_hash != wanted.params_hash:
+        changed_def = latest.fingerprint != wanted.fingerprint
         change = what_changed(stored_def, wanted.definition) if changed_def else "the params"
         if wanted.policy is ResumePolicy.STRICT:
             raise IncompatibleCheckpoint(
                 f"checkpoint at {where} was written by another definition: {change}; resume "
                 "policy Strict refuses it. Use Compatible or Restart, or a new run id"
             )
-        if latest.get("params_hash") != wanted.params_hash or stored_def.get("version") != wanted.definition["version"]:
+        if latest.params_hash != wanted.params_hash or stored_def.get("version") != wanted.definition["version"]:
             return Plan(keep=None, restart=f"{change} since the checkpoint: nothing can be kept")
         keep = common_prefix(stored_def.get("steps", []), wanted.definition["steps"], keep)
     if rerun_from is not None and rerun_from in keep:
         keep = keep[: wanted.names.index(rerun_from)]
-    return Plan(keep=keep, same_commit=keep == latest["completed_steps"])
+    return Plan(keep=keep, same_commit=keep == latest.completed_steps)
 
 
-def progress_step(commit: dict[str, Any], keep: list[str], wanted: Wanted, rerun_from: str | None) -> str | None:
+def progress_step(commit: Commit, keep: list[str], wanted: Wanted, rerun_from: str | None) -> str | None:
     """The step whose saved intra-step progress in ``commit`` the new attempt may use, or None.
 
     Progress belongs to one definition of one step, in one run of it: never hand it to a
@@ -117,10 +116,10 @@ def progress_step(commit: dict[str, Any], keep: list[str], wanted: Wanted, rerun
     """
     names = wanted.names
     nxt = names[len(keep)] if len(keep) < len(names) else None
-    stored = commit.get("progress")
-    if nxt is None or not stored or stored.get("step") != nxt or keep != commit["completed_steps"]:
+    stored = commit.progress
+    if nxt is None or stored is None or stored.step != nxt or keep != commit.completed_steps:
         return None
-    if step_entry(commit.get("definition") or {}, nxt) != step_entry(wanted.definition, nxt):
+    if step_entry(commit.definition or {}, nxt) != step_entry(wanted.definition, nxt):
         return None
     if rerun_from is not None and names.index(rerun_from) <= len(keep):
         return None

@@ -657,7 +657,7 @@ class Session:
         problems = []
         if again.exit_code != 0:
             problems.append(f"cleanup after an interrupted cleanup exited {again.exit_code}: {again.message}")
-        if latest is None or latest.body is None or latest.body.get("kind") != Kind.TOMBSTONE:
+        if latest is None or latest.body is None or latest.body.kind is not Kind.TOMBSTONE:
             problems.append("the run is not retired (no tombstone is its newest commit)")
         if left:
             problems.append(f"{len(left)} artifacts left after cleanup")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import Kind, RunLog
+from ..checkpoint import Commit, Kind, RunLog
 from ..storage import open_store
 
 
@@ -100,8 +100,9 @@ def what_differs(want: str, got: str) -> str:
 
 
 def history(uri: str, run_id: str, tenant: str = "default") -> list[dict[str, Any]]:
-    """Every commit body of a run (progress states included); unreadable ones as {seq, error}."""
-    return RunLog(open_store(uri), tenant, run_id).history()
+    """Every commit of a run as its JSON record (progress states included); unreadable ones
+    as {seq, error}. The checks below read records, so they also judge `inspect --json`."""
+    return [entry.record() for entry in RunLog(open_store(uri), tenant, run_id).history()]
 
 
 def final_context(uri: str, run_id: str, tenant: str = "default") -> dict[str, Any]:
@@ -110,10 +111,10 @@ def final_context(uri: str, run_id: str, tenant: str = "default") -> dict[str, A
 
     runlog = RunLog(open_store(uri), tenant, run_id)
     latest = runlog.latest()
-    if latest is None or latest.body is None:
-        raise FileNotFoundError(f"no readable commit at {runlog.uri}")
+    if latest is None or not isinstance(latest.body, Commit) or latest.body.context is None:
+        raise FileNotFoundError(f"no readable commit with a context at {runlog.uri}")
     body = latest.body
-    return dict(decode(body["context"], runlog.get_artifact, epoch=body.get("artifact_epoch", 0)))
+    return dict(decode(body.context, runlog.get_artifact, epoch=body.artifact_epoch))
 
 
 def describe_context(context: dict[str, Any]) -> list[tuple[str, Any]]:

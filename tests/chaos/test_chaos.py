@@ -254,7 +254,7 @@ def test_a_cleanup_killed_after_its_tombstone_is_finished_by_the_next_cleanup(tm
     cut.send_signal(signal.SIGKILL)
     cut.wait(30)
     latest = runlog.latest()
-    assert latest is not None and latest.body is not None and latest.body["kind"] == "tombstone"
+    assert latest is not None and latest.body is not None and latest.body.kind == "tombstone"
     again = subprocess.run(
         [str(VENV_BIN / "pipeline-runtime"), "cleanup", uri, "--run-id", "r"],
         capture_output=True,
@@ -264,4 +264,4 @@ def test_a_cleanup_killed_after_its_tombstone_is_finished_by_the_next_cleanup(tm
     )
     assert again.returncode == 0 and "leftovers removed" in again.stdout, again.stderr
     assert runlog.store.list("default/r/artifacts/") == []
-    assert {h["kind"] for h in runlog.history()} == {"stub", "tombstone"}
+    assert {h.kind for h in runlog.history()} == {"stub", "tombstone"}

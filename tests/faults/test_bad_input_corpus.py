@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pipeline_runtime.checkpoint import CHECKPOINT_VERSION, seal
+from pipeline_runtime.commit import CHECKPOINT_VERSION, seal_record
 from pipeline_runtime.storage import Store, open_store
 from tests.conftest import GCSEmulator
 from tests.faults.pipelines import CHAIN
@@ -61,7 +61,7 @@ def edit_latest(change: Callable[[dict[str, Any]], Any], reseal: bool = True) ->
         body = json.loads(store.get(path))
         replaced = change(body)
         body = body if replaced is None else replaced
-        store.put(path, seal(body) if reseal and isinstance(body, dict) else json.dumps(body).encode())
+        store.put(path, seal_record(body) if reseal and isinstance(body, dict) else json.dumps(body).encode())
 
     return apply
 
@@ -81,7 +81,9 @@ def stub_latest(store: Store, run: str) -> None:
     """What an interrupted purge leaves: the newest commit is a stub."""
     path = latest(store, run)
     seq = int(path.rsplit("/", 1)[-1][:-5])
-    store.put(path, seal({"seq": seq, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION, "tombstone": seq + 1}))
+    store.put(
+        path, seal_record({"seq": seq, "kind": "stub", "checkpoint_version": CHECKPOINT_VERSION, "tombstone": seq + 1})
+    )
 
 
 def raw_latest(data: Callable[[bytes], bytes]) -> Callable[[Store, str], None]:
@@ -287,7 +289,7 @@ class Corpus:
             if "/commits/" in path:
                 body = json.loads(data)
                 body["run_guid"] = run
-                data = seal(body)
+                data = seal_record(body)
             self.store.put(f"{TENANT}/{run}/" + path[len(src) :], data)
 
     def attempt(self, case: Case, run: str) -> tuple[int, str, str]:

@@ -66,7 +66,7 @@ def interrupted_in_long(store: MemoryStore) -> None:
         make()(store=store, run_id="r", retain="Always").run()
     log = RunLog(store, "default", "r")
     newest = log.seqs()[-1]
-    assert log.read(newest)["kind"] == "failed" and log.read(newest - 1)["kind"] == "progress"
+    assert log.read(newest).kind == "failed" and log.read(newest - 1).kind == "progress"
     store.delete(f"default/r/commits/{newest:08d}.json")
     assert SEEN == [("a", None), ("long", None)]
     SEEN.clear()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from respawn_local.testkit import wait_for
 
 from pipeline_runtime import Pipeline, step
-from pipeline_runtime.checkpoint import RunLog, Superseded
+from pipeline_runtime.checkpoint import Commit, Kind, RunLog, Superseded
 from pipeline_runtime.codec import artifact_path, referenced_artifacts
 from pipeline_runtime.storage import open_store
 from pipeline_runtime.storage.memory import MemoryStore
@@ -81,18 +80,17 @@ def test_stale_attempt_cannot_commit_gcs(runtime: Runtime, tmp_path: Path, gcs_e
     assert all(h["attempt"] == 2 for h in history if h["seq"] >= claim2)
 
 
-def body(attempt: int, kind: str = "step") -> dict[str, Any]:
-    return {
-        "checkpoint_version": "2.0",
-        "kind": kind,
-        "attempt": attempt,
-        "pipeline_name": "p",
-        "run_guid": "r",
-        "completed_steps": [],
-        "context": {"dict": {}},
-        "steps_summary": {},
-        "nonce": f"{attempt}-{kind}",
-    }
+def body(attempt: int, kind: str = "step") -> Commit:
+    return Commit(
+        kind=Kind(kind),
+        attempt=attempt,
+        pipeline_name="p",
+        run_guid="r",
+        completed_steps=[],
+        context={"dict": {}} if kind != "tombstone" else None,
+        steps_summary={},
+        nonce=f"{attempt}-{kind}",
+    )
 
 
 @pytest.mark.parametrize("uri_kind", ["memory", "file", "gs"])
@@ -112,7 +110,7 @@ def test_create_only_commit_is_compare_and_set(uri_kind: str, tmp_path: Path, re
     # A retried write whose first try landed is recognised as ours, not as a loss.
     same = body(2)
     log.append(3, same)
-    log.append(3, json.loads(json.dumps(same)))
+    log.append(3, same.model_copy())
     assert log.seqs() == [1, 2, 3]
 
 
@@ -122,7 +120,6 @@ def test_retired_log_keeps_every_slot_taken() -> None:
         log.append(seq, body(1))
     log.put_artifact("artifacts/ab/abcd", b"x")
     tomb = body(1, "tombstone")
-    tomb.pop("context")
     assert log.retire(tomb, 3) == 4
     assert log.artifact_shas() == set()
     for stale_seq in (1, 2, 3, 4):
@@ -183,8 +180,9 @@ def test_a_stale_cleanup_stops_when_a_newer_commit_lands_after_its_tombstone() -
     assert stale and isinstance(stale[0], Superseded), stale
     log = RunLog(inner, "default", "r")
     newest = log.read(log.seqs()[-1])
-    refs = referenced_artifacts(newest["context"])
-    epoch = newest["artifact_epoch"]
+    assert isinstance(newest, Commit) and newest.context is not None
+    refs = referenced_artifacts(newest.context)
+    epoch = newest.artifact_epoch
     assert epoch > 0  # the re-run started over behind the tombstone: a new epoch
     assert refs and all(inner.exists(f"default/r/{artifact_path(sha, epoch)}") for sha in refs)
     final = Three(store=inner, run_id="r", retain="Always", resume_policy="Strict").run()

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline_runtime.commit import Commit, Entry, Stub
 from pipeline_runtime.contracts import ResumePolicy
 from pipeline_runtime.errors import IncompatibleCheckpoint
 from pipeline_runtime.resume import FRESH, Wanted, plan, progress_step
@@ -44,7 +45,7 @@ def wanted(d: dict[str, Any] | None = None, policy: ResumePolicy = ResumePolicy.
     return Wanted(**{**fields, **kw})
 
 
-def commit(done: list[str], d: dict[str, Any] | None = None, kind: str = "step", **extra: Any) -> dict[str, Any]:
+def commit(done: list[str], d: dict[str, Any] | None = None, kind: str = "step", **extra: Any) -> Commit:
     d = d or definition()
     body = {
         "seq": 7,
@@ -57,9 +58,11 @@ def commit(done: list[str], d: dict[str, Any] | None = None, kind: str = "step",
         "fingerprint": fp(d),
         "params_hash": "h",
         "completed_steps": done,
+        "steps_summary": {},
+        "context": {"dict": {}},
         "progress": None,
     }
-    return {**body, **extra}
+    return Commit.model_validate({**body, **extra})
 
 
 def test_nothing_to_resume_starts_over() -> None:
@@ -77,13 +80,13 @@ def test_the_same_definition_keeps_every_completed_step() -> None:
     ("latest", "error", "words"),
     [
         (None, "truncated JSON", "unreadable: truncated JSON"),
-        ({"seq": 4, "kind": "stub"}, None, r"ends in a stub \(commit 4\)"),
+        (Stub(seq=4, tombstone=5), None, r"ends in a stub \(commit 4\)"),
         (commit(["a"], run_guid="other"), None, "run 'other'"),
         (commit(["a"], tenant="team-a"), None, "tenant 'team-a'"),
     ],
 )
 def test_checkpoints_that_cannot_be_resumed_are_refused_with_what_to_do(
-    latest: dict[str, Any] | None, error: str | None, words: str
+    latest: Entry | None, error: str | None, words: str
 ) -> None:
     with pytest.raises(IncompatibleCheckpoint, match=words):
         plan(latest, error, "file:///c", wanted(), True, None)
@@ -121,7 +124,7 @@ def test_a_succeeded_tombstone_is_done_unless_a_rerun_asks_again() -> None:
     tomb = commit(["a", "b", "c"], kind="tombstone", outcome="Succeeded")
     assert plan(tomb, None, "file:///c", wanted(), True, None).done
     assert plan(tomb, None, "file:///c", wanted(), True, "b") == FRESH
-    assert plan({**tomb, "outcome": "Failed"}, None, "file:///c", wanted(), True, None) == FRESH
+    assert plan(tomb.model_copy(update={"outcome": "Failed"}), None, "file:///c", wanted(), True, None) == FRESH
 
 
 def test_progress_goes_only_to_the_same_step_unchanged_and_not_rerun() -> None:
@@ -155,7 +158,7 @@ def test_what_is_kept_is_an_unchanged_prefix_of_both_definitions(
     if got.keep is None:
         return
     keep = got.keep
-    assert keep == stored["completed_steps"][: len(keep)] and keep == names[: len(keep)]
+    assert keep == stored.completed_steps[: len(keep)] and keep == names[: len(keep)]
     assert all(old[i] == new[i] for i in range(len(keep)))  # same name, version and code
     assert rerun is None or rerun not in keep
-    assert got.same_commit == (keep == stored["completed_steps"])
+    assert got.same_commit == (keep == stored.completed_steps)
