@@ -12,27 +12,14 @@ import pytest
 from respawn_local.testkit import wait_for
 
 from pipeline_runtime.chaos.judge import step_commits
-from tests.runtime.conftest import Runtime, RuntimeProcess, output, termination
+from tests.runtime.conftest import Runtime, RuntimeProcess, output, run_argv, termination
 
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"
 COUNTING = "tests.runtime.pipelines_for_tests:Counting"
 
 
 def chain_args(uri: str, out: Path, attempt: int, run_id: str = "r1", mb: int = 4) -> list[str]:
-    return [
-        "run",
-        CHAIN,
-        "--params",
-        f'{{"mb": {mb}, "out": "{out}"}}',
-        "--run-id",
-        run_id,
-        "--checkpoint-uri",
-        uri,
-        "--attempt",
-        str(attempt),
-        "--retain",
-        "Always",
-    ]
+    return run_argv(CHAIN, {"mb": mb, "out": str(out)}, uri, attempt, run_id)
 
 
 def finish(runtime: Runtime, args_for: Any, first_attempt: int) -> int:
