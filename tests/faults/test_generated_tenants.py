@@ -17,8 +17,9 @@ Two properties over `Generated` (tests/runtime/pipelines_for_tests.py), as real
   commit references; attempt 2's result is the clean run's; attempt 3 finds everything
   committed and runs nothing.
 
-Size: the `ci` profile runs a few derandomized examples of each ($RESPAWN_GENERATED_RUNS
-scales them); HYPOTHESIS_PROFILE=slow runs many fresh ones, on gs:// too.
+Size: $RESPAWN_GENERATED_RUNS examples in all (default 20 under the `ci` profile,
+derandomized, about 45 s; 1000 fresh ones under HYPOTHESIS_PROFILE=slow, a tenth of them
+on gs://).
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ from tests.runtime.pipelines_for_tests import GENERATED_STEPS, Generated
 pytestmark = pytest.mark.slow  # real processes, interrupted and raced
 
 SLOW = os.environ.get("HYPOTHESIS_PROFILE") == "slow"
-SCALE = int(os.environ.get("RESPAWN_GENERATED_RUNS", "20"))
+RUNS = int(os.environ.get("RESPAWN_GENERATED_RUNS", "1000" if SLOW else "20"))
+"""Examples of all four tests together, about: 2/5 tenants and 3/5 stale attempts on file://,
+and on gs:// one each (ci) or a tenth (slow)."""
+GS_RUNS = max(1, RUNS // 10) if SLOW else 1
 RUN_ID = "shared"
 TENANTS = {"a": "tenant-a", "b": "tenant-b"}
 RECIPES = ["floats", "collide32", "collide64", "zeros", "empty", "tuple", "bigendian", "order", "bytearray", "big"]
@@ -292,7 +296,7 @@ def tenants_property(stores: Stores, results: Results, case: TenantsCase) -> Non
     assert not problems, problems
 
 
-@settings(max_examples=300 if SLOW else max(2, SCALE * 2 // 5))
+@settings(max_examples=max(2, RUNS * 2 // 5))
 @given(case=TENANTS_CASES)
 def test_two_tenants_with_one_run_id_resume_and_clean_up_independently_file(
     file_stores: Stores, results: Results, case: TenantsCase
@@ -300,7 +304,7 @@ def test_two_tenants_with_one_run_id_resume_and_clean_up_independently_file(
     tenants_property(file_stores, results, case)
 
 
-@settings(max_examples=60 if SLOW else 1)
+@settings(max_examples=GS_RUNS)
 @given(case=TENANTS_CASES)
 def test_two_tenants_with_one_run_id_resume_and_clean_up_independently_gs(
     gs_stores: Stores, results: Results, case: TenantsCase
@@ -471,7 +475,7 @@ STALE_CASES = st.builds(
 )
 
 
-@settings(max_examples=600 if SLOW else max(3, SCALE * 3 // 5))
+@settings(max_examples=max(3, RUNS * 3 // 5))
 @given(case=STALE_CASES)
 def test_stale_attempt_released_after_a_newer_claim_writes_nothing_file(
     file_stores: Stores, results: Results, case: StaleCase
@@ -479,7 +483,7 @@ def test_stale_attempt_released_after_a_newer_claim_writes_nothing_file(
     stale_property(file_stores, results, case)
 
 
-@settings(max_examples=100 if SLOW else 1)
+@settings(max_examples=GS_RUNS)
 @given(case=STALE_CASES)
 def test_stale_attempt_released_after_a_newer_claim_writes_nothing_gs(
     gs_stores: Stores, results: Results, case: StaleCase
