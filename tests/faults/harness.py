@@ -166,6 +166,27 @@ def generated_args(
     return run_argv(GENERATED, {"plan": plan, "out": str(out)}, uri, attempt, run_id, retain, tenant, rerun_from)
 
 
+def newest_completed(uri: str, run_id: str, tenant: str = "default") -> list[str] | None:
+    """The completed steps of the newest readable commit, as `inspect --json` lists them (its
+    `real[-1]`): what the next attempt must claim and skip. None after a tombstone (the next
+    attempt then starts over or finds the run done, by its outcome)."""
+    real = [h for h in full_history(uri, run_id, tenant) if "error" not in h and h.get("kind") != "stub"]
+    if not real:
+        return []
+    return None if real[-1].get("kind") == "tombstone" else list(real[-1]["completed_steps"])
+
+
+def claims_disagree(history: list[dict[str, Any]], expected: dict[int, list[str] | None]) -> list[str]:
+    """Attempts whose claim kept other steps than the newest commit before them listed
+    (issue 10 item 7: inspect listed a step as completed, the resumed attempt ran it again)."""
+    claims = {h["attempt"]: h["completed_steps"] for h in history if h.get("kind") == "claim"}
+    return [
+        f"attempt {a} claimed {claims[a]}, but the newest commit before it listed {want}"
+        for a, want in sorted(expected.items())
+        if want is not None and a in claims and claims[a] != want
+    ]
+
+
 def commits_seen(proc: RuntimeProcess) -> int:
     return output(proc).count('"event": "commit"')
 

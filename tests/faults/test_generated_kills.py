@@ -25,11 +25,13 @@ from hypothesis import strategies as st
 
 from tests.faults.harness import (
     GENERATED_ENV,
+    claims_disagree,
     fenced_writes,
     full_history,
     generated_args,
     interrupt_as_drawn,
     lost_in_history,
+    newest_completed,
     reran_after_commit,
 )
 from tests.faults.results import Results
@@ -84,7 +86,9 @@ def test_generated_pipelines_resume_exactly_after_generated_interruptions(
     rt = Runtime(tmp / "faulty")
     (tmp / "faulty").mkdir()
     attempt, finished, hits = 1, False, 0
+    expected: dict[int, list[str] | None] = {}  # what each attempt's claim must keep (issue 10 item 7)
     for kind, n in interruptions:
+        expected[attempt] = newest_completed(uri, "faulty")
         argv = generated_args(plan, uri, tmp / "faulty.out", attempt, "faulty")
         finished = interrupt_as_drawn(rt, argv, kind, n, tmp) is None
         event(f"{kind}: {'finished first' if finished else 'interrupted'}")
@@ -93,6 +97,7 @@ def test_generated_pipelines_resume_exactly_after_generated_interruptions(
         if finished:
             break
     if not finished:
+        expected[attempt] = newest_completed(uri, "faulty")
         code, text, _ = rt.run(generated_args(plan, uri, tmp / "faulty.out", attempt, "faulty"), env=GENERATED_ENV)
         assert code == 0, text
     problems = (
@@ -104,7 +109,7 @@ def test_generated_pipelines_resume_exactly_after_generated_interruptions(
     dups, regressed, why = reran_after_commit(rt.executions(), history)
     lost, why_lost = lost_in_history(history)
     fenced, why_fenced = fenced_writes(history)
-    problems += why + why_lost + why_fenced
+    problems += why + why_lost + why_fenced + claims_disagree(history, expected)
     results.record(
         "Generated pipelines and interruptions (Hypothesis, file://)",
         runs=1,

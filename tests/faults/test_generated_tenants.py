@@ -41,17 +41,19 @@ from hypothesis import strategies as st
 from respawn_local.testkit import wait_for
 
 from pipeline_runtime.chaos.interrupt import pause_env
-from pipeline_runtime.codec import artifact_path, referenced_artifacts
+from pipeline_runtime.codec import artifact_epoch, artifact_path, referenced_artifacts
 from pipeline_runtime.storage import open_store
 from tests.conftest import VENV_BIN, GCSEmulator
 from tests.faults.harness import (
     GENERATED_ENV,
     Play,
+    claims_disagree,
     fenced_writes,
     full_history,
     generated_args,
     interrupt_as_drawn,
     lost_in_history,
+    newest_completed,
     reran_after_commit,
 )
 from tests.faults.results import Results
@@ -180,12 +182,16 @@ class Tenant:
     uri: str
     attempt: int = 1
     finished: bool = False
+    expected: dict[int, list[str] | None] = field(default_factory=dict)
+    """attempt -> the steps its claim must keep (harness.newest_completed before it started)."""
 
     @property
     def out(self) -> Path:
         return self.rt.tmp / "out.txt"
 
     def argv(self) -> list[str]:
+        """The next attempt's command line (noting what its claim must keep)."""
+        self.expected[self.attempt] = newest_completed(self.uri, RUN_ID, self.name)
         return generated_args(self.plan, self.uri, self.out, self.attempt, RUN_ID, tenant=self.name)
 
 
@@ -196,14 +202,15 @@ def tenants_case(
     cleaned: str,
     purge: bool,
     when: int,
-) -> list[str]:
-    """Run the case; the problems found (empty: it held)."""
+) -> tuple[list[str], str]:
+    """Run the case; (the problems found, empty when it held; what kind of cleanup it had)."""
     uri, tmp = stores.fresh()
     tenants = {}
     for key, plan in plans.items():
         (tmp / key).mkdir()
         tenants[key] = Tenant(TENANTS[key], plan, Runtime(tmp / key), uri)
     problems: list[str] = []
+    label: list[str] = []
     cleaned_at: int | None = None
 
     def clean_one() -> None:
@@ -220,7 +227,7 @@ def tenants_case(
         if not purge and [p for p in left if "/artifacts/" in p]:
             problems.append(f"artifacts of {t.name} left after its cleanup")
         cleaned_at = t.attempt
-        event(f"cleanup ({'purge' if purge else 'retire'}) of a {'finished' if t.finished else 'live'} run")
+        label.append(f"cleanup ({'purge' if purge else 'retire'}) of a {'finished' if t.finished else 'live'} run")
 
     for i, (key, kind, n) in enumerate(interruptions):
         if i == when:
@@ -247,8 +254,9 @@ def tenants_case(
             # The purge took the history away: judge what ran after it against what it wrote.
             assert cleaned_at is not None
             executions = [e for e in executions if e[1] >= cleaned_at]
-        problems += [f"{t.name}: {p}" for p in judge(history, executions, t.name, set(range(1, t.attempt + 1)))]
-    return problems
+        found = judge(history, executions, t.name, set(range(1, t.attempt + 1))) + claims_disagree(history, t.expected)
+        problems += [f"{t.name}: {p}" for p in found]
+    return problems, label[0]
 
 
 TENANT_INTERRUPTIONS = st.lists(st.tuples(st.sampled_from("ab"), KINDS, st.integers(1, 8)), min_size=1, max_size=4)
@@ -284,7 +292,8 @@ TENANTS_CASES = st.builds(
 
 
 def tenants_property(stores: Stores, results: Results, case: TenantsCase) -> None:
-    problems = tenants_case(stores, case.plans, case.interruptions, case.cleaned, case.purge, case.when)
+    problems, label = tenants_case(stores, case.plans, case.interruptions, case.cleaned, case.purge, case.when)
+    event(label)
     results.record(
         f"Two tenants, one run id, one store (Hypothesis, {stores.kind}://)",
         runs=1,
@@ -314,10 +323,12 @@ def test_two_tenants_with_one_run_id_resume_and_clean_up_independently_gs(
 
 # -- two attempts of one run alive at once ---------------------------------------------------
 
-NEWER = ["finish", "held", "rerun", "retire", "cleanup-during", "cleanup-after"]
+NEWER = ["finish", "held", "rerun", "retire", "cleanup-during", "cleanup-after", "stale-retirer"]
 """What attempt 2 does while attempt 1 holds: finish; hold inside a step while attempt 1
 wakes; finish with --rerun-from; finish under retain OnFailure (it retires the run);
-finish, then a `pipeline-runtime cleanup` that attempt 1 wakes in the middle of, or after."""
+finish, then a `pipeline-runtime cleanup` that attempt 1 wakes in the middle of, or after;
+stale-retirer: attempt 1 finished under retain OnFailure and holds inside its own cleanup
+(before a delete) while attempt 2 re-runs the retired run from a step (issue 10 item 6)."""
 
 
 @dataclass
@@ -336,12 +347,13 @@ def stale_case(stores: Stores, case: StaleCase) -> tuple[list[str], bool]:
     uri, tmp = stores.fresh()
     rt, out = Runtime(tmp), tmp / "out.txt"
     step = f"s{case.newer_step % len(case.plan)}"
-    rerun = step if case.newer == "rerun" else None
-    retain = "OnFailure" if case.newer == "retire" else "Always"
+    rerun = step if case.newer in ("rerun", "stale-retirer") else None
+    retain = {1: "OnFailure" if case.newer == "stale-retirer" else "Always"}
+    retain[2] = "OnFailure" if case.newer == "retire" else "Always"
 
     def argv(n: int) -> list[str]:
         return generated_args(
-            case.plan, uri, out, n, RUN_ID, retain=retain if n == 2 else "Always", rerun_from=rerun if n == 2 else None
+            case.plan, uri, out, n, RUN_ID, retain=retain.get(n, "Always"), rerun_from=rerun if n == 2 else None
         )
 
     p = Play(rt, tmp, argv, GENERATED_ENV)
@@ -396,11 +408,16 @@ def stale_case(stores: Stores, case: StaleCase) -> tuple[list[str], bool]:
     if late:
         problems.append(f"attempt 1 committed {late} after attempt 2's claim (commit {claims[0]})")
     stray = unreferenced_artifacts(uri, "default", history)
+    if case.newer == "stale-retirer":
+        # Attempt 2 started over in its own epoch (the run was retired); what the stopped
+        # cleanup did not delete yet is older epochs' garbage, not a stale write.
+        epoch = next((h.get("artifact_epoch", 0) for h in history if h["seq"] in claims[:1]), 0)
+        stray = [p for p in stray if artifact_epoch(p.split("/", 2)[2]) >= epoch]
     if stray:
         problems.append(f"{len(stray)} artifacts no commit refers to (a stale upload?): {stray[:3]}")
     executions = rt.executions()
-    if rerun is not None:  # the re-run steps run again by request
-        again = [f"s{i}" for i in range(int(rerun[1:]), GENERATED_STEPS)]
+    if rerun is not None:  # the re-run steps run again by request (all of them on a retired run)
+        again = [f"s{i}" for i in range(0 if case.newer == "stale-retirer" else int(rerun[1:]), GENERATED_STEPS)]
         executions = [e for e in executions if not (e[1] == 2 and e[0] in again)]
         problems += check_rerun_claim(history, rerun)
         history = [h for h in history if claims and h["seq"] >= claims[0]]  # the re-run drops steps on purpose
@@ -420,6 +437,8 @@ def check_rerun_claim(history: list[dict[str, Any]], rerun: str) -> list[str]:
             before = next((h for h in reversed(history[:i]) if "completed_steps" in h), None)
             done = before["completed_steps"] if before else []
             want = done[: done.index(rerun)] if rerun in done else done
+            if before and before.get("kind") == "tombstone":
+                want = []  # a retired run keeps nothing to re-run from: it starts over
             if body["completed_steps"] != want:
                 return [f"--rerun-from {rerun} claimed {body['completed_steps']} after {done}"]
     return []
@@ -466,7 +485,9 @@ def stale_property(stores: Stores, results: Results, case: StaleCase) -> None:
 
 
 STALE_CASES = st.builds(
-    lambda plan, gate, newer, step, delete: StaleCase(plan, stale_gate_in_plan(plan)(gate), newer, step, delete),
+    lambda plan, gate, newer, step, delete: StaleCase(
+        plan, f"delete:{delete}" if newer == "stale-retirer" else stale_gate_in_plan(plan)(gate), newer, step, delete
+    ),
     PLANS,
     STALE_GATES,
     st.sampled_from(NEWER),
