@@ -426,7 +426,10 @@ def inspect_run(runlog: Any) -> dict[str, Any]:
                 "seq": h.get("seq"),
                 "attempt": h.get("attempt"),
                 "kind": h.get("kind"),
-                "step": h.get("step"),
+                # `step`: the last completed step, what a resume continues after (as in the
+                # runtime's commit event); a progress or failed commit's own step is not done.
+                "step": (h.get("completed_steps") or [None])[-1],
+                **({"in_step": h.get("step")} if h.get("kind") in ("progress", "failed") else {}),
                 "at": h.get("at"),
                 "completed": len(h.get("completed_steps") or []),
                 **({"error": h["error"]} if "error" in h else {}),
@@ -503,9 +506,10 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"    #{stubs[0]['seq']}..#{stubs[-1]['seq']}: {len(stubs)} older commits, retired")
     for h in info["history"]:
         if h["kind"] != "stub":
+            where = f"in {h['in_step']}" if h.get("in_step") else h["step"] or ""
             print(
                 f"    #{h['seq']:<5} attempt {h['attempt']!s:<3} {h['kind']!s:<9} "
-                f"{h['step'] or '':<20} {h['at'] or ''} {h.get('error', '')}"
+                f"{where:<20} {h['at'] or ''} {h.get('error', '')}"
             )
     return 0
 
