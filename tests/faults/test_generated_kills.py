@@ -71,6 +71,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("generated-kills")
 
 
+@pytest.mark.timeout(120 + 8 * EXAMPLES)  # the slow profile's 300 runs outlast pytest-timeout's default 300 s
 @settings(max_examples=EXAMPLES)
 @given(plan=PLANS, interruptions=INTERRUPTIONS)
 def test_generated_pipelines_resume_exactly_after_generated_interruptions(

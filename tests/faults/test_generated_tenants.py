@@ -305,7 +305,14 @@ def tenants_property(stores: Stores, results: Results, case: TenantsCase) -> Non
     assert not problems, problems
 
 
-@settings(max_examples=max(2, RUNS * 2 // 5))
+TENANT_FILE_RUNS = max(2, RUNS * 2 // 5)
+STALE_FILE_RUNS = max(3, RUNS * 3 // 5)
+SECONDS_PER_EXAMPLE = 8
+"""pytest-timeout's budget per example (a case takes 2-3 s, twice that on a loaded machine)."""
+
+
+@pytest.mark.timeout(120 + SECONDS_PER_EXAMPLE * TENANT_FILE_RUNS)
+@settings(max_examples=TENANT_FILE_RUNS)
 @given(case=TENANTS_CASES)
 def test_two_tenants_with_one_run_id_resume_and_clean_up_independently_file(
     file_stores: Stores, results: Results, case: TenantsCase
@@ -313,6 +320,7 @@ def test_two_tenants_with_one_run_id_resume_and_clean_up_independently_file(
     tenants_property(file_stores, results, case)
 
 
+@pytest.mark.timeout(120 + SECONDS_PER_EXAMPLE * GS_RUNS)
 @settings(max_examples=GS_RUNS)
 @given(case=TENANTS_CASES)
 def test_two_tenants_with_one_run_id_resume_and_clean_up_independently_gs(
@@ -496,7 +504,8 @@ STALE_CASES = st.builds(
 )
 
 
-@settings(max_examples=max(3, RUNS * 3 // 5))
+@pytest.mark.timeout(120 + SECONDS_PER_EXAMPLE * STALE_FILE_RUNS)
+@settings(max_examples=STALE_FILE_RUNS)
 @given(case=STALE_CASES)
 def test_stale_attempt_released_after_a_newer_claim_writes_nothing_file(
     file_stores: Stores, results: Results, case: StaleCase
@@ -504,6 +513,7 @@ def test_stale_attempt_released_after_a_newer_claim_writes_nothing_file(
     stale_property(file_stores, results, case)
 
 
+@pytest.mark.timeout(120 + SECONDS_PER_EXAMPLE * GS_RUNS)
 @settings(max_examples=GS_RUNS)
 @given(case=STALE_CASES)
 def test_stale_attempt_released_after_a_newer_claim_writes_nothing_gs(
