@@ -427,14 +427,19 @@ def inspect_run(runlog: Any) -> dict[str, Any]:
 
 
 def _history_line(h: Any) -> dict[str, Any]:
-    from .checkpoint import Commit, Unreadable
+    from .checkpoint import Commit, Kind, Unreadable
 
     line: dict[str, Any] = {"seq": h.seq, "attempt": None, "kind": None, "step": None, "at": None, "completed": 0}
     if isinstance(h, Unreadable):
         return {**line, "error": h.error}
     line["kind"] = h.kind.value
     if isinstance(h, Commit):
-        line.update(attempt=h.attempt, step=h.step, at=h.at, completed=len(h.completed_steps))
+        # `step`: the last completed step, what a resume continues after (as in the runtime's
+        # commit event); a progress or failed commit's own step is not done: it is `in_step`.
+        done = h.completed_steps
+        line.update(attempt=h.attempt, step=done[-1] if done else None, at=h.at, completed=len(done))
+        if h.kind in (Kind.PROGRESS, Kind.FAILED):
+            line["in_step"] = h.step
         if h.resumed_from:
             line["resumed_from"] = h.resumed_from
     return line
@@ -506,9 +511,10 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"    #{stubs[0]['seq']}..#{stubs[-1]['seq']}: {len(stubs)} older commits, retired")
     for h in info["history"]:
         if h["kind"] != "stub":
+            where = f"in {h['in_step']}" if h.get("in_step") else h["step"] or ""
             print(
                 f"    #{h['seq']:<5} attempt {h['attempt']!s:<3} {h['kind']!s:<9} "
-                f"{h['step'] or '':<20} {h['at'] or ''} {h.get('error', '')}"
+                f"{where:<20} {h['at'] or ''} {h.get('error', '')}"
             )
     return 0
 

@@ -20,18 +20,22 @@ checked for the two things that must never happen:
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from respawn_local.testkit import wait_for
 
+from pipeline_runtime.chaos.interrupt import interrupt, pause_env, signal_number
 from pipeline_runtime.chaos.judge import fenced_writes, lost_in_history, reran_after_commit
 from pipeline_runtime.chaos.judge import history as full_history
 from tests.faults.pipelines import CHAIN, CHAIN_STEPS, SWEEP, SWEEP_STEPS
-from tests.runtime.conftest import Runtime
+from tests.runtime.conftest import Runtime, RuntimeProcess, output, run_argv, termination
 
 __all__ = ["fenced_writes", "full_history", "lost_in_history", "reran_after_commit"]
 
@@ -63,26 +67,8 @@ def run_args(
     retain: str = "Always",
     **params: Any,
 ) -> list[str]:
-    import json
-
     target, _, defaults = PIPELINES[pipeline]
-    merged = {**defaults, **params, "out": str(out)}
-    return [
-        "run",
-        target,
-        "--params",
-        json.dumps(merged),
-        "--run-id",
-        run_id,
-        "--checkpoint-uri",
-        uri,
-        "--attempt",
-        str(attempt),
-        "--retain",
-        retain,
-        "--tenant",
-        tenant,
-    ]
+    return run_argv(target, {**defaults, **params, "out": str(out)}, uri, attempt, run_id, retain, tenant)
 
 
 @dataclass
@@ -156,3 +142,132 @@ def verify(
     problems += why_lost + why_fenced + why_reran
     duplicates = fenced + reran
     return Verdict(not problems, lost, duplicates, problems)
+
+
+# -- generated pipelines (tests/runtime/pipelines_for_tests.py:Generated) ----------------
+
+GENERATED = "tests.runtime.pipelines_for_tests:Generated"
+GENERATED_ENV = {"RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}
+"""Every save_progress commits: kills and gates land inside steps too."""
+EXPECTED_EXIT = {"KILL": {-signal.SIGKILL}, "TERM": {143}, "INT": {130}}
+
+
+def generated_args(
+    plan: list[tuple[str, int]],
+    uri: str,
+    out: Path,
+    attempt: int,
+    run_id: str,
+    tenant: str = "default",
+    retain: str = "Always",
+    rerun_from: str | None = None,
+) -> list[str]:
+    """`pipeline-runtime run` of Generated with `plan`."""
+    return run_argv(GENERATED, {"plan": plan, "out": str(out)}, uri, attempt, run_id, retain, tenant, rerun_from)
+
+
+def newest_completed(uri: str, run_id: str, tenant: str = "default") -> list[str] | None:
+    """The completed steps of the newest readable commit, as `inspect --json` lists them (its
+    `real[-1]`): what the next attempt must claim and skip. None after a tombstone (the next
+    attempt then starts over or finds the run done, by its outcome)."""
+    real = [h for h in full_history(uri, run_id, tenant) if "error" not in h and h.get("kind") != "stub"]
+    if not real:
+        return []
+    return None if real[-1].get("kind") == "tombstone" else list(real[-1]["completed_steps"])
+
+
+def claims_disagree(history: list[dict[str, Any]], expected: dict[int, list[str] | None]) -> list[str]:
+    """Attempts whose claim kept other steps than the newest commit before them listed
+    (issue 10 item 7: inspect listed a step as completed, the resumed attempt ran it again)."""
+    claims = {h["attempt"]: h["completed_steps"] for h in history if h.get("kind") == "claim"}
+    return [
+        f"attempt {a} claimed {claims[a]}, but the newest commit before it listed {want}"
+        for a, want in sorted(expected.items())
+        if want is not None and a in claims and claims[a] != want
+    ]
+
+
+def commits_seen(proc: RuntimeProcess) -> int:
+    return output(proc).count('"event": "commit"')
+
+
+def interrupt_as_drawn(rt: Runtime, argv: list[str], kind: str, n: int, tmp: Path) -> int | None:
+    """Start an attempt and interrupt it as drawn: KILL/TERM/INT after `n` commits, or a
+    SIGKILL while paused before the nth artifact upload (pause-artifact) or before commit
+    n + 1 (pause-commit). Its exit code, or None if it finished first."""
+    marker = tmp / f"paused-{rt.count}"
+    env = dict(GENERATED_ENV)
+    if kind == "pause-artifact":
+        n = 1 + (n - 1) % 3  # a run uploads only a few artifacts: aim at those
+    if kind.startswith("pause-"):
+        env.update(
+            pause_env(*(("artifact-before", n) if kind == "pause-artifact" else ("commit-before", n + 1)), marker)
+        )
+    proc = rt.start(argv, env)
+    if kind.startswith("pause-"):
+        code, sent = interrupt(proc, marker.exists, signal.SIGKILL, timeout=60)
+    else:
+        code, sent = interrupt(proc, lambda: commits_seen(proc) >= n, signal_number(kind), timeout=60)
+    if not sent or code == 0:  # it finished before the moment, or between our look and the signal
+        assert code == 0, f"{kind} after {n}: exit {code}\n{output(proc)}"
+        return None
+    assert code in EXPECTED_EXIT.get(kind, {-signal.SIGKILL}), f"{kind} after {n}: exit {code}\n{output(proc)}"
+    return code
+
+
+# -- attempts alive at once, held at gates (tests/runtime/pipelines_for_tests.py:gate) ----
+
+
+@dataclass
+class Play:
+    """Attempts of one run started, held, released and awaited by script.
+
+    A script is a list of operations on numbered attempts:
+      ("start", n, gate)  start attempt n, holding at `gate` (None: run freely)
+      ("held", n)         wait until attempt n holds at its gate
+      ("release", n)      let attempt n carry on
+      ("kill", n)         SIGKILL attempt n
+      ("exit", n, codes)  wait for attempt n to end with one of `codes`
+    """
+
+    rt: Runtime
+    tmp: Path
+    argv: Callable[[int], list[str]]
+    """The command line of attempt n."""
+    env: dict[str, str] = field(default_factory=dict)
+    procs: dict[int, RuntimeProcess] = field(default_factory=dict)
+    codes: dict[int, int] = field(default_factory=dict)
+
+    def gate_file(self, n: int) -> Path:
+        return self.tmp / f"gate-{n}"
+
+    def holding(self, n: int) -> bool:
+        return Path(f"{self.gate_file(n)}.waiting").exists()
+
+    def do(self, op: tuple[Any, ...]) -> None:
+        kind, n = op[0], op[1]
+        if kind == "start":
+            env = dict(self.env)
+            if op[2]:
+                env.update(GATE=op[2], GATE_FILE=str(self.gate_file(n)))
+            self.procs[n] = self.rt.start(self.argv(n), env=env)
+        elif kind == "held":
+            proc = self.procs[n]
+            wait_for(lambda: self.holding(n) or proc.poll() is not None, 60, f"attempt {n} to hold at its gate")
+            assert proc.poll() is None, f"attempt {n} ended ({proc.returncode}) before its gate"
+        elif kind == "release":
+            self.gate_file(n).write_text("go")
+        elif kind == "kill":
+            self.procs[n].send_signal(signal.SIGKILL)
+        elif kind == "exit":
+            self.codes[n] = self.procs[n].wait(90)
+            assert self.codes[n] in op[2], (
+                f"attempt {n} exited {self.codes[n]}, expected {sorted(op[2])}: {termination(self.procs[n])}"
+            )
+
+    def stop_all(self) -> None:
+        """SIGKILL every attempt still running (a failed script leaves no process behind)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -9,7 +9,8 @@ Gates make a process hold still at a chosen moment until the test releases it:
 $GATE names the moment ("step:scan" at the end of a step's compute, "commit:5"
 before commit 5 is created, "artifact:2" before the 2nd artifact write, "delete:1"
 before the first delete of the cleanup that follows the tombstone) and
-$GATE_FILE the release file; the process writes "$GATE_FILE.waiting" when it holds.
+$GATE_FILE the release file; the process writes "$GATE_FILE.waiting" when it holds
+(`gate` and `GatedStore` live in tests/runtime/pipelines_for_tests.py; Generated has them too).
 Unlike PausingStore (tests/runtime/pipelines_for_tests.py), which hangs until
 killed, a gated process carries on when released: that is what a split-brain
 attempt whose node comes back does.
@@ -29,42 +30,10 @@ from pydantic import BaseModel
 
 from pipeline_runtime import Pipeline, step
 from pipeline_runtime.storage import Store
-from tests.runtime.pipelines_for_tests import StoreWrapper, record
+from tests.runtime.pipelines_for_tests import GatedStore, gate, record
 
 SWEEP = "tests.faults.pipelines:Sweep"
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"
-
-
-def gate(moment: str) -> None:
-    """Hold at `moment` if $GATE names it, until $GATE_FILE exists."""
-    if os.environ.get("GATE") != moment:
-        return
-    release = Path(os.environ["GATE_FILE"])
-    Path(f"{release}.waiting").write_text(str(os.getpid()))
-    while not release.exists():
-        time.sleep(0.01)
-
-
-class GatedStore(StoreWrapper):
-    """Wraps a store; holds at the commit or artifact write named by $GATE."""
-
-    def __init__(self, inner: Store) -> None:
-        super().__init__(inner)
-        self.artifacts = 0
-        self.deletes = 0
-
-    def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
-        if "/artifacts/" in path:
-            self.artifacts += 1
-            gate(f"artifact:{self.artifacts}")
-        elif "/commits/" in path and if_absent:
-            gate(f"commit:{int(path.rsplit('/', 1)[-1].split('.')[0])}")
-        self.inner.put(path, data, if_absent=if_absent)
-
-    def delete(self, path: str) -> None:
-        self.deletes += 1
-        gate(f"delete:{self.deletes}")  # cleanup: the tombstone is written, deletes follow
-        self.inner.delete(path)
 
 
 class Sweep(Pipeline):

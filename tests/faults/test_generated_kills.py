@@ -15,9 +15,7 @@ HYPOTHESIS_PROFILE=slow runs 300 fresh ones.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import tempfile
 from pathlib import Path
 
@@ -25,16 +23,24 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from pipeline_runtime.chaos.interrupt import interrupt, pause_env, signal_number
-from tests.faults.harness import fenced_writes, full_history, lost_in_history, reran_after_commit
+from tests.faults.harness import (
+    GENERATED_ENV,
+    claims_disagree,
+    fenced_writes,
+    full_history,
+    generated_args,
+    interrupt_as_drawn,
+    lost_in_history,
+    newest_completed,
+    reran_after_commit,
+)
 from tests.faults.results import Results
-from tests.runtime.conftest import Runtime, RuntimeProcess, output
+from tests.runtime.conftest import Runtime
 from tests.runtime.pipelines_for_tests import GENERATED_STEPS
 
 # Generated pipelines interrupted and resumed as real processes (size: HYPOTHESIS_PROFILE, RESPAWN_GENERATED_RUNS).
 pytestmark = pytest.mark.slow
 
-PIPELINE = "tests.runtime.pipelines_for_tests:Generated"
 RECIPES = [
     "floats",
     "collide32",
@@ -51,8 +57,6 @@ RECIPES = [
 ]
 SLOW = os.environ.get("HYPOTHESIS_PROFILE") == "slow"
 EXAMPLES = 300 if SLOW else int(os.environ.get("RESPAWN_GENERATED_RUNS", "20"))
-EXPECTED = {"KILL": {-signal.SIGKILL}, "TERM": {143}, "INT": {130}}
-ENV = {"RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}  # every save_progress commits: kills land inside steps too
 
 PLANS = st.lists(st.tuples(st.sampled_from(RECIPES), st.integers(0, 5)), min_size=1, max_size=GENERATED_STEPS)
 INTERRUPTIONS = st.lists(
@@ -62,54 +66,12 @@ INTERRUPTIONS = st.lists(
 )
 
 
-def args(plan: list[tuple[str, int]], uri: str, out: Path, attempt: int, run_id: str) -> list[str]:
-    return [
-        "run",
-        PIPELINE,
-        "--params",
-        json.dumps({"plan": plan, "out": str(out)}),
-        "--run-id",
-        run_id,
-        "--checkpoint-uri",
-        uri,
-        "--attempt",
-        str(attempt),
-        "--retain",
-        "Always",
-    ]
-
-
-def commits_seen(proc: RuntimeProcess) -> int:
-    return output(proc).count('"event": "commit"')
-
-
-def interrupt_as_drawn(rt: Runtime, argv: list[str], kind: str, n: int, tmp: Path) -> int | None:
-    """Start an attempt, interrupt it as drawn; its exit code, or None if it finished first."""
-    marker = tmp / f"paused-{rt.count}"
-    env = dict(ENV)
-    if kind == "pause-artifact":
-        n = 1 + (n - 1) % 3  # a run uploads only a few artifacts: aim at those
-    if kind.startswith("pause-"):
-        env.update(
-            pause_env(*(("artifact-before", n) if kind == "pause-artifact" else ("commit-before", n + 1)), marker)
-        )
-    proc = rt.start(argv, env)
-    if kind.startswith("pause-"):
-        code, sent = interrupt(proc, marker.exists, signal.SIGKILL, timeout=60)
-    else:
-        code, sent = interrupt(proc, lambda: commits_seen(proc) >= n, signal_number(kind), timeout=60)
-    if not sent or code == 0:  # it finished before the moment, or between our look and the signal
-        assert code == 0, f"{kind} after {n}: exit {code}\n{output(proc)}"
-        return None
-    assert code in EXPECTED.get(kind, {-signal.SIGKILL}), f"{kind} after {n}: exit {code}\n{output(proc)}"
-    return code
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("generated-kills")
 
 
+@pytest.mark.timeout(120 + 8 * EXAMPLES)  # the slow profile's 300 runs outlast pytest-timeout's default 300 s
 @settings(max_examples=EXAMPLES)
 @given(plan=PLANS, interruptions=INTERRUPTIONS)
 def test_generated_pipelines_resume_exactly_after_generated_interruptions(
@@ -119,21 +81,25 @@ def test_generated_pipelines_resume_exactly_after_generated_interruptions(
     uri = f"file://{tmp}/ck"
     clean = Runtime(tmp / "clean")
     (tmp / "clean").mkdir()
-    code, text, _ = clean.run(args(plan, uri, tmp / "clean.out", 1, "clean"), env=ENV)
+    code, text, _ = clean.run(generated_args(plan, uri, tmp / "clean.out", 1, "clean"), env=GENERATED_ENV)
     assert code == 0, text
 
     rt = Runtime(tmp / "faulty")
     (tmp / "faulty").mkdir()
     attempt, finished, hits = 1, False, 0
+    expected: dict[int, list[str] | None] = {}  # what each attempt's claim must keep (issue 10 item 7)
     for kind, n in interruptions:
-        finished = interrupt_as_drawn(rt, args(plan, uri, tmp / "faulty.out", attempt, "faulty"), kind, n, tmp) is None
+        expected[attempt] = newest_completed(uri, "faulty")
+        argv = generated_args(plan, uri, tmp / "faulty.out", attempt, "faulty")
+        finished = interrupt_as_drawn(rt, argv, kind, n, tmp) is None
         event(f"{kind}: {'finished first' if finished else 'interrupted'}")
         hits += not finished
         attempt += 1
         if finished:
             break
     if not finished:
-        code, text, _ = rt.run(args(plan, uri, tmp / "faulty.out", attempt, "faulty"), env=ENV)
+        expected[attempt] = newest_completed(uri, "faulty")
+        code, text, _ = rt.run(generated_args(plan, uri, tmp / "faulty.out", attempt, "faulty"), env=GENERATED_ENV)
         assert code == 0, text
     problems = (
         []
@@ -144,7 +110,7 @@ def test_generated_pipelines_resume_exactly_after_generated_interruptions(
     dups, regressed, why = reran_after_commit(rt.executions(), history)
     lost, why_lost = lost_in_history(history)
     fenced, why_fenced = fenced_writes(history)
-    problems += why + why_lost + why_fenced
+    problems += why + why_lost + why_fenced + claims_disagree(history, expected)
     results.record(
         "Generated pipelines and interruptions (Hypothesis, file://)",
         runs=1,

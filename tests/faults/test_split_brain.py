@@ -7,27 +7,19 @@ on file:// and gs://.
 
 from __future__ import annotations
 
-import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from respawn_local.testkit import wait_for
 
 from tests.conftest import GCSEmulator
-from tests.faults.harness import FAULT_ENV, checkpoint_uri, full_history, reference, run_args, verify
+from tests.faults.harness import FAULT_ENV, Play, checkpoint_uri, full_history, reference, run_args, verify
 from tests.faults.results import Results
-from tests.runtime.conftest import Runtime, RuntimeProcess, termination
+from tests.runtime.conftest import Runtime, termination
 
 pytestmark = pytest.mark.slow  # stale attempts racing live ones, as real processes
 
-# Each interleaving is a script of operations on numbered attempts:
-#   ("start", n, gate)  start attempt n, holding at `gate` (None: run freely)
-#   ("held", n)         wait until attempt n holds at its gate
-#   ("release", n)      let attempt n carry on
-#   ("kill", n)         SIGKILL attempt n
-#   ("exit", n, codes)  wait for attempt n to end with one of `codes`
+# Each interleaving is a script of operations on numbered attempts (harness.Play).
 INTERLEAVINGS: dict[str, list[tuple[Any, ...]]] = {
     # The textbook case: the old attempt is inside a step when the new one takes over.
     "old mid-step, new finishes, old wakes": [
@@ -109,51 +101,10 @@ INTERLEAVINGS: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
-@dataclass
-class Play:
-    rt: Runtime
-    tmp: Path
-    uri: str
-    out: Path
-    retain: str
-    procs: dict[int, RuntimeProcess] = field(default_factory=dict)
-    codes: dict[int, int] = field(default_factory=dict)
-    stale_outputs: list[int] = field(default_factory=list)
-
-    def gate_file(self, n: int) -> Path:
-        return self.tmp / f"gate-{n}"
-
-    def do(self, op: tuple[Any, ...]) -> None:
-        kind, n = op[0], op[1]
-        if kind == "start":
-            env = dict(FAULT_ENV)
-            if op[2]:
-                env.update(GATE=op[2], GATE_FILE=str(self.gate_file(n)))
-            self.procs[n] = self.rt.start(
-                run_args("sweep", self.uri, self.out, n, run_id="split", retain=self.retain), env=env
-            )
-        elif kind == "held":
-            proc = self.procs[n]
-            wait_for(
-                lambda: Path(f"{self.gate_file(n)}.waiting").exists() or proc.poll() is not None,
-                60,
-                f"attempt {n} to hold at its gate",
-            )
-            assert proc.poll() is None, f"attempt {n} ended ({proc.returncode}) before its gate"
-        elif kind == "release":
-            self.gate_file(n).write_text("go")
-        elif kind == "kill":
-            self.procs[n].send_signal(signal.SIGKILL)
-        elif kind == "exit":
-            self.codes[n] = self.procs[n].wait(90)
-            assert self.codes[n] in op[2], (
-                f"attempt {n} exited {self.codes[n]}, expected {sorted(op[2])}: {termination(self.procs[n])}"
-            )
-
-
 def play(results: Results, tmp: Path, uri: str, name: str, store: str, retain: str = "Always") -> Play:
     ref = reference("sweep", tmp.parent / "reference-sweep")
-    p = Play(Runtime(tmp), tmp, uri, tmp / "out.txt", retain)
+    out = tmp / "out.txt"
+    p = Play(Runtime(tmp), tmp, lambda n: run_args("sweep", uri, out, n, run_id="split", retain=retain), FAULT_ENV)
     problems: list[str] = []
     try:
         for op in INTERLEAVINGS[name]:
@@ -161,21 +112,16 @@ def play(results: Results, tmp: Path, uri: str, name: str, store: str, retain: s
     except AssertionError as e:
         problems.append(str(e))
     finally:
-        for proc in p.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        p.stop_all()
     winner = max(n for n, c in p.codes.items() if c == 0) if 0 in p.codes.values() else None
     duplicates = 0
     if retain == "Always" and not problems:
-        verdict = verify(p.rt, uri, "split", "sweep", p.out, ref=ref)
+        verdict = verify(p.rt, uri, "split", "sweep", out, ref=ref)
         problems += verdict.problems
         duplicates += verdict.duplicates
         final = [h for h in full_history(uri, "split") if h.get("kind") == "final"]
         if not final or final[-1]["attempt"] != winner:
             problems.append(f"final commit by {final and final[-1]['attempt']}, winner was attempt {winner}")
-    # Which stale attempts ran the output step (checked by the test below).
-    p.stale_outputs = [a for s, a, _ in p.rt.executions() if s == "finish" and a != winner and p.codes.get(a) == 76]
     stale = sum(1 for c in p.codes.values() if c in (76, -9))
     results.record(
         f"Split brain: stale attempts ({store})",
@@ -257,12 +203,13 @@ def test_stale_attempt_does_not_run_the_output_step(
 ) -> None:
     uri = checkpoint_uri(store, tmp_path, request, "split-runahead")
     p = play(results, tmp_path, uri, "old between uploads and commit, new finishes", f"{store}://")
+    stale_outputs = [a for s, a, _ in p.rt.executions() if s == "finish" and p.codes.get(a) == 76]
     results.record(
         f"Stale attempt with a held commit stops before the output step ({store}://)",
         runs=1,
         faults=1,
-        correct=int(not p.stale_outputs),
-        duplicates=len(p.stale_outputs),
+        correct=int(not stale_outputs),
+        duplicates=len(stale_outputs),
         test=f"test_stale_attempt_does_not_run_the_output_step[{store}]",
     )
-    assert p.stale_outputs == [], f"stale attempts {p.stale_outputs} ran the output step"
+    assert stale_outputs == [], f"stale attempts {stale_outputs} ran the output step"

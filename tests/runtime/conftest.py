@@ -84,6 +84,35 @@ class Runtime:
         return [(s, int(a), int(i)) for s, a, i in rows]
 
 
+def run_argv(
+    target: str,
+    params: dict[str, Any],
+    uri: str,
+    attempt: int,
+    run_id: str,
+    retain: str = "Always",
+    tenant: str | None = None,
+    rerun_from: str | None = None,
+) -> list[str]:
+    """The arguments of `pipeline-runtime run` for `target` (module:Class) with `params`."""
+    return [
+        "run",
+        target,
+        "--params",
+        json.dumps(params),
+        "--run-id",
+        run_id,
+        "--checkpoint-uri",
+        uri,
+        "--attempt",
+        str(attempt),
+        "--retain",
+        retain,
+        *(["--tenant", tenant] if tenant else []),
+        *(["--rerun-from", rerun_from] if rerun_from else []),
+    ]
+
+
 def output(proc: RuntimeProcess) -> str:
     return proc.output_log.read_text()
 

@@ -4,7 +4,9 @@ Each step appends "<step> <attempt> <start-index>" to $EXEC_LOG when it starts, 
 tests can count executions. With $RESPAWN_CHAOS_PAUSE_AT set, Chain and Generated wrap
 their store in the chaos engine's PausingStore (pipeline_runtime/chaos/store.py): it
 announces a chosen storage operation through a marker file and holds still, so a
-test can kill the process at exactly that moment.
+test can kill the process at exactly that moment. With $GATE set (see `gate`), Sweep
+(tests/faults/pipelines.py) and Generated hold at a step's end or a storage operation
+until the test releases them: what a stale attempt whose node comes back does.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pipeline_runtime.chaos.judge import describe_value
 from pipeline_runtime.chaos.store import ENV_PAUSE_AT, PausingStore, StoreWrapper
 from pipeline_runtime.storage import Store
 
-__all__ = ["StoreWrapper", "describe_value", "record"]
+__all__ = ["GatedStore", "StoreWrapper", "describe_value", "gate", "record"]
 
 
 def record(step_name: str, attempt: int, start: int = 0) -> None:
@@ -31,6 +33,38 @@ def record(step_name: str, attempt: int, start: int = 0) -> None:
     if path:
         with open(path, "a") as f:
             f.write(f"{step_name} {attempt} {start}\n")
+
+
+def gate(moment: str) -> None:
+    """Hold at `moment` if $GATE names it, until $GATE_FILE exists."""
+    if os.environ.get("GATE") != moment:
+        return
+    release = Path(os.environ["GATE_FILE"])
+    Path(f"{release}.waiting").write_text(str(os.getpid()))
+    while not release.exists():
+        time.sleep(0.01)
+
+
+class GatedStore(StoreWrapper):
+    """Wraps a store; holds at the commit or artifact write named by $GATE."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.artifacts = 0
+        self.deletes = 0
+
+    def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
+        if "/artifacts/" in path:
+            self.artifacts += 1
+            gate(f"artifact:{self.artifacts}")
+        elif "/commits/" in path and if_absent:
+            gate(f"commit:{int(path.rsplit('/', 1)[-1].split('.')[0])}")
+        self.inner.put(path, data, if_absent=if_absent)
+
+    def delete(self, path: str) -> None:
+        self.deletes += 1
+        gate(f"delete:{self.deletes}")  # cleanup: the tombstone is written, deletes follow
+        self.inner.delete(path)
 
 
 class Chain(Pipeline):
@@ -195,6 +229,8 @@ class Generated(Pipeline):
 
     def open_store(self) -> Store | None:
         store = super().open_store()
+        if store is not None and os.environ.get("GATE", "").startswith(("commit:", "artifact:", "delete:")):
+            return GatedStore(store)
         return PausingStore.from_env(store) if store is not None and os.environ.get(ENV_PAUSE_AT) else store
 
     def _work(self, ctx: Any, i: int) -> None:
@@ -212,6 +248,7 @@ class Generated(Pipeline):
         ctx[f"v{i}"] = _recipe(recipe, i)
         ctx[f"acc{i}"] = acc
         time.sleep(ctx.params.work_s)
+        gate(f"step:{ctx.step_name}")  # a stale attempt holds here, its step done, nothing committed
 
     @step
     def s0(self, ctx: Any) -> None:

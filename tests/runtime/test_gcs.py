@@ -9,28 +9,13 @@ import pytest
 from respawn_local.testkit import free_port, wait_for
 
 from tests.conftest import GCSEmulator
-from tests.runtime.conftest import Runtime
+from tests.runtime.conftest import Runtime, run_argv
 
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"
 
 
 def args(uri: str, out: Path, attempt: int, retain: str = "Always") -> list[str]:
-    return [
-        "run",
-        CHAIN,
-        "--params",
-        f'{{"mb": 2, "work_s": 0.05, "out": "{out}"}}',
-        "--run-id",
-        "g1",
-        "--checkpoint-uri",
-        uri,
-        "--attempt",
-        str(attempt),
-        "--retain",
-        retain,
-        "--tenant",
-        "tenant1",
-    ]
+    return run_argv(CHAIN, {"mb": 2, "work_s": 0.05, "out": str(out)}, uri, attempt, "g1", retain, "tenant1")
 
 
 @pytest.mark.slow

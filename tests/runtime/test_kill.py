@@ -12,27 +12,15 @@ import pytest
 from respawn_local.testkit import wait_for
 
 from pipeline_runtime.chaos.judge import step_commits
-from tests.runtime.conftest import Runtime, RuntimeProcess, output, termination
+from tests.runtime.conftest import Runtime, RuntimeProcess, output, run_argv, termination
 
 CHAIN = "tests.runtime.pipelines_for_tests:Chain"
 COUNTING = "tests.runtime.pipelines_for_tests:Counting"
+GENERATED = "tests.runtime.pipelines_for_tests:Generated"
 
 
 def chain_args(uri: str, out: Path, attempt: int, run_id: str = "r1", mb: int = 4) -> list[str]:
-    return [
-        "run",
-        CHAIN,
-        "--params",
-        f'{{"mb": {mb}, "out": "{out}"}}',
-        "--run-id",
-        run_id,
-        "--checkpoint-uri",
-        uri,
-        "--attempt",
-        str(attempt),
-        "--retain",
-        "Always",
-    ]
+    return run_argv(CHAIN, {"mb": mb, "out": str(out)}, uri, attempt, run_id)
 
 
 def finish(runtime: Runtime, args_for: Any, first_attempt: int) -> int:
@@ -224,3 +212,34 @@ def test_failed_step_exits_1_and_keeps_earlier_commits(runtime: Runtime, tmp_pat
     assert info["completed_steps"] == ["one"]
     assert info["steps_summary"]["two"]["status"] == "failed"
     assert os.path.isdir(tmp_path / "ck")
+
+
+def test_inspect_after_a_kill_inside_a_step_does_not_list_that_step_as_done(runtime: Runtime, tmp_path: Path) -> None:
+    """Issue 10 item 7: SIGKILLed while step 4 of five saves progress, `inspect --json` named
+    step 4 in the newest history entry (a progress commit's `step` is the step in progress),
+    and the resumed attempt "ran it again" ("2 steps run, 3 skipped"): it continued step 4
+    from its saved progress, as it should. What inspect lists as done must be what the next
+    attempt skips; the step in progress is `in_step`."""
+    from pipeline_runtime.chaos.interrupt import interrupt, pause_env
+
+    uri, out, marker = f"file://{tmp_path}/ck", tmp_path / "out.txt", tmp_path / "paused"
+    plan = [["floats", 0], ["zeros", 0], ["tuple", 0], ["big", 3], ["order", 0]]
+
+    def argv(attempt: int) -> list[str]:
+        return run_argv(GENERATED, {"plan": plan, "out": str(out)}, uri, attempt, "r1")
+
+    env = {"RESPAWN_PROGRESS_INTERVAL_SECONDS": "0"}
+    # Commits: claim, s0, s1, s2, then s3's progress 1, 2, 3: held before the third.
+    proc = runtime.start(argv(1), {**env, **pause_env("commit-before", 7, marker)})
+    code, sent = interrupt(proc, marker.exists, signal.SIGKILL, timeout=60)
+    assert sent and code == -signal.SIGKILL, output(proc)
+    info = runtime.inspect(uri, "r1")
+    listed = set(info["completed_steps"]) | {h["step"] for h in info["history"] if h["step"]}
+    code, text, term = runtime.run(argv(2), env)
+    assert code == 0, text
+    ran = [(s, start) for s, a, start in runtime.executions() if a == 2]
+    assert ran == [("s3", 2), ("s4", 0)]  # s3 continues from its saved progress
+    assert term is not None and term["message"] == "2 steps run, 3 skipped (resumed)"
+    assert not listed & {"s3", "s4"}, f"inspect listed {sorted(listed)} as done; the resumed attempt ran s3 and s4"
+    newest = info["history"][-1]
+    assert (newest["kind"], newest["step"], newest.get("in_step")) == ("progress", "s2", "s3")
