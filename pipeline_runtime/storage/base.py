@@ -13,11 +13,14 @@ A backend is a class taking the URI, registered under its scheme (entry points
 durable=False)` asks for scratch writes that a host crash may lose (a local folder skips
 fsync), for data that is made again when lost; a backend without the keyword is always
 durable. A backend that leaves something behind after deletes (a local folder keeps empty
-folders, and the temporary files of writes killed mid-way) also implements `Tidy`.
+folders, and the temporary files of writes killed mid-way) also implements `Tidy`. One
+that can read an object straight into a caller's buffer (no bytes object, no copy) also
+implements `ReadsInto`; the codec uses it to load arrays on resume.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ..contracts import ExitCode, Reason
@@ -88,6 +91,16 @@ def check_path(path: str, *, prefix: bool = False) -> str:
     if any(part in ("", ".", "..") for part in body.split("/")):
         raise ValueError(f"invalid store path {path!r}")
     return path
+
+
+@runtime_checkable
+class ReadsInto(Protocol):
+    """A store that can read an object into a buffer the caller allocated."""
+
+    def get_into(self, path: str, allocate: Callable[[int], memoryview]) -> int:
+        """Read the object at `path` into `allocate(its size)`, a writable buffer of that many
+        bytes; returns how many bytes it read (fewer: the object shrank meanwhile). The caller
+        may refuse a size it did not expect by raising in `allocate`. NotFound if missing."""
 
 
 @runtime_checkable

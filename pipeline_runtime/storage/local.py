@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -91,6 +93,34 @@ class FileStore:
             raise NotFound(path) from None
         except OSError as e:
             raise _os_error(e, path) from e
+
+    def get_into(self, path: str, allocate: Callable[[int], memoryview]) -> int:
+        """base.ReadsInto: read(2) straight into the caller's buffer. Into a numpy array this beats
+        `read_bytes()` by a third: the bytes object's fresh pages fault in one by one (and
+        are trimmed by a realloc at the end), an array's are huge pages."""
+        try:
+            fd = os.open(self._path(path), os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(path) from None
+        except OSError as e:
+            raise _os_error(e, path) from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a folder is no object, as in an object store
+                raise NotFound(path)
+            size = st.st_size
+            view = allocate(size).cast("B")
+            done = 0
+            while done < size:  # one read(2) returns at most ~2 GiB
+                n = os.readv(fd, [view[done:]])
+                if n == 0:
+                    break  # shorter than it was a moment ago: the caller calls it damaged
+                done += n
+            return done
+        except OSError as e:
+            raise _os_error(e, path) from e
+        finally:
+            os.close(fd)
 
     def exists(self, path: str) -> bool:
         return self._path(path).is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from .base import NotFound, PreconditionFailed, check_path
 
@@ -31,6 +32,12 @@ class MemoryStore:
                 return self._objects[check_path(path)]
             except KeyError:
                 raise NotFound(path) from None
+
+    def get_into(self, path: str, allocate: Callable[[int], memoryview]) -> int:
+        """base.ReadsInto."""
+        data = self.get(path)
+        allocate(len(data)).cast("B")[:] = data
+        return len(data)
 
     def exists(self, path: str) -> bool:
         with _LOCK:
