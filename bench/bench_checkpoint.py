@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from pipeline_runtime import Pipeline, step
-from pipeline_runtime.checkpoint import CHECKPOINT_VERSION, RunLog
+from pipeline_runtime.checkpoint import Commit, Kind, RunLog
 from pipeline_runtime.codec import Encoder, decode, snapshot
 from pipeline_runtime.storage.local import FileStore
 
@@ -74,16 +74,15 @@ def commit(
     node, uploaded = enc.resolve(snapshot(ctx), pool)
     log.append(
         seq,
-        {
-            "checkpoint_version": CHECKPOINT_VERSION,
-            "kind": "step",
-            "attempt": 1,
-            "pipeline_name": "bench",
-            "run_guid": "b",
-            "completed_steps": [],
-            "context": node,
-            "steps_summary": {},
-        },
+        Commit(
+            kind=Kind.STEP,
+            attempt=1,
+            pipeline_name="bench",
+            run_guid="b",
+            completed_steps=[],
+            context=node,
+            steps_summary={},
+        ),
     )
     return time.perf_counter() - t, uploaded, node
 
@@ -92,8 +91,8 @@ def resume(log: RunLog, pool: ThreadPoolExecutor) -> tuple[float, Any]:
     """What an attempt does to get its state back: find the newest commit, decode its context."""
     t = time.perf_counter()
     latest = log.latest()
-    assert latest is not None and latest.body is not None
-    back = decode(latest.body["context"], log.get_artifact, None, pool)
+    assert latest is not None and isinstance(latest.body, Commit) and latest.body.context is not None
+    back = decode(latest.body.context, log.get_artifact, None, pool, get_into=log.artifact_reader)
     return time.perf_counter() - t, back
 
 

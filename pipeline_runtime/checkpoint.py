@@ -25,7 +25,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .codec import artifact_epoch, artifact_path
+from .codec import ReadInto, artifact_epoch, artifact_path
 from .commit import (
     CHECKPOINT_VERSION,
     FINISHED_KINDS,
@@ -44,7 +44,7 @@ from .commit import (
 )
 from .contracts import RUN_ID_MAX, ExitCode, Reason
 from .errors import RespawnError
-from .storage.base import NotFound, PreconditionFailed, Store
+from .storage.base import NotFound, PreconditionFailed, ReadsInto, Store
 
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}")
 
@@ -184,6 +184,14 @@ class RunLog:
 
     def get_artifact(self, path: str) -> bytes:
         return self.store.get(self._p(path))
+
+    @property
+    def artifact_reader(self) -> ReadInto | None:
+        """`codec.decode`'s `get_into`: reads an artifact into a buffer, where the store can."""
+        store = self.store
+        if not isinstance(store, ReadsInto):
+            return None
+        return lambda path, allocate: store.get_into(self._p(path), allocate)
 
     def artifact_shas(self, epoch: int = 0) -> set[str]:
         """The artifacts stored in `epoch`."""

@@ -348,8 +348,17 @@ class CorruptArtifact(RespawnError, ValueError):
     """An artifact is missing, truncated or does not match its hash."""
 
 
+ReadInto = Callable[[str, Callable[[int], memoryview]], int]
+"""Reads the artifact at a path into `allocate(its size)`; returns the bytes read (storage.base.ReadsInto)."""
+
+
 def decode(
-    node: Any, get: Callable[[str], bytes], encoder: Encoder | None = None, pool: Executor | None = None, epoch: int = 0
+    node: Any,
+    get: Callable[[str], bytes],
+    encoder: Encoder | None = None,
+    pool: Executor | None = None,
+    epoch: int = 0,
+    get_into: ReadInto | None = None,
 ) -> Any:
     """Rebuild a value from its JSON node exactly, verifying every artifact.
 
@@ -357,12 +366,13 @@ def decode(
     another is checked), but every reference builds its own value from the bytes and its
     own type, dtype and shape (equal bytes, other dtype: other value). An artifact is
     checked against the xxh3-128 its references carry, or, in references written before
-    they carried one, against the sha256 it is named by (see `_verify`).
+    they carried one, against the sha256 it is named by (see `_verify`). With `get_into`
+    (`RunLog.artifact_reader`), arrays are read straight into their own buffers.
     """
     by_sha: dict[str, list[dict[str, Any]]] = {}
     for r in _refs(node):
         by_sha.setdefault(r["sha256"], []).append(r)
-    direct = _reads_into(get)
+    direct = get_into
     fetch = pool.map if pool else map
     raw = dict(zip(by_sha, fetch(lambda rs: _fetch(rs, get, direct, epoch), by_sha.values())))
 
@@ -396,24 +406,7 @@ def decode(
     return build(node)
 
 
-_ReadInto = Callable[[str, Callable[[int], memoryview]], int]
-
-
-def _reads_into(get: Callable[[str], bytes]) -> _ReadInto | None:
-    """Read straight into an array's buffer where the store can (storage.base.ReadsInto).
-
-    `get` is what the run loop passes: a RunLog's bound `get_artifact`, which reads from
-    `runlog.store` under `runlog.prefix`; any other callable is used as it is.
-    """
-    owner = getattr(get, "__self__", None)
-    store, prefix = getattr(owner, "store", None), getattr(owner, "prefix", None)
-    get_into = getattr(store, "get_into", None)
-    if getattr(get, "__name__", "") != "get_artifact" or not isinstance(prefix, str) or not callable(get_into):
-        return None
-    return lambda path, allocate: int(get_into(prefix + path, allocate))
-
-
-def _fetch(refs: list[dict[str, Any]], get: Callable[[str], bytes], direct: _ReadInto | None, epoch: int) -> Any:
+def _fetch(refs: list[dict[str, Any]], get: Callable[[str], bytes], direct: ReadInto | None, epoch: int) -> Any:
     """The verified bytes of one artifact: a read-only uint8 array when only arrays refer to
     it and the store reads into buffers, else bytes."""
     sha, size = refs[0]["sha256"], refs[0]["size"]

@@ -513,11 +513,12 @@ class _Run:
         try:
             if body.context is None:
                 raise ValueError("it holds no context")
-            context = decode(body.context, runlog.get_artifact, self.encoder, self.pool, epoch)
+            reader = runlog.artifact_reader
+            context = decode(body.context, runlog.get_artifact, self.encoder, self.pool, epoch, reader)
             progress = None
             step = progress_step(body, keep, wanted, rerun_from)
             if step is not None and body.progress is not None:
-                state = decode(body.progress.state, runlog.get_artifact, self.encoder, self.pool, epoch)
+                state = decode(body.progress.state, runlog.get_artifact, self.encoder, self.pool, epoch, reader)
                 progress = {"step": step, "state": state}
         except (CorruptArtifact, NotFound, KeyError, TypeError, ValueError, RecursionError) as e:
             raise IncompatibleCheckpoint(

@@ -114,7 +114,7 @@ def final_context(uri: str, run_id: str, tenant: str = "default") -> dict[str, A
     if latest is None or not isinstance(latest.body, Commit) or latest.body.context is None:
         raise FileNotFoundError(f"no readable commit with a context at {runlog.uri}")
     body = latest.body
-    return dict(decode(body.context, runlog.get_artifact, epoch=body.artifact_epoch))
+    return dict(decode(body.context, runlog.get_artifact, epoch=body.artifact_epoch, get_into=runlog.artifact_reader))
 
 
 def describe_context(context: dict[str, Any]) -> list[tuple[str, Any]]:

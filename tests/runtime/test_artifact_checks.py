@@ -61,26 +61,34 @@ def _assert_equal(back: dict[str, Any]) -> None:
             assert back[key] == want
 
 
+READ = pytest.mark.parametrize("direct", [True, False], ids=["read-into", "bytes"])
+
+
+@READ
 @pytest.mark.parametrize("kind", ["file", "memory"])
 @pytest.mark.parametrize("old_refs", [False, True], ids=["xxh3", "sha256-only"])
-def test_artifacts_load_back_exactly(kind: str, old_refs: bool, tmp_path: Path) -> None:
+def test_artifacts_load_back_exactly(kind: str, old_refs: bool, direct: bool, tmp_path: Path) -> None:
     log = _runlog(kind, tmp_path)
     node = _commit(log, VALUE)
-    _assert_equal(decode(_without_xxh3(node) if old_refs else node, log.get_artifact))
+    reader = log.artifact_reader if direct else None
+    assert (reader is not None) == direct
+    _assert_equal(decode(_without_xxh3(node) if old_refs else node, log.get_artifact, get_into=reader))
 
 
 @pytest.mark.parametrize("kind", ["file", "memory"])
 @pytest.mark.parametrize("old_refs", [False, True], ids=["xxh3", "sha256-only"])
 @pytest.mark.parametrize("key", ["arr", "raw", "big_json"])
 @pytest.mark.parametrize("truncate", [False, True], ids=["flipped-bit", "truncated"])
+@READ
 def test_a_damaged_artifact_is_reported_damaged(
-    kind: str, old_refs: bool, key: str, truncate: bool, tmp_path: Path
+    kind: str, old_refs: bool, key: str, truncate: bool, direct: bool, tmp_path: Path
 ) -> None:
     log = _runlog(kind, tmp_path)
     node = _commit(log, VALUE)
     _damage(log, node["dict"][key]["ref"]["sha256"], truncate=truncate)
+    reader = log.artifact_reader if direct else None
     with pytest.raises(CorruptArtifact, match="damaged"):
-        decode(_without_xxh3(node) if old_refs else node, log.get_artifact)
+        decode(_without_xxh3(node) if old_refs else node, log.get_artifact, get_into=reader)
 
 
 def test_a_reference_whose_checksum_was_changed_is_reported_damaged(tmp_path: Path) -> None:
@@ -88,12 +96,12 @@ def test_a_reference_whose_checksum_was_changed_is_reported_damaged(tmp_path: Pa
     node = _commit(log, {"arr": VALUE["arr"]})
     node["dict"]["arr"]["ref"]["xxh3_128"] = "0" * 32
     with pytest.raises(CorruptArtifact, match="xxh3-128 mismatch"):
-        decode(node, log.get_artifact)
+        decode(node, log.get_artifact, get_into=log.artifact_reader)
 
 
 def test_loaded_arrays_are_read_only_for_good(tmp_path: Path) -> None:
     log = _runlog("file", tmp_path)
-    back = decode(_commit(log, VALUE), log.get_artifact)
+    back = decode(_commit(log, VALUE), log.get_artifact, get_into=log.artifact_reader)
     for key in ("arr", "same_bytes_other_dtype"):
         assert not back[key].flags.writeable
         with pytest.raises(ValueError):
