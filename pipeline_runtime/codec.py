@@ -248,14 +248,16 @@ class Encoder:
             else:
                 work.append(leaf)
         results = pool.map(self._store_leaf, work) if pool else map(self._store_leaf, work)
-        for leaf, (ref, n) in zip(work, results):
+        for leaf, (ref, stored) in zip(work, results):
             refs[id(leaf)] = ref
-            uploaded += n
-            if n and uploaded_shas is not None:
-                uploaded_shas.append(ref["sha256"])
+            if stored:
+                uploaded += ref["size"]
+                if uploaded_shas is not None:  # an empty artifact counts too: it is an object to take back
+                    uploaded_shas.append(ref["sha256"])
         return _build(plan, refs), uploaded
 
-    def _store_leaf(self, leaf: _Leaf) -> tuple[dict[str, Any], int]:
+    def _store_leaf(self, leaf: _Leaf) -> tuple[dict[str, Any], bool]:
+        """(its reference, whether this call stored the artifact)."""
         data = _leaf_bytes(leaf)
         sha, xxh = _digests(data)
         ref = _ref_meta(leaf, sha, xxh, len(data) if isinstance(data, bytes) else data.nbytes)
@@ -265,19 +267,17 @@ class Encoder:
             present = sha in self.known or sha in self._inflight
             if not present:
                 self._inflight.add(sha)
-        n = 0
         if not present:
             try:
                 self._put(artifact_path(sha, self.epoch), data)
             finally:
                 with self._lock:
                     self._inflight.discard(sha)
-            n = ref["size"]
         with self._lock:
             self.known.add(sha)
             if leaf.kind != "json":
                 self._by_id[id(leaf.obj)] = (leaf.obj, ref)
-        return ref, n
+        return ref, not present
 
     def forget_except(self, keep: Any) -> None:
         """Drop identity entries not referenced by `keep` (a resolved node), freeing memory."""

@@ -522,11 +522,11 @@ def test_stale_attempt_released_after_a_newer_claim_writes_nothing_gs(
     stale_property(gs_stores, results, case)
 
 
-@pytest.mark.xfail(strict=True, reason="open: a stale upload released after the newer attempt retired the run stays")
 def test_stale_upload_released_after_the_newer_attempt_retired_leaves_nothing(file_stores: Stores) -> None:
     """Shrunk by the slow profile: attempt 1 holds before its 2nd artifact upload (the empty
     array, sha256 e3b0c442...), attempt 2 finishes under retain OnFailure and retires the run;
-    released, attempt 1 exits 76 but its upload stays in the retired run's artifacts/."""
+    released, attempt 1 exits 76; its upload stayed in the retired run's artifacts/ because the
+    commit worker took back only the uploads of more than 0 bytes."""
     case = StaleCase([("floats", 0), ("empty", 0)], "artifact:2", "retire", 0, 1)
     problems, held = stale_case(file_stores, case)
     assert held and not problems, problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from pipeline_runtime import Pipeline, step
-from pipeline_runtime.codec import Encoder, UnsupportedValue, decode, snapshot
+from pipeline_runtime.codec import Encoder, UnsupportedValue, artifact_path, decode, snapshot
 from pipeline_runtime.storage.memory import MemoryStore
 
 
@@ -107,3 +108,14 @@ def test_equal_values_in_one_commit_are_uploaded_once() -> None:
         node, uploaded = enc.resolve(snapshot(twins), pool)
     assert len(puts) == 1 and uploaded == 80_000
     assert node["dict"]["a"] == node["dict"]["b"]
+
+
+def test_an_empty_artifact_counts_as_stored_so_a_stale_writer_can_take_it_back() -> None:
+    """Regression (the generated stale-attempt runs): the commit worker takes back the
+    artifacts a fenced commit uploaded, from the list `resolve` gives; a 0-byte one was missing."""
+    store = MemoryStore("memory://empty-artifact")
+    encoder = Encoder(store.put)
+    stored: list[str] = []
+    _, uploaded = encoder.resolve(snapshot({"empty": np.zeros((0, 4), np.int32)}), None, stored)
+    assert uploaded == 0 and stored == [hashlib.sha256(b"").hexdigest()]
+    assert store.exists(artifact_path(stored[0]))
