@@ -200,15 +200,19 @@ def test_a_paused_replica_does_not_act_until_the_peer_keepalive_expires(pair: tu
         preempting = cluster.sim.preempt(pod, NS, reason="PreemptionByScheduler", grace=10, wait=False)
         assert preempting is not None
 
-        # Poll both: the Job first, the log line second, so that a Job seen at one poll
-        # is ordered after every log line written before it.
-        seen: dict[str, float] = {}
+        # Poll both, the log line first and the Job second, and keep the poll each was
+        # first seen at: a resume logged before a poll's Job read counts as before that
+        # Job. (Reading the Job first and comparing times failed whenever the resume and
+        # the Job it leads to both landed within one poll: the Job got the earlier time.)
+        seen: dict[str, int] = {}
+        polls = [0]
 
         def both() -> bool:
-            if "job" not in seen and "held-a2" in cluster.jobs("held"):
-                seen["job"] = time.monotonic()
+            polls[0] += 1
             if "resumed" not in seen and low.says(RESUMED) >= 2:
-                seen["resumed"] = time.monotonic()
+                seen["resumed"] = polls[0]
+            if "job" not in seen and "held-a2" in cluster.jobs("held"):
+                seen["job"] = polls[0]
             return len(seen) == 2
 
         try:
@@ -223,7 +227,9 @@ def test_a_paused_replica_does_not_act_until_the_peer_keepalive_expires(pair: tu
         high.proc.wait(10)
 
     # kopf resumes the low replica only once the frozen peer's lastseen + lifetime is past.
-    assert seen["resumed"] <= seen["job"], f"attempt 2 started {seen['resumed'] - seen['job']:.1f}s before the resume"
+    assert seen["resumed"] <= seen["job"], (
+        f"attempt 2's Job was seen at poll {seen['job']}, the resume at {seen['resumed']}"
+    )
     assert low.says(GATE_ACTIVE) == 2 and low.says(GATE_PAUSED) == 1
     st = cluster.wait_phase("held", "Succeeded", timeout=60)
     assert st["attempt"] == 2 and st["preemptions"] == 1
