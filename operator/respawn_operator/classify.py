@@ -217,3 +217,12 @@ def classify_attempt(
             message=pod_status.get("message") or (failed or {}).get("message") or "",
         )
     return None
+
+
+def lost_to_infrastructure(pod: dict[str, Any], *, pod_gone: bool = False, node_exists: bool | None = True) -> bool:
+    """True if the last seen state of an attempt's pod says the infrastructure took it
+    (preempted, evicted, its node lost): the round that ends the attempt and starts the
+    next one goes in the work queue's urgent lane (workqueue.py). The pod alone decides;
+    the round itself still classifies the attempt with its Job."""
+    outcome = classify_attempt(None, pod, node_exists=node_exists, pod_gone=pod_gone)
+    return outcome is not None and outcome.charge is Charge.PREEMPTION

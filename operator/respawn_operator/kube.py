@@ -7,7 +7,6 @@ come from :mod:`respawn_operator.credentials`, the same loader kopf's login uses
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import json
@@ -19,7 +18,7 @@ import kopf
 
 from respawn_operator import credentials
 from respawn_operator.credentials import Credentials
-from respawn_operator.workqueue import TokenBucket
+from respawn_operator.workqueue import LANE, TokenBucket
 
 USER_AGENT = "respawn-operator/0.1"
 
@@ -175,7 +174,8 @@ class KubeClient:
     ) -> None:
         self.host = host.rstrip("/")
         self.rate_limit = rate_limit
-        """Every request takes a token first (client-go's QPS and burst); None: no limit."""
+        """Every request takes a token first (client-go's QPS and burst), in the lane
+        `workqueue.LANE` says (an urgent round's requests first); None: no limit."""
         self._headers = dict(headers or {})
         self._ssl = ssl_context
         self._credentials = credentials
@@ -207,9 +207,7 @@ class KubeClient:
         expired exec-plugin token is the usual cause, and a fresh load fixes both.
         """
         if self.rate_limit is not None:
-            wait = self.rate_limit.take()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await self.rate_limit.acquire(LANE.get())  # an urgent round's requests go first
         try:
             return await self._send(method, path, body, params, content_type)
         except ApiError as exc:

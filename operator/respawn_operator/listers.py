@@ -56,6 +56,12 @@ class PodCache:
             return None
         return [(pod, gone) for pod, gone, _ in sorted(entries.values(), key=lambda e: e[2])]
 
+    def watched(self, namespace: str, uid: str, attempt: int) -> list[tuple[dict[str, Any], bool]]:
+        """The attempt's pods as last seen, as (pod, gone), however old (no relist rule):
+        what the work queue's urgency test reads between rounds."""
+        entries = (self._runs.get((namespace, uid)) or {}).get(str(attempt)) or {}
+        return [(pod, gone) for pod, gone, _ in entries.values()]
+
     def merge_listed(
         self, namespace: str, uid: str, attempt: int, items: list[dict[str, Any]], started: float
     ) -> list[tuple[dict[str, Any], bool]]:

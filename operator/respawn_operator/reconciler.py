@@ -6,6 +6,15 @@ global rate limit) runs a round, which reads the run from `RunCache`, observes i
 attempt, calls the pure `reconcile.decide` (or `fanout.decide_parent` for a fan-out
 parent) and hands the whole decision to `Executor`. Status is the source of truth and
 child names are deterministic, so a restarted operator simply reconciles again.
+
+Priority (issue 14): a round that ends an attempt the infrastructure took and starts the
+next one is *urgent*. The queue asks `urgent(key)`, which reads only the watch caches: the
+run's current attempt is open and a pod of it, as last watched, was preempted, evicted or
+lost its node (`classify.lost_to_infrastructure`). Such a round takes its round token and
+each of its requests takes the client's token ahead of normal ones (workqueue.py), so a
+preempted item's next Job does not queue behind the new items' requests when the client
+runs at its qps. A loss only the round itself sees (a vanished node read with a GET, a
+Kueue eviction on the Job, a deleted Job) makes the rest of that round urgent.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from typing import Any
 import kopf
 
 from respawn_operator import LABEL_ATTEMPT, LABEL_RUN_UID, metrics
-from respawn_operator.classify import pod_is_terminal
+from respawn_operator.classify import Charge, lost_to_infrastructure, pod_is_terminal
 from respawn_operator.config import OperatorConfig
 from respawn_operator.executor import Executor, JobRejected, StaleRun
 from respawn_operator.fanout import LABEL_PARENT_UID, decide_parent, parse_items
@@ -44,7 +53,7 @@ from respawn_operator.reconcile import Observed, decide
 from respawn_operator.runcache import Key, RunCache
 from respawn_operator.spec import PipelineRunSpec, SpecError, parse_spec, parse_status
 from respawn_operator.timeutil import now
-from respawn_operator.workqueue import Backoff, Retry, TokenBucket, WorkQueue
+from respawn_operator.workqueue import Backoff, Retry, TokenBucket, WorkQueue, hurry
 
 log = logging.getLogger("respawn.operator")
 
@@ -68,7 +77,7 @@ class Reconciler:
         # before) left a client raised to 200 qps idle while new items waited (issue 14).
         rounds = TokenBucket(qps=config.api_qps, burst=max(config.api_burst, 200))
         self.queue: WorkQueue[Key] = WorkQueue(
-            self._reconcile_safely, self._failed, Backoff(base=0.05, cap=300.0), rounds
+            self._reconcile_safely, self._failed, Backoff(base=0.05, cap=300.0), rounds, self.urgent
         )
 
     # Run events --------------------------------------------------------------------------
@@ -88,6 +97,25 @@ class Reconciler:
         key = (namespace, name)
         self.runs.known.add(key)
         self.queue.add(key, delay)
+
+    def urgent(self, key: Key) -> bool:
+        """Whether the run's next round is urgent (module docstring): from the caches only,
+        as the queue asks on every poke of a waiting run."""
+        body = self.runs.bodies.get(key)
+        if body is None:
+            return False
+        status = body.get("status") or {}
+        attempt, records = status.get("attempt"), status.get("attempts") or []
+        if not isinstance(attempt, int) or not records or records[-1].get("attempt") != attempt:
+            return False
+        if records[-1].get("outcome") is not None:
+            return False
+        for pod, gone in self.pods.watched(key[0], body["metadata"]["uid"], attempt):
+            node = (pod.get("spec") or {}).get("nodeName")
+            hit = self.nodes.get(node) if node else None
+            if lost_to_infrastructure(pod, pod_gone=gone, node_exists=hit is None or hit[0] is not None):
+                return True
+        return False
 
     async def _reconcile_safely(self, key: Key) -> float | None:
         """One round for the queue: the seconds until the next one, or None. API errors
@@ -212,6 +240,8 @@ class Reconciler:
                 return await self.reconcile_parent(key, body, spec)
         obs = await self.observe(body)
         decision = decide(body, obs, now(), self.config)
+        if decision.ended is not None and decision.ended[1].charge is Charge.PREEMPTION:
+            hurry()  # lost as only this round saw (its node, its Job): the next Job goes first
         try:
             await self.executor.execute(body, decision)
         except JobRejected as exc:

@@ -54,7 +54,7 @@ def test_the_client_takes_a_token_for_every_request_and_waits_when_the_bucket_is
     from respawn_operator.config import OperatorConfig
     from respawn_operator.credentials import load
     from respawn_operator.kube import PODS, KubeClient
-    from respawn_operator.workqueue import TokenBucket
+    from respawn_operator.workqueue import Ticket, TokenBucket
 
     config = OperatorConfig.from_env({"RESPAWN_API_QPS": "4", "RESPAWN_API_BURST": "2"})
     assert (config.api_qps, config.api_burst) == (4.0, 2)
@@ -62,10 +62,10 @@ def test_the_client_takes_a_token_for_every_request_and_waits_when_the_bucket_is
     waits: list[float] = []
 
     class Bucket(TokenBucket):
-        def take(self) -> float:
-            wait = super().take()
-            waits.append(wait)
-            return wait
+        def reserve(self, urgent: bool = False) -> Ticket:
+            ticket = super().reserve(urgent)
+            waits.append(ticket.wait)
+            return ticket
 
     api = ApiServerThread()
     api.start()
