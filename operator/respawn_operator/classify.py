@@ -83,6 +83,12 @@ def pod_is_terminal(pod: dict[str, Any] | None) -> bool:
     return ((pod or {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
+def job_finished(job: dict[str, Any] | None) -> bool:
+    """True if the Job says it is over (condition Complete or Failed)."""
+    conds = _conditions(job)
+    return "Complete" in conds or "Failed" in conds
+
+
 def pod_is_done(pod: dict[str, Any] | None) -> bool:
     """True once the pod's phase is final and none of its containers still runs (a kubelet
     may report the phase while it still stops a container)."""

@@ -29,7 +29,7 @@ from typing import Any
 import kopf
 
 from respawn_operator import LABEL_ATTEMPT, LABEL_RUN_UID, metrics
-from respawn_operator.classify import Charge, lost_to_infrastructure, pod_is_terminal
+from respawn_operator.classify import Charge, job_finished, lost_to_infrastructure, pod_is_terminal
 from respawn_operator.config import OperatorConfig
 from respawn_operator.executor import Executor, JobRejected, StaleRun
 from respawn_operator.fanout import LABEL_PARENT_UID, decide_parent, parse_items
@@ -273,6 +273,12 @@ class Reconciler:
         ns, uid = meta["namespace"], meta["uid"]
         job = await self.client.get(JOBS, job_name(meta["name"], st.attempt), ns)
         seen = self.pods.get(ns, uid, st.attempt)  # the pod watch's, between relists
+        if seen is not None and job_finished(job) and not any(gone or pod_is_terminal(p) for p, gone in seen):
+            # The Job, read just now, is over, but the pod watch has not shown its pod end:
+            # the watch is behind (a dropped stream, a slow one). The ended pod decides the
+            # outcome (its exit code and report: a Complete Job alone says nothing of the
+            # steps, a Failed one nothing of a preemption), so list the pods afresh.
+            seen = None
         if seen is None:
             started = time.monotonic()
             listed = await self.client.list(PODS, ns, labels={LABEL_RUN_UID: uid, LABEL_ATTEMPT: str(st.attempt)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from typing import Any
 
 from respawn_operator.config import OperatorConfig
@@ -34,6 +35,8 @@ class FakeApi:
         """Called with the stored run after a status write, before the answer (a racing watch)."""
         self.refuse_create: ApiError | None = None
         """Raised by every create (an API server refusing the Job)."""
+        self.pods: list[dict[str, Any]] = []
+        """What a LIST of pods answers."""
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.run)
@@ -57,7 +60,7 @@ class FakeApi:
 
     async def list(self, res: Any, namespace: str | None = None, *, labels: Any = None) -> list[dict[str, Any]]:
         self.calls.append(("list", res.plural))
-        return []
+        return copy.deepcopy(self.pods) if res.plural == "pods" else []
 
     async def create(self, res: Any, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         self.calls.append(("create", res.plural))
@@ -299,3 +302,36 @@ def test_a_round_reads_the_attempts_pods_from_the_cache_between_relists() -> Non
     api.calls.clear()
     asyncio.run(rec.reconcile(*KEY))
     assert ("list", "pods") not in api.calls and ("get", "jobs") in api.calls
+
+
+def test_a_finished_job_with_the_pod_watch_behind_lists_the_pod_before_deciding() -> None:
+    """Seen in CI (apif-2 under dropped watches): the Job, read fresh, said Complete while the
+    pod watch still showed the pod running; the round called the attempt Succeeded from the
+    Job alone, without the pod's report, and the run ended with no step counts. The ended
+    pod must decide: a LIST of the attempt's pods first."""
+    api = FakeApi()
+    rec, _ = reconciler(api)
+    rec.note_run(KEY, api.snapshot())
+    asyncio.run(rec.reconcile(*KEY))  # attempt 1's Job
+    job = api.jobs["r-a1"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    running = {"metadata": {"name": "r-a1-x", "resourceVersion": "5", "labels": labels}, "status": {"phase": "Running"}}
+    rec.pods.store("ns", "u-1", "1", running, gone=False)  # the watch's last word
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    report = {"attempt": 1, "completedSteps": 5, "totalSteps": 5}
+    ended = copy.deepcopy(running)
+    ended["metadata"]["resourceVersion"] = "9"
+    ended["status"] = {
+        "phase": "Succeeded",
+        "containerStatuses": [
+            {"name": "pipeline", "state": {"terminated": {"exitCode": 0, "message": json.dumps(report)}}}
+        ],
+    }
+    api.pods = [ended]
+    rec.note_run(KEY, api.snapshot())
+    api.calls.clear()
+    asyncio.run(rec.reconcile(*KEY))
+    assert api.calls.count(("list", "pods")) == 1
+    st = api.run["status"]
+    assert st["phase"] == "Succeeded"
+    assert (st.get("completedSteps"), st.get("totalSteps")) == (5, 5), json.dumps(st)
