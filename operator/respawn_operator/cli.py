@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
 
-    config = OperatorConfig.from_env()
+    try:
+        config = OperatorConfig.from_env()
+    except ValueError as exc:  # a setting of the chart's config (RESPAWN_*): one line, no traceback
+        parser.exit(64, f"respawn-operator: {exc}\n")
     namespaces = list(args.namespace) or ([] if args.all_namespaces else list(config.namespaces))
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
     if not args.verbose:

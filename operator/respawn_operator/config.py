@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 DEFAULT_SPOT_LABEL_KEYS = (
     "cloud.google.com/gke-spot",
@@ -65,8 +69,10 @@ class OperatorConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
-        """Read the settings from ``env`` (default: ``os.environ``)."""
+        """Read the settings from ``env`` (default: ``os.environ``); a bad number is a
+        ValueError naming the variable and its bounds."""
         env = os.environ if env is None else env
+        given: Mapping[str, str] = env
 
         def words(name: str, default: tuple[str, ...], sep: str | None = ",") -> tuple[str, ...]:
             raw = env.get(name)
@@ -74,24 +80,43 @@ class OperatorConfig:
                 return default
             return tuple(w.strip() for w in raw.split(sep) if w.strip())
 
+        def number(name: str, default: N, kind: Callable[[str], N], low: float, high: float) -> N:
+            raw = given.get(name)
+            if raw is None or not raw.strip():
+                return default
+            try:
+                value = kind(raw.strip())
+            except ValueError:
+                value = None
+            if value is None or not math.isfinite(value) or not low <= value <= high:
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"{name}={raw!r}: must be {what} from {low:g} to {high:g}")
+            return value
+
         base = cls()
         return cls(
             default_image=env.get("RESPAWN_DEFAULT_IMAGE", base.default_image),
             default_checkpoint_uri=env.get("RESPAWN_DEFAULT_CHECKPOINT_URI") or None,
             default_service_account=env.get("RESPAWN_RUNNER_SERVICE_ACCOUNT") or None,
             namespaces=words("RESPAWN_NAMESPACES", ()),
-            metrics_port=int(env.get("RESPAWN_METRICS_PORT", base.metrics_port)),
+            metrics_port=number("RESPAWN_METRICS_PORT", base.metrics_port, int, 0, 65535),
             runtime_command=words("RESPAWN_RUNTIME_COMMAND", base.runtime_command, None),
             cleanup_command=words("RESPAWN_CLEANUP_COMMAND", base.cleanup_command, None),
             image_pull_policy=env.get("RESPAWN_IMAGE_PULL_POLICY") or None,
-            termination_grace_seconds=int(env.get("RESPAWN_TERMINATION_GRACE_SECONDS", base.termination_grace_seconds)),
+            termination_grace_seconds=number(
+                "RESPAWN_TERMINATION_GRACE_SECONDS", base.termination_grace_seconds, int, 1, 86_400
+            ),
             spot_label_keys=words("RESPAWN_SPOT_LABEL_KEYS", base.spot_label_keys),
-            resync_seconds=float(env.get("RESPAWN_RESYNC_SECONDS", base.resync_seconds)),
-            cleanup_timeout_seconds=float(env.get("RESPAWN_CLEANUP_TIMEOUT_SECONDS", base.cleanup_timeout_seconds)),
-            peering_lifetime_seconds=int(env.get("RESPAWN_PEERING_LIFETIME_SECONDS", base.peering_lifetime_seconds)),
-            api_qps=float(env.get("RESPAWN_API_QPS", base.api_qps)),
-            api_burst=int(env.get("RESPAWN_API_BURST", base.api_burst)),
-            kept_attempts=max(1, int(env.get("RESPAWN_KEPT_ATTEMPTS", base.kept_attempts))),
+            resync_seconds=number("RESPAWN_RESYNC_SECONDS", base.resync_seconds, float, 0.1, 86_400),
+            cleanup_timeout_seconds=number(
+                "RESPAWN_CLEANUP_TIMEOUT_SECONDS", base.cleanup_timeout_seconds, float, 1, 86_400
+            ),
+            peering_lifetime_seconds=number(
+                "RESPAWN_PEERING_LIFETIME_SECONDS", base.peering_lifetime_seconds, int, 1, 3600
+            ),
+            api_qps=number("RESPAWN_API_QPS", base.api_qps, float, 0.1, 100_000),
+            api_burst=number("RESPAWN_API_BURST", base.api_burst, int, 1, 100_000),
+            kept_attempts=max(1, number("RESPAWN_KEPT_ATTEMPTS", base.kept_attempts, int, 0, 1000)),
             allowed_checkpoint_prefixes=words("RESPAWN_ALLOWED_CHECKPOINT_PREFIXES", ()),
             namespace_checkpoint_prefixes=_prefix_map(env.get("RESPAWN_NAMESPACE_CHECKPOINT_PREFIXES")),
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 from typing import Any
 
 import pytest
@@ -515,3 +517,52 @@ def test_an_event_is_built_for_the_run_it_is_about() -> None:
     }
     assert (ev["type"], ev["reason"], len(ev["message"])) == ("Warning", "JobRejected", MAX_MESSAGE)
     assert ev["firstTimestamp"] == ev["lastTimestamp"] == "2026-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("RESPAWN_RESYNC_SECONDS", "0"),
+        ("RESPAWN_RESYNC_SECONDS", "nan"),
+        ("RESPAWN_RESYNC_SECONDS", "-5"),
+        ("RESPAWN_API_QPS", "fast"),
+        ("RESPAWN_API_QPS", "inf"),
+        ("RESPAWN_API_BURST", "1.5"),
+        ("RESPAWN_METRICS_PORT", "70000"),
+        ("RESPAWN_TERMINATION_GRACE_SECONDS", "-1"),
+        ("RESPAWN_CLEANUP_TIMEOUT_SECONDS", "0"),
+        ("RESPAWN_PEERING_LIFETIME_SECONDS", "x"),
+        ("RESPAWN_KEPT_ATTEMPTS", "many"),
+    ],
+)
+def test_a_bad_numeric_setting_is_refused_naming_it(name: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name}='{re.escape(raw)}': must be an? (integer|number) from "):
+        OperatorConfig.from_env({name: raw})
+
+
+def test_good_numeric_settings_are_read() -> None:
+    config = OperatorConfig.from_env(
+        {
+            "RESPAWN_RESYNC_SECONDS": " 2.5 ",
+            "RESPAWN_API_QPS": "200",
+            "RESPAWN_API_BURST": "400",
+            "RESPAWN_METRICS_PORT": "",
+        }
+    )
+    assert (config.resync_seconds, config.api_qps, config.api_burst, config.metrics_port) == (2.5, 200.0, 400, 8080)
+
+
+def test_the_operator_cli_refuses_a_bad_setting_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RESPAWN_RESYNC_SECONDS": "soon"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "respawn_operator.cli", "--standalone"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 64, proc.stderr
+    assert proc.stderr.strip() == "respawn-operator: RESPAWN_RESYNC_SECONDS='soon': must be a number from 0.1 to 86400"
