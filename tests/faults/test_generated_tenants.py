@@ -68,7 +68,13 @@ RUNS = int(os.environ.get("RESPAWN_GENERATED_RUNS", "1000" if SLOW else "20"))
 and on gs:// one each (ci) or a tenth (slow)."""
 GS_RUNS = max(1, RUNS // 10) if SLOW else 1
 RUN_ID = "shared"
-TENANTS = {"a": "tenant-a", "b": "tenant-b"}
+_TENANT = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,11}", fullmatch=True).filter(lambda n: ".." not in n)
+TENANT_NAMES = st.one_of(
+    st.tuples(_TENANT, _TENANT).filter(lambda p: p[0] != p[1]),
+    # One name a prefix of the other ("team" and "team-a"): their folders must not overlap.
+    st.tuples(_TENANT, st.sampled_from(["-a", ".b", "_c", "0"])).map(lambda p: (p[0], p[0] + p[1])),
+).map(lambda p: {"a": p[0], "b": p[1]})
+"""The two tenants' names, drawn as the runtime accepts them (checkpoint.check_name)."""
 RECIPES = ["floats", "collide32", "collide64", "zeros", "empty", "tuple", "bigendian", "order", "bytearray", "big"]
 
 PLANS = st.lists(st.tuples(st.sampled_from(RECIPES), st.integers(0, 3)), min_size=1, max_size=GENERATED_STEPS)
@@ -197,6 +203,7 @@ class Tenant:
 
 def tenants_case(
     stores: Stores,
+    names: dict[str, str],
     plans: dict[str, list[tuple[str, int]]],
     interruptions: list[tuple[str, str, int]],
     cleaned: str,
@@ -208,7 +215,7 @@ def tenants_case(
     tenants = {}
     for key, plan in plans.items():
         (tmp / key).mkdir()
-        tenants[key] = Tenant(TENANTS[key], plan, Runtime(tmp / key), uri)
+        tenants[key] = Tenant(names[key], plan, Runtime(tmp / key), uri)
     problems: list[str] = []
     label: list[str] = []
     cleaned_at: int | None = None
@@ -264,6 +271,7 @@ TENANT_INTERRUPTIONS = st.lists(st.tuples(st.sampled_from("ab"), KINDS, st.integ
 
 @dataclass
 class TenantsCase:
+    names: dict[str, str]
     plans: dict[str, list[tuple[str, int]]]
     interruptions: list[tuple[str, str, int]]
     """(tenant key, kind, n) in order: see harness.interrupt_as_drawn."""
@@ -274,13 +282,15 @@ class TenantsCase:
 
 
 TENANTS_CASES = st.builds(
-    lambda a, b, same, interruptions, cleaned, purge, when: TenantsCase(
+    lambda names, a, b, same, interruptions, cleaned, purge, when: TenantsCase(
+        names,
         {"a": a, "b": a if same else b},
         interruptions,
         cleaned,
         purge,
         when,  # one plan: the same artifacts in both
     ),
+    TENANT_NAMES,
     PLANS,
     PLANS,
     st.booleans(),
@@ -292,7 +302,9 @@ TENANTS_CASES = st.builds(
 
 
 def tenants_property(stores: Stores, results: Results, case: TenantsCase) -> None:
-    problems, label = tenants_case(stores, case.plans, case.interruptions, case.cleaned, case.purge, case.when)
+    problems, label = tenants_case(
+        stores, case.names, case.plans, case.interruptions, case.cleaned, case.purge, case.when
+    )
     event(label)
     results.record(
         f"Two tenants, one run id, one store (Hypothesis, {stores.kind}://)",
