@@ -6,6 +6,7 @@ run again? Shared by test_operator_faults.py and test_operator_disruptions.py.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from tests.faults.harness import fenced_writes, full_history, lost_in_history, reran_after_commit
 from tests.operator.harness import NS, Cluster
@@ -29,7 +30,18 @@ def settle_and_judge(cluster: Cluster, names: list[str], timeout: float) -> tupl
         by_run[name], lo, du = judge(cluster, name)
         lost += lo
         dups += du
+    stuck = [n for n in names if cluster.status(n).get("phase") != "Succeeded"]
+    if stuck:
+        # CI keeps only a failed run's output: say there what the operator did meanwhile.
+        by_run[stuck[0]].append(f"{stuck[0]}: the operator log ends with:\n{log_tail(cluster.op.log)}")
     return by_run, lost, dups
+
+
+def log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
 
 
 def ckpt_uri(cluster: Cluster) -> str:
