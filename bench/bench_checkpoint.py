@@ -1,13 +1,13 @@
 """Checkpoint cost, as ratios against plain file I/O measured in the same process.
 
-    .venv/bin/python bench/bench_checkpoint.py [--gib 1.0] [--dir /tmp] [--rounds 3] [--repeat 5] [--figures 1234]
+    .venv/bin/python bench/bench_checkpoint.py [--gib 1.0] [--parts 16] [--dir /tmp] [--rounds 3] [--repeat 5] [--figures 1234]
 
 Figures (issue 2 targets in brackets):
   1. commit of N GiB of numpy arrays to file://  vs  open().write() of the same bytes [<= 1.15x]
   2. a second commit where nothing large changed: wall time and bytes uploaded [<= 50 ms, 0 B]
   3. resume (RunLog.latest() + decode of its context, every artifact verified)  vs  a plain
      open().read() of the same files, kept in memory [<= 1.2x at 0.1 GiB, <= 1.0x at 1 GiB:
-     issue 17]
+     issue 17; `--gib 0.1 --parts 1` is the one 100 MB array case, <= 1.2x]
   4. a 10-step pipeline (~1 s compute per step on ~100 MB of arrays) with checkpoints
      after every step  vs  checkpointing off [<= 3 % overhead]
 """
@@ -96,8 +96,8 @@ def resume(log: RunLog, pool: ThreadPoolExecutor) -> tuple[float, Any]:
     return time.perf_counter() - t, back
 
 
-def bench_commit_and_resume(gib: float, base: Path, fsync: bool, rounds: int, repeat: int) -> None:
-    ctx = make_context(gib)
+def bench_commit_and_resume(gib: float, base: Path, fsync: bool, rounds: int, repeat: int, parts: int = 16) -> None:
+    ctx = make_context(gib, parts)
     size = sum(a.nbytes for a in ctx.values())
     writes, commits, reads, loads, dropped = [], [], [], [], []
     second: list[tuple[float, int]] = []
@@ -138,7 +138,7 @@ def bench_commit_and_resume(gib: float, base: Path, fsync: bool, rounds: int, re
     w, c, r, ld = (statistics.median(x) for x in (writes, commits, reads, loads))
     label = "write+fsync" if fsync else "write"
     print(
-        f"[1] commit {size / 2**30:.2f} GiB to file:// (fsync={fsync}): {c:.3f}s; "
+        f"[1] commit {size / 2**30:.2f} GiB ({len(ctx)} arrays) to file:// (fsync={fsync}): {c:.3f}s; "
         f"plain {label}: {w:.3f}s; ratio {c / w:.2f}x  (median of {rounds})"
     )
     s_t = statistics.median(t for t, _ in second)
@@ -202,6 +202,7 @@ def bench_pipeline_overhead(base: Path, fsync: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--parts", type=int, default=16, help="arrays the GiB are split into ([1]-[3])")
     ap.add_argument("--dir", default=tempfile.gettempdir())
     ap.add_argument("--no-fsync", action="store_true", help="compare without fsync on both sides")
     ap.add_argument("--rounds", type=int, default=3)
@@ -211,7 +212,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="respawn-bench-", dir=args.dir))
     try:
         if set(args.figures) & set("123"):
-            bench_commit_and_resume(args.gib, base, not args.no_fsync, args.rounds, args.repeat)
+            bench_commit_and_resume(args.gib, base, not args.no_fsync, args.rounds, args.repeat, args.parts)
         if "4" in args.figures:
             bench_pipeline_overhead(base, not args.no_fsync)
     finally:

