@@ -53,6 +53,7 @@ class FileStore:
     def put(self, path: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
         target = self._path(path)
         try:
+            new_folder = self.durable and not target.parent.is_dir()
             fd, tmp = self._temp_beside(target)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -71,6 +72,15 @@ class FileStore:
             finally:
                 if tmp:
                     os.unlink(tmp)
+            if self.durable:
+                # The new name is durable only once its folder is (POSIX: fsync the file,
+                # then the directory that names it), and a new folder only once its parent is.
+                _sync_folder(target.parent)
+                if new_folder:
+                    for folder in target.parent.parents:
+                        if self.root not in (folder, *folder.parents):
+                            break
+                        _sync_folder(folder)
         except OSError as e:
             raise _os_error(e, path) from e
 
@@ -219,3 +229,11 @@ def _os_error(e: OSError, path: str) -> Exception:
             f"{e.filename or path}: {e.strerror}: fix the file:// checkpoint URI or the folder's permissions"
         )
     return e
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -36,6 +36,38 @@ def test_a_durable_local_store_fsyncs_and_a_scratch_one_does_not(
     assert (tmp_path / "b" / "x" / "one").read_bytes() == b"1"  # still written, atomically
 
 
+def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each os.fsync reached: the file or folder its descriptor is open on."""
+    paths: list[str] = []
+    real = os.fsync
+
+    def spy(fd: Any) -> None:
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return paths
+
+
+@pytest.mark.parametrize("if_absent", [False, True], ids=["artifact", "commit"])
+def test_a_durable_put_fsyncs_the_folder_that_names_it_and_new_folders_up_to_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, if_absent: bool
+) -> None:
+    """POSIX: a rename or link is durable once its directory is fsynced; a new folder once
+    its parent is. Without it a host crash can lose a commit whose put had returned."""
+    root = tmp_path / "store"
+    store = open_store(f"file://{root}")
+    store.put("t/run/keep", b"0")
+    paths = fsynced_paths(monkeypatch)
+    store.put("t/run/commits/00000001.json", b"1", if_absent=if_absent)  # commits/ is new
+    folders = [p for p in paths if os.path.isdir(p)]
+    assert folders == [str(root / "t/run/commits"), str(root / "t/run"), str(root / "t"), str(root)]
+    assert [p for p in paths if not os.path.isdir(p)], "the object's own bytes are fsynced first"
+    paths.clear()
+    store.put("t/run/commits/00000002.json", b"2", if_absent=if_absent)  # the folder exists now
+    assert [p for p in paths if os.path.isdir(p)] == [str(root / "t/run/commits")]
+
+
 def test_a_store_without_a_scratch_mode_is_opened_as_it_is() -> None:
     store = open_store("memory://options-test", durable=False)  # MemoryStore takes no `durable`
     store.put("k", b"v")
