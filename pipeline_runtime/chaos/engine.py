@@ -273,7 +273,8 @@ class Session:
         self._lock = threading.Lock()
         self.env = self._env()
         self.forks: ForkServer | None = None
-        """Set up after the first clean run (a fresh process) unless `fresh_processes`."""
+        """Started with the session unless `fresh_processes`; it imports the pipeline while the
+        first clean run (always a fresh process) runs, and starts every later attempt."""
 
     # -- processes ---------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -308,11 +309,16 @@ class Session:
     def _timeout(self, clean: float) -> float:
         return self.cfg.attempt_timeout or max(120.0, 20 * clean)
 
-    def _start(self, folder: Path, tag: str, argv: list[str], extra: dict[str, str]) -> tuple[Any, Path, Path]:
-        """A fresh process, or one forked by the fork server (once it is up)."""
+    def _start(
+        self, folder: Path, tag: str, argv: list[str], extra: dict[str, str], fresh: bool = False
+    ) -> tuple[Any, Path, Path]:
+        """A fresh process (when asked, or without a fork server), or one forked by the server."""
         log, term = folder / f"{tag}.log", folder / f"{tag}.termination"
         extra = {**extra, "RESPAWN_TERMINATION_LOG": str(term)}
-        if self.forks is not None:
+        if self.forks is not None and not fresh:
+            # The child opens its log after the fork; a signal that comes sooner (an early moment
+            # of a short pipeline) ends it before that: an empty log, not a missing one.
+            log.touch()
             return self.forks.spawn(argv[3:], extra, str(log)), log, term
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -329,6 +335,7 @@ class Session:
         what: Interruption | None,
         clean: float,
         command: str = "run",
+        fresh: bool = False,
     ) -> Attempt:
         """Start one attempt, interrupt it as planned (or let it finish); what happened."""
         tag = f"{command}-{number}"
@@ -339,7 +346,7 @@ class Session:
         if command == "run" and number == 1:
             extra[ENV_STATS] = str(folder / "stats.json")
         started = time.monotonic()
-        proc, log, term = self._start(folder, tag, self._argv(command, run_id, number, params), extra)
+        proc, log, term = self._start(folder, tag, self._argv(command, run_id, number, params), extra, fresh)
         limit = self._timeout(clean)
         sent = False
         if what is None:
@@ -360,7 +367,11 @@ class Session:
 
     @staticmethod
     def _read_log(log: Path, into: Attempt) -> None:
-        for line in log.read_text(errors="replace").splitlines():
+        try:
+            text = log.read_text(errors="replace")
+        except FileNotFoundError:
+            return
+        for line in text.splitlines():
             if not line.startswith('{"event"'):
                 continue
             try:
@@ -394,12 +405,12 @@ class Session:
             into.reason, into.message = record.get("reason"), str(record.get("message"))[:500]
 
     # -- clean runs -------------------------------------------------------------------
-    def _clean_run(self, name: str) -> tuple[_Reference | None, Attempt, Path]:
+    def _clean_run(self, name: str, fresh: bool = False) -> tuple[_Reference | None, Attempt, Path]:
         folder = self.workdir / name
         folder.mkdir(parents=True, exist_ok=True)
         run_id = self._run_id(name)
         params = self._params(folder)
-        done = self.attempt(folder, run_id, 1, params, None, clean=30.0)
+        done = self.attempt(folder, run_id, 1, params, None, clean=30.0, fresh=fresh)
         if done.exit_code != 0:
             return None, done, folder
         history = judge.history(self.uri, run_id, self.tenant)
@@ -672,12 +683,17 @@ class Session:
         started = time.monotonic()
         report = ChaosReport(self.target, cfg.seed, cfg.kills, replay=self.replay_command())
         try:
-            first, done, _ = self._clean_run("clean-1")
+            if not cfg.fresh_processes:
+                self.forks = ForkServer(self.target, self.env)
+            first, done, _ = self._clean_run("clean-1", fresh=True)
             if first is None:
                 report.reference_error = self._clean_failure(done)
                 return report
-            if not cfg.fresh_processes:
-                self.forks = ForkServer(self.target, self.env)
+            # Interruptions are timed on the second clean run: it must not include the
+            # server's imports, or every "fraction of a run" would land too late.
+            if self.forks is not None and not self.forks.wait_ready(self._timeout(first.seconds)):
+                report.reference_error = "the chaos fork server did not start (its output is above)"
+                return report
             second, done, _ = self._clean_run("clean-2")
             if second is None:
                 report.reference_error = "the second " + self._clean_failure(done)[4:]
@@ -742,6 +758,9 @@ class Session:
             self.forks.close()
             self.forks = None
         if self.cfg.keep:
+            return
+        if self._own_workdir and self.cfg.checkpoint_uri is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)  # the checkpoints are in it: one removal
             return
         from ..checkpoint import RunLog
         from ..storage import open_store

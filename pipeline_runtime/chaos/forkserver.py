@@ -13,9 +13,11 @@ What a fork cannot give is a new string-hash seed: the session's first clean run
 therefore a fresh process, so a result that depends on set order still differs
 between the two clean runs and is named as non-determinism.
 
-Protocol, one JSON object per line: the engine writes
-{"id", "argv", "env", "log"}; the server answers {"id", "pid"} once forked and
-{"id", "exit"} (a Popen-style return code) once the child ended.
+Protocol, one JSON object per line: the server says {"ready": pid} once it has imported
+everything; the engine writes {"id", "argv", "env", "log"}; the server answers
+{"id", "pid"} once forked and {"id", "exit"} (a Popen-style return code) once the
+child ended. At the end of its input the server kills what still runs and exits at
+once, without the interpreter's teardown (nothing of it is kept).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def serve(target: str) -> None:
 
     live: dict[int, Any] = {}
     out = sys.stdout
+    out.write(json.dumps({"ready": os.getpid()}) + "\n")
+    out.flush()
     buffer = b""
     stdin = sys.stdin.fileno()
     while True:
@@ -68,7 +72,8 @@ def serve(target: str) -> None:
             if not chunk:
                 for pid in live:
                     os.kill(pid, signal.SIGKILL)
-                return
+                out.flush()
+                os._exit(0)  # tearing down numpy, OpenCV and the pipeline's modules is wasted time
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
@@ -138,6 +143,7 @@ class ForkServer:
             env=env,
         )
         self._lock = threading.Lock()
+        self._ready = threading.Event()
         self._next = 0
         self._pending: dict[int, tuple[threading.Event, list[Forked]]] = {}
         self._running: dict[int, Forked] = {}
@@ -151,7 +157,9 @@ class ForkServer:
         for raw in stream:
             message = json.loads(raw)
             with self._lock:
-                if "pid" in message:
+                if "ready" in message:
+                    self._ready.set()
+                elif "pid" in message:
                     forked = Forked(message["pid"])
                     self._running[message["id"]] = forked
                     event, box = self._pending.pop(message["id"])
@@ -159,11 +167,17 @@ class ForkServer:
                     event.set()
                 else:
                     self._running.pop(message["id"])._end(message["exit"])
+        self._ready.set()  # gone before or after its imports: nobody should wait for it
         with self._lock:  # the server is gone: nothing will end by itself any more
             for forked in self._running.values():
                 forked._end(-signal.SIGKILL)
             for event, _ in self._pending.values():
                 event.set()
+
+    def wait_ready(self, timeout: float = 60) -> bool:
+        """Wait until the server has imported the pipeline (or is gone); whether it did in time.
+        An attempt timed after this starts as fast as the cases' attempts will."""
+        return self._ready.wait(timeout) and self.proc.poll() is None
 
     def spawn(self, argv: list[str], env: dict[str, str], log: str, timeout: float = 60) -> Forked:
         event, box = threading.Event(), []  # type: ignore[var-annotated]
