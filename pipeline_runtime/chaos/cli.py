@@ -42,6 +42,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--workers", type=int, default=1, help="runs at once (default 1)")
     p.add_argument("--case", type=int, default=None, help="replay one case of this seed")
+    p.add_argument(
+        "--storage-counts",
+        default=None,
+        metavar="C,A",
+        help="commits and uploads of the clean run the storage moments are drawn over (a replay "
+        "command gives the session's own, so that it draws the same interruptions)",
+    )
     p.add_argument("--workdir", default=None, help="keep the runs' folders here (default: a temp folder, removed)")
     p.add_argument("--keep", action="store_true", help="keep checkpoints and folders for a look afterwards")
     p.add_argument(
@@ -73,6 +80,7 @@ def command(args: argparse.Namespace) -> int:
             keep=args.keep,
             case=args.case,
             fresh_processes=args.fresh_processes,
+            storage_counts=_counts(args.storage_counts),
         )
         live = Live(sys.stderr, quiet=args.json)
         session = Session(config, live.case)
@@ -86,6 +94,17 @@ def command(args: argparse.Namespace) -> int:
     else:
         print(render(report))
     return 0 if report.ok else EXIT_MISMATCH
+
+
+def _counts(raw: str | None) -> tuple[int, int] | None:
+    from ..errors import InvalidInput
+
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InvalidInput(f"--storage-counts {raw!r}: give two numbers, commits,uploads (e.g. 12,40)")
+    return int(parts[0]), int(parts[1])
 
 
 class Live:

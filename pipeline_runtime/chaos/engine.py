@@ -78,6 +78,10 @@ class ChaosConfig:
     fresh_processes: bool = False
     """Start every attempt as a new interpreter instead of forking one that has imported
     the pipeline (slower; see forkserver.py for what a fork shares)."""
+    storage_counts: tuple[int, int] | None = None
+    """(commits, artifact uploads) of the clean run the storage moments are drawn over. A
+    clean run's counts vary with timing (progress commits), so a replay passes the
+    session's own (`--storage-counts C,A`) to draw exactly the same plans."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,8 @@ def check(config: ChaosConfig) -> type[Any]:
         raise InvalidInput(f"signals: {','.join(config.signals) or 'none'} - give some of {','.join(SIGNALS)}")
     if config.moments not in MOMENTS:
         raise InvalidInput(f"moments: {config.moments!r} is not one of {', '.join(MOMENTS)}")
+    if config.storage_counts is not None and min(config.storage_counts) < 0:
+        raise InvalidInput(f"storage counts: {config.storage_counts} - give two numbers, 0 or more")
     if config.case is not None and not 0 <= config.case < config.kills:
         raise InvalidInput(f"case: {config.case} - cases are numbered 0 to {config.kills - 1}")
     cls = resolve(config.pipeline)
@@ -483,6 +489,12 @@ class Session:
         return found
 
     # -- cases ---------------------------------------------------------------------
+    def use_storage_counts(self, ref: _Reference) -> None:
+        """A replay (`storage_counts` given) draws over the session's counts, not this clean run's."""
+        if self.cfg.storage_counts is not None:
+            commits, artifacts = self.cfg.storage_counts
+            ref.counts = {**ref.counts, "commit": commits, "artifact": artifacts}
+
     def plans(self, ref: _Reference) -> list[list[Interruption]]:
         """The interruptions of every case, from the seed and a clean run's counts."""
         cfg = self.cfg
@@ -702,6 +714,8 @@ class Session:
             first.seconds = second.seconds  # interruptions are timed on attempts started like the cases
             report.nondeterministic = self._nondeterminism(first, second)
             skip = {f.key for f in report.nondeterministic}
+            self.use_storage_counts(first)
+            report.replay = self.replay_command(first.counts)
             plans = self.plans(first)
             indexes = [cfg.case] if cfg.case is not None else list(range(cfg.kills))
 
@@ -730,7 +744,9 @@ class Session:
             text += "; a step changes a committed array in place: copy it first (arr = arr.copy())"
         return text
 
-    def replay_command(self) -> str:
+    def replay_command(self, counts: dict[str, int] | None = None) -> str:
+        """The command that runs this session again; with the clean run's `counts`, one whose
+        storage moments are drawn exactly as this session's were."""
         cfg = self.cfg
         parts = [
             "pipeline-runtime",
@@ -751,6 +767,8 @@ class Session:
             parts += ["--compare-dir", cfg.compare_dir]
         if cfg.checkpoint_uri:
             parts += ["--checkpoint-uri", cfg.checkpoint_uri]
+        if counts is not None and cfg.moments != "time":
+            parts += ["--storage-counts", f"{counts.get('commit', 0)},{counts.get('artifact', 0)}"]
         return " ".join(parts)
 
     def close(self) -> None:

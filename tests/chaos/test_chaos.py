@@ -176,6 +176,8 @@ def test_an_effect_run_twice_is_found(tmp_path: Path) -> None:
         ["tests.chaos.buggy:Sound", "--params", '{"out": "a-file/out"}', "--compare-dir", "a-file/out"],
         ["tests.chaos.buggy:Sound", "--params", '{"out": "out"}', "--compare-dir", "elsewhere"],
         ["tests.chaos.buggy:Sound", "--case", "10"],
+        ["tests.chaos.buggy:Sound", "--storage-counts", "12"],
+        ["tests.chaos.buggy:Sound", "--storage-counts", "12,-1"],
     ],
     ids=[
         "unknown-pipeline",
@@ -185,6 +187,8 @@ def test_an_effect_run_twice_is_found(tmp_path: Path) -> None:
         "unwritable-compare-dir",
         "compare-dir-no-param-names",
         "case-out-of-range",
+        "storage-counts-one-number",
+        "storage-counts-negative",
     ],
 )
 def test_bad_input_gets_exit_64_and_one_line(tmp_path: Path, args: list[str]) -> None:
@@ -265,3 +269,24 @@ def test_a_cleanup_killed_after_its_tombstone_is_finished_by_the_next_cleanup(tm
     assert again.returncode == 0 and "leftovers removed" in again.stdout, again.stderr
     assert runlog.store.list("default/r/artifacts/") == []
     assert {h.kind for h in runlog.history()} == {"stub", "tombstone"}
+
+
+def test_a_replay_draws_the_sessions_storage_moments_whatever_its_clean_run_counted(tmp_path: Path) -> None:
+    """Found by the chaos helper: storage moments were drawn over the replaying session's own
+    clean run, whose commit and upload counts vary with timing (progress commits), so the
+    same seed and --case could interrupt other operations. The replay command now carries
+    the session's counts (--storage-counts), and with them the plans are the same."""
+    from pipeline_runtime.chaos.engine import ChaosConfig, Session, _Reference
+
+    def plans(counts: dict[str, int], given: tuple[int, int] | None) -> list[list[Any]]:
+        cfg = ChaosConfig("tests.chaos.buggy:Sound", kills=12, seed=7, workdir=tmp_path / "w", storage_counts=given)
+        session = Session(cfg)
+        ref = _Reference(1.0, [], {}, dict(counts), {}, [])
+        session.use_storage_counts(ref)  # as Session.run does before it draws the plans
+        assert "--storage-counts" in session.replay_command(ref.counts)
+        return session.plans(ref)
+
+    session_counts = {"commit": 13, "artifact": 40}
+    original = plans(session_counts, None)
+    assert plans({"commit": 15, "artifact": 47}, None) != original  # why a replay needs the counts
+    assert plans({"commit": 15, "artifact": 47}, (13, 40)) == original
