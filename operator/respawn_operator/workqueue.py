@@ -33,6 +33,7 @@ out is exactly a plain bucket's, so the ceiling holds whatever the lanes do.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+log = logging.getLogger("respawn.operator")
 
 
 @dataclass(eq=False)
@@ -285,11 +287,21 @@ class WorkQueue(Generic[K]):
         if key in self._tasks:
             self._dirty.add(key)
             lane = self._lanes.get(key)
-            if lane is not None and not lane.urgent and self.urgent(key):
+            if lane is not None and not lane.urgent and self._urgent(key):
                 lane.promote()  # e.g. its pod was preempted while it waited, or in its round
                 self._hurry.add(key)
             return
         self._tasks[key] = loop.create_task(self._worker(key))
+
+    def _urgent(self, key: K) -> bool:
+        """`urgent(key)`, or normal if it fails: it runs outside the round's error handling (in
+        `add`, and before the round takes its token), where an exception would end the
+        key's worker with no retry, and the run would wait for its next event."""
+        try:
+            return self.urgent(key)
+        except Exception:
+            log.exception("work queue: urgent(%r) failed; the round runs in the normal lane", key)
+            return False
 
     def busy(self, key: K) -> bool:
         return key in self._tasks or key in self._timers
@@ -301,7 +313,7 @@ class WorkQueue(Generic[K]):
     async def _worker(self, key: K) -> None:
         try:
             while True:
-                lane = Lane(urgent=key in self._hurry or self.urgent(key))
+                lane = Lane(urgent=key in self._hurry or self._urgent(key))
                 self._hurry.discard(key)
                 self._lanes[key] = lane
                 await self.bucket.acquire(lane)

@@ -99,6 +99,33 @@ def test_adds_during_a_round_coalesce_into_one_more_round() -> None:
     assert asyncio.run(scenario()) == ["r", "r"]
 
 
+def test_an_urgency_test_that_raises_still_runs_the_round_in_the_normal_lane(caplog: pytest.LogCaptureFixture) -> None:
+    """`urgent(key)` runs before the round's own error handling: if it raised there, the key's
+    worker would end with no retry and the run would wait for its next event."""
+
+    async def scenario() -> list[str]:
+        calls: list[str] = []
+
+        async def handler(key: str) -> float | None:
+            calls.append(key)
+            return None
+
+        def urgent(key: str) -> bool:
+            raise KeyError("uid")
+
+        queue: WorkQueue[str] = WorkQueue(handler, lambda *a: None, urgent=urgent)
+        queue.add("r")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not calls and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        await queue.shutdown()
+        return calls
+
+    assert asyncio.run(scenario()) == ["r"]
+    assert "urgent('r') failed" in caplog.text
+
+
 # The two lanes -------------------------------------------------------------------------------
 
 Op = tuple[float, str, int]
