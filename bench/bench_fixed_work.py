@@ -43,12 +43,26 @@ HERE = Path(__file__).resolve().parent
 
 
 def work(a: Any, iters: int) -> Any:
-    """The fixed work of one step: `iters` passes of elementwise arithmetic over `a`."""
+    """The fixed work of one step: a new array made from `a` (what a step produces, and a
+    commit stores), then `iters` in-place passes of elementwise arithmetic over it.
+
+    Two things the first version of this workload got wrong (2026-12-02):
+    - Its passes (`sqrt(x * 1.0001 + 0.5)`) converged to a fixed point within a step, so
+      from step 2 on every step produced the same bytes and 9 of 10 commits uploaded
+      nothing (content addressing found them stored): on vs off measured hashing only.
+      `fmod` keeps the values moving, so every step's array is new.
+    - Each pass made two fresh 100 MB temporaries: half of a run was the kernel zeroing
+      62 GB of new mappings a run, which on this VM swings by 10 % from run to run (huge
+      pages or not, pages the host took back), more than the cost being measured. In-place
+      passes fault in one new array per step.
+    """
     import numpy as np
 
-    out = a
+    out = a * np.float32(1.0001)
     for _ in range(iters):
-        out = np.sqrt(out * np.float32(1.0001) + np.float32(0.5))
+        np.multiply(out, np.float32(1.0001), out=out)
+        np.add(out, np.float32(0.5), out=out)
+        np.fmod(out, np.float32(7.0), out=out)
     return out
 
 

@@ -145,3 +145,34 @@ def test_a_decoded_buffer_nobody_uses_is_freed_without_the_cycle_collector() -> 
         assert gone() is None
     finally:
         gc.enable()
+
+
+def test_the_encoder_keeps_no_array_alive_that_the_context_let_go() -> None:
+    """Remembered by identity, an array is still only weakly held: kept to the next commit,
+    every step's new 100 MB array came from fresh memory (issue 17's fixed-work bench lost a
+    tenth of a second a step to it). While it lives, a second commit uploads nothing."""
+    stored: dict[str, bytes] = {}
+    enc = Encoder(lambda path, data: stored.__setitem__(path, bytes(data)))
+    arr = np.arange(4096, dtype=np.int32)
+    node, uploaded = enc.resolve(snapshot({"a": arr}))
+    assert uploaded == arr.nbytes
+    assert enc.resolve(snapshot({"a": arr})) == (node, 0)  # same object: neither hashed nor uploaded
+    gc.disable()
+    try:
+        gone = weakref.ref(arr)
+        del arr
+        assert gone() is None
+    finally:
+        gc.enable()
+    other = np.arange(1, 4097, dtype=np.int32)  # may get the dead array's id: must not pass for it
+    node2, uploaded2 = enc.resolve(snapshot({"a": other}))
+    assert uploaded2 == other.nbytes and node2 != node
+
+
+def test_remembered_bytes_take_no_weak_reference_and_still_skip_the_upload() -> None:
+    stored: dict[str, bytes] = {}
+    enc = Encoder(lambda path, data: stored.__setitem__(path, bytes(data)))
+    data = bytes(range(256)) * 16
+    node, uploaded = enc.resolve(snapshot({"b": data}))
+    assert uploaded == len(data)
+    assert enc.resolve(snapshot({"b": data})) == (node, 0)
