@@ -55,6 +55,10 @@ def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return paths
 
 
+def folders_in(paths: list[str]) -> list[str]:
+    return [p for p in paths if os.path.isdir(p)]
+
+
 @pytest.mark.parametrize("if_absent", [False, True], ids=["artifact", "commit"])
 def test_a_durable_put_fsyncs_the_folder_that_names_it_and_new_folders_up_to_the_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, if_absent: bool
@@ -63,15 +67,49 @@ def test_a_durable_put_fsyncs_the_folder_that_names_it_and_new_folders_up_to_the
     its parent is. Without it a host crash can lose a commit whose put had returned."""
     root = tmp_path / "store"
     store = open_store(f"file://{root}")
-    store.put("t/run/keep", b"0")
     paths = fsynced_paths(monkeypatch)
+    store.put("t/run/keep", b"0")  # every folder is new
+    assert folders_in(paths) == [str(root / "t/run"), str(root / "t"), str(root)]
+    paths.clear()
     store.put("t/run/commits/00000001.json", b"1", if_absent=if_absent)  # commits/ is new
-    folders = [p for p in paths if os.path.isdir(p)]
-    assert folders == [str(root / "t/run/commits"), str(root / "t/run"), str(root / "t"), str(root)]
+    assert folders_in(paths) == [str(root / "t/run/commits"), str(root / "t/run")]
     assert [p for p in paths if not os.path.isdir(p)], "the object's own bytes are fsynced first"
     paths.clear()
     store.put("t/run/commits/00000002.json", b"2", if_absent=if_absent)  # the folder exists now
-    assert [p for p in paths if os.path.isdir(p)] == [str(root / "t/run/commits")]
+    assert folders_in(paths) == [str(root / "t/run/commits")]
+
+
+def test_a_store_opened_on_folders_it_did_not_make_syncs_their_names_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (an earlier attempt) made the folders: whether it synced their names
+    is not known, so the first put syncs them up to the root, and later ones do not again
+    (a commit's 16 artifacts in 16 new `ab/` folders cost 16 fsyncs of `artifacts/`, not
+    16 of every folder up to the root)."""
+    root = tmp_path / "store"
+    (root / "t/run/artifacts").mkdir(parents=True)
+    store = open_store(f"file://{root}")
+    paths = fsynced_paths(monkeypatch)
+    store.put("t/run/artifacts/ab/one", b"1")
+    art = str(root / "t/run/artifacts")
+    assert folders_in(paths) == [art + "/ab", art, str(root / "t/run"), str(root / "t"), str(root)]
+    paths.clear()
+    store.put("t/run/artifacts/cd/two", b"2")
+    assert folders_in(paths) == [art + "/cd", art]
+
+
+def test_a_folder_a_cleanup_took_away_is_synced_into_its_parent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "store"
+    store = open_store(f"file://{root}")
+    store.put("t/run/artifacts/ab/one", b"1")
+    store.delete("t/run/artifacts/ab/one")  # takes away ab/, artifacts/, run/ and t/ too
+    assert not (root / "t").exists()
+    paths = fsynced_paths(monkeypatch)
+    store.put("t/run/artifacts/ab/one", b"1")
+    art = str(root / "t/run/artifacts")
+    assert folders_in(paths) == [art + "/ab", art, str(root / "t/run"), str(root / "t"), str(root)]
 
 
 def test_a_store_without_a_scratch_mode_is_opened_as_it_is() -> None:
