@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +191,10 @@ class _Reference:
     counts: dict[str, int]
     writers: dict[str, list[str]]
     windows: list[tuple[str, float, float]]
+
+
+Judging = Callable[[], None] | None
+"""What judges a finished case (None: it failed before it finished)."""
 
 
 class ChaosError(RespawnError):
@@ -489,11 +493,16 @@ class Session:
         return found
 
     # -- cases ---------------------------------------------------------------------
-    def use_storage_counts(self, ref: _Reference) -> None:
-        """A replay (`storage_counts` given) draws over the session's counts, not this clean run's."""
+    def use_storage_counts(self, ref: _Reference, other: _Reference) -> None:
+        """Draw storage moments over the operations both clean runs reached: a run makes more
+        progress commits (and so more uploads) when it runs slower, and the first one shares the
+        machine with the fork server's imports; a moment only it reached would never come in a
+        case. A replay (`storage_counts` given) draws over the session's counts instead."""
         if self.cfg.storage_counts is not None:
             commits, artifacts = self.cfg.storage_counts
-            ref.counts = {**ref.counts, "commit": commits, "artifact": artifacts}
+        else:
+            commits, artifacts = (min(ref.counts.get(k, 0), other.counts.get(k, 0)) for k in ("commit", "artifact"))
+        ref.counts = {**ref.counts, "commit": commits, "artifact": artifacts}
 
     def plans(self, ref: _Reference) -> list[list[Interruption]]:
         """The interruptions of every case, from the seed and a clean run's counts."""
@@ -519,7 +528,10 @@ class Session:
             plans.append(plan)
         return plans
 
-    def case(self, index: int, plan: list[Interruption], ref: _Reference, skip: set[str]) -> CaseResult:
+    def case(self, index: int, plan: list[Interruption], ref: _Reference, skip: set[str]) -> tuple[CaseResult, Judging]:
+        """Run one case's attempts. A case that finished comes back with what judges it, which
+        `run()` calls on a judge thread while the next case runs: reading back its context,
+        history and files (0.15 s a case of dataprep output, read from disk), the cleanup check."""
         started = time.monotonic()
         folder = self.workdir / f"case-{index}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -534,7 +546,7 @@ class Session:
             if got.finished_first or got.exit_code == 0:
                 if got.exit_code != 0:
                     result.differences.append(self._failed_attempt(got))
-                    return self._done(result, started)
+                    return self._done(result, started), None
                 break
             # 0: it finished as the signal came (a decided outcome holds signals); 75: storage was away.
             expected = EXPECTED_EXIT.get(what.kind, {-signal.SIGKILL}) | {0, TRANSIENT_EXIT}
@@ -548,21 +560,34 @@ class Session:
                         + (f" ({got.reason}: {got.message})" if got.reason else ""),
                     )
                 )
-                return self._done(result, started)
+                return self._done(result, started), None
         last = result.attempts[-1]
         while last.exit_code != 0:
             if number > len(plan) + MAX_EXTRA_ATTEMPTS or (
                 last.interruption is None and last.exit_code != TRANSIENT_EXIT
             ):
                 result.differences.append(self._failed_attempt(last))
-                return self._done(result, started)
+                return self._done(result, started), None
             last = self.attempt(folder, run_id, number, params, None, ref.seconds)
             result.attempts.append(last)
             number += 1
-        self._compare(result, folder, run_id, ref, skip)
-        if result.ok and index % 3 == 2:
-            self._interrupt_cleanup(result, folder, run_id, ref, number, params)
-        return self._done(result, started)
+
+        def judging() -> None:
+            self._compare(result, folder, run_id, ref, skip)
+            if result.ok and index % 3 == 2:
+                self._interrupt_cleanup(result, folder, run_id, ref, number, params)
+            if self._own_workdir and not self.cfg.keep:  # judged: free its outputs' disk now
+                shutil.rmtree(folder / "out", ignore_errors=True)
+
+        return self._done(result, started), judging
+
+    def _verdict(self, result: CaseResult, judging: Judging, report: ChaosReport) -> None:
+        """Judge a case (unless it failed before it finished), then report it."""
+        if judging is not None:
+            judging()
+        with self._lock:
+            report.cases.append(result)
+            self.on_case(result, report)
 
     def _done(self, result: CaseResult, started: float) -> CaseResult:
         result.seconds = time.monotonic() - started
@@ -714,20 +739,22 @@ class Session:
             first.seconds = second.seconds  # interruptions are timed on attempts started like the cases
             report.nondeterministic = self._nondeterminism(first, second)
             skip = {f.key for f in report.nondeterministic}
-            self.use_storage_counts(first)
+            self.use_storage_counts(first, second)
             report.replay = self.replay_command(first.counts)
             plans = self.plans(first)
             indexes = [cfg.case] if cfg.case is not None else list(range(cfg.kills))
 
-            def one(i: int) -> CaseResult:
-                result = self.case(i, plans[i], first, skip)
-                with self._lock:
-                    report.cases.append(result)
-                    self.on_case(result, report)
-                return result
+            verdicts: list[Future[None]] = []
 
-            with ThreadPoolExecutor(cfg.workers, thread_name_prefix="chaos") as pool:
-                list(pool.map(one, indexes))
+            def one(i: int) -> None:
+                result, judging = self.case(i, plans[i], first, skip)
+                verdicts.append(judges.submit(self._verdict, result, judging, report))
+
+            with ThreadPoolExecutor(cfg.workers, thread_name_prefix="chaos-judge") as judges:
+                with ThreadPoolExecutor(cfg.workers, thread_name_prefix="chaos") as pool:
+                    list(pool.map(one, indexes))
+                for verdict in verdicts:
+                    verdict.result()
             report.cases.sort(key=lambda c: c.index)
             return report
         finally:

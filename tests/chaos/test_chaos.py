@@ -282,7 +282,7 @@ def test_a_replay_draws_the_sessions_storage_moments_whatever_its_clean_run_coun
         cfg = ChaosConfig("tests.chaos.buggy:Sound", kills=12, seed=7, workdir=tmp_path / "w", storage_counts=given)
         session = Session(cfg)
         ref = _Reference(1.0, [], {}, dict(counts), {}, [])
-        session.use_storage_counts(ref)  # as Session.run does before it draws the plans
+        session.use_storage_counts(ref, ref)  # as Session.run does before it draws the plans
         assert "--storage-counts" in session.replay_command(ref.counts)
         return session.plans(ref)
 
@@ -290,3 +290,44 @@ def test_a_replay_draws_the_sessions_storage_moments_whatever_its_clean_run_coun
     original = plans(session_counts, None)
     assert plans({"commit": 15, "artifact": 47}, None) != original  # why a replay needs the counts
     assert plans({"commit": 15, "artifact": 47}, (13, 40)) == original
+
+
+def test_storage_moments_are_drawn_over_the_operations_both_clean_runs_reached(tmp_path: Path) -> None:
+    """Found measuring the chaos bench: the first clean run shares the machine with the fork
+    server's imports, runs slower and so makes more progress commits. It counted 288 uploads
+    where the second counted 136 (and the cases about 140), so half the upload moments drawn
+    never came: the attempt finished first, and that interruption tested nothing."""
+    from pipeline_runtime.chaos import SIGNALS
+    from pipeline_runtime.chaos.engine import ChaosConfig, Session, _Reference
+
+    session = Session(ChaosConfig("tests.chaos.buggy:Sound", kills=60, seed=3, workdir=tmp_path / "w"))
+    first = _Reference(1.0, [], {}, {"commit": 15, "artifact": 288, "delete": 0}, {}, [])
+    second = _Reference(1.0, [], {}, {"commit": 12, "artifact": 136, "delete": 0}, {}, [])
+    session.use_storage_counts(first, second)
+    moments = [i for plan in session.plans(first) for i in plan if i.kind not in SIGNALS]
+    uploads = [i.n for i in moments if i.kind == "artifact-before"]
+    commits = [i.n for i in moments if i.kind == "commit-before"]
+    assert uploads and commits
+    assert max(uploads) <= 136 and max(commits) <= 12
+    assert len(set(uploads)) > 10  # still spread over the uploads, not one moment again and again
+
+
+def test_each_case_is_reported_after_its_files_are_judged_and_then_its_outputs_are_freed(tmp_path: Path) -> None:
+    """A case is judged (context, history, files, the cleanup check) on a judge thread while
+    the next case runs. Its report, the live line a user reads, must still come after all of
+    that, and its outputs are removed then instead of piling up until the session ends."""
+    from pipeline_runtime.chaos.engine import CaseResult, ChaosConfig, ChaosReport, Session
+
+    seen: dict[int, tuple[list[str], bool]] = {}
+
+    def on_case(case: CaseResult, report: ChaosReport) -> None:
+        seen[case.index] = ([d.where for d in case.differences], (session.workdir / f"case-{case.index}/out").exists())
+
+    config = ChaosConfig("tests.chaos.buggy:Appends", {"out": "out"}, kills=8, seed=2, compare_dir="out")
+    session = Session(config, on_case)
+    report = session.run()
+    assert sorted(seen) == list(range(8))
+    assert {c.index: [d.where for d in c.differences] for c in report.cases} == {i: w for i, (w, _) in seen.items()}
+    assert any("file" in where for where, _ in seen.values())
+    assert not any(left for _, left in seen.values())
+    assert not session.workdir.exists()
