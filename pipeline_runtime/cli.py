@@ -384,6 +384,8 @@ def describe(node: Any) -> Any:
         return {"type": "bytes", "size": len(node["b64"]) * 3 // 4}
     if "ref" in node:
         return {k: v for k, v in node["ref"].items()}
+    if "array" in node:
+        return {"type": "ndarray", "dtype": node["array"]["dtype"], "shape": node["array"]["shape"], "inline": True}
     if "list" in node or "tuple" in node:
         return [describe(n) for n in node.get("list", node.get("tuple"))]
     if "scalar" in node:

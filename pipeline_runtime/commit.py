@@ -29,10 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from .contracts import ExitCode, Reason
 from .errors import RespawnError
 
-CHECKPOINT_VERSION = "2.1"
-"""Format of commit objects. "1.0" was the seed's single checkpoint.json."""
-READABLE_VERSIONS = ("2.0", "2.1")
-SEALED_VERSIONS = ("2.1",)
+CHECKPOINT_VERSION = "2.2"
+"""Format of commit objects. "1.0" was the seed's single checkpoint.json; 2.1 sealed each
+commit with a digest; 2.2 keeps small numpy arrays inline (codec.INLINE_ARRAY_LIMIT)."""
+READABLE_VERSIONS = ("2.0", "2.1", "2.2")
+SEALED_VERSIONS = ("2.1", "2.2")
 """Versions whose commits carry a `digest` of their canonical body (2.0 commits have none)."""
 
 Node = dict[str, Any]

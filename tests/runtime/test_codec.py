@@ -6,12 +6,13 @@ import gc
 import hashlib
 import weakref
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from pipeline_runtime import Pipeline, step
+from pipeline_runtime import Pipeline, codec, step
 from pipeline_runtime.codec import Encoder, UnsupportedValue, artifact_path, decode, snapshot
 from pipeline_runtime.storage.memory import MemoryStore
 
@@ -41,7 +42,32 @@ def test_values_roundtrip_exactly() -> None:
     assert back["nested"]["a"].dtype == np.dtype(">i4")
     assert back["chunks"][1].shape == (0,) and back["raw"] == value["raw"]
     assert back["tiny"] == b"ab"
-    assert len(stored) == 6  # arr, 2 chunks, raw, nested.a, big (json over the inline limit)
+    assert len(stored) == 2  # raw, big (json over the inline limit); the arrays are kept inline
+    assert not back["arr"].flags.writeable and not back["nested"]["a"].flags.writeable  # as a stored one
+
+
+def test_small_arrays_are_kept_in_the_commit_and_come_back_exactly() -> None:
+    """A progress that lists one small array per chunk stored each as a file of its own
+    (a 960-frame dataprep run: 636 of 24 and 48 bytes). Up to INLINE_ARRAY_LIMIT bytes an
+    array now lives in the commit; one byte more and it is an artifact, as before."""
+    from pipeline_runtime.codec import INLINE_ARRAY_LIMIT, CorruptArtifact
+
+    at_limit = np.arange(INLINE_ARRAY_LIMIT, dtype=np.uint8)
+    over = np.arange(INLINE_ARRAY_LIMIT + 1, dtype=np.uint8)
+    fortran = np.asfortranarray(np.arange(6, dtype=">u2").reshape(2, 3))
+    value = {"at": at_limit, "over": over, "f": fortran, "u0": np.zeros((2, 0), "U0"), "e": np.zeros((0, 3))}
+    back, stored, _ = roundtrip(value)
+    assert list(stored) == [artifact_path(hashlib.sha256(over.tobytes()).hexdigest())]
+    for key, want in value.items():
+        got = back[key]
+        assert got.dtype.str == want.dtype.str and got.shape == want.shape and got.tobytes() == want.tobytes(), key
+        assert not got.flags.writeable, key
+    node, _ = Encoder(lambda path, data: None).resolve(snapshot({"a": np.arange(3, dtype="<i8")}))
+    inline = node["dict"]["a"]["array"]
+    assert inline["dtype"] == "<i8" and inline["shape"] == [3]
+    for broken in ({**inline, "shape": [4]}, {**inline, "dtype": "|O"}, {**inline, "b64": "!"}, {"dtype": "<i8"}):
+        with pytest.raises(CorruptArtifact):
+            decode({"array": broken}, lambda path: b"")
 
 
 def test_unchanged_values_are_not_hashed_or_uploaded_again() -> None:
@@ -86,11 +112,11 @@ class Squares(Pipeline):
 
 def test_library_run_returns_summary_and_resumes_in_process() -> None:
     store = MemoryStore("memory://library")
-    first = Squares({"n": 5}, store=store, run_id="lib", retain="Always").run()
+    first = Squares({"n": 200}, store=store, run_id="lib", retain="Always").run()
     assert first.executed == ["make", "total"]
     assert first.steps["make"]["status"] == "completed"
-    assert first.steps["make"]["bytes_written"] == 40
-    again = Squares({"n": 5}, store=store, run_id="lib", retain="Always").run()
+    assert first.steps["make"]["bytes_written"] == 1600  # an artifact: over the inline limit
+    again = Squares({"n": 200}, store=store, run_id="lib", retain="Always").run()
     assert again.skipped == ["make", "total"] and again.executed == []
     assert again.attempt == 2
 
@@ -114,11 +140,14 @@ def test_equal_values_in_one_commit_are_uploaded_once() -> None:
 
 def test_an_empty_artifact_counts_as_stored_so_a_stale_writer_can_take_it_back() -> None:
     """Regression (the generated stale-attempt runs): the commit worker takes back the
-    artifacts a fenced commit uploaded, from the list `resolve` gives; a 0-byte one was missing."""
+    artifacts a fenced commit uploaded, from the list `resolve` gives; a 0-byte one was missing.
+    An empty array is kept in the commit now; without inlining it is that 0-byte artifact."""
     store = MemoryStore("memory://empty-artifact")
     encoder = Encoder(store.put)
     stored: list[str] = []
-    _, uploaded = encoder.resolve(snapshot({"empty": np.zeros((0, 4), np.int32)}), None, stored)
+    with mock.patch.object(codec, "INLINE_ARRAY_LIMIT", -1):
+        plan = snapshot({"empty": np.zeros((0, 4), np.int32)})
+    _, uploaded = encoder.resolve(plan, None, stored)
     assert uploaded == 0 and stored == [hashlib.sha256(b"").hexdigest()]
     assert store.exists(artifact_path(stored[0]))
 
