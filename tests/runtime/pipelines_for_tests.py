@@ -197,8 +197,10 @@ def _recipe(name: str, i: int) -> Any:
     """A value of a kind resume must bring back exactly (collisions, tuples, scalars, layouts)."""
     values: dict[str, Any] = {
         "floats": np.linspace(0, i + 1, 4096, dtype=np.float32).reshape(64, 64),
-        "collide32": np.zeros((2, 4), np.int32),
-        "collide64": np.zeros(4, np.int64),
+        # Equal bytes, other dtype and shape: one artifact, two values. Over the inline limit
+        # (codec.INLINE_ARRAY_LIMIT), or they would be kept in the commit and share nothing.
+        "collide32": np.zeros((2, 512), np.int32),
+        "collide64": np.zeros(512, np.int64),
         "zeros": bytes(32),
         "empty": np.zeros((0, 4), np.int32),
         "tuple": (i, "t", (1.5, None)),

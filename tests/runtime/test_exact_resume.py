@@ -221,10 +221,15 @@ class Collide(Pipeline):
         ]
 
 
-def test_resume_after_a_failed_step_sees_colliding_values_as_written() -> None:
-    store = MemoryStore("memory://collide")
-    with pytest.raises(Exception, match="once"):
-        Collide(store=store, run_id="c", retain="Always").run()
-    summary = Collide(store=store, run_id="c", retain="Always").run(resume_from_checkpoint=True)
+@pytest.mark.parametrize("limit", [codec.INLINE_ARRAY_LIMIT, -1], ids=["inline", "artifacts"])
+def test_resume_after_a_failed_step_sees_colliding_values_as_written(limit: int) -> None:
+    """The collision was between artifacts; these arrays are small enough to be kept in the
+    commit now, so the case runs both ways."""
+    store = MemoryStore(f"memory://collide{limit}")
+    Collide.failed = False
+    with mock.patch.object(codec, "INLINE_ARRAY_LIMIT", limit):
+        with pytest.raises(Exception, match="once"):
+            Collide(store=store, run_id="c", retain="Always").run()
+        summary = Collide(store=store, run_id="c", retain="Always").run(resume_from_checkpoint=True)
     assert summary.skipped == ["make"] and summary.executed == ["use"]
     assert Collide.seen == ["<i8(0,)", "<i4(2, 4)", "<i8(4,)", "bytes", "(1, 4)"]
