@@ -65,6 +65,9 @@ def test_small_arrays_are_kept_in_the_commit_and_come_back_exactly() -> None:
     node, _ = Encoder(lambda path, data: None).resolve(snapshot({"a": np.arange(3, dtype="<i8")}))
     inline = node["dict"]["a"]["array"]
     assert inline["dtype"] == "<i8" and inline["shape"] == [3]
+    from pipeline_runtime.cli import describe
+
+    assert describe(node)["a"] == {"type": "ndarray", "dtype": "<i8", "shape": [3], "inline": True}  # inspect
     for broken in ({**inline, "shape": [4]}, {**inline, "dtype": "|O"}, {**inline, "b64": "!"}, {"dtype": "<i8"}):
         with pytest.raises(CorruptArtifact):
             decode({"array": broken}, lambda path: b"")
