@@ -138,8 +138,7 @@ def snapshot(value: Any, where: str = "value") -> Any:
             # step runs. A step that wants to change it in place makes a copy.
             value.flags.writeable = False
         if value.nbytes <= INLINE_ARRAY_LIMIT:
-            raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8).tobytes() if value.size else b""
-            return {"array": {**_array_meta(value), "b64": base64.b64encode(raw).decode()}}
+            return {"array": {**_array_meta(value), "b64": base64.b64encode(_array_bytes(value)).decode()}}
         return _Leaf(obj=value, kind="ndarray")
     if kind is bytes or kind is bytearray:
         data = bytes(value)
@@ -174,12 +173,17 @@ def snapshot(value: Any, where: str = "value") -> Any:
     )
 
 
+def _array_bytes(value: np.ndarray) -> memoryview | bytes:
+    """An array's bytes in C order, the ones an artifact or an inline node stores."""
+    arr: np.ndarray = np.ascontiguousarray(value)  # no copy when already contiguous
+    # A uint8 view, not arr.data.cast("B"): the buffer protocol has no datetime64,
+    # timedelta64 or every string dtype, but any array's bytes can be viewed as uint8.
+    return arr.reshape(-1).view(np.uint8).data if arr.size else b""
+
+
 def _leaf_bytes(leaf: _Leaf) -> memoryview | bytes:
     if leaf.kind == "ndarray":
-        arr: np.ndarray = np.ascontiguousarray(leaf.obj)  # no copy when already contiguous
-        # A uint8 view, not arr.data.cast("B"): the buffer protocol has no datetime64,
-        # timedelta64 or every string dtype, but any array's bytes can be viewed as uint8.
-        return arr.reshape(-1).view(np.uint8).data if arr.size else b""
+        return _array_bytes(leaf.obj)
     data = leaf.obj if leaf.kind == "bytes" else leaf.data
     assert isinstance(data, bytes)
     return data
