@@ -36,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+from host import HostWatch  # bench/, on the path as the script's folder
 from respawn_local.sample_video import make_video
 
 EXE = [sys.executable, "-m", "pipeline_runtime.cli"]
@@ -124,7 +125,9 @@ def main() -> None:
         make_video(folder / "clip.mp4", frames=args.frames, width=640, height=360)
         params = {"video_uri": "clip.mp4", "output_uri": "out", "mode": "grid", "crop_size": 96}
         rows: dict[str, list[float]] = {k: [] for k in ("w1", "w2", "cpu", "one", "ran", "landed", "planned", "att")}
+        whole = HostWatch()
         for r in range(args.rounds):
+            watch = HostWatch()
             c0 = clean_runs(folder, params, before, f"{r}a")
             w1 = session(folder, params, args.kills, 1, seed=r)
             c1 = clean_runs(folder, params, after, f"{r}b")
@@ -142,7 +145,8 @@ def main() -> None:
             print(
                 f"  round {r}: clean run {clean1 / n:.2f}s; --workers 1 {w1['wall']:.2f}s = {rows['w1'][-1]:.2f}x "
                 f"(CPU {rows['cpu'][-1]:.2f}x), {w1['landed']}/{w1['planned']} interruptions landed, "
-                f"{w1['attempts']} attempts ran {w1['ran']:.2f}s; --workers 2 {w2['wall']:.2f}s = {rows['w2'][-1]:.2f}x",
+                f"{w1['attempts']} attempts ran {w1['ran']:.2f}s; --workers 2 {w2['wall']:.2f}s = {rows['w2'][-1]:.2f}x\n"
+                f"    {watch.describe()}",
                 flush=True,
             )
         med = {k: statistics.median(v) for k, v in rows.items()}
@@ -161,6 +165,7 @@ def main() -> None:
         print(
             f"  chaos --workers 2   {med['w2']:.2f}x  (speed-up {med['w2'] and med['w1'] / med['w2']:.2f}x over 1 worker)"
         )
+        print(f"  {whole.describe()}")
 
 
 if __name__ == "__main__":

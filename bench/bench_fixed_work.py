@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from host import HostWatch  # bench/, on the path as the script's folder
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -207,6 +209,7 @@ def main() -> None:
     modes = ["plain", "off", "on"] + ([] if args.no_savez else ["savez"]) + (["on-nofsync"] if args.diagnose else [])
     wall: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
+    watch = HostWatch()
     for r in range(args.rounds):
         for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:  # rotate: no mode always goes first
             w, c = measure(mode, args.steps, iters, args.mb)
@@ -232,6 +235,7 @@ def main() -> None:
         f"  CPU the commits take    {cpu_med['on'] - cpu_med['off']:6.2f} s "
         f"({(cpu_med['on'] - cpu_med['off']) / args.steps:.3f} s per {args.mb} MB commit)"
     )
+    print(f"  {watch.describe()}")
 
 
 if __name__ == "__main__":
