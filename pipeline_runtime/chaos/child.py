@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..cli import main as cli_main
+from ..storage import set_durable_default
 from ..storage.base import Store
 from .store import PausingStore
 
@@ -28,7 +29,9 @@ def run(argv: list[str]) -> int:
     try:
         # A chaos session kills processes, never the machine: what a killed process wrote
         # is in the page cache and every later attempt reads it. fsync guards only against
-        # a host crash, which no case simulates (docs/chaos.md, Cost): not durable.
+        # a host crash, which no case simulates (docs/chaos.md, Cost): not durable, for the
+        # checkpoint and for every store the pipeline opens itself (its outputs).
+        set_durable_default(False)
         cli_main(argv, wrap_store=wrap, durable=False)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

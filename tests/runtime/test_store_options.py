@@ -7,12 +7,15 @@ import errno
 import fcntl
 import mmap
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from pipeline_runtime import storage
 from pipeline_runtime.storage import open_store
 from pipeline_runtime.storage.base import Tidy
 from pipeline_runtime.storage.local import DIRECT_BYTES
@@ -40,6 +43,38 @@ def test_a_durable_local_store_fsyncs_and_a_scratch_one_does_not(
     open_store(f"file://{tmp_path}/b", durable=False).put("x/one", b"1")
     assert calls == []
     assert (tmp_path / "b" / "x" / "one").read_bytes() == b"1"  # still written, atomically
+
+
+def test_a_process_that_asks_for_scratch_stores_gets_them_unless_a_caller_says_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the chaos child asks for: a pipeline's own `open_store(output_uri)` skips fsync
+    there too, while a caller that names `durable=True` still gets it."""
+    calls = count_fsyncs(monkeypatch)
+    monkeypatch.setitem(storage._defaults, "durable", True)  # put back after the test
+    storage.set_durable_default(False)
+    open_store(f"file://{tmp_path}/a").put("x/one", b"1")
+    assert calls == []
+    open_store(f"file://{tmp_path}/b", durable=True).put("x/one", b"1")
+    assert calls, "durable=True must still reach the disk"
+    storage.set_durable_default(True)
+    calls.clear()
+    open_store(f"file://{tmp_path}/c").put("x/one", b"1")
+    assert calls, "the default is durable again"
+
+
+def test_the_chaos_child_opens_every_store_of_its_process_as_scratch(tmp_path: Path) -> None:
+    """In a real process, as the engine starts one: after `child.run`, a store opened without
+    `durable` (as dataprep opens its output) is a scratch store."""
+    code = (
+        "from pipeline_runtime.chaos import child; from pipeline_runtime.storage import open_store\n"
+        "import contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()): assert child.run(['pipelines']) == 0\n"
+        f"print(open_store('file://{tmp_path}/out').durable)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
