@@ -21,16 +21,16 @@ from .extras import missing_package_message
 from .lifecycle import STOP
 
 
-def main(argv: list[str] | None = None, wrap_store: Any = None, durable: bool = True) -> None:
+def main(argv: list[str] | None = None, wrap_store: Any = None) -> None:
     """`wrap_store(store) -> store`, if given, wraps the checkpoint store of `run` and
-    `cleanup` (the chaos engine's child process stops at storage operations with it), which
-    is then opened with `durable` (storage.open_store; the chaos child's is not)."""
+    `cleanup` (the chaos engine's child process stops at storage operations with it). The
+    store is durable unless the process said otherwise (storage.set_durable_default; the
+    chaos child does)."""
     STOP.install()
     args, extra = _parser().parse_known_args(argv)
     if extra:  # a bad flag after `run`: say it with `run`'s usage, not the top-level one
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.wrap_store = wrap_store
-    args.durable = durable
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.func is cmd_run and not sys.stderr.isatty():
         print(json.dumps({"event": "ready", "pid": os.getpid()}), file=sys.stderr, flush=True)
@@ -258,7 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             from .storage import open_store
 
             try:
-                store = args.wrap_store(open_store(uri, durable=args.durable))
+                store = args.wrap_store(open_store(uri))
             except ValueError as e:
                 raise InvalidInput(f"checkpoint uri: {e}") from None
         try:
@@ -372,7 +372,7 @@ def _open_log(args: argparse.Namespace) -> Any:
     from .storage import open_store
 
     wrap = getattr(args, "wrap_store", None)
-    store = open_store(args.uri, durable=getattr(args, "durable", True))
+    store = open_store(args.uri)
     return RunLog(wrap(store) if wrap else store, args.tenant, args.run_id)
 
 

@@ -32,7 +32,7 @@ def run(argv: list[str]) -> int:
         # a host crash, which no case simulates (docs/chaos.md, Cost): not durable, for the
         # checkpoint and for every store the pipeline opens itself (its outputs).
         set_durable_default(False)
-        cli_main(argv, wrap_store=wrap, durable=False)
+        cli_main(argv, wrap_store=wrap)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:

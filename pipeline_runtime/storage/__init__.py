@@ -36,7 +36,7 @@ def set_durable_default(durable: bool) -> None:
     The chaos child sets False before it runs a pipeline. Its processes are killed,
     never its machine, so what one wrote is in the page cache for every later attempt;
     fsync and O_DIRECT guard only against a host crash, which no case simulates. Left
-    durable, a 960-frame dataprep case wrote its 480 MB of shards around the page cache
+    durable, a 960-frame dataprep case wrote its 478 MB of shards around the page cache
     and the judge read them back from disk (about 1 s a case at 450 MB/s), beside the
     next case's own writes.
     """
