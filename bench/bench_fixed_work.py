@@ -16,7 +16,9 @@ included) and in an order that rotates every round:
   on         Respawn committing every step to file:// (fsync on, as in a pod)
   savez      the plain loop plus `np.savez` of the state after every step
 
---no-savez leaves the last one out. With --diagnose, also `on-nofsync` (file:// without
+--no-savez leaves the last one out. --palindrome runs every round a second time in reverse
+order (plain off on on off plain), so a drift that is steady over the round falls on every
+mode alike; a round's figure is then the ratio of the two runs' sums. With --diagnose, also `on-nofsync` (file:// without
 fsync: not what a pod runs, it only says how much of the cost is the fsync).
 
 Printed: each mode's median, and each overhead (on vs off, off vs plain, savez vs plain)
@@ -172,7 +174,7 @@ def spread(runs: list[float]) -> str:
 
 
 def figure(wall: dict[str, list[float]], a: str, b: str, label: str, target: str) -> None:
-    """`a` vs `b` as the median of the per-round ratios.
+    """`a` vs `b` as the median of the per-round ratios (`wall`: each round's seconds per mode).
 
     Why per round: on this VM the speed of the same fixed work drifts by 10-30 % over tens
     of seconds (a neighbour on the host; one run's steps went 0.89 s -> 1.33 s), far more
@@ -196,11 +198,29 @@ def bootstrap_interval(values: list[float], draws: int = 2000) -> tuple[float, f
     return medians[int(0.05 * draws)], medians[int(0.95 * draws) - 1]
 
 
+def round_order(modes: list[str], r: int, palindrome: bool) -> list[str]:
+    """The runs of round `r`: the modes rotated by `r` (no mode always goes first) and, with
+    `palindrome`, then again in reverse (a b c c b a).
+
+    Why a palindrome: on this VM the speed of the same work drifts within a round, and a
+    steady drift makes whichever mode runs later look slower. Run twice in mirrored order,
+    every mode's two runs sit at the same mean time, so a drift that is linear over the
+    round cancels out of the ratio of their sums (an ABBA design)."""
+    k = r % len(modes)
+    order = modes[k:] + modes[:k]
+    return order + order[::-1] if palindrome else order
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     workload_arguments(ap)
     ap.add_argument("--diagnose", action="store_true", help="also measure file:// without fsync")
     ap.add_argument("--no-savez", action="store_true", help="leave out np.savez: a quarter more rounds an hour")
+    ap.add_argument(
+        "--palindrome",
+        action="store_true",
+        help="run each round twice, the second time in reverse order (cancels a steady drift; twice the time)",
+    )
     args = ap.parse_args()
     if args.child:
         child(args.child, args.steps, args.iters, args.mb, args.dir)
@@ -209,28 +229,32 @@ def main() -> None:
     modes = ["plain", "off", "on"] + ([] if args.no_savez else ["savez"]) + (["on-nofsync"] if args.diagnose else [])
     wall: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
+    per_round: dict[str, list[float]] = {m: [] for m in modes}
     watch = HostWatch()
     for r in range(args.rounds):
-        for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:  # rotate: no mode always goes first
+        order = round_order(modes, r, args.palindrome)
+        for mode in order:
             w, c = measure(mode, args.steps, iters, args.mb)
             wall[mode].append(w)
             cpu[mode].append(c)
+        for mode in modes:
+            per_round[mode].append(sum(wall[mode][-order.count(mode) :]))
     med = {m: statistics.median(wall[m]) for m in modes}
     cpu_med = {m: statistics.median(cpu[m]) for m in modes}
     print(
         f"{args.steps} steps x {iters} passes over {args.mb} MB float32 (~{args.step_seconds:g} s a step), "
-        f"whole processes, {args.rounds} interleaved rounds"
+        f"whole processes, {args.rounds} interleaved rounds{' (palindromic: a b c c b a)' if args.palindrome else ''}"
     )
     for m in modes:
         print(f"  {m:<10} {med[m]:7.2f} s wall  {cpu_med[m]:7.2f} s CPU   (median; runs {spread(wall[m])})")
     print("  overheads: median of the rounds' own ratios (each round's runs are neighbours in time),")
     print("  its bootstrap interval, the lowest and highest round, and the ratio of the medians above")
-    figure(wall, "on", "off", "checkpoints on vs off", "[<= +3 %]")
-    figure(wall, "off", "plain", "off vs a plain loop", "[<= +2 %]")
+    figure(per_round, "on", "off", "checkpoints on vs off", "[<= +3 %]")
+    figure(per_round, "off", "plain", "off vs a plain loop", "[<= +2 %]")
     if "savez" in modes:
-        figure(wall, "savez", "plain", "np.savez vs plain loop", "")
+        figure(per_round, "savez", "plain", "np.savez vs plain loop", "")
     if args.diagnose:
-        figure(wall, "on-nofsync", "off", "on without fsync vs off", "(diagnosis only)")
+        figure(per_round, "on-nofsync", "off", "on without fsync vs off", "(diagnosis only)")
     print(
         f"  CPU the commits take    {cpu_med['on'] - cpu_med['off']:6.2f} s "
         f"({(cpu_med['on'] - cpu_med['off']) / args.steps:.3f} s per {args.mb} MB commit)"
