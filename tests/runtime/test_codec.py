@@ -5,11 +5,14 @@ from __future__ import annotations
 import gc
 import hashlib
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from unittest import mock
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from pipeline_runtime import Pipeline, codec, step
@@ -208,3 +211,43 @@ def test_remembered_bytes_take_no_weak_reference_and_still_skip_the_upload() -> 
     node, uploaded = enc.resolve(snapshot({"b": data}))
     assert uploaded == len(data)
     assert enc.resolve(snapshot({"b": data})) == (node, 0)
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A real thread pool that records how many bytes each leaf it was given holds."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.sizes: list[int] = []
+
+    def map(self, fn: Any, *iterables: Any, **kwargs: Any) -> Any:
+        leaves = list(iterables[0])
+        self.sizes.extend(codec._leaf_size(leaf) for leaf in leaves)
+        return super().map(fn, leaves, **kwargs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([2_000, codec.POOL_BYTES - 8, codec.POOL_BYTES, codec.POOL_BYTES + 8, 3 * codec.POOL_BYTES]),
+        min_size=1,
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_only_large_leaves_go_to_the_pool_and_the_commit_is_the_same(sizes: list[int], twin: bool) -> None:
+    """Small leaves are stored on the commit thread (no handoff); what is stored and what the
+    commit says does not depend on where a leaf was hashed, twins included."""
+    values = [np.full(n // 8, i, dtype=np.int64) for i, n in enumerate(sizes)]
+    if twin:
+        values.append(values[-1].copy())  # equal bytes, another object: stored once
+    alone: dict[str, bytes] = {}
+    node_alone, up_alone = Encoder(lambda p, d: alone.__setitem__(p, bytes(d))).resolve(snapshot(values))
+    pooled: dict[str, bytes] = {}
+    with _CountingPool() as pool:
+        node, up = Encoder(lambda p, d: pooled.__setitem__(p, bytes(d))).resolve(snapshot(values), pool)
+    assert sorted(pool.sizes) == sorted(v.nbytes for v in values if v.nbytes >= codec.POOL_BYTES)
+    assert node == node_alone and up == up_alone and pooled == alone
+    assert [np.array_equal(a, b) for a, b in zip(decode(node, pooled.__getitem__), values, strict=True)] == [
+        True
+    ] * len(values)
