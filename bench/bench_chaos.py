@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--frames", type=int, default=240)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="round r runs the sessions of seed first-seed + r")
     args = ap.parse_args()
     n = args.kills + 2
     before, after = n // 2, n - n // 2
@@ -129,10 +130,10 @@ def main() -> None:
         for r in range(args.rounds):
             watch = HostWatch()
             c0 = clean_runs(folder, params, before, f"{r}a")
-            w1 = session(folder, params, args.kills, 1, seed=r)
+            w1 = session(folder, params, args.kills, 1, seed=args.first_seed + r)
             c1 = clean_runs(folder, params, after, f"{r}b")
             c2 = clean_runs(folder, params, before, f"{r}c")
-            w2 = session(folder, params, args.kills, 2, seed=r)
+            w2 = session(folder, params, args.kills, 2, seed=args.first_seed + r)
             c3 = clean_runs(folder, params, after, f"{r}d")
             clean1, clean2 = c0[0] + c1[0], c2[0] + c3[0]
             rows["w1"].append(w1["wall"] / clean1)
@@ -143,7 +144,7 @@ def main() -> None:
                 rows[key].append(value)
             rows["att"].append(w1["attempts"])
             print(
-                f"  round {r}: clean run {clean1 / n:.2f}s; --workers 1 {w1['wall']:.2f}s = {rows['w1'][-1]:.2f}x "
+                f"  round {r} (seed {args.first_seed + r}): clean run {clean1 / n:.2f}s; --workers 1 {w1['wall']:.2f}s = {rows['w1'][-1]:.2f}x "
                 f"(CPU {rows['cpu'][-1]:.2f}x), {w1['landed']}/{w1['planned']} interruptions landed, "
                 f"{w1['attempts']} attempts ran {w1['ran']:.2f}s; --workers 2 {w2['wall']:.2f}s = {rows['w2'][-1]:.2f}x\n"
                 f"    {watch.describe()}",

@@ -44,7 +44,7 @@ from .commit import (
 )
 from .contracts import RUN_ID_MAX, ExitCode, Reason
 from .errors import RespawnError
-from .storage.base import NotFound, PreconditionFailed, ReadsInto, Store
+from .storage.base import NotFound, PreconditionFailed, ReadsInto, Store, local_puts
 
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}")
 
@@ -172,6 +172,11 @@ class RunLog:
         return f"attempt {other.attempt} owns the run now; stale attempt {attempt} stops without committing"
 
     # -- artifacts -------------------------------------------------------------
+    @property
+    def local_puts(self) -> bool:
+        """storage.base.local_puts of the store this log is in."""
+        return local_puts(self.store)
+
     def put_artifact(self, path: str, data: bytes | memoryview) -> None:
         self.store.put(self._p(path), data)
 

@@ -209,7 +209,8 @@ def _ref_meta(leaf: _Leaf, sha: str, xxh: str, size: int) -> dict[str, Any]:
 
 
 POOL_BYTES = 256 * 1024
-"""Leaves at least this large are hashed and uploaded on the pool, the rest on the commit thread."""
+"""For a store whose puts are local syscalls (file://, memory://), the size from which a leaf
+is hashed and stored on the pool; smaller ones are stored on the commit thread (`Encoder`)."""
 _CHUNK = 1 << 20
 """Both digests of an artifact are taken chunk by chunk: the second reads from the cache."""
 
@@ -240,9 +241,17 @@ class Encoder:
     """
 
     def __init__(
-        self, put: Callable[[str, bytes | memoryview], None], known: set[str] | None = None, epoch: int = 0
+        self,
+        put: Callable[[str, bytes | memoryview], None],
+        known: set[str] | None = None,
+        epoch: int = 0,
+        pool_bytes: int = 0,
     ) -> None:
         self._put = put
+        self.pool_bytes = pool_bytes
+        """Leaves smaller than this are stored on the calling thread, not on `resolve`'s pool.
+        0 (every leaf on the pool) suits a store whose puts are requests: their latency
+        overlaps. For local puts, POOL_BYTES."""
         self.known: set[str] = set(known or ())
         self.epoch = epoch
         """The artifact epoch uploads go to (see artifact_path); `known` holds that epoch's."""
@@ -295,13 +304,13 @@ class Encoder:
                 refs[id(leaf)] = hit[1]
             else:
                 work.append(leaf)
-        # Only large leaves go to the pool: a small one's hash takes microseconds, and its
-        # handoff to a pool thread and back costs more than that (GIL switches against a busy
-        # step thread: dataprep's progress stores two 1.7 KB arrays per chunk).
+        # A small leaf's local put takes microseconds; handed to a pool thread and back, it
+        # waited for the GIL against the busy step thread at every switch (dataprep's
+        # progress stores two 1.7 KB arrays per chunk: docs/checkpoints.md, Artifacts).
         large: list[_Leaf] = []
         small: list[_Leaf] = []
         for leaf in work:
-            (large if pool is not None and _leaf_size(leaf) >= POOL_BYTES else small).append(leaf)
+            (large if pool is not None and _leaf_size(leaf) >= self.pool_bytes else small).append(leaf)
         pending = pool.map(self._store_leaf, large) if pool is not None and large else iter(())  # submitted now
         results = {id(leaf): self._store_leaf(leaf) for leaf in small}
         results.update(zip(map(id, large), pending))

@@ -33,7 +33,7 @@ from .checkpoint import (
     tombstone_of,
 )
 from .code_digest import code_digest
-from .codec import CorruptArtifact, Encoder, UnsupportedValue, decode, snapshot
+from .codec import POOL_BYTES, CorruptArtifact, Encoder, UnsupportedValue, decode, snapshot
 from .commit_worker import CommitWorker
 from .contracts import (
     DEFAULT_PROGRESS_INTERVAL_SECONDS,
@@ -544,7 +544,8 @@ class _Run:
         attempt = self.p.attempt or 1
         try:  # from the claim on: the claim starts the commit worker, which must always be closed
             if runlog is not None:
-                self.encoder = Encoder(runlog.put_artifact)  # its epoch and known artifacts: set by the claim
+                # Its epoch and known artifacts: set by the claim.
+                self.encoder = Encoder(runlog.put_artifact, pool_bytes=POOL_BYTES if runlog.local_puts else 0)
                 try:
                     attempt, base = self.claim(runlog, resume, rerun_from)
                 except CorruptCheckpoint as e:

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from ..storage.base import Store
+from ..storage.base import Store, local_puts
 
 ENV_PAUSE_AT = "RESPAWN_CHAOS_PAUSE_AT"
 ENV_MARKER = "RESPAWN_CHAOS_MARKER"
@@ -34,6 +34,7 @@ class StoreWrapper:
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.uri = inner.uri
+        self.local_puts = local_puts(inner)
 
     def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
         self.inner.put(path, data, if_absent=if_absent)

@@ -80,6 +80,12 @@ class Store(Protocol):
         """Remove the object; a missing one is not an error."""
 
 
+def local_puts(store: object) -> bool:
+    """Whether a store's puts are local syscalls (file://, memory://: a `local_puts = True`
+    attribute) rather than requests whose latency is worth overlapping (gs://)."""
+    return getattr(store, "local_puts", False) is True
+
+
 def check_path(path: str, *, prefix: bool = False) -> str:
     """Refuse absolute paths and traversal: a store never leaves its root.
 

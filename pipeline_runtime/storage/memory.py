@@ -14,6 +14,9 @@ _LOCK = threading.Lock()
 class MemoryStore:
     """`memory://name`: stores with the same name share their objects (one process)."""
 
+    local_puts = True
+    """base.local_puts: a put is a dict update."""
+
     def __init__(self, uri: str = "memory://default") -> None:
         self.uri = uri
         with _LOCK:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -234,20 +235,80 @@ class _CountingPool(ThreadPoolExecutor):
         max_size=6,
     ),
     st.booleans(),
+    st.sampled_from([0, codec.POOL_BYTES]),
 )
-def test_only_large_leaves_go_to_the_pool_and_the_commit_is_the_same(sizes: list[int], twin: bool) -> None:
-    """Small leaves are stored on the commit thread (no handoff); what is stored and what the
-    commit says does not depend on where a leaf was hashed, twins included."""
+def test_leaves_under_pool_bytes_stay_off_the_pool_and_the_commit_is_the_same(
+    sizes: list[int], twin: bool, pool_bytes: int
+) -> None:
+    """Small leaves are stored on the commit thread (local stores: no handoff), all of them on
+    the pool with pool_bytes 0 (gs://: requests overlap); what is stored and what the commit
+    says does not depend on where a leaf was hashed, twins included."""
     values = [np.full(n // 8, i, dtype=np.int64) for i, n in enumerate(sizes)]
     if twin:
         values.append(values[-1].copy())  # equal bytes, another object: stored once
     alone: dict[str, bytes] = {}
     node_alone, up_alone = Encoder(lambda p, d: alone.__setitem__(p, bytes(d))).resolve(snapshot(values))
     pooled: dict[str, bytes] = {}
+    enc = Encoder(lambda p, d: pooled.__setitem__(p, bytes(d)), pool_bytes=pool_bytes)
     with _CountingPool() as pool:
-        node, up = Encoder(lambda p, d: pooled.__setitem__(p, bytes(d))).resolve(snapshot(values), pool)
-    assert sorted(pool.sizes) == sorted(v.nbytes for v in values if v.nbytes >= codec.POOL_BYTES)
+        node, up = enc.resolve(snapshot(values), pool)
+    assert sorted(pool.sizes) == sorted(v.nbytes for v in values if v.nbytes >= pool_bytes)
     assert node == node_alone and up == up_alone and pooled == alone
     assert [np.array_equal(a, b) for a, b in zip(decode(node, pooled.__getitem__), values, strict=True)] == [
         True
     ] * len(values)
+
+
+class _Small(BaseModel):
+    pass
+
+
+class _TwoSizes(Pipeline):
+    name = "two-sizes"
+    Params = _Small
+
+    @step
+    def make(self, ctx: Any) -> None:
+        ctx["small"] = np.arange(1_000)  # 8 KB: an artifact, under POOL_BYTES
+        ctx["large"] = np.arange(100_000)  # 800 KB
+
+
+class _ThreadsOfPuts:
+    """A real FileStore that notes on which thread each artifact was put."""
+
+    def __init__(self, inner: Any, local: bool) -> None:
+        self.inner, self.uri, self.local_puts = inner, inner.uri, local
+        self.threads: dict[int, str] = {}
+
+    def put(self, path: str, data: Any, *, if_absent: bool = False) -> None:
+        if "/artifacts/" in path:
+            self.threads[memoryview(data).nbytes] = threading.current_thread().name
+        self.inner.put(path, data, if_absent=if_absent)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_run_stores_small_artifacts_on_the_commit_thread_only_for_local_puts(tmp_path: Any, local: bool) -> None:
+    from pipeline_runtime.storage.local import FileStore
+
+    store = _ThreadsOfPuts(FileStore(f"file://{tmp_path}/ck"), local)
+    _TwoSizes({}, checkpoint_uri=f"file://{tmp_path}/ck", store=store, run_id="sizes", retain="Always").run()
+    assert store.threads[800_000].startswith("respawn-io")
+    assert store.threads[8_000].startswith("respawn-commit" if local else "respawn-io")
+
+
+def test_file_memory_and_wrapped_stores_say_their_puts_are_local(tmp_path: Any) -> None:
+    from pipeline_runtime.chaos.store import PausingStore
+    from pipeline_runtime.storage import open_store
+    from pipeline_runtime.storage.base import local_puts
+
+    for store in (open_store(f"file://{tmp_path}/ck"), open_store("memory://local-puts")):
+        assert local_puts(store) and local_puts(PausingStore(store))  # chaos wraps stores
+
+    class Remote:  # a store without the attribute (gs://: tests/runtime/test_gcs.py runs it for real)
+        uri = "x://"
+
+    assert not local_puts(Remote()) and not local_puts(PausingStore(Remote()))  # type: ignore[arg-type]
+    assert Encoder(lambda p, d: None).pool_bytes == 0
